@@ -1,0 +1,36 @@
+"""AMQP request/reply for taskgate: a client, a server, their codec and errors.
+
+Generic: imports nothing else of taskgate's.
+"""
+
+from .client import RpcClient
+from .connection import connect
+from .errors import (
+    BadRequest,
+    BrokerUnavailable,
+    RemoteError,
+    RpcClosed,
+    RpcError,
+    RpcNoServer,
+    RpcTimeout,
+    ServiceError,
+    UnknownMethod,
+)
+from .server import RpcServer
+from .settings import RpcSettings
+
+__all__ = [
+    "BadRequest",
+    "BrokerUnavailable",
+    "RemoteError",
+    "RpcClient",
+    "RpcClosed",
+    "RpcError",
+    "RpcNoServer",
+    "RpcServer",
+    "RpcSettings",
+    "RpcTimeout",
+    "ServiceError",
+    "UnknownMethod",
+    "connect",
+]

@@ -1,0 +1,85 @@
+"""A broker connection that recovers by itself, and channels that replay their set-up.
+
+aio-pika's robust connection reconnects and reopens channels; what a channel
+declared and consumed through raw aiormq calls is replayed here by a set-up
+coroutine that runs on every (re)open, so declarations and consumers come
+back after a broker restart instead of silently staying gone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+
+from .errors import BrokerUnavailable
+
+logger = logging.getLogger(__name__)
+
+ChannelSetup = Callable[[aiormq.abc.AbstractChannel], Awaitable[None]]
+ChannelLost = Callable[[BaseException | None], None]
+
+# What aio-pika and aiormq raise when the broker is unreachable or goes away.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    OSError,
+    aiormq.exceptions.AMQPConnectionError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    aiormq.exceptions.ConnectionClosed,
+    aiormq.exceptions.ChannelClosed,
+)
+
+
+async def connect(
+    url: str, *, name: str, reconnect_interval_s: float = 1.0, timeout_s: float = 10.0
+) -> AbstractRobustConnection:
+    """Open a self-recovering connection named ``name`` (shown in the broker's connection list)."""
+    try:
+        return await aio_pika.connect_robust(
+            url,
+            reconnect_interval=reconnect_interval_s,
+            timeout=timeout_s,
+            client_properties={"connection_name": name},
+        )
+    except (*CONNECTION_ERRORS, TimeoutError) as exc:
+        raise BrokerUnavailable(f"cannot connect to the broker: {exc}") from exc
+
+
+async def open_channel(
+    connection: AbstractRobustConnection,
+    setup: ChannelSetup,
+    *,
+    on_lost: ChannelLost | None = None,
+    publisher_confirms: bool = False,
+) -> AbstractRobustChannel:
+    """Open a channel, run ``setup`` on it now and again each time it is reopened.
+
+    ``on_lost`` runs whenever the underlying channel closes, so callers can fail
+    work that was bound to it (pending replies, unacked deliveries).
+    """
+    channel: Any = await connection.channel(publisher_confirms=publisher_confirms)
+
+    async def replay(_sender: object) -> None:
+        try:
+            await setup(await channel.get_underlay_channel())
+        except Exception:
+            # A failed replay leaves the channel without its consumers; closing the
+            # underlying channel makes aio-pika reopen it and replay again.
+            logger.exception("channel set-up failed; reopening the channel")
+            raw = await channel.get_underlay_channel()
+            await raw.close()
+
+    if on_lost is not None:
+        lost = on_lost
+
+        def closed(_sender: object, exc: BaseException | None = None) -> None:
+            lost(exc)
+
+        channel.close_callbacks.add(closed)
+    channel.reopen_callbacks.add(replay)
+    await setup(await channel.get_underlay_channel())
+    return channel

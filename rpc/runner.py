@@ -1,0 +1,74 @@
+"""Run an RpcServer as a process: ``python -m rpc module:attribute``.
+
+The process serves until SIGTERM or SIGINT, then stops consuming, finishes the
+calls in flight and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import signal
+import sys
+
+from .connection import connect
+from .server import RpcServer
+from .settings import RpcSettings
+
+logger = logging.getLogger(__name__)
+
+
+def load_server(spec: str) -> RpcServer:
+    """Import ``module:attribute`` (the uvicorn convention) and check it is an RpcServer."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"expected 'module:attribute', got {spec!r}")
+    server = getattr(importlib.import_module(module_name), attribute)
+    if not isinstance(server, RpcServer):
+        raise TypeError(f"{spec} is a {type(server).__name__}, not an RpcServer")
+    return server
+
+
+async def serve(server: RpcServer, settings: RpcSettings) -> None:
+    """Serve until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    connection = await connect(
+        settings.amqp_url,
+        name=f"rpc:{server.name}",
+        reconnect_interval_s=settings.reconnect_interval_s,
+    )
+    try:
+        await server.start(
+            connection, prefetch=settings.prefetch, concurrency=settings.concurrency
+        )
+        logger.info("ready")
+        await stop.wait()
+        logger.info("stopping: finishing calls in flight")
+        await server.stop(settings.shutdown_grace_s)
+    finally:
+        await connection.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rpc", description=__doc__)
+    parser.add_argument("server", help="the RpcServer to run, as module:attribute")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = RpcSettings.from_env()
+    server = load_server(args.server)
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(serve(server, settings))
+    else:
+        uvloop.run(serve(server, settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

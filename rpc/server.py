@@ -1,0 +1,252 @@
+"""The RPC server: handlers registered by method name, one queue per method.
+
+Every request gets exactly one answer: the handler's result, or an error reply
+for a malformed body, a failed validation, an unknown method or a handler
+exception. A request that cannot be answered (no ``reply_to``) is
+dead-lettered to ``rpc.dead`` with the reason in a header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar, get_type_hints
+
+import aiormq
+import msgspec
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aiormq.abc import DeliveredMessage
+
+from . import codec
+from .connection import CONNECTION_ERRORS, open_channel
+from .errors import ServiceError
+from .topology import DEAD_EXCHANGE, DEAD_QUEUE, REASON_HEADER, method_queue
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[..., Awaitable[Any]]
+H = TypeVar("H", bound=Handler)
+
+
+@dataclass(frozen=True, slots=True)
+class _Method:
+    name: str
+    handler: Handler
+    # None: the handler takes no argument; otherwise decodes the request body.
+    decoder: msgspec.json.Decoder[Any] | None
+
+
+class RpcServer:
+    """Serves registered methods; run it with ``python -m rpc module:server``."""
+
+    def __init__(self, name: str = "rpc") -> None:
+        self.name = name
+        self._methods: dict[str, _Method] = {}
+        self._channel: AbstractRobustChannel | None = None
+        self._dead_channel: AbstractRobustChannel | None = None
+        self._raw: aiormq.abc.AbstractChannel | None = None
+        self._consumer_tags: list[str] = []
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._semaphore: asyncio.Semaphore | None = None
+        self._prefetch = 0
+        self._stopping = False
+
+        @self.method("system.ping")
+        async def ping() -> dict[str, Any]:
+            return {"pong": True, "server": self.name, "time": time.time()}
+
+    @property
+    def methods(self) -> list[str]:
+        """Names of the registered methods."""
+        return sorted(self._methods)
+
+    def method(self, name: str) -> Callable[[H], H]:
+        """Register an async handler for ``name``.
+
+        The handler takes no argument, or one whose annotation (a msgspec Struct,
+        dict, or any msgspec-decodable type) the request body is validated against.
+        """
+
+        def register(handler: H) -> H:
+            if not inspect.iscoroutinefunction(handler):
+                raise TypeError(f"RPC handler for {name!r} must be an async function")
+            if name in self._methods:
+                raise ValueError(f"RPC method {name!r} is registered twice")
+            self._methods[name] = _Method(name, handler, _request_decoder(handler))
+            return handler
+
+        return register
+
+    async def start(
+        self, connection: AbstractRobustConnection, *, prefetch: int = 256, concurrency: int = 128
+    ) -> None:
+        """Declare the method queues and start consuming them."""
+        self._prefetch = prefetch
+        self._semaphore = asyncio.Semaphore(concurrency)
+        self._stopping = False
+        self._dead_channel = await open_channel(
+            connection, _declare_dead_letters, publisher_confirms=True
+        )
+        self._channel = await open_channel(connection, self._consume)
+        logger.info("RPC server %r serving %s", self.name, ", ".join(self.methods))
+
+    async def stop(self, grace_s: float = 30.0) -> None:
+        """Stop consuming, let the calls in flight finish (up to ``grace_s``), close."""
+        self._stopping = True
+        raw = self._raw
+        if raw is not None and not raw.is_closed:
+            for tag in self._consumer_tags:
+                try:
+                    await raw.basic_cancel(tag)
+                except CONNECTION_ERRORS:
+                    break
+        try:
+            await asyncio.wait_for(self._idle.wait(), grace_s)
+        except TimeoutError:
+            logger.warning("%d RPC calls still running after %s s; closing", self._in_flight, grace_s)
+        for channel in (self._channel, self._dead_channel):
+            if channel is not None and not channel.is_closed:
+                await channel.close()
+
+    async def _consume(self, channel: aiormq.abc.AbstractChannel) -> None:
+        """Declare and consume every method queue; runs again after each reconnect."""
+        if self._stopping:
+            return
+        await channel.basic_qos(prefetch_count=self._prefetch)
+        tags = []
+        for method in self._methods.values():
+            queue = method_queue(method.name)
+            # Auto-delete: with no server left the queue goes, so a mandatory
+            # request is returned at once instead of waiting for its timeout.
+            # Expired requests are dropped, not dead-lettered: their caller has moved on.
+            await channel.queue_declare(queue, auto_delete=True)
+            ok = await channel.basic_consume(queue, self._make_consumer(method))
+            assert ok.consumer_tag is not None
+            tags.append(ok.consumer_tag)
+        self._consumer_tags = tags
+        self._raw = channel
+
+    def _make_consumer(self, method: _Method) -> Callable[[DeliveredMessage], Awaitable[None]]:
+        async def consume(message: DeliveredMessage) -> None:
+            self._in_flight += 1
+            self._idle.clear()
+            try:
+                assert self._semaphore is not None
+                async with self._semaphore:
+                    await self._answer(method, message)
+            finally:
+                self._in_flight -= 1
+                if self._in_flight == 0:
+                    self._idle.set()
+
+        return consume
+
+    async def _answer(self, method: _Method, message: DeliveredMessage) -> None:
+        properties = message.header.properties
+        channel = message.channel
+        delivery_tag = message.delivery.delivery_tag  # type: ignore[union-attr]
+        if not properties.reply_to:
+            await self._dead_letter(message, "request has no reply_to; nobody can get the answer")
+            return
+        body = await self._dispatch(method, properties, message.body)
+        reply_properties = aiormq.spec.Basic.Properties(
+            content_type=codec.CONTENT_TYPE,
+            correlation_id=properties.correlation_id,
+            timestamp=datetime.now(UTC),
+        )
+        try:
+            # mandatory=False: the broker refuses mandatory publishes to amq.rabbitmq.reply-to.
+            await channel.basic_publish(
+                body, routing_key=properties.reply_to, properties=reply_properties
+            )
+            await channel.basic_ack(delivery_tag, wait=False)
+        except CONNECTION_ERRORS:
+            # The channel is gone, so the broker will redeliver the request.
+            logger.warning("channel lost before answering %s", properties.correlation_id)
+
+    async def _dispatch(
+        self, method: _Method, properties: aiormq.spec.Basic.Properties, body: bytes
+    ) -> bytes:
+        requested = properties.message_type or method.name
+        if requested != method.name:
+            target = self._methods.get(requested)
+            if target is None:
+                return codec.encode_error("UnknownMethod", f"no method {requested!r} here")
+            method = target
+        try:
+            if method.decoder is None:
+                result = await method.handler()
+            else:
+                params = method.decoder.decode(body or b"{}")
+                result = await method.handler(params)
+        except msgspec.ValidationError as exc:
+            return codec.encode_error("BadRequest", f"invalid request: {exc}")
+        except msgspec.DecodeError as exc:
+            return codec.encode_error("BadRequest", f"malformed JSON: {exc}")
+        except ServiceError as exc:
+            return codec.encode_error(type(exc).__name__, str(exc))
+        except Exception:
+            logger.exception(
+                "RPC handler %r failed (correlation_id=%s)", method.name, properties.correlation_id
+            )
+            return codec.encode_error(
+                "InternalError",
+                f"{method.name} failed; see the server log for {properties.correlation_id}",
+            )
+        try:
+            return codec.encode_ok(result)
+        except (TypeError, msgspec.EncodeError):
+            logger.exception("RPC handler %r returned an unencodable result", method.name)
+            return codec.encode_error("InternalError", f"{method.name} returned a bad result")
+
+    async def _dead_letter(self, message: DeliveredMessage, reason: str) -> None:
+        """Move a request to ``rpc.dead`` with ``reason``; ack only once the broker has it."""
+        properties = message.header.properties
+        headers = dict(properties.headers or {})
+        headers[REASON_HEADER] = reason
+        headers["x-taskgate-queue"] = message.routing_key or ""
+        logger.warning("dead-lettering request %s: %s", properties.message_id, reason)
+        assert self._dead_channel is not None
+        dead = await self._dead_channel.get_underlay_channel()
+        dead_properties = aiormq.spec.Basic.Properties(
+            content_type=properties.content_type,
+            message_id=properties.message_id,
+            correlation_id=properties.correlation_id,
+            message_type=properties.message_type,
+            timestamp=properties.timestamp,
+            headers=headers,
+            delivery_mode=2,
+        )
+        try:
+            await dead.basic_publish(
+                message.body,
+                exchange=DEAD_EXCHANGE,
+                routing_key=message.routing_key or "",
+                properties=dead_properties,
+            )
+            await message.channel.basic_ack(message.delivery.delivery_tag)  # type: ignore[union-attr]
+        except CONNECTION_ERRORS:
+            logger.warning("could not dead-letter %s; it will be redelivered", properties.message_id)
+
+
+async def _declare_dead_letters(channel: aiormq.abc.AbstractChannel) -> None:
+    await channel.exchange_declare(DEAD_EXCHANGE, exchange_type="fanout", durable=True)
+    await channel.queue_declare(DEAD_QUEUE, durable=True)
+    await channel.queue_bind(DEAD_QUEUE, DEAD_EXCHANGE)
+
+
+def _request_decoder(handler: Handler) -> msgspec.json.Decoder[Any] | None:
+    parameters = list(inspect.signature(handler).parameters.values())
+    if not parameters:
+        return None
+    if len(parameters) > 1:
+        raise TypeError(f"RPC handler {handler.__qualname__} must take at most one argument")
+    annotation = get_type_hints(handler).get(parameters[0].name, Any)
+    return msgspec.json.Decoder(annotation)

@@ -1,0 +1,46 @@
+"""RPC settings, read once from the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+ReplyMode = Literal["direct", "queue"]
+
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+@dataclass(frozen=True, slots=True)
+class RpcSettings:
+    """How RPC clients and servers talk to the broker."""
+
+    amqp_url: str = DEFAULT_AMQP_URL
+    # Server side: unacked requests the broker may push, and handlers run at once.
+    prefetch: int = 256
+    concurrency: int = 128
+    default_timeout_s: float = 10.0
+    # "direct" = amq.rabbitmq.reply-to, "queue" = one exclusive reply queue per client.
+    reply_mode: ReplyMode = "direct"
+    reconnect_interval_s: float = 1.0
+    shutdown_grace_s: float = 30.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> RpcSettings:
+        """Build settings from ``AMQP_URL`` and ``RPC_*`` variables."""
+        env = os.environ if environ is None else environ
+        reply_mode = env.get("RPC_REPLY_MODE", cls.reply_mode)
+        if reply_mode not in ("direct", "queue"):
+            raise ValueError(f"RPC_REPLY_MODE must be 'direct' or 'queue', not {reply_mode!r}")
+        return cls(
+            amqp_url=env.get("AMQP_URL", cls.amqp_url),
+            prefetch=int(env.get("RPC_PREFETCH", cls.prefetch)),
+            concurrency=int(env.get("RPC_CONCURRENCY", cls.concurrency)),
+            default_timeout_s=float(env.get("RPC_TIMEOUT_S", cls.default_timeout_s)),
+            reply_mode=reply_mode,  # type: ignore[arg-type]
+            reconnect_interval_s=float(
+                env.get("AMQP_RECONNECT_INTERVAL_S", cls.reconnect_interval_s)
+            ),
+            shutdown_grace_s=float(env.get("RPC_SHUTDOWN_GRACE_S", cls.shutdown_grace_s)),
+        )
