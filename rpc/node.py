@@ -1,0 +1,470 @@
+"""A private RabbitMQ node: started from our own directory, on our own ports.
+
+Everything the node writes (data, logs, Erlang cookie, pid file) lives under
+``NodeConfig.base_dir``; ``/etc/rabbitmq`` and any system-wide node are never
+touched. Used by the test suite and by ``scripts/broker`` for development.
+
+Stdlib only, so it can run before the project's dependencies are installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+RABBITMQ_BIN_DIR = Path("/usr/lib/rabbitmq/bin")
+# The real start script: /usr/sbin/rabbitmq-server would switch to the
+# ``rabbitmq`` user when run as root, and that user cannot write our dirs.
+RABBITMQ_SERVER = RABBITMQ_BIN_DIR / "rabbitmq-server"
+RABBITMQCTL = RABBITMQ_BIN_DIR / "rabbitmqctl"
+
+_POLL_INTERVAL_S = 0.2
+_LOG_TAIL_LINES = 40
+
+
+class PortInUseError(RuntimeError):
+    """A port the node needs is already taken by some other process."""
+
+
+def ensure_installed() -> None:
+    """Install Debian's ``rabbitmq-server`` package unless it is already there.
+
+    Needs root (or passwordless apt). If the package starts a system service on
+    5672, that node is the system's business; ours never use its ports.
+    """
+    if RABBITMQ_SERVER.exists():
+        return
+    apt = shutil.which("apt-get")
+    if apt is None:
+        raise RuntimeError(f"{RABBITMQ_SERVER} is missing and apt-get is not available")
+    sudo = [] if os.geteuid() == 0 or not shutil.which("sudo") else ["sudo", "-n"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    logger.info("installing rabbitmq-server with apt-get")
+    for cmd in (
+        [apt, "update"],
+        [apt, "install", "-y", "--no-install-recommends", "rabbitmq-server"],
+    ):
+        try:
+            subprocess.run([*sudo, *cmd], env=env, check=True)
+        except subprocess.CalledProcessError as exc:
+            raise RuntimeError(f"installing rabbitmq-server failed: {exc}") from exc
+    if not RABBITMQ_SERVER.exists():
+        raise RuntimeError(f"rabbitmq-server installed but {RABBITMQ_SERVER} is still missing")
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_in_use(port: int) -> bool:
+    """True if something listens on ``port`` (any interface, IPv4 or dual-stack).
+
+    Uses SO_REUSEADDR like Erlang's listeners, so TIME_WAIT leftovers of a
+    previous run of our own node do not count as "in use".
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return True
+    return False
+
+
+def _accepts_connections(port: int, timeout_s: float = 1.0) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Where a node keeps its files and which ports it listens on."""
+
+    base_dir: Path
+    amqp_port: int
+    dist_port: int
+    management_port: int | None = None  # None: management plugin disabled (faster boot)
+    node_name: str = field(default="")  # default: "taskgate-<amqp_port>@localhost"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "base_dir", Path(self.base_dir).absolute())
+        if not self.node_name:
+            object.__setattr__(self, "node_name", f"taskgate-{self.amqp_port}@localhost")
+
+    @classmethod
+    def on_free_ports(cls, base_dir: Path, *, management: bool = False) -> NodeConfig:
+        """A config on currently free ports (for tests)."""
+        return cls(
+            base_dir=Path(base_dir),
+            amqp_port=free_port(),
+            dist_port=free_port(),
+            management_port=free_port() if management else None,
+        )
+
+    @property
+    def amqp_url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.amqp_port}/"
+
+    @property
+    def home_dir(self) -> Path:
+        return self.base_dir / "home"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.base_dir / "log"
+
+    @property
+    def mnesia_dir(self) -> Path:
+        return self.base_dir / "mnesia"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.base_dir / "rabbitmq.pid"
+
+    @property
+    def server_log(self) -> Path:
+        """The node's own log file."""
+        return self.log_dir / "rabbit.log"
+
+    @property
+    def console_log(self) -> Path:
+        """stdout/stderr of the start script (early boot failures land here)."""
+        return self.log_dir / "console.log"
+
+
+class BrokerNode:
+    """Start, stop and query one private RabbitMQ node."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def __repr__(self) -> str:
+        return f"BrokerNode({self.config.node_name!r}, {self.config.amqp_url!r})"
+
+    @property
+    def amqp_url(self) -> str:
+        return self.config.amqp_url
+
+    @property
+    def pid(self) -> int | None:
+        """OS pid of our running node, or None."""
+        try:
+            pid = int(self.config.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if self._is_our_process(pid) else None
+
+    def is_running(self) -> bool:
+        """True if the node from our pid file is alive (it may still be booting)."""
+        return self.pid is not None
+
+    def _is_our_process(self, pid: int) -> bool:
+        cmdline = Path(f"/proc/{pid}/cmdline")
+        if cmdline.parent.parent.exists():  # /proc is available
+            try:
+                args = cmdline.read_bytes().split(b"\0")
+            except OSError:
+                return False
+            # erl passes HOME on as "-home <dir>", and our HOME is unique to base_dir.
+            # Zombies have an empty cmdline; a recycled pid will not match.
+            home = str(self.config.home_dir).encode()
+            return any(a == b"-home" and b == home for a, b in itertools.pairwise(args))
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def env(self) -> dict[str, str]:
+        """Environment for rabbitmq-server and rabbitmqctl aimed at our node."""
+        cfg = self.config
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("RABBITMQ_") and k not in {"CONF_ENV_FILE", "ERL_LIBS"}
+        }
+        env.update(
+            HOME=str(cfg.home_dir),
+            RABBITMQ_NODENAME=cfg.node_name,
+            RABBITMQ_NODE_PORT=str(cfg.amqp_port),
+            RABBITMQ_DIST_PORT=str(cfg.dist_port),
+            RABBITMQ_MNESIA_BASE=str(cfg.mnesia_dir),
+            RABBITMQ_LOG_BASE=str(cfg.log_dir),
+            RABBITMQ_PID_FILE=str(cfg.pid_file),
+            RABBITMQ_CONFIG_FILE=str(cfg.base_dir / "rabbitmq.conf"),
+            RABBITMQ_ADVANCED_CONFIG_FILE=str(cfg.base_dir / "advanced.config"),
+            RABBITMQ_CONF_ENV_FILE=str(cfg.base_dir / "rabbitmq-env.conf"),
+            RABBITMQ_ENABLED_PLUGINS_FILE=str(cfg.base_dir / "enabled_plugins"),
+        )
+        return env
+
+    def _write_files(self) -> None:
+        cfg = self.config
+        for d in (cfg.base_dir, cfg.home_dir, cfg.log_dir, cfg.mnesia_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        cookie = cfg.home_dir / ".erlang.cookie"
+        if not cookie.exists():  # keep it across restarts
+            fd = os.open(cookie, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(20).upper())
+        conf = [
+            f"listeners.tcp.default = {cfg.amqp_port}",
+            "log.console = false",
+            "log.file = rabbit.log",
+            "log.file.level = info",
+        ]
+        if cfg.management_port is not None:
+            conf.append(f"management.tcp.port = {cfg.management_port}")
+        (cfg.base_dir / "rabbitmq.conf").write_text("\n".join(conf) + "\n")
+        (cfg.base_dir / "advanced.config").write_text("[].\n")
+        (cfg.base_dir / "rabbitmq-env.conf").write_text("# intentionally empty\n")
+        plugins = "[rabbitmq_management]." if cfg.management_port is not None else "[]."
+        (cfg.base_dir / "enabled_plugins").write_text(plugins + "\n")
+
+    def _check_ports_free(self) -> None:
+        cfg = self.config
+        ports = {"AMQP": cfg.amqp_port, "Erlang distribution": cfg.dist_port}
+        if cfg.management_port is not None:
+            ports["management"] = cfg.management_port
+        for what, port in ports.items():
+            if port_in_use(port):
+                raise PortInUseError(
+                    f"{what} port {port} is already in use by another process; "
+                    f"refusing to start RabbitMQ node {cfg.node_name}"
+                )
+
+    def _failure(self, reason: str) -> RuntimeError:
+        cfg = self.config
+        parts = [f"RabbitMQ node {cfg.node_name} {reason}."]
+        for path in (cfg.console_log, cfg.server_log):
+            tail = _tail(path)
+            if tail:
+                parts.append(f"--- tail of {path} ---\n{tail}")
+        return RuntimeError("\n".join(parts))
+
+    def start(self, timeout_s: float = 90) -> None:
+        """Start the node and wait until it accepts AMQP connections.
+
+        Returns at once if our node is already running. Raises PortInUseError if
+        one of its ports is taken by something else (before launching anything),
+        RuntimeError if the node does not come up within ``timeout_s``.
+        """
+        cfg = self.config
+        if self.is_running():
+            logger.info("RabbitMQ node %s already running (pid %s)", cfg.node_name, self.pid)
+            return
+        self._check_ports_free()
+        self._write_files()
+        cfg.pid_file.unlink(missing_ok=True)
+        logger.info("starting RabbitMQ node %s in %s", cfg.node_name, cfg.base_dir)
+        started_at = time.monotonic()
+        deadline = started_at + timeout_s
+        with open(cfg.console_log, "ab") as console:
+            self._proc = subprocess.Popen(
+                [str(RABBITMQ_SERVER)],
+                cwd=cfg.base_dir,
+                env=self.env(),
+                stdin=subprocess.DEVNULL,
+                stdout=console,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            while not _accepts_connections(cfg.amqp_port):
+                if self._proc.poll() is not None:
+                    raise self._failure(f"exited with code {self._proc.returncode} during boot")
+                if time.monotonic() > deadline:
+                    raise self._failure(f"did not open AMQP port within {timeout_s:g} s")
+                time.sleep(_POLL_INTERVAL_S)
+            remaining_s = max(5, int(deadline - time.monotonic()))
+            try:
+                self.rabbitmqctl("await_startup", "--timeout", str(remaining_s))
+            except RuntimeError as exc:
+                raise self._failure(f"did not finish booting ({exc})") from None
+        except BaseException:
+            self._kill()
+            raise
+        logger.info(
+            "RabbitMQ node %s up in %.1f s at %s",
+            cfg.node_name,
+            time.monotonic() - started_at,
+            cfg.amqp_url,
+        )
+
+    def stop(self, timeout_s: float = 60) -> None:
+        """Stop our node (the one in our pid file); no-op if it is not running."""
+        cfg = self.config
+        pid = self.pid
+        if pid is None:
+            self._reap()
+            cfg.pid_file.unlink(missing_ok=True)
+            return
+        logger.info("stopping RabbitMQ node %s (pid %s)", cfg.node_name, pid)
+        try:
+            self.rabbitmqctl("stop", str(cfg.pid_file), timeout_s=timeout_s)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            logger.warning("rabbitmqctl stop failed (%s); sending signals", exc)
+        if not self._wait_gone(pid, 5):
+            self._kill()
+        self._reap()
+        cfg.pid_file.unlink(missing_ok=True)
+
+    def restart(self, timeout_s: float = 90) -> None:
+        """Stop and start again, keeping the data (queues, users, ...)."""
+        self.stop()
+        self.start(timeout_s=timeout_s)
+
+    def rabbitmqctl(self, *args: str, timeout_s: float = 60) -> str:
+        """Run ``rabbitmqctl <args>`` against our node; return stdout.
+
+        Raises RuntimeError on a non-zero exit status.
+        """
+        cmd = [str(RABBITMQCTL), "--node", self.config.node_name, *args]
+        result = subprocess.run(
+            cmd,
+            env=self.env(),
+            cwd=self.config.base_dir,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+        if result.returncode != 0:
+            output = (result.stderr or result.stdout).strip()
+            raise RuntimeError(
+                f"rabbitmqctl {' '.join(args)} failed with code {result.returncode}: {output}"
+            )
+        return result.stdout
+
+    def _wait_gone(self, pid: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while self._is_our_process(pid):
+            if time.monotonic() > deadline:
+                return False
+            self._reap(block=False)
+            time.sleep(_POLL_INTERVAL_S)
+        return True
+
+    def _kill(self) -> None:
+        """SIGTERM, then SIGKILL, the process group(s) of our node and start script."""
+        pids = [p for p in (self.pid, self._proc.pid if self._proc else None) if p]
+        groups = set()
+        for pid in pids:
+            try:
+                groups.add(os.getpgid(pid))
+            except ProcessLookupError:
+                pass
+        groups.discard(os.getpgrp())  # never signal our own group
+        for sig, grace_s in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+            if all(self._gone(p) for p in pids):
+                break
+            for group in groups:
+                try:
+                    os.killpg(group, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + grace_s
+            while not all(self._gone(p) for p in pids) and time.monotonic() < deadline:
+                time.sleep(_POLL_INTERVAL_S)
+        self._reap()
+
+    def _gone(self, pid: int) -> bool:
+        if self._proc is not None and pid == self._proc.pid:
+            return self._proc.poll() is not None
+        return not self._is_our_process(pid)
+
+    def _reap(self, block: bool = True) -> None:
+        """Collect our start script's exit status so it does not linger as a zombie."""
+        if self._proc is None:
+            return
+        if block:
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                logger.warning("start script pid %s did not exit", self._proc.pid)
+                return
+        elif self._proc.poll() is None:
+            return
+        self._proc = None
+
+
+def _config_from_env() -> NodeConfig:
+    var_dir = Path(os.environ.get("TASKGATE_VAR", "./var"))
+    management = os.environ.get("TASKGATE_MANAGEMENT_PORT", "15672")
+    return NodeConfig(
+        base_dir=var_dir / "broker",
+        amqp_port=int(os.environ.get("TASKGATE_AMQP_PORT", "5672")),
+        dist_port=int(os.environ.get("TASKGATE_DIST_PORT", "25672")),
+        management_port=int(management) if management.strip() else None,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m rpc.node start|stop|status|restart``; config from TASKGATE_* env."""
+    parser = argparse.ArgumentParser(
+        prog="python -m rpc.node",
+        description="Manage the private RabbitMQ node under $TASKGATE_VAR/broker.",
+    )
+    parser.add_argument("command", choices=["start", "stop", "status", "restart"])
+    parser.add_argument("--timeout-s", type=float, default=90, help="start/stop timeout")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    node = BrokerNode(_config_from_env())
+    cfg = node.config
+    try:
+        if args.command == "status":
+            running = node.is_running()
+            print(f"{cfg.node_name}: {'running' if running else 'stopped'} ({cfg.amqp_url})")
+            return 0 if running else 3
+        if args.command == "stop":
+            node.stop(timeout_s=args.timeout_s)
+            print(f"{cfg.node_name}: stopped")
+            return 0
+        ensure_installed()
+        if args.command == "restart":
+            node.restart(timeout_s=args.timeout_s)
+        else:
+            node.start(timeout_s=args.timeout_s)
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(cfg.amqp_url)
+    if cfg.management_port is not None:
+        print(f"management: http://127.0.0.1:{cfg.management_port}/ (guest/guest)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

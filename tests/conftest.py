@@ -1,0 +1,68 @@
+"""Shared fixtures: a private RabbitMQ node for the whole session.
+
+Set AMQP_URL to test against an existing broker instead; tests that need to
+restart the broker are then skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from rpc.node import BrokerNode, NodeConfig
+
+
+@dataclass(frozen=True)
+class BrokerHandle:
+    """The broker under test: its URL, and our node if we started one."""
+
+    amqp_url: str
+    node: BrokerNode | None
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerHandle]:
+    """The session's broker: $AMQP_URL if set, else a fresh private node."""
+    url = os.environ.get("AMQP_URL")
+    if url:
+        yield BrokerHandle(amqp_url=url, node=None)
+        return
+    node = BrokerNode(NodeConfig.on_free_ports(tmp_path_factory.mktemp("broker")))
+    try:
+        node.start()
+        yield BrokerHandle(amqp_url=node.amqp_url, node=node)
+    finally:
+        node.stop()
+
+
+@pytest.fixture(scope="session")
+def amqp_url(broker: BrokerHandle) -> str:
+    return broker.amqp_url
+
+
+@pytest.fixture
+def unique_name() -> Callable[[str], str]:
+    """Factory of names no other test uses: unique_name("rpc") -> "test.1a2b3c4d.rpc"."""
+
+    def make(suffix: str = "x") -> str:
+        return f"test.{uuid.uuid4().hex[:8]}.{suffix}"
+
+    return make
+
+
+@pytest.fixture
+def restart_broker(broker: BrokerHandle) -> Callable[[], Awaitable[None]]:
+    """Async callable restarting the broker (data kept); skips the test without our node."""
+    node = broker.node
+    if node is None:
+        pytest.skip("broker restart needs our own node (AMQP_URL is set)")
+
+    async def restart() -> None:
+        await asyncio.to_thread(node.restart)
+
+    return restart
