@@ -30,17 +30,18 @@ class RpcSettings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RpcSettings:
         """Build settings from ``AMQP_URL`` and ``RPC_*`` variables."""
         env = os.environ if environ is None else environ
-        reply_mode = env.get("RPC_REPLY_MODE", cls.reply_mode)
+        default = cls()
+        reply_mode = env.get("RPC_REPLY_MODE", default.reply_mode)
         if reply_mode not in ("direct", "queue"):
             raise ValueError(f"RPC_REPLY_MODE must be 'direct' or 'queue', not {reply_mode!r}")
         return cls(
-            amqp_url=env.get("AMQP_URL", cls.amqp_url),
-            prefetch=int(env.get("RPC_PREFETCH", cls.prefetch)),
-            concurrency=int(env.get("RPC_CONCURRENCY", cls.concurrency)),
-            default_timeout_s=float(env.get("RPC_TIMEOUT_S", cls.default_timeout_s)),
+            amqp_url=env.get("AMQP_URL", default.amqp_url),
+            prefetch=int(env.get("RPC_PREFETCH", default.prefetch)),
+            concurrency=int(env.get("RPC_CONCURRENCY", default.concurrency)),
+            default_timeout_s=float(env.get("RPC_TIMEOUT_S", default.default_timeout_s)),
             reply_mode=reply_mode,  # type: ignore[arg-type]
             reconnect_interval_s=float(
-                env.get("AMQP_RECONNECT_INTERVAL_S", cls.reconnect_interval_s)
+                env.get("AMQP_RECONNECT_INTERVAL_S", default.reconnect_interval_s)
             ),
-            shutdown_grace_s=float(env.get("RPC_SHUTDOWN_GRACE_S", cls.shutdown_grace_s)),
+            shutdown_grace_s=float(env.get("RPC_SHUTDOWN_GRACE_S", default.shutdown_grace_s)),
         )

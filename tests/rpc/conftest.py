@@ -1,0 +1,101 @@
+"""Fixtures for RPC tests: connections, clients and servers on the session's broker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from aio_pika.abc import AbstractRobustConnection
+
+import rpc
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+async def connection(amqp_url: str) -> AsyncIterator[AbstractRobustConnection]:
+    conn = await rpc.connect(amqp_url, name="test", reconnect_interval_s=0.2)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+async def client(connection: AbstractRobustConnection) -> AsyncIterator[rpc.RpcClient]:
+    async with await rpc.RpcClient.create(connection) as client:
+        yield client
+
+
+@pytest.fixture
+async def serve(
+    connection: AbstractRobustConnection,
+) -> AsyncIterator[Callable[[rpc.RpcServer], Awaitable[rpc.RpcServer]]]:
+    """Start servers in-process on the test's connection; stopped after the test."""
+    started: list[rpc.RpcServer] = []
+
+    async def start(server: rpc.RpcServer) -> rpc.RpcServer:
+        await server.start(connection, prefetch=64, concurrency=64)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        await server.stop(grace_s=5)
+
+
+class ServerProcess:
+    """``python -m rpc tests.rpc.servers:server`` as a child process."""
+
+    def __init__(self, amqp_url: str) -> None:
+        env = {**os.environ, "AMQP_URL": amqp_url, "PYTHONPATH": str(REPO)}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "rpc", "tests.rpc.servers:server"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    async def read_line(self) -> str:
+        assert self.process.stdout is not None
+        return (await asyncio.to_thread(self.process.stdout.readline)).strip()
+
+    def terminate(self) -> None:
+        self.process.terminate()
+
+    async def wait(self, timeout_s: float = 30) -> int:
+        return await asyncio.to_thread(self.process.wait, timeout_s)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+@pytest.fixture
+async def server_process(amqp_url: str) -> AsyncIterator[Callable[[], ServerProcess]]:
+    """Factory of RPC server processes; each is killed after the test if still running."""
+    processes: list[ServerProcess] = []
+
+    def start() -> ServerProcess:
+        processes.append(ServerProcess(amqp_url))
+        return processes[-1]
+
+    yield start
+    for process in processes:
+        process.kill()
+
+
+async def eventually(
+    condition: Callable[[], Awaitable[bool]], timeout_s: float = 60, interval_s: float = 0.1
+) -> None:
+    """Poll ``condition`` until it holds; for state that offers no event to await."""
+    async with asyncio.timeout(timeout_s):
+        while not await condition():
+            await asyncio.sleep(interval_s)
