@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,11 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import aio_pika  # noqa: E402
-from aio_pika.patterns import RPC  # noqa: E402
+import aio_pika
+from aio_pika.patterns import RPC
 
-import rpc as taskgate_rpc  # noqa: E402
-from rpc.node import BrokerNode, NodeConfig  # noqa: E402
+import rpc as taskgate_rpc
+from rpc.node import BrokerNode, NodeConfig
 
 READY = "ready"
 
@@ -177,10 +176,16 @@ def report(name: str, results: list[Result]) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each measurement")
-    parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop",
-                        help="event loop for every process, baseline included")
+    parser.add_argument(
+        "--loop",
+        choices=["uvloop", "asyncio"],
+        default="uvloop",
+        help="event loop for every process, baseline included",
+    )
     parser.add_argument("--reply-mode", choices=["direct", "queue"], default="direct")
     parser.add_argument("--serve", choices=["taskgate", "aio-pika"], help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)

@@ -202,5 +202,3 @@ class RpcClient:
         for future in pending.values():
             if not future.done():
                 future.set_exception(error)
-
-

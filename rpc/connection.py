@@ -32,6 +32,7 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     aiormq.exceptions.ConnectionClosed,
     aiormq.exceptions.ChannelClosed,
 )
+CONNECT_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, TimeoutError)
 
 
 async def connect(
@@ -45,7 +46,7 @@ async def connect(
             timeout=timeout_s,
             client_properties={"connection_name": name},
         )
-    except (*CONNECTION_ERRORS, TimeoutError) as exc:
+    except CONNECT_ERRORS as exc:
         raise BrokerUnavailable(f"cannot connect to the broker: {exc}") from exc
 
 

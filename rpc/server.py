@@ -12,9 +12,9 @@ import asyncio
 import inspect
 import logging
 import time
-from datetime import UTC, datetime
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar, get_type_hints
 
 import aiormq
@@ -75,7 +75,8 @@ class RpcServer:
         """
 
         def register(handler: H) -> H:
-            if not inspect.iscoroutinefunction(handler):
+            is_async = inspect.iscoroutinefunction(handler)
+            if not is_async:
                 raise TypeError(f"RPC handler for {name!r} must be an async function")
             if name in self._methods:
                 raise ValueError(f"RPC method {name!r} is registered twice")
@@ -110,7 +111,9 @@ class RpcServer:
         try:
             await asyncio.wait_for(self._idle.wait(), grace_s)
         except TimeoutError:
-            logger.warning("%d RPC calls still running after %s s; closing", self._in_flight, grace_s)
+            logger.warning(
+                "%d RPC calls still running after %s s; closing", self._in_flight, grace_s
+            )
         for channel in (self._channel, self._dead_channel):
             if channel is not None and not channel.is_closed:
                 await channel.close()
@@ -133,7 +136,9 @@ class RpcServer:
         self._consumer_tags = tags
         self._raw = channel
 
-    def _make_consumer(self, method: _Method) -> Callable[[DeliveredMessage], Awaitable[None]]:
+    def _make_consumer(
+        self, method: _Method
+    ) -> Callable[[DeliveredMessage], Coroutine[Any, Any, None]]:
         async def consume(message: DeliveredMessage) -> None:
             self._in_flight += 1
             self._idle.clear()
@@ -151,7 +156,6 @@ class RpcServer:
     async def _answer(self, method: _Method, message: DeliveredMessage) -> None:
         properties = message.header.properties
         channel = message.channel
-        delivery_tag = message.delivery.delivery_tag  # type: ignore[union-attr]
         if not properties.reply_to:
             await self._dead_letter(message, "request has no reply_to; nobody can get the answer")
             return
@@ -166,7 +170,7 @@ class RpcServer:
             await channel.basic_publish(
                 body, routing_key=properties.reply_to, properties=reply_properties
             )
-            await channel.basic_ack(delivery_tag, wait=False)
+            await channel.basic_ack(_delivery_tag(message), wait=False)
         except CONNECTION_ERRORS:
             # The channel is gone, so the broker will redeliver the request.
             logger.warning("channel lost before answering %s", properties.correlation_id)
@@ -231,15 +235,23 @@ class RpcServer:
                 routing_key=message.routing_key or "",
                 properties=dead_properties,
             )
-            await message.channel.basic_ack(message.delivery.delivery_tag)  # type: ignore[union-attr]
+            await message.channel.basic_ack(_delivery_tag(message))
         except CONNECTION_ERRORS:
-            logger.warning("could not dead-letter %s; it will be redelivered", properties.message_id)
+            logger.warning(
+                "could not dead-letter %s; it will be redelivered", properties.message_id
+            )
 
 
 async def _declare_dead_letters(channel: aiormq.abc.AbstractChannel) -> None:
     await channel.exchange_declare(DEAD_EXCHANGE, exchange_type="fanout", durable=True)
     await channel.queue_declare(DEAD_QUEUE, durable=True)
     await channel.queue_bind(DEAD_QUEUE, DEAD_EXCHANGE)
+
+
+def _delivery_tag(message: DeliveredMessage) -> int:
+    delivery = message.delivery
+    assert isinstance(delivery, aiormq.spec.Basic.Deliver) and delivery.delivery_tag is not None
+    return delivery.delivery_tag
 
 
 def _request_decoder(handler: Handler) -> msgspec.json.Decoder[Any] | None:

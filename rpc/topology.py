@@ -12,4 +12,3 @@ REASON_HEADER = "x-taskgate-reason"
 def method_queue(method: str) -> str:
     """Name of the queue that serves ``method`` (also its routing key on the default exchange)."""
     return f"rpc.{method}"
-

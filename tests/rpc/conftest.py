@@ -14,6 +14,8 @@ from aio_pika.abc import AbstractRobustConnection
 
 import rpc
 
+from ..helpers import eventually  # noqa: F401  (re-exported for tests)
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -57,12 +59,17 @@ class ServerProcess:
             cwd=REPO,
             env=env,
             stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             text=True,
         )
 
-    async def read_line(self) -> str:
+    async def wait_for_output(self, text: str) -> str:
+        """Read the process's output (log included) until a line contains ``text``."""
         assert self.process.stdout is not None
-        return (await asyncio.to_thread(self.process.stdout.readline)).strip()
+        while line := await asyncio.to_thread(self.process.stdout.readline):
+            if text in line:
+                return line.strip()
+        raise AssertionError(f"the process exited without printing {text!r}")
 
     def terminate(self) -> None:
         self.process.terminate()
@@ -90,12 +97,3 @@ async def server_process(amqp_url: str) -> AsyncIterator[Callable[[], ServerProc
     yield start
     for process in processes:
         process.kill()
-
-
-async def eventually(
-    condition: Callable[[], Awaitable[bool]], timeout_s: float = 60, interval_s: float = 0.1
-) -> None:
-    """Poll ``condition`` until it holds; for state that offers no event to await."""
-    async with asyncio.timeout(timeout_s):
-        while not await condition():
-            await asyncio.sleep(interval_s)

@@ -1,4 +1,4 @@
-"""RPC servers that tests run in their own processes (``python -m rpc tests.rpc.servers:server``)."""
+"""RPC servers that tests run as processes: ``python -m rpc tests.rpc.servers:server``."""
 
 from __future__ import annotations
 

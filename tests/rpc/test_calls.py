@@ -14,7 +14,7 @@ import rpc
 from rpc import codec
 from rpc.topology import DEAD_QUEUE, REASON_HEADER, method_queue
 
-from .conftest import eventually
+from ..helpers import eventually
 
 
 class Cart(msgspec.Struct):
@@ -144,7 +144,9 @@ async def test_invalid_request_gets_bad_request_with_field_path(serve, client, u
     assert "$.quantity" in raised.value.message
 
 
-async def raw_call(connection, routing_key: str, body: bytes, **properties) -> codec.Ok | codec.Error:
+async def raw_call(
+    connection, routing_key: str, body: bytes, **properties
+) -> codec.Ok | codec.Error:
     """Publish a hand-made request, as a client in another language would, and await its reply."""
     channel = await (await connection.channel()).get_underlay_channel()
     reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
@@ -258,7 +260,10 @@ async def test_both_reply_modes_round_trip(serve, connection, unique_name, reply
 
     async with await rpc.RpcClient.create(connection, reply_mode=reply_mode) as client:
         quotes = await asyncio.gather(
-            *(client.call(f"{prefix}.quote", Cart(f"S-{i}", 1), response_type=Quote) for i in range(50))
+            *(
+                client.call(f"{prefix}.quote", Cart(f"S-{i}", 1), response_type=Quote)
+                for i in range(50)
+            )
         )
 
     assert [q.sku for q in quotes] == [f"S-{i}" for i in range(50)]

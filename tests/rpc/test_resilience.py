@@ -6,7 +6,7 @@ import asyncio
 
 import rpc
 
-from .conftest import eventually
+from ..helpers import eventually
 
 RECOVERABLE = (rpc.RpcNoServer, rpc.RpcTimeout, rpc.BrokerUnavailable)
 
@@ -38,7 +38,7 @@ async def test_sigterm_finishes_calls_in_flight_before_exiting(client, server_pr
     await wait_until_served(client, process)
 
     call = asyncio.ensure_future(client.call("proc.slow", {"n": 7, "seconds": 1.0}, timeout_s=30))
-    assert await process.read_line() == "started 7"
+    await process.wait_for_output("started 7")
     process.terminate()
 
     assert await call == {"n": 7}
@@ -96,7 +96,9 @@ async def test_broker_restart_mid_traffic_client_and_server_recover(
 
     await serve(server)
     assert await client.call(method, {"n": 0}) == {"n": 0}
-    in_flight = [asyncio.ensure_future(client.call(method, {"n": n}, timeout_s=60)) for n in range(50)]
+    in_flight = [
+        asyncio.ensure_future(client.call(method, {"n": n}, timeout_s=60)) for n in range(50)
+    ]
 
     await restart_broker()
 
@@ -113,3 +115,17 @@ async def test_broker_restart_mid_traffic_client_and_server_recover(
     await eventually(recovered, timeout_s=60)
     replies = await asyncio.gather(*(client.call(method, {"n": n}) for n in range(100)))
     assert replies == [{"n": n} for n in range(100)]
+
+
+async def test_server_process_waits_for_an_absent_broker_and_stops_cleanly():
+    from rpc.node import free_port
+
+    from .conftest import ServerProcess
+
+    process = ServerProcess(f"amqp://guest:guest@127.0.0.1:{free_port()}/")
+    try:
+        await process.wait_for_output("retrying")
+        process.terminate()
+        assert await process.wait() == 0
+    finally:
+        process.kill()

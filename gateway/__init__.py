@@ -1,0 +1,1 @@
+"""taskgate's HTTP and Server-Sent-Events front door."""

@@ -1,0 +1,73 @@
+"""The gateway's link to the broker: connects in the background and keeps trying."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from aio_pika.abc import AbstractRobustConnection
+
+import rpc
+
+from .settings import GatewaySettings
+
+logger = logging.getLogger(__name__)
+
+
+class BrokerLink:
+    """Owns the web process's connection and RPC client; never blocks start-up on the broker."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self._settings = settings
+        self._connection: AbstractRobustConnection | None = None
+        self._client: rpc.RpcClient | None = None
+        self._connecting: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Begin connecting; the app serves (and /readyz says 503) until the broker answers."""
+        self._connecting = asyncio.create_task(self._connect_until_up(), name="broker-connect")
+
+    async def close(self) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connecting
+        if self._client is not None:
+            await self._client.close()
+        if self._connection is not None:
+            await self._connection.close()
+
+    @property
+    def ready(self) -> bool:
+        """True while the connection and the RPC channel are open."""
+        return (
+            self._connection is not None
+            and not self._connection.is_closed
+            and self._client is not None
+            and self._client.ready
+        )
+
+    @property
+    def client(self) -> rpc.RpcClient:
+        """The process's RPC client; raises BrokerUnavailable before the first connection."""
+        if self._client is None:
+            raise rpc.BrokerUnavailable("not connected to the broker yet")
+        return self._client
+
+    async def _connect_until_up(self) -> None:
+        while True:
+            try:
+                self._connection = await rpc.connect(
+                    self._settings.amqp_url,
+                    name="gateway",
+                    reconnect_interval_s=self._settings.reconnect_interval_s,
+                )
+                self._client = await rpc.RpcClient.create(
+                    self._connection, default_timeout_s=self._settings.rpc_timeout_s
+                )
+                logger.info("connected to the broker")
+                return
+            except rpc.BrokerUnavailable as exc:
+                logger.warning("broker not reachable (%s); retrying", exc)
+                await asyncio.sleep(self._settings.reconnect_interval_s)
