@@ -1,0 +1,44 @@
+"""Task runtime (consume, ack, retry, dead-letter, progress) and the built-in tasks.
+
+The gateway uses :class:`TaskSubmitter` to submit tasks and follow them, and
+:class:`StatusEvent` plus :mod:`workers.topology` to read the status stream.
+"""
+
+from .context import TaskContext
+from .errors import (
+    InvalidInput,
+    PermanentError,
+    Retry,
+    RetryableError,
+    SubmitError,
+    TaskError,
+    UnknownKind,
+    WaitTimeout,
+    WorkerError,
+)
+from .messages import TERMINAL_STATES, State, StatusEvent, TaskMessage
+from .registry import TaskRegistry
+from .runtime import Worker
+from .settings import WorkerSettings
+from .submit import TaskSubmitter
+
+__all__ = [
+    "TERMINAL_STATES",
+    "InvalidInput",
+    "PermanentError",
+    "Retry",
+    "RetryableError",
+    "State",
+    "StatusEvent",
+    "SubmitError",
+    "TaskContext",
+    "TaskError",
+    "TaskMessage",
+    "TaskRegistry",
+    "TaskSubmitter",
+    "UnknownKind",
+    "WaitTimeout",
+    "Worker",
+    "WorkerError",
+    "WorkerSettings",
+]

@@ -1,0 +1,69 @@
+"""The built-in tasks; ``python -m workers`` runs this registry by default."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import msgspec
+
+from . import images
+from .context import TaskContext
+from .errors import InvalidInput
+from .registry import TaskRegistry
+from .storage import resolve_input
+
+registry = TaskRegistry()
+
+
+class ThumbnailOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    # None: WorkerSettings.thumbnail_sizes.
+    sizes_px: list[Annotated[int, msgspec.Meta(ge=1, le=8192)]] | None = None
+    quality: Annotated[int, msgspec.Meta(ge=1, le=95)] = 82
+    watermark: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+
+
+class ThumbnailRequest(msgspec.Struct, frozen=True):
+    """Payload of ``images.thumbnail``: a file name relative to STORAGE_DIR, and options."""
+
+    file: str
+    options: ThumbnailOptions = ThumbnailOptions()
+
+
+@registry.task("images.thumbnail")
+async def thumbnail(ctx: TaskContext, request: ThumbnailRequest) -> dict[str, object]:
+    """Thumbnails of a stored image as WebP and JPEG in ``STORAGE_DIR/<task_id>/``."""
+    settings = ctx.settings
+    source = resolve_input(settings.storage_dir, request.file)
+    sizes_px = tuple(request.options.sizes_px or settings.thumbnail_sizes)
+    if not sizes_px:
+        raise InvalidInput("no thumbnail sizes requested")
+    await ctx.progress(5, "checking the image")
+    # Header only: cheap enough for a thread, and it spares the pool a round trip.
+    probe = await asyncio.to_thread(images.probe, str(source), settings.max_pixels)
+    await ctx.progress(20, f"{probe.format} {probe.width}x{probe.height}")
+    out_dir = ctx.output_dir()
+    outputs = await ctx.run_in_process(
+        images.render_thumbnails,
+        str(source),
+        str(out_dir),
+        sizes_px,
+        settings.max_pixels,
+        request.options.quality,
+        request.options.watermark,
+    )
+    await ctx.progress(100, f"wrote {len(outputs)} files")
+    return {
+        "source": {"format": probe.format, "width": probe.width, "height": probe.height},
+        "outputs": [
+            {
+                "path": f"{ctx.task_id}/{o.name}",
+                "format": o.format,
+                "size_px": o.size_px,
+                "width": o.width,
+                "height": o.height,
+                "bytes": o.bytes,
+            }
+            for o in outputs
+        ],
+    }

@@ -1,0 +1,185 @@
+"""Inspect and replay dead letters: ``python -m workers.dead list|show|replay KIND``.
+
+``list`` and ``show`` take the messages without acking and give them all back
+when done, so they stay in the dead queue in their order. ``replay`` moves each
+message back to ``tasks`` (attempt 1, a fresh ``queued`` event), acking the dead
+copy only once the broker confirmed the replayed one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import aiormq
+import msgspec
+from aio_pika.abc import AbstractRobustConnection
+from aiormq.abc import DeliveredMessage
+
+from rpc.connection import CONNECTION_ERRORS, connect
+from rpc.errors import BrokerUnavailable
+
+from .messages import new_event, task_decoder
+from .settings import WorkerSettings
+from .status import publish_confirmed, publish_status
+from .topology import (
+    ATTEMPT_HEADER,
+    QUEUE_HEADER,
+    REASON_HEADER,
+    REPLAYED_HEADER,
+    TASKS_EXCHANGE,
+    TRACEBACK_HEADER,
+    dead_queue,
+    declare_kind,
+    declare_status,
+)
+
+_BROKER_ERRORS: tuple[type[BaseException], ...] = (BrokerUnavailable, *CONNECTION_ERRORS)
+# Headers that describe the last death, not the task; a replayed message starts without them.
+_DEATH_HEADERS = (REASON_HEADER, TRACEBACK_HEADER, QUEUE_HEADER, "x-death", "x-first-death-")
+
+
+async def peek(
+    connection: AbstractRobustConnection, kind: str, limit: int | None = None
+) -> list[DeliveredMessage]:
+    """Up to ``limit`` dead letters of ``kind``, oldest first, left in the queue."""
+    channel = await connection.channel()
+    try:
+        raw = await channel.get_underlay_channel()
+        declared = await raw.queue_declare(dead_queue(kind), passive=True)
+        count = declared.message_count or 0
+        if limit is not None:
+            count = min(count, limit)
+        messages = []
+        for _ in range(count):
+            message = await raw.basic_get(dead_queue(kind), no_ack=False)
+            if message.delivery_tag is None:  # Basic.GetEmpty
+                break
+            messages.append(message)
+        return messages
+    finally:
+        # Closing with the messages unacked returns all of them, in order.
+        await channel.close()
+
+
+async def replay(
+    connection: AbstractRobustConnection,
+    kind: str,
+    limit: int | None = None,
+    on_replayed: Callable[[str], None] | None = None,
+) -> int:
+    """Move up to ``limit`` dead letters of ``kind`` back to its queue; return how many."""
+    channel = await connection.channel(publisher_confirms=True)
+    replayed = 0
+    try:
+        raw = await channel.get_underlay_channel()
+        await declare_status(raw)
+        await declare_kind(raw, kind)
+        while limit is None or replayed < limit:
+            message = await raw.basic_get(dead_queue(kind), no_ack=False)
+            if message.delivery_tag is None:
+                break
+            properties = message.header.properties
+            headers = {
+                k: v
+                for k, v in (properties.headers or {}).items()
+                if not k.startswith(_DEATH_HEADERS)
+            }
+            headers[ATTEMPT_HEADER] = 1
+            previous = headers.get(REPLAYED_HEADER, 0)
+            headers[REPLAYED_HEADER] = (previous if isinstance(previous, int) else 0) + 1
+            task_id = _task_id(message)
+            if task_id is not None:
+                await publish_status(channel, new_event(kind, task_id, "queued", 1))
+            await publish_confirmed(
+                channel,
+                message.body,
+                exchange=TASKS_EXCHANGE,
+                routing_key=kind,
+                properties=aiormq.spec.Basic.Properties(
+                    content_type=properties.content_type,
+                    message_id=properties.message_id,
+                    message_type=properties.message_type,
+                    timestamp=properties.timestamp,
+                    headers=headers,
+                    delivery_mode=2,
+                ),
+                mandatory=True,
+            )
+            await raw.basic_ack(message.delivery_tag)
+            replayed += 1
+            if on_replayed is not None:
+                on_replayed(task_id or str(properties.message_id))
+    finally:
+        await channel.close()
+    return replayed
+
+
+def _task_id(message: DeliveredMessage) -> str | None:
+    try:
+        return task_decoder.decode(message.body).task_id
+    except msgspec.DecodeError:
+        return None
+
+
+def _text(value: Any) -> Any:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+def _print_message(message: DeliveredMessage, *, full: bool) -> None:
+    properties = message.header.properties
+    headers = properties.headers or {}
+    if not full:
+        attempt = _text(headers.get(ATTEMPT_HEADER))
+        # No reason header: the broker buried it itself (x-delivery-limit), see x-death.
+        reason = _text(headers.get(REASON_HEADER) or "dead-lettered by the broker (see x-death)")
+        print(f"{_text(properties.message_id)}\tattempt={attempt}\t{reason}")
+        return
+    print(f"--- {properties.message_id}")
+    for key, value in sorted(headers.items()):
+        if key != "x-death":
+            print(f"{key}: {_text(value)}")
+    print(message.body.decode(errors="replace"))
+
+
+async def _run(args: argparse.Namespace, settings: WorkerSettings) -> int:
+    connection = await connect(settings.amqp_url, name="workers.dead")
+    try:
+        if args.command == "replay":
+            count = await replay(
+                connection, args.kind, args.limit, on_replayed=lambda t: print(f"replayed {t}")
+            )
+            print(f"replayed {count} dead letters of {args.kind}")
+            return 0
+        messages = await peek(connection, args.kind, args.limit)
+        if not messages:
+            print(f"no dead letters for {args.kind}")
+        for message in messages:
+            _print_message(message, full=args.command == "show")
+        return 0
+    except aiormq.exceptions.ChannelNotFoundEntity:
+        print(f"error: no dead-letter queue for {args.kind!r}", file=sys.stderr)
+        return 1
+    finally:
+        await connection.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m workers.dead", description=__doc__)
+    parser.add_argument("command", choices=["list", "show", "replay"])
+    parser.add_argument("kind", help="task kind, e.g. images.thumbnail")
+    parser.add_argument("--limit", type=int, default=None, help="at most this many messages")
+    args = parser.parse_args(argv)
+    settings = WorkerSettings.from_env()
+    try:
+        return asyncio.run(_run(args, settings))
+    except _BROKER_ERRORS as exc:
+        print(f"error: broker unavailable: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

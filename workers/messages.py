@@ -1,0 +1,76 @@
+"""Wire messages of the task runtime (msgspec Structs, JSON).
+
+A task message body is a :class:`TaskMessage`; its attempt number travels in
+the ``x-taskgate-attempt`` header so a retry copy keeps the body byte for byte.
+Status events are :class:`StatusEvent` on the ``status`` exchange.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+# Task ids name directories under STORAGE_DIR, so they must be plain names.
+TaskId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
+
+State = Literal["queued", "running", "progress", "succeeded", "failed", "retrying", "dead"]
+TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "dead"})
+
+
+class TaskMessage(msgspec.Struct, frozen=True):
+    """A unit of work; ``payload`` stays raw until the handler's type decodes it."""
+
+    task_id: TaskId
+    kind: str
+    payload: msgspec.Raw = msgspec.Raw(b"null")
+    submitted_at: float = 0.0  # Unix time, seconds
+
+
+class StatusEvent(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One step in a task's life; ``event_id`` is unique, so consumers can deduplicate.
+
+    ``timestamp`` is Unix time in seconds. ``percent`` and ``message`` come with
+    ``progress``; ``result`` with ``succeeded``; ``error`` with ``failed``,
+    ``retrying`` and ``dead``; ``retry_in_ms`` with ``retrying``.
+    """
+
+    event_id: str
+    task_id: str
+    kind: str
+    state: State
+    attempt: int
+    timestamp: float
+    percent: float | None = None
+    message: str | None = None
+    result: Any = None
+    error: str | None = None
+    retry_in_ms: int | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+def new_task_id() -> str:
+    return uuid.uuid4().hex
+
+
+def new_event(kind: str, task_id: str, state: State, attempt: int, **fields: Any) -> StatusEvent:
+    """A StatusEvent with a fresh ``event_id`` and the current time."""
+    return StatusEvent(
+        event_id=uuid.uuid4().hex,
+        task_id=task_id,
+        kind=kind,
+        state=state,
+        attempt=attempt,
+        timestamp=time.time(),
+        **fields,
+    )
+
+
+encoder = msgspec.json.Encoder()
+task_decoder = msgspec.json.Decoder(TaskMessage)
+event_decoder = msgspec.json.Decoder(StatusEvent)

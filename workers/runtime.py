@@ -1,0 +1,374 @@
+"""The worker: consumes task queues, runs handlers, acks, retries and dead-letters.
+
+A delivery is acked only after its outcome is safely with the broker: the
+terminal status event (succeeded, failed), the retry copy in a delay tier plus
+its ``retrying`` event, or the dead letter plus its ``dead`` event. A worker
+that dies before that loses nothing: the broker redelivers the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from collections.abc import Callable, Coroutine
+from concurrent.futures import Executor, ProcessPoolExecutor
+from typing import Any
+
+import aiormq
+import msgspec
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aiormq.abc import DeliveredMessage
+
+from rpc.connection import CONNECTION_ERRORS, open_channel
+from rpc.errors import BrokerUnavailable
+
+from . import storage
+from .context import TaskContext
+from .errors import PermanentError
+from .messages import StatusEvent, TaskId, encoder, new_event, task_decoder
+from .pool import make_pool
+from .registry import Task, TaskRegistry
+from .settings import WorkerSettings
+from .status import publish_confirmed, publish_status
+from .topology import (
+    ATTEMPT_HEADER,
+    QUEUE_HEADER,
+    REASON_HEADER,
+    TRACEBACK_HEADER,
+    dead_queue,
+    declare_kind,
+    declare_retry_tiers,
+    declare_status,
+    retry_tier,
+    task_queue,
+)
+
+logger = logging.getLogger(__name__)
+
+_TRACEBACK_MAX_CHARS = 4000
+# Headers the broker adds on dead-lettering; a retry copy starts without them.
+_BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-", "x-delivery-count")
+_task_id_decoder = msgspec.json.Decoder(TaskId)
+
+
+class Worker:
+    """Runs the tasks of a registry; ``await start(connection)``, later ``await stop()``."""
+
+    def __init__(self, registry: TaskRegistry, settings: WorkerSettings, *, name: str = "worker"):
+        if not len(registry):
+            raise ValueError("the registry has no tasks")
+        self.registry = registry
+        self.settings = settings
+        self.name = name
+        self._consume_channel: AbstractRobustChannel | None = None
+        self._publish_channel: AbstractRobustChannel | None = None
+        self._raw: aiormq.abc.AbstractChannel | None = None
+        self._consumer_tags: list[str] = []
+        self._semaphore = asyncio.Semaphore(settings.concurrency)
+        self._running: set[asyncio.Task[Any]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._stopping = False
+        self._pool: ProcessPoolExecutor | None = None
+
+    async def start(self, connection: AbstractRobustConnection) -> None:
+        """Declare the topology and start consuming every registered kind."""
+        self._stopping = False
+        try:
+            self._publish_channel = await open_channel(
+                connection, self._declare, publisher_confirms=True
+            )
+            self._consume_channel = await open_channel(connection, self._consume)
+        except CONNECTION_ERRORS as exc:
+            raise BrokerUnavailable(f"cannot open the worker's channels: {exc}") from exc
+        logger.info("worker %r consuming %s", self.name, ", ".join(self.registry.kinds))
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stop consuming; let tasks in flight finish within ``grace_s``, then return the rest.
+
+        Tasks still running after the grace period are cancelled unacked, so the
+        broker hands them to another worker.
+        """
+        grace_s = self.settings.shutdown_grace_s if grace_s is None else grace_s
+        self._stopping = True
+        raw = self._raw
+        if raw is not None and not raw.is_closed:
+            for tag in self._consumer_tags:
+                try:
+                    await raw.basic_cancel(tag)
+                except CONNECTION_ERRORS:
+                    break
+        try:
+            await asyncio.wait_for(self._idle.wait(), grace_s)
+        except TimeoutError:
+            logger.warning(
+                "%d tasks still running after %s s; returning them to the queue",
+                len(self._running),
+                grace_s,
+            )
+            for task in list(self._running):
+                task.cancel()
+            await asyncio.gather(*self._running, return_exceptions=True)
+        for channel in (self._consume_channel, self._publish_channel):
+            if channel is not None and not channel.is_closed:
+                try:
+                    await channel.close()
+                except CONNECTION_ERRORS:
+                    pass
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            # A job already running in the pool cannot be interrupted; wait for it off the loop.
+            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+
+    def executor(self) -> Executor:
+        """The process pool for CPU-bound work, started on first use."""
+        if self._pool is None:
+            self._pool = make_pool(self.settings.processes)
+        return self._pool
+
+    async def _declare(self, channel: aiormq.abc.AbstractChannel) -> None:
+        await declare_status(channel)
+        await declare_retry_tiers(channel, self.settings.retry_delays_ms)
+
+    async def _consume(self, channel: aiormq.abc.AbstractChannel) -> None:
+        """Declare and consume every kind's queue; runs again after each reconnect."""
+        if self._stopping:
+            return
+        await channel.basic_qos(prefetch_count=self.settings.prefetch)
+        tags = []
+        for task in self.registry:
+            await declare_kind(channel, task.kind)
+            ok = await channel.basic_consume(task_queue(task.kind), self._make_consumer(task))
+            assert ok.consumer_tag is not None
+            tags.append(ok.consumer_tag)
+        self._consumer_tags = tags
+        self._raw = channel
+
+    def _make_consumer(self, task: Task) -> Callable[[DeliveredMessage], Coroutine[Any, Any, None]]:
+        async def consume(message: DeliveredMessage) -> None:
+            current = asyncio.current_task()
+            assert current is not None
+            self._running.add(current)
+            self._idle.clear()
+            try:
+                async with self._semaphore:
+                    if self._stopping:
+                        # Prefetched but not started: give it back now rather than at exit.
+                        await _nack_requeue(message)
+                        return
+                    await self._process(task, message)
+            except BrokerUnavailable as exc:
+                # Back to the queue (or, with the channel gone, redelivered by the broker);
+                # the outcome marker makes the rerun idempotent.
+                logger.warning("lost the broker while processing a %s task: %s", task.kind, exc)
+                await _nack_requeue(message)
+            except Exception:
+                # e.g. the storage is not writable; x-delivery-limit ends a redelivery loop.
+                logger.exception("unexpected error processing a %s task", task.kind)
+                await _nack_requeue(message)
+            finally:
+                self._running.discard(current)
+                if not self._running:
+                    self._idle.set()
+
+        return consume
+
+    async def _publish(self, event: StatusEvent) -> None:
+        assert self._publish_channel is not None
+        await publish_status(self._publish_channel, event)
+
+    async def _process(self, task: Task, message: DeliveredMessage) -> None:
+        properties = message.header.properties
+        headers = dict(properties.headers or {})
+        attempt = _attempt(headers)
+        try:
+            task_message = task_decoder.decode(message.body)
+            payload = task.decoder.decode(task_message.payload)
+        except msgspec.DecodeError as exc:
+            await self._dead_letter(
+                task,
+                message,
+                task_id=_valid_task_id(properties.message_id),
+                attempt=attempt,
+                reason=f"undecodable task message: {exc}",
+            )
+            return
+        task_id = task_message.task_id
+        recorded = storage.load_outcome(self.settings.storage_dir, task_id)
+        if recorded is not None:
+            logger.info("task %s already finished (%s); republishing", task_id, recorded.state)
+            await self._publish(recorded)
+            await _ack(message)
+            return
+
+        await self._publish(new_event(task.kind, task_id, "running", attempt))
+        ctx = TaskContext(
+            task_id=task_id,
+            kind=task.kind,
+            attempt=attempt,
+            redelivered=bool(message.delivery.redelivered),  # type: ignore[union-attr]
+            settings=self.settings,
+            publish=self._publish,
+            executor=self.executor,
+        )
+        try:
+            result = await task.handler(ctx, payload)
+        except PermanentError as exc:
+            outcome = new_event(task.kind, task_id, "failed", attempt, error=_describe(exc))
+        except BrokerUnavailable:
+            # From ctx.progress: not the task's fault; leave it unacked for redelivery.
+            raise
+        except Exception as exc:
+            await self._retry_or_bury(task, message, task_id, attempt, headers, exc)
+            return
+        else:
+            try:
+                outcome = new_event(
+                    task.kind, task_id, "succeeded", attempt, result=msgspec.to_builtins(result)
+                )
+            except TypeError as exc:
+                logger.error("task %s (%s) returned an unencodable result", task_id, task.kind)
+                outcome = new_event(
+                    task.kind, task_id, "failed", attempt, error=f"unencodable result: {exc}"
+                )
+        # A small write; sync is cheaper than a thread hop on the no-op path.
+        storage.save_outcome(self.settings.storage_dir, outcome)
+        await self._publish(outcome)
+        await _ack(message)
+
+    async def _retry_or_bury(
+        self,
+        task: Task,
+        message: DeliveredMessage,
+        task_id: str,
+        attempt: int,
+        headers: dict[str, Any],
+        exc: Exception,
+    ) -> None:
+        max_attempts = task.max_attempts or self.settings.max_attempts
+        error = _describe(exc)
+        if attempt >= max_attempts:
+            logger.warning(
+                "task %s (%s) exhausted %d attempts: %s", task_id, task.kind, attempt, error
+            )
+            await self._dead_letter(
+                task,
+                message,
+                task_id=task_id,
+                attempt=attempt,
+                reason=f"attempts exhausted ({attempt}/{max_attempts}): {error}",
+                tb=_traceback_summary(exc),
+            )
+            return
+        delay_ms = self.settings.retry_delay_ms(attempt)
+        logger.info(
+            "task %s (%s) attempt %d failed, retry in %d ms: %s",
+            task_id,
+            task.kind,
+            attempt,
+            delay_ms,
+            error,
+        )
+        await self._publish(
+            new_event(task.kind, task_id, "retrying", attempt, error=error, retry_in_ms=delay_ms)
+        )
+        retry_headers = {k: v for k, v in headers.items() if not k.startswith(_BROKER_HEADERS)}
+        retry_headers[ATTEMPT_HEADER] = attempt + 1
+        assert self._publish_channel is not None
+        await publish_confirmed(
+            self._publish_channel,
+            message.body,
+            exchange=retry_tier(delay_ms),
+            routing_key=task.kind,
+            properties=_copy_properties(message.header.properties, retry_headers),
+        )
+        await _ack(message)
+
+    async def _dead_letter(
+        self,
+        task: Task,
+        message: DeliveredMessage,
+        *,
+        task_id: str | None,
+        attempt: int,
+        reason: str,
+        tb: str = "",
+    ) -> None:
+        """Move the message to ``tasks.<kind>.dead`` with why; publish ``dead``; then ack."""
+        logger.warning("dead-lettering a %s task (%s): %s", task.kind, task_id, reason)
+        headers = dict(message.header.properties.headers or {})
+        headers.update(
+            {
+                REASON_HEADER: reason,
+                TRACEBACK_HEADER: tb,
+                ATTEMPT_HEADER: attempt,
+                QUEUE_HEADER: task_queue(task.kind),
+            }
+        )
+        assert self._publish_channel is not None
+        await publish_confirmed(
+            self._publish_channel,
+            message.body,
+            exchange="",
+            routing_key=dead_queue(task.kind),
+            properties=_copy_properties(message.header.properties, headers),
+        )
+        if task_id is not None:
+            await self._publish(new_event(task.kind, task_id, "dead", attempt, error=reason))
+        await _ack(message)
+
+
+def _copy_properties(
+    properties: aiormq.spec.Basic.Properties, headers: dict[str, Any]
+) -> aiormq.spec.Basic.Properties:
+    return aiormq.spec.Basic.Properties(
+        content_type=properties.content_type,
+        message_id=properties.message_id,
+        message_type=properties.message_type,
+        timestamp=properties.timestamp,
+        headers=headers,
+        delivery_mode=2,
+    )
+
+
+async def _ack(message: DeliveredMessage) -> None:
+    try:
+        await message.channel.basic_ack(_delivery_tag(message))
+    except CONNECTION_ERRORS as exc:
+        logger.warning("could not ack a delivery (it will be redelivered): %s", exc)
+
+
+async def _nack_requeue(message: DeliveredMessage) -> None:
+    try:
+        await message.channel.basic_nack(_delivery_tag(message), requeue=True)
+    except CONNECTION_ERRORS as exc:
+        logger.warning("could not return a delivery (it will be redelivered): %s", exc)
+
+
+def _delivery_tag(message: DeliveredMessage) -> int:
+    tag = message.delivery_tag
+    assert tag is not None, "consumed messages always carry a delivery tag"
+    return tag
+
+
+def _attempt(headers: dict[str, Any]) -> int:
+    value = headers.get(ATTEMPT_HEADER, 1)
+    return value if isinstance(value, int) and value >= 1 else 1
+
+
+def _valid_task_id(value: str | None) -> str | None:
+    try:
+        return _task_id_decoder.decode(encoder.encode(value))
+    except msgspec.DecodeError:
+        return None
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _traceback_summary(exc: BaseException) -> str:
+    text = "".join(traceback.format_exception(exc, limit=-5))
+    return text[-_TRACEBACK_MAX_CHARS:]

@@ -1,0 +1,72 @@
+"""Worker settings, read once from the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.replace(" ", "").split(",") if part)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """How workers consume, retry, store and shut down."""
+
+    amqp_url: str = DEFAULT_AMQP_URL
+    storage_dir: Path = Path("./var/storage")
+    # Unacked task messages the broker may push, and handlers run at once.
+    prefetch: int = 16
+    concurrency: int = 8
+    # Size of the process pool for CPU-bound work (Pillow).
+    processes: int = field(default_factory=lambda: os.cpu_count() or 1)
+    # Fixed delay tiers; attempt n waits retry_delays_ms[n - 1] (the last tier repeats).
+    retry_delays_ms: tuple[int, ...] = (1_000, 5_000, 30_000, 120_000)
+    max_attempts: int = 5
+    thumbnail_sizes: tuple[int, ...] = (800, 256, 64)
+    max_pixels: int = 40_000_000
+    shutdown_grace_s: float = 30.0
+    reconnect_interval_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "storage_dir", Path(self.storage_dir))
+        if not self.retry_delays_ms or min(self.retry_delays_ms) <= 0:
+            raise ValueError("RETRY_DELAYS_MS needs at least one positive delay")
+        if self.max_attempts < 1:
+            raise ValueError("MAX_ATTEMPTS must be at least 1")
+        if not self.thumbnail_sizes or min(self.thumbnail_sizes) <= 0:
+            raise ValueError("THUMBNAIL_SIZES needs at least one positive size")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
+        """Build settings from ``AMQP_URL``, ``STORAGE_DIR``, ``WORKER_*`` and related variables."""
+        env = os.environ if environ is None else environ
+        default = cls()
+        return cls(
+            amqp_url=env.get("AMQP_URL", default.amqp_url),
+            storage_dir=Path(env.get("STORAGE_DIR", str(default.storage_dir))),
+            prefetch=int(env.get("WORKER_PREFETCH", default.prefetch)),
+            concurrency=int(env.get("WORKER_CONCURRENCY", default.concurrency)),
+            processes=int(env.get("WORKER_PROCESSES", default.processes)),
+            retry_delays_ms=_ints(env["RETRY_DELAYS_MS"])
+            if "RETRY_DELAYS_MS" in env
+            else default.retry_delays_ms,
+            max_attempts=int(env.get("MAX_ATTEMPTS", default.max_attempts)),
+            thumbnail_sizes=_ints(env["THUMBNAIL_SIZES"])
+            if "THUMBNAIL_SIZES" in env
+            else default.thumbnail_sizes,
+            max_pixels=int(env.get("MAX_PIXELS", default.max_pixels)),
+            shutdown_grace_s=float(env.get("SHUTDOWN_GRACE_S", default.shutdown_grace_s)),
+            reconnect_interval_s=float(
+                env.get("AMQP_RECONNECT_INTERVAL_S", default.reconnect_interval_s)
+            ),
+        )
+
+    def retry_delay_ms(self, attempt: int) -> int:
+        """Delay before the attempt after ``attempt`` (1-based)."""
+        return self.retry_delays_ms[min(attempt, len(self.retry_delays_ms)) - 1]

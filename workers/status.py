@@ -1,0 +1,67 @@
+"""Confirmed publishing, and the publisher of task status events."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import aiormq
+from aio_pika.abc import AbstractRobustChannel
+from aiormq.abc import DeliveredMessage
+from pamqp.commands import Basic
+
+from rpc.connection import CONNECTION_ERRORS
+from rpc.errors import BrokerUnavailable
+
+from .errors import UnknownKind
+from .messages import StatusEvent, encoder
+from .topology import CONTENT_TYPE, STATUS_EXCHANGE, STATUS_MESSAGE_TYPE, status_routing_key
+
+
+async def publish_confirmed(
+    channel: AbstractRobustChannel,
+    body: bytes,
+    *,
+    exchange: str,
+    routing_key: str,
+    properties: aiormq.spec.Basic.Properties,
+    mandatory: bool = False,
+) -> None:
+    """Publish on a confirming channel and return once the broker has the message.
+
+    Raises BrokerUnavailable if the channel is down or the broker nacks, and
+    UnknownKind if a mandatory message was returned unroutable.
+    """
+    try:
+        raw = await channel.get_underlay_channel()
+        confirmation: Any = await raw.basic_publish(
+            body,
+            exchange=exchange,
+            routing_key=routing_key,
+            properties=properties,
+            mandatory=mandatory,
+        )
+    except CONNECTION_ERRORS as exc:
+        raise BrokerUnavailable(f"lost the broker while publishing to {exchange!r}: {exc}") from exc
+    if isinstance(confirmation, DeliveredMessage):
+        raise UnknownKind(f"no queue is bound to {exchange!r} for {routing_key!r}")
+    if isinstance(confirmation, Basic.Nack):
+        raise BrokerUnavailable(f"the broker refused a message to {exchange!r}")
+
+
+async def publish_status(channel: AbstractRobustChannel, event: StatusEvent) -> None:
+    """Publish ``event`` persistently to ``status`` and wait for the broker's confirm."""
+    properties = aiormq.spec.Basic.Properties(
+        content_type=CONTENT_TYPE,
+        message_id=event.event_id,
+        message_type=STATUS_MESSAGE_TYPE,
+        timestamp=datetime.fromtimestamp(event.timestamp, UTC),
+        delivery_mode=2,
+    )
+    await publish_confirmed(
+        channel,
+        encoder.encode(event),
+        exchange=STATUS_EXCHANGE,
+        routing_key=status_routing_key(event.kind, event.task_id, event.state),
+        properties=properties,
+    )

@@ -1,0 +1,235 @@
+"""Submit tasks and await their outcome: the Python API used by the gateway and benchmarks.
+
+One exclusive, auto-delete queue per submitter (per process, normally) is
+bound to ``status``; events of the tasks this submitter tracks are kept from
+the moment of submission, so an outcome that arrives before ``wait`` is called
+is not missed. Events of untracked tasks are dropped. Events published while
+the connection is down are not seen here (the ``status.journal`` queue keeps
+them for the gateway's store).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aiormq
+import msgspec
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aiormq.abc import DeliveredMessage
+
+from rpc.connection import CONNECTION_ERRORS, open_channel
+from rpc.errors import BrokerUnavailable
+
+from .errors import WaitTimeout
+from .messages import StatusEvent, TaskMessage, encoder, event_decoder, new_event, new_task_id
+from .status import publish_confirmed, publish_status
+from .topology import (
+    ATTEMPT_HEADER,
+    CONTENT_TYPE,
+    STATUS_EXCHANGE,
+    TASK_MESSAGE_TYPE,
+    TASKS_EXCHANGE,
+    declare_kind,
+    declare_status,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class _Watch:
+    events: list[StatusEvent] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)
+    terminal: StatusEvent | None = None
+    # Replaced on every new event; readers await the one they saw last.
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def add(self, event: StatusEvent) -> None:
+        if event.event_id in self.seen:
+            return  # a republished outcome (redelivery after a crash)
+        self.seen.add(event.event_id)
+        self.events.append(event)
+        if event.terminal and self.terminal is None:
+            self.terminal = event
+        changed, self.changed = self.changed, asyncio.Event()
+        changed.set()
+
+
+class TaskSubmitter:
+    """Submits tasks with publisher confirms and follows their status events.
+
+    Create with ``await TaskSubmitter.create(connection)``; close with
+    ``await submitter.close()`` or use it as an async context manager.
+    """
+
+    def __init__(self, *, binding_keys: tuple[str, ...], max_finished: int) -> None:
+        self._binding_keys = binding_keys
+        self._max_finished = max_finished
+        self._watches: dict[str, _Watch] = {}
+        # Finished watches, oldest first; trimmed to max_finished so unawaited tasks do not leak.
+        self._finished: OrderedDict[str, None] = OrderedDict()
+        self._declared: set[str] = set()
+        self._channel: AbstractRobustChannel | None = None
+        self._closed = False
+
+    @classmethod
+    async def create(
+        cls,
+        connection: AbstractRobustConnection,
+        *,
+        binding_keys: Iterable[str] = ("#",),
+        max_finished: int = 10_000,
+    ) -> TaskSubmitter:
+        """Open the submitter's channel and start listening for status events.
+
+        ``binding_keys`` narrow what this process receives (``<kind>.<task_id>.<state>``
+        patterns, e.g. ``images.thumbnail.#``, or ``topology.TERMINAL_BINDING_KEYS`` when
+        only ``wait`` is used); the default sees every event.
+        """
+        submitter = cls(binding_keys=tuple(binding_keys), max_finished=max_finished)
+        try:
+            submitter._channel = await open_channel(
+                connection, submitter._listen, publisher_confirms=True
+            )
+        except CONNECTION_ERRORS as exc:
+            raise BrokerUnavailable(f"cannot open the submitter's channel: {exc}") from exc
+        return submitter
+
+    async def __aenter__(self) -> TaskSubmitter:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._channel is not None and not self._channel.is_closed:
+            await self._channel.close()
+
+    async def submit(self, kind: str, payload: Any = None, *, task_id: str | None = None) -> str:
+        """Publish a ``queued`` event and the task; return its id once the broker has both.
+
+        Declares the kind's queue on first use, so tasks wait there until a worker
+        starts. Raises BrokerUnavailable if the broker is down or refuses the message.
+        """
+        channel = self._channel
+        if self._closed or channel is None:
+            raise BrokerUnavailable("the submitter is closed")
+        task_id = task_id or new_task_id()
+        message = TaskMessage(
+            task_id=task_id,
+            kind=kind,
+            payload=msgspec.Raw(encoder.encode(payload)),
+            submitted_at=time.time(),
+        )
+        if kind not in self._declared:
+            try:
+                await declare_kind(await channel.get_underlay_channel(), kind)
+            except CONNECTION_ERRORS as exc:
+                raise BrokerUnavailable(f"cannot declare the queue of {kind!r}: {exc}") from exc
+            self._declared.add(kind)
+        self.track(task_id)
+        properties = aiormq.spec.Basic.Properties(
+            content_type=CONTENT_TYPE,
+            message_id=task_id,
+            message_type=TASK_MESSAGE_TYPE,
+            timestamp=datetime.now(UTC),
+            delivery_mode=2,
+            headers={ATTEMPT_HEADER: 1},
+        )
+        # queued goes first so no consumer sees a task's running before its queued.
+        await publish_status(channel, new_event(kind, task_id, "queued", 1))
+        await publish_confirmed(
+            channel,
+            encoder.encode(message),
+            exchange=TASKS_EXCHANGE,
+            routing_key=kind,
+            properties=properties,
+            mandatory=True,
+        )
+        return task_id
+
+    def track(self, task_id: str) -> None:
+        """Start (or restart, e.g. before a replay) keeping the events of ``task_id``."""
+        self._finished.pop(task_id, None)
+        self._watches[task_id] = _Watch()
+
+    async def wait(self, task_id: str, timeout_s: float) -> StatusEvent:
+        """The terminal event (succeeded, failed or dead) of ``task_id``; WaitTimeout if none comes.
+
+        The task must have been submitted (or tracked) by this submitter first.
+        """
+        watch = self._watches.get(task_id)
+        if watch is None:
+            self.track(task_id)
+            watch = self._watches[task_id]
+        try:
+            async with asyncio.timeout(timeout_s):
+                while watch.terminal is None:
+                    await watch.changed.wait()
+        except TimeoutError:
+            raise WaitTimeout(f"task {task_id} did not finish within {timeout_s} s") from None
+        return watch.terminal
+
+    async def events(self, task_id: str) -> AsyncIterator[StatusEvent]:
+        """Every event of ``task_id`` since it was submitted, in order, up to its terminal one."""
+        watch = self._watches.get(task_id)
+        if watch is None:
+            self.track(task_id)
+            watch = self._watches[task_id]
+        index = 0
+        while True:
+            while index < len(watch.events):
+                event = watch.events[index]
+                index += 1
+                yield event
+                if event.terminal:
+                    return
+            await watch.changed.wait()
+
+    async def submit_and_wait(
+        self, kind: str, payload: Any = None, *, timeout_s: float
+    ) -> StatusEvent:
+        """``submit`` then ``wait``; the terminal event."""
+        task_id = await self.submit(kind, payload)
+        return await self.wait(task_id, timeout_s)
+
+    def forget(self, task_id: str) -> None:
+        """Stop keeping the events of ``task_id``."""
+        self._watches.pop(task_id, None)
+        self._finished.pop(task_id, None)
+
+    async def _listen(self, channel: aiormq.abc.AbstractChannel) -> None:
+        """Declare this submitter's status queue and consume it; runs on every reconnect."""
+        self._declared.clear()
+        await declare_status(channel)
+        declared = await channel.queue_declare("", exclusive=True, auto_delete=True)
+        assert declared.queue is not None
+        for key in self._binding_keys:
+            await channel.queue_bind(declared.queue, STATUS_EXCHANGE, routing_key=key)
+        await channel.basic_consume(declared.queue, self._on_event, no_ack=True, exclusive=True)
+
+    async def _on_event(self, message: DeliveredMessage) -> None:
+        try:
+            event = event_decoder.decode(message.body)
+        except msgspec.DecodeError:
+            logger.warning("dropping an undecodable status event (%s)", message.routing_key)
+            return
+        watch = self._watches.get(event.task_id)
+        if watch is None:
+            return
+        watch.add(event)
+        if watch.terminal is not None and event.task_id not in self._finished:
+            self._finished[event.task_id] = None
+            while len(self._finished) > self._max_finished:
+                old, _ = self._finished.popitem(last=False)
+                self._watches.pop(old, None)

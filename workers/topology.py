@@ -1,0 +1,98 @@
+"""Broker names and declarations of the task runtime, in one place.
+
+Retry tiers: one fanout exchange and one durable queue per delay, both named
+``tasks.retry.<delay_ms>``. A retry copy is published to the tier exchange with
+routing key = task kind; the fanout ignores the key but the message keeps it, so
+when its TTL expires the tier queue dead-letters it to ``tasks`` under its
+original routing key, straight back to ``tasks.<kind>``. One tier serves every
+kind, and a message never waits behind one with a longer delay.
+"""
+
+from __future__ import annotations
+
+import aiormq
+
+TASKS_EXCHANGE = "tasks"
+STATUS_EXCHANGE = "status"
+STATUS_JOURNAL_QUEUE = "status.journal"
+
+ATTEMPT_HEADER = "x-taskgate-attempt"
+REASON_HEADER = "x-taskgate-reason"
+TRACEBACK_HEADER = "x-taskgate-traceback"
+QUEUE_HEADER = "x-taskgate-queue"
+REPLAYED_HEADER = "x-taskgate-replayed"
+
+# Bindings on ``status`` for a process that only awaits outcomes (a third of the traffic).
+TERMINAL_BINDING_KEYS = ("#.succeeded", "#.failed", "#.dead")
+
+# Broker-side redeliveries of one message before its queue dead-letters it.
+DELIVERY_LIMIT = 20
+
+CONTENT_TYPE = "application/json"
+TASK_MESSAGE_TYPE = "task"
+STATUS_MESSAGE_TYPE = "status"
+
+
+def task_queue(kind: str) -> str:
+    """The queue workers of ``kind`` consume."""
+    return f"tasks.{kind}"
+
+
+def dead_queue(kind: str) -> str:
+    """Where messages of ``kind`` go when they cannot or may no longer be processed."""
+    return f"tasks.{kind}.dead"
+
+
+def retry_tier(delay_ms: int) -> str:
+    """Name of the exchange and of the queue that hold retries for ``delay_ms``."""
+    return f"tasks.retry.{delay_ms}"
+
+
+def status_routing_key(kind: str, task_id: str, state: str) -> str:
+    return f"{kind}.{task_id}.{state}"
+
+
+async def declare_status(channel: aiormq.abc.AbstractChannel) -> None:
+    """The status exchange and its journal queue, which keeps events while no gateway runs."""
+    await channel.exchange_declare(STATUS_EXCHANGE, exchange_type="topic", durable=True)
+    await channel.queue_declare(STATUS_JOURNAL_QUEUE, durable=True)
+    await channel.queue_bind(STATUS_JOURNAL_QUEUE, STATUS_EXCHANGE, routing_key="#")
+
+
+async def declare_kind(channel: aiormq.abc.AbstractChannel, kind: str) -> None:
+    """The ``tasks`` exchange, the kind's work queue and its dead-letter queue.
+
+    Changing the work queue's arguments needs the queue deleted first (the broker
+    refuses a redeclaration with different arguments).
+    """
+    await channel.exchange_declare(TASKS_EXCHANGE, exchange_type="direct", durable=True)
+    queue = task_queue(kind)
+    await channel.queue_declare(
+        queue,
+        durable=True,
+        arguments={
+            "x-queue-type": "quorum",
+            # A message that keeps killing its worker (a crash in a C library) would be
+            # redelivered forever; after this many deliveries the broker buries it.
+            "x-delivery-limit": DELIVERY_LIMIT,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": dead_queue(kind),
+        },
+    )
+    await channel.queue_bind(queue, TASKS_EXCHANGE, routing_key=kind)
+    await channel.queue_declare(dead_queue(kind), durable=True)
+
+
+async def declare_retry_tiers(
+    channel: aiormq.abc.AbstractChannel, delays_ms: tuple[int, ...]
+) -> None:
+    """One fanout exchange + TTL queue per delay, dead-lettering back to ``tasks``."""
+    for delay_ms in delays_ms:
+        name = retry_tier(delay_ms)
+        await channel.exchange_declare(name, exchange_type="fanout", durable=True)
+        await channel.queue_declare(
+            name,
+            durable=True,
+            arguments={"x-message-ttl": delay_ms, "x-dead-letter-exchange": TASKS_EXCHANGE},
+        )
+        await channel.queue_bind(name, name)
