@@ -186,7 +186,7 @@ def main() -> int:
         default="uvloop",
         help="event loop for every process, baseline included",
     )
-    parser.add_argument("--reply-mode", choices=["direct", "queue"], default="direct")
+    parser.add_argument("--reply-mode", choices=["direct", "queue"], default="queue")
     parser.add_argument("--serve", choices=["taskgate", "aio-pika"], help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()

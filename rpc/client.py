@@ -50,7 +50,7 @@ class RpcClient:
         cls,
         connection: AbstractRobustConnection,
         *,
-        reply_mode: ReplyMode = "direct",
+        reply_mode: ReplyMode = "queue",
         default_timeout_s: float = 10.0,
     ) -> RpcClient:
         """Open the client's channel and start listening for replies."""

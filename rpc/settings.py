@@ -21,8 +21,9 @@ class RpcSettings:
     prefetch: int = 256
     concurrency: int = 128
     default_timeout_s: float = 10.0
-    # "direct" = amq.rabbitmq.reply-to, "queue" = one exclusive reply queue per client.
-    reply_mode: ReplyMode = "direct"
+    # "queue" = one exclusive auto-delete reply queue per client, "direct" =
+    # amq.rabbitmq.reply-to. "queue" measured ~10 % faster here (README, bench/rpc.py).
+    reply_mode: ReplyMode = "queue"
     reconnect_interval_s: float = 1.0
     shutdown_grace_s: float = 30.0
 
