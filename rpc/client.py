@@ -140,6 +140,8 @@ class RpcClient:
         except TimeoutError:
             raise RpcTimeout(f"{method!r} did not reply within {timeout_s} s") from None
         except CONNECTION_ERRORS as exc:
+            if self._closed:  # our own close() took the channel away mid-publish
+                raise RpcClosed("the RPC client was closed") from exc
             raise BrokerUnavailable(f"lost the broker while calling {method!r}: {exc}") from exc
         finally:
             self._pending.pop(correlation_id, None)
@@ -195,7 +197,10 @@ class RpcClient:
         self._raw = None
         if self._pending:
             logger.warning("RPC channel lost; failing %d pending calls", len(self._pending))
-        self._fail_pending(BrokerUnavailable(f"lost the RPC channel: {exc}"))
+        if self._closed:
+            self._fail_pending(RpcClosed("the RPC client was closed"))
+        else:
+            self._fail_pending(BrokerUnavailable(f"lost the RPC channel: {exc}"))
 
     def _fail_pending(self, error: Exception) -> None:
         pending, self._pending = self._pending, {}
