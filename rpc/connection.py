@@ -84,3 +84,14 @@ async def open_channel(
     channel.reopen_callbacks.add(replay)
     await setup(await channel.get_underlay_channel())
     return channel
+
+
+async def cancel_consumers(channel: aiormq.abc.AbstractChannel | None, tags: list[str]) -> None:
+    """Stop the broker delivering to ``tags``; a channel already gone delivers nothing anyway."""
+    if channel is None or channel.is_closed:
+        return
+    for tag in tags:
+        try:
+            await channel.basic_cancel(tag)
+        except CONNECTION_ERRORS:
+            return

@@ -23,7 +23,7 @@ from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
 
 from . import codec
-from .connection import CONNECTION_ERRORS, open_channel
+from .connection import CONNECTION_ERRORS, cancel_consumers, open_channel
 from .errors import ServiceError
 from .topology import DEAD_EXCHANGE, DEAD_QUEUE, REASON_HEADER, method_queue
 
@@ -101,13 +101,7 @@ class RpcServer:
     async def stop(self, grace_s: float = 30.0) -> None:
         """Stop consuming, let the calls in flight finish (up to ``grace_s``), close."""
         self._stopping = True
-        raw = self._raw
-        if raw is not None and not raw.is_closed:
-            for tag in self._consumer_tags:
-                try:
-                    await raw.basic_cancel(tag)
-                except CONNECTION_ERRORS:
-                    break
+        await cancel_consumers(self._raw, self._consumer_tags)
         try:
             await asyncio.wait_for(self._idle.wait(), grace_s)
         except TimeoutError:

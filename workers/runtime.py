@@ -20,7 +20,7 @@ import msgspec
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
 
-from rpc.connection import CONNECTION_ERRORS, open_channel
+from rpc.connection import CONNECTION_ERRORS, cancel_consumers, open_channel
 from rpc.errors import BrokerUnavailable
 
 from . import storage
@@ -92,13 +92,7 @@ class Worker:
         """
         grace_s = self.settings.shutdown_grace_s if grace_s is None else grace_s
         self._stopping = True
-        raw = self._raw
-        if raw is not None and not raw.is_closed:
-            for tag in self._consumer_tags:
-                try:
-                    await raw.basic_cancel(tag)
-                except CONNECTION_ERRORS:
-                    break
+        await cancel_consumers(self._raw, self._consumer_tags)
         try:
             await asyncio.wait_for(self._idle.wait(), grace_s)
         except TimeoutError:
