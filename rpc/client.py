@@ -13,11 +13,11 @@ import aiormq
 import msgspec
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
-from pamqp.commands import Basic
 
 from . import codec
 from .connection import CONNECTION_ERRORS, open_channel
 from .errors import BrokerUnavailable, RemoteError, RpcClosed, RpcNoServer, RpcTimeout
+from .publish import publish_confirmed
 from .settings import ReplyMode
 from .topology import DIRECT_REPLY_TO, method_queue
 
@@ -129,20 +129,23 @@ class RpcClient:
         self._pending[correlation_id] = future
         try:
             async with asyncio.timeout(timeout_s):
-                confirmation = await raw.basic_publish(
-                    body, routing_key=method_queue(method), properties=properties, mandatory=True
+                routed = await publish_confirmed(
+                    raw,
+                    body,
+                    exchange="",
+                    routing_key=method_queue(method),
+                    properties=properties,
+                    mandatory=True,
                 )
-                if isinstance(confirmation, DeliveredMessage):
+                if not routed:
                     raise RpcNoServer(f"no server for {method!r}")
-                if isinstance(confirmation, Basic.Nack):
-                    raise BrokerUnavailable(f"the broker refused the request to {method!r}")
                 reply = await future
         except TimeoutError:
             raise RpcTimeout(f"{method!r} did not reply within {timeout_s} s") from None
-        except CONNECTION_ERRORS as exc:
+        except BrokerUnavailable as exc:
             if self._closed:  # our own close() took the channel away mid-publish
                 raise RpcClosed("the RPC client was closed") from exc
-            raise BrokerUnavailable(f"lost the broker while calling {method!r}: {exc}") from exc
+            raise
         finally:
             self._pending.pop(correlation_id, None)
         return self._decode(method, reply, response_type)

@@ -32,6 +32,8 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     aiormq.exceptions.ConnectionClosed,
     aiormq.exceptions.ChannelClosed,
 )
+# Any of those, or our own translation of them.
+BROKER_ERRORS: tuple[type[BaseException], ...] = (BrokerUnavailable, *CONNECTION_ERRORS)
 CONNECT_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, TimeoutError)
 
 

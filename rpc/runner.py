@@ -13,6 +13,8 @@ import importlib
 import logging
 import signal
 import sys
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from aio_pika.abc import AbstractRobustConnection
 
@@ -22,6 +24,8 @@ from .server import RpcServer
 from .settings import RpcSettings
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def load_server(spec: str) -> RpcServer:
@@ -70,19 +74,22 @@ async def connect_until_up(
     return None
 
 
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """Run a process's main coroutine on uvloop where it is installed."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rpc", description=__doc__)
     parser.add_argument("server", help="the RpcServer to run, as module:attribute")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = RpcSettings.from_env()
-    server = load_server(args.server)
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(serve(server, settings))
-    else:
-        uvloop.run(serve(server, settings))
+    run(serve(load_server(args.server), settings))
     return 0
 
 

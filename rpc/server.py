@@ -23,8 +23,9 @@ from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
 
 from . import codec
-from .connection import CONNECTION_ERRORS, cancel_consumers, open_channel
+from .connection import BROKER_ERRORS, CONNECTION_ERRORS, cancel_consumers, open_channel
 from .errors import ServiceError
+from .publish import persistent_copy, publish_confirmed
 from .topology import DEAD_EXCHANGE, DEAD_QUEUE, REASON_HEADER, method_queue
 
 logger = logging.getLogger(__name__)
@@ -212,25 +213,17 @@ class RpcServer:
         headers["x-taskgate-queue"] = message.routing_key or ""
         logger.warning("dead-lettering request %s: %s", properties.message_id, reason)
         assert self._dead_channel is not None
-        dead = await self._dead_channel.get_underlay_channel()
-        dead_properties = aiormq.spec.Basic.Properties(
-            content_type=properties.content_type,
-            message_id=properties.message_id,
-            correlation_id=properties.correlation_id,
-            message_type=properties.message_type,
-            timestamp=properties.timestamp,
-            headers=headers,
-            delivery_mode=2,
-        )
         try:
-            await dead.basic_publish(
+            dead = await self._dead_channel.get_underlay_channel()
+            await publish_confirmed(
+                dead,
                 message.body,
                 exchange=DEAD_EXCHANGE,
                 routing_key=message.routing_key or "",
-                properties=dead_properties,
+                properties=persistent_copy(properties, headers),
             )
             await message.channel.basic_ack(_delivery_tag(message))
-        except CONNECTION_ERRORS:
+        except BROKER_ERRORS:
             logger.warning(
                 "could not dead-letter %s; it will be redelivered", properties.message_id
             )

@@ -15,6 +15,7 @@ import sys
 
 from rpc.connection import connect
 from rpc.errors import BrokerUnavailable
+from rpc.runner import run
 
 from .registry import TaskRegistry
 from .runtime import Worker
@@ -73,13 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.tasks or [DEFAULT_TASKS]:
         registry.include(load_registry(spec))
     try:
-        import uvloop
-    except ImportError:
-        runner = asyncio.run
-    else:
-        runner = uvloop.run
-    try:
-        runner(serve(registry, settings))
+        run(serve(registry, settings))
     except BrokerUnavailable as exc:
         logger.error("%s", exc)
         return 1

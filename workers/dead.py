@@ -19,8 +19,8 @@ import msgspec
 from aio_pika.abc import AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
 
-from rpc.connection import CONNECTION_ERRORS, connect
-from rpc.errors import BrokerUnavailable
+from rpc.connection import BROKER_ERRORS, connect
+from rpc.publish import persistent_copy
 
 from .messages import new_event, task_decoder
 from .settings import WorkerSettings
@@ -37,7 +37,6 @@ from .topology import (
     declare_status,
 )
 
-_BROKER_ERRORS: tuple[type[BaseException], ...] = (BrokerUnavailable, *CONNECTION_ERRORS)
 # Headers that describe the last death, not the task; a replayed message starts without them.
 _DEATH_HEADERS = (REASON_HEADER, TRACEBACK_HEADER, QUEUE_HEADER, "x-death", "x-first-death-")
 
@@ -99,14 +98,7 @@ async def replay(
                 message.body,
                 exchange=TASKS_EXCHANGE,
                 routing_key=kind,
-                properties=aiormq.spec.Basic.Properties(
-                    content_type=properties.content_type,
-                    message_id=properties.message_id,
-                    message_type=properties.message_type,
-                    timestamp=properties.timestamp,
-                    headers=headers,
-                    delivery_mode=2,
-                ),
+                properties=persistent_copy(properties, headers),
                 mandatory=True,
             )
             await raw.basic_ack(message.delivery_tag)
@@ -176,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = WorkerSettings.from_env()
     try:
         return asyncio.run(_run(args, settings))
-    except _BROKER_ERRORS as exc:
+    except BROKER_ERRORS as exc:
         print(f"error: broker unavailable: {exc}", file=sys.stderr)
         return 1
 

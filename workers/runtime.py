@@ -22,6 +22,7 @@ from aiormq.abc import DeliveredMessage
 
 from rpc.connection import CONNECTION_ERRORS, cancel_consumers, open_channel
 from rpc.errors import BrokerUnavailable
+from rpc.publish import persistent_copy
 
 from . import storage
 from .context import TaskContext
@@ -275,7 +276,7 @@ class Worker:
             message.body,
             exchange=retry_tier(delay_ms),
             routing_key=task.kind,
-            properties=_copy_properties(message.header.properties, retry_headers),
+            properties=persistent_copy(message.header.properties, retry_headers),
         )
         await _ack(message)
 
@@ -306,24 +307,11 @@ class Worker:
             message.body,
             exchange="",
             routing_key=dead_queue(task.kind),
-            properties=_copy_properties(message.header.properties, headers),
+            properties=persistent_copy(message.header.properties, headers),
         )
         if task_id is not None:
             await self._publish(new_event(task.kind, task_id, "dead", attempt, error=reason))
         await _ack(message)
-
-
-def _copy_properties(
-    properties: aiormq.spec.Basic.Properties, headers: dict[str, Any]
-) -> aiormq.spec.Basic.Properties:
-    return aiormq.spec.Basic.Properties(
-        content_type=properties.content_type,
-        message_id=properties.message_id,
-        message_type=properties.message_type,
-        timestamp=properties.timestamp,
-        headers=headers,
-        delivery_mode=2,
-    )
 
 
 async def _ack(message: DeliveredMessage) -> None:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 import aiormq
 from aio_pika.abc import AbstractRobustChannel
-from aiormq.abc import DeliveredMessage
-from pamqp.commands import Basic
 
+import rpc.publish
 from rpc.connection import CONNECTION_ERRORS
 from rpc.errors import BrokerUnavailable
 
@@ -34,19 +32,18 @@ async def publish_confirmed(
     """
     try:
         raw = await channel.get_underlay_channel()
-        confirmation: Any = await raw.basic_publish(
-            body,
-            exchange=exchange,
-            routing_key=routing_key,
-            properties=properties,
-            mandatory=mandatory,
-        )
     except CONNECTION_ERRORS as exc:
         raise BrokerUnavailable(f"lost the broker while publishing to {exchange!r}: {exc}") from exc
-    if isinstance(confirmation, DeliveredMessage):
+    routed = await rpc.publish.publish_confirmed(
+        raw,
+        body,
+        exchange=exchange,
+        routing_key=routing_key,
+        properties=properties,
+        mandatory=mandatory,
+    )
+    if not routed:
         raise UnknownKind(f"no queue is bound to {exchange!r} for {routing_key!r}")
-    if isinstance(confirmation, Basic.Nack):
-        raise BrokerUnavailable(f"the broker refused a message to {exchange!r}")
 
 
 async def publish_status(channel: AbstractRobustChannel, event: StatusEvent) -> None:
