@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -11,7 +12,17 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from .broker import BrokerLink
+from .errors import EXCEPTION_HANDLERS, RETRY_AFTER_S
+from .feed import StatusFeed
+from .hub import Hub
+from .publisher import TaskPublisher
 from .settings import GatewaySettings
+from .sqlite_store import SqliteTaskStore
+from .streams import task_events
+from .tasks import get_file, get_task
+from .uploads import create_upload
+
+logger = logging.getLogger(__name__)
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -20,14 +31,25 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 async def readyz(request: Request) -> JSONResponse:
-    """The process can take work: the broker is connected."""
-    broker: BrokerLink = request.app.state.broker
-    if broker.ready:
-        return JSONResponse({"status": "ready", "broker": "connected"})
+    """The process can take work: broker connected, status feed consuming, store answering."""
+    state = request.app.state
+    checks = {
+        "broker": "connected"
+        if state.broker.ready and state.publisher.ready and state.feed.ready
+        else "disconnected",
+        "store": "ok",
+    }
+    try:
+        await state.store.ping()
+    except Exception as exc:
+        logger.warning("store check failed: %s", exc)
+        checks["store"] = "unavailable"
+    if checks == {"broker": "connected", "store": "ok"}:
+        return JSONResponse({"status": "ready", **checks})
     return JSONResponse(
-        {"status": "unavailable", "broker": "disconnected"},
+        {"status": "unavailable", **checks},
         status_code=503,
-        headers={"Retry-After": "1"},
+        headers={"Retry-After": str(RETRY_AFTER_S)},
     )
 
 
@@ -37,13 +59,36 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        broker = BrokerLink(settings)
+        settings.storage_dir.mkdir(parents=True, exist_ok=True)
+        store = await SqliteTaskStore.open(settings.database_path)
+        hub = Hub(capacity=settings.sse_buffer_events)
+        feed = StatusFeed(store, hub)
+        publisher = TaskPublisher(
+            queue_max_length=settings.queue_max_length, timeout_s=settings.publish_timeout_s
+        )
+        broker = BrokerLink(settings, attach=[feed.start, publisher.start])
+        app.state.settings = settings
+        app.state.store = store
+        app.state.hub = hub
+        app.state.feed = feed
+        app.state.publisher = publisher
         app.state.broker = broker
         broker.start()
         try:
             yield
         finally:
+            hub.end_all("shutdown")
+            await feed.close()
+            await publisher.close()
             await broker.close()
+            await store.close()
 
-    routes = [Route("/healthz", healthz), Route("/readyz", readyz)]
-    return Starlette(routes=routes, lifespan=lifespan)
+    routes = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/uploads", create_upload, methods=["POST"]),
+        Route("/tasks/{task_id}", get_task),
+        Route("/tasks/{task_id}/events", task_events),
+        Route("/files/{task_id}/{name}", get_file),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)

@@ -5,21 +5,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 
 from aio_pika.abc import AbstractRobustConnection
 
 import rpc
+from rpc.connection import BROKER_ERRORS
 
 from .settings import GatewaySettings
 
 logger = logging.getLogger(__name__)
 
+# Something that opens its own channels on the connection once it is up.
+Attach = Callable[[AbstractRobustConnection], Awaitable[None]]
+
 
 class BrokerLink:
-    """Owns the web process's connection and RPC client; never blocks start-up on the broker."""
+    """Owns the web process's connection and RPC client; never blocks start-up on the broker.
 
-    def __init__(self, settings: GatewaySettings) -> None:
+    ``attach`` callables run once the connection is up (the status feed, the task
+    publisher); they recover with the connection by themselves afterwards.
+    """
+
+    def __init__(self, settings: GatewaySettings, *, attach: Sequence[Attach] = ()) -> None:
         self._settings = settings
+        self._attach = tuple(attach)
         self._connection: AbstractRobustConnection | None = None
         self._client: rpc.RpcClient | None = None
         self._connecting: asyncio.Task[None] | None = None
@@ -66,8 +76,14 @@ class BrokerLink:
                 self._client = await rpc.RpcClient.create(
                     self._connection, default_timeout_s=self._settings.rpc_timeout_s
                 )
+                for attach in self._attach:
+                    await attach(self._connection)
                 logger.info("connected to the broker")
                 return
-            except rpc.BrokerUnavailable as exc:
+            except BROKER_ERRORS as exc:
                 logger.warning("broker not reachable (%s); retrying", exc)
+                if self._connection is not None:
+                    await self._connection.close()
+                    self._connection = None
+                self._client = None
                 await asyncio.sleep(self._settings.reconnect_interval_s)

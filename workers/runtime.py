@@ -133,7 +133,7 @@ class Worker:
         await channel.basic_qos(prefetch_count=self.settings.prefetch)
         tags = []
         for task in self.registry:
-            await declare_kind(channel, task.kind)
+            await declare_kind(channel, task.kind, max_length=self.settings.queue_max_length)
             ok = await channel.basic_consume(task_queue(task.kind), self._make_consumer(task))
             assert ok.consumer_tag is not None
             tags.append(ok.consumer_tag)

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .topology import DEFAULT_QUEUE_MAX_LENGTH
+
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 
@@ -28,6 +30,8 @@ class WorkerSettings:
     # Fixed delay tiers; attempt n waits retry_delays_ms[n - 1] (the last tier repeats).
     retry_delays_ms: tuple[int, ...] = (1_000, 5_000, 30_000, 120_000)
     max_attempts: int = 5
+    # Must match every other process that declares the task queues (TASK_QUEUE_MAX_LENGTH).
+    queue_max_length: int = DEFAULT_QUEUE_MAX_LENGTH
     thumbnail_sizes: tuple[int, ...] = (800, 256, 64)
     max_pixels: int = 40_000_000
     shutdown_grace_s: float = 30.0
@@ -57,6 +61,7 @@ class WorkerSettings:
             if "RETRY_DELAYS_MS" in env
             else default.retry_delays_ms,
             max_attempts=int(env.get("MAX_ATTEMPTS", default.max_attempts)),
+            queue_max_length=int(env.get("TASK_QUEUE_MAX_LENGTH", default.queue_max_length)),
             thumbnail_sizes=_ints(env["THUMBNAIL_SIZES"])
             if "THUMBNAIL_SIZES" in env
             else default.thumbnail_sizes,

@@ -33,6 +33,7 @@ from .status import publish_confirmed, publish_status
 from .topology import (
     ATTEMPT_HEADER,
     CONTENT_TYPE,
+    DEFAULT_QUEUE_MAX_LENGTH,
     STATUS_EXCHANGE,
     TASK_MESSAGE_TYPE,
     TASKS_EXCHANGE,
@@ -41,6 +42,30 @@ from .topology import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+async def publish_task(channel: AbstractRobustChannel, message: TaskMessage) -> None:
+    """Publish ``message`` persistently to ``tasks``; return once the broker has it.
+
+    The kind's queue must be declared. Raises BrokerUnavailable if the broker is
+    down or refuses the message (a full queue nacks), UnknownKind if unroutable.
+    """
+    properties = aiormq.spec.Basic.Properties(
+        content_type=CONTENT_TYPE,
+        message_id=message.task_id,
+        message_type=TASK_MESSAGE_TYPE,
+        timestamp=datetime.now(UTC),
+        delivery_mode=2,
+        headers={ATTEMPT_HEADER: 1},
+    )
+    await publish_confirmed(
+        channel,
+        encoder.encode(message),
+        exchange=TASKS_EXCHANGE,
+        routing_key=message.kind,
+        properties=properties,
+        mandatory=True,
+    )
 
 
 @dataclass(eq=False)
@@ -69,8 +94,11 @@ class TaskSubmitter:
     ``await submitter.close()`` or use it as an async context manager.
     """
 
-    def __init__(self, *, binding_keys: tuple[str, ...], max_finished: int) -> None:
+    def __init__(
+        self, *, binding_keys: tuple[str, ...], max_finished: int, queue_max_length: int
+    ) -> None:
         self._binding_keys = binding_keys
+        self._queue_max_length = queue_max_length
         self._max_finished = max_finished
         self._watches: dict[str, _Watch] = {}
         # Finished watches, oldest first; trimmed to max_finished so unawaited tasks do not leak.
@@ -86,6 +114,7 @@ class TaskSubmitter:
         *,
         binding_keys: Iterable[str] = ("#",),
         max_finished: int = 10_000,
+        queue_max_length: int = DEFAULT_QUEUE_MAX_LENGTH,
     ) -> TaskSubmitter:
         """Open the submitter's channel and start listening for status events.
 
@@ -93,7 +122,11 @@ class TaskSubmitter:
         patterns, e.g. ``images.thumbnail.#``, or ``topology.TERMINAL_BINDING_KEYS`` when
         only ``wait`` is used); the default sees every event.
         """
-        submitter = cls(binding_keys=tuple(binding_keys), max_finished=max_finished)
+        submitter = cls(
+            binding_keys=tuple(binding_keys),
+            max_finished=max_finished,
+            queue_max_length=queue_max_length,
+        )
         try:
             submitter._channel = await open_channel(
                 connection, submitter._listen, publisher_confirms=True
@@ -133,29 +166,16 @@ class TaskSubmitter:
         )
         if kind not in self._declared:
             try:
-                await declare_kind(await channel.get_underlay_channel(), kind)
+                await declare_kind(
+                    await channel.get_underlay_channel(), kind, max_length=self._queue_max_length
+                )
             except CONNECTION_ERRORS as exc:
                 raise BrokerUnavailable(f"cannot declare the queue of {kind!r}: {exc}") from exc
             self._declared.add(kind)
         self.track(task_id)
-        properties = aiormq.spec.Basic.Properties(
-            content_type=CONTENT_TYPE,
-            message_id=task_id,
-            message_type=TASK_MESSAGE_TYPE,
-            timestamp=datetime.now(UTC),
-            delivery_mode=2,
-            headers={ATTEMPT_HEADER: 1},
-        )
         # queued goes first so no consumer sees a task's running before its queued.
         await publish_status(channel, new_event(kind, task_id, "queued", 1))
-        await publish_confirmed(
-            channel,
-            encoder.encode(message),
-            exchange=TASKS_EXCHANGE,
-            routing_key=kind,
-            properties=properties,
-            mandatory=True,
-        )
+        await publish_task(channel, message)
         return task_id
 
     def track(self, task_id: str) -> None:

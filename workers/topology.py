@@ -15,6 +15,8 @@ import aiormq
 TASKS_EXCHANGE = "tasks"
 STATUS_EXCHANGE = "status"
 STATUS_JOURNAL_QUEUE = "status.journal"
+# Status events no consumer could decode, with the reason in REASON_HEADER.
+STATUS_DEAD_QUEUE = "status.dead"
 
 ATTEMPT_HEADER = "x-taskgate-attempt"
 REASON_HEADER = "x-taskgate-reason"
@@ -27,6 +29,9 @@ TERMINAL_BINDING_KEYS = ("#.succeeded", "#.failed", "#.dead")
 
 # Broker-side redeliveries of one message before its queue dead-letters it.
 DELIVERY_LIMIT = 20
+# Ready messages a task queue holds before the broker nacks new ones (overflow=reject-publish),
+# so a flood turns into 503s at the gateway instead of an unbounded backlog.
+DEFAULT_QUEUE_MAX_LENGTH = 100_000
 
 CONTENT_TYPE = "application/json"
 TASK_MESSAGE_TYPE = "task"
@@ -53,17 +58,37 @@ def status_routing_key(kind: str, task_id: str, state: str) -> str:
 
 
 async def declare_status(channel: aiormq.abc.AbstractChannel) -> None:
-    """The status exchange and its journal queue, which keeps events while no gateway runs."""
+    """The status exchange and its journal queue, which keeps events while no gateway runs.
+
+    The journal has a single active consumer: one gateway at a time records from
+    it, in publish order, which keeps every task's sequence numbers in the order
+    its events were published.
+    """
     await channel.exchange_declare(STATUS_EXCHANGE, exchange_type="topic", durable=True)
-    await channel.queue_declare(STATUS_JOURNAL_QUEUE, durable=True)
+    await channel.queue_declare(STATUS_DEAD_QUEUE, durable=True)
+    await channel.queue_declare(
+        STATUS_JOURNAL_QUEUE,
+        durable=True,
+        arguments={
+            "x-single-active-consumer": True,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": STATUS_DEAD_QUEUE,
+        },
+    )
     await channel.queue_bind(STATUS_JOURNAL_QUEUE, STATUS_EXCHANGE, routing_key="#")
 
 
-async def declare_kind(channel: aiormq.abc.AbstractChannel, kind: str) -> None:
+async def declare_kind(
+    channel: aiormq.abc.AbstractChannel,
+    kind: str,
+    *,
+    max_length: int = DEFAULT_QUEUE_MAX_LENGTH,
+) -> None:
     """The ``tasks`` exchange, the kind's work queue and its dead-letter queue.
 
-    Changing the work queue's arguments needs the queue deleted first (the broker
-    refuses a redeclaration with different arguments).
+    Every process must declare a kind with the same ``max_length``: the broker
+    refuses a redeclaration with different arguments, and changing them needs
+    the queue deleted first.
     """
     await channel.exchange_declare(TASKS_EXCHANGE, exchange_type="direct", durable=True)
     queue = task_queue(kind)
@@ -75,6 +100,8 @@ async def declare_kind(channel: aiormq.abc.AbstractChannel, kind: str) -> None:
             # A message that keeps killing its worker (a crash in a C library) would be
             # redelivered forever; after this many deliveries the broker buries it.
             "x-delivery-limit": DELIVERY_LIMIT,
+            "x-max-length": max_length,
+            "x-overflow": "reject-publish",
             "x-dead-letter-exchange": "",
             "x-dead-letter-routing-key": dead_queue(kind),
         },

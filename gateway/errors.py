@@ -1,0 +1,62 @@
+"""HTTP errors as JSON: every 4xx and 5xx the gateway sends has a body that says what went wrong.
+
+The body is ``{"error": {"code": "...", "message": "..."}}``; ``code`` is stable
+for programs, ``message`` is for people, and validation errors add ``path``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+# How long a client should wait before retrying a 503.
+RETRY_AFTER_S = 1
+
+
+class HttpError(Exception):
+    """Raised by handlers; answered as a JSON error response."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        **details: Any,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+        self.details = details
+
+
+def unavailable(message: str) -> HttpError:
+    """503 with Retry-After: the broker (or the store) cannot take the request now."""
+    return HttpError(503, "unavailable", message, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+def error_response(error: HttpError) -> JSONResponse:
+    body = {"error": {"code": error.code, "message": error.message, **error.details}}
+    return JSONResponse(body, status_code=error.status, headers=error.headers)
+
+
+async def handle_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HttpError)
+    return error_response(exc)
+
+
+async def handle_starlette_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 and 405 in the same JSON shape."""
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return error_response(HttpError(exc.status_code, code, str(exc.detail), headers=exc.headers))
+
+
+EXCEPTION_HANDLERS = {HttpError: handle_http_error, HTTPException: handle_starlette_error}

@@ -1,0 +1,122 @@
+"""The in-process hub: hands each recorded status event to the streams of its task.
+
+Publishing never waits: each subscription has a bounded buffer, and one that
+overflows (a client that stopped reading) is ended and dropped from the hub;
+its client reconnects with Last-Event-ID and catches up from the store. A
+subscription holds no task of its own and leaves the hub when its stream ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Iterator
+
+from .store import StoredEvent
+
+
+class Subscription:
+    """One stream's view of the hub: a bounded buffer and a way to wait on it."""
+
+    __slots__ = ("_capacity", "_events", "_waiter", "ended", "resync", "task_id")
+
+    def __init__(self, task_id: str, capacity: int) -> None:
+        self.task_id = task_id
+        self._capacity = capacity
+        self._events: deque[StoredEvent] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        # Why the hub ended this subscription ("overflow", "shutdown"), or None.
+        self.ended: str | None = None
+        # Set when events may have bypassed the hub: read the store before trusting it again.
+        self.resync = False
+
+    def take(self) -> list[StoredEvent]:
+        """The buffered events, oldest first, emptying the buffer."""
+        events = list(self._events)
+        self._events.clear()
+        return events
+
+    async def wait(self, timeout_s: float) -> None:
+        """Until there is something to take, a resync, an end, or ``timeout_s`` passes."""
+        if self._events or self.resync or self.ended:
+            return
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._waiter
+        except TimeoutError:
+            pass
+        finally:
+            self._waiter = None
+
+    def end(self, reason: str) -> None:
+        if self.ended is None:
+            self.ended = reason
+        self._wake()
+
+    def _push(self, event: StoredEvent) -> bool:
+        """Buffer ``event``; False (and ended) if the buffer was full."""
+        if len(self._events) >= self._capacity:
+            self._events.clear()
+            self.end("overflow")
+            return False
+        self._events.append(event)
+        self._wake()
+        return True
+
+    def _request_resync(self) -> None:
+        self.resync = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+
+class Hub:
+    """Subscriptions by task id; ``publish`` is called with each recorded event."""
+
+    def __init__(self, *, capacity: int) -> None:
+        self._capacity = capacity
+        self._by_task: dict[str, set[Subscription]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(subscriptions) for subscriptions in self._by_task.values())
+
+    @contextlib.contextmanager
+    def subscribe(self, task_id: str) -> Iterator[Subscription]:
+        """A subscription to ``task_id``'s events for the duration of the ``with`` block."""
+        subscription = Subscription(task_id, self._capacity)
+        self._by_task.setdefault(task_id, set()).add(subscription)
+        try:
+            yield subscription
+        finally:
+            self._remove(subscription)
+
+    def publish(self, event: StoredEvent) -> None:
+        subscriptions = self._by_task.get(event.task_id)
+        if not subscriptions:
+            return
+        for subscription in list(subscriptions):
+            if not subscription._push(event):
+                self._remove(subscription)
+
+    def resync(self) -> None:
+        """Tell every stream to read the store: the live feed may have missed events."""
+        for subscriptions in self._by_task.values():
+            for subscription in subscriptions:
+                subscription._request_resync()
+
+    def end_all(self, reason: str) -> None:
+        for subscriptions in list(self._by_task.values()):
+            for subscription in list(subscriptions):
+                subscription.end(reason)
+
+    def _remove(self, subscription: Subscription) -> None:
+        subscriptions = self._by_task.get(subscription.task_id)
+        if subscriptions is None:
+            return
+        subscriptions.discard(subscription)
+        if not subscriptions:
+            del self._by_task[subscription.task_id]

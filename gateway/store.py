@@ -1,0 +1,119 @@
+"""The task store's interface and the rules every backend shares.
+
+A task's status events are kept in the order they were recorded, each with a
+sequence number that counts that task's events from 1. The number is the SSE
+``id:``: a stream resumes after it, and a gap in it tells a stream that it
+missed an event and must read the store. Recording is idempotent by
+``event_id``; a duplicate gets the number its first copy got.
+
+Next to the events, each task has a summary row (state, progress, result,
+error) that ``apply_event`` keeps up to date. A terminal state is final: a
+later event is recorded (the stream shows it) but does not change the summary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+import msgspec
+
+from workers.messages import TERMINAL_STATES, StatusEvent
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """A recorded status event: its sequence number in its task, and its JSON as published."""
+
+    task_id: str
+    seq: int
+    state: str
+    body: bytes
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSummary:
+    """What ``GET /tasks/{id}`` shows; ``result`` is JSON text."""
+
+    task_id: str
+    kind: str
+    state: str
+    attempt: int
+    created_at: float
+    updated_at: float
+    last_seq: int
+    percent: float | None = None
+    message: str | None = None
+    result: str | None = None
+    error: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+def apply_event(summary: TaskSummary | None, event: StatusEvent) -> TaskSummary:
+    """The summary after ``event`` (recorded as the task's next sequence number)."""
+    if summary is None:
+        summary = TaskSummary(
+            task_id=event.task_id,
+            kind=event.kind,
+            state=event.state,
+            attempt=event.attempt,
+            created_at=event.timestamp,
+            updated_at=event.timestamp,
+            last_seq=0,
+        )
+    seq = summary.last_seq + 1
+    if summary.terminal and summary.last_seq > 0:
+        return replace(summary, last_seq=seq)
+    changes: dict[str, object] = {
+        "last_seq": seq,
+        "updated_at": max(summary.updated_at, event.timestamp),
+        "attempt": max(summary.attempt, event.attempt),
+    }
+    match event.state:
+        case "progress":
+            changes.update(state="running", percent=event.percent, message=event.message)
+        case "running":
+            changes.update(state="running", percent=0.0, message=None, error=None)
+        case "succeeded":
+            changes.update(state="succeeded", percent=100.0, error=None)
+            changes["result"] = msgspec.json.encode(event.result).decode()
+        case "queued":
+            changes.update(state="queued")
+        case _:  # failed, retrying, dead
+            changes.update(state=event.state, error=event.error)
+    return replace(summary, **changes)  # type: ignore[arg-type]
+
+
+class TaskStore(Protocol):
+    """Where the gateway keeps tasks and their events; SQLite now, PostgreSQL later."""
+
+    async def record(self, events: Sequence[tuple[StatusEvent, bytes]]) -> list[StoredEvent]:
+        """Record ``(event, its JSON)`` pairs in order, in one transaction; the stored events.
+
+        A duplicate ``event_id`` is not recorded again; its stored event is returned.
+        """
+        ...
+
+    async def discard_task(self, task_id: str) -> None:
+        """Forget a task that was never accepted (its publish failed)."""
+        ...
+
+    async def get_task(self, task_id: str) -> TaskSummary | None: ...
+
+    async def events_after(self, task_id: str, after_seq: int, limit: int) -> list[StoredEvent]:
+        """The task's events with a sequence number above ``after_seq``, oldest first."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise if the store cannot answer."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,39 @@
+"""``GET /tasks/{id}`` and the result files under ``/files/<task_id>/<name>``."""
+
+from __future__ import annotations
+
+import re
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse
+
+from .errors import HttpError
+from .settings import GatewaySettings
+from .store import TaskStore
+from .views import task_view
+
+# Names the workers give their outputs; anything else (dotfiles, paths) is not served.
+_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+async def get_task(request: Request) -> JSONResponse:
+    store: TaskStore = request.app.state.store
+    task_id = request.path_params["task_id"]
+    summary = await store.get_task(task_id)
+    if summary is None:
+        raise HttpError(404, "not_found", f"no task {task_id!r}")
+    return JSONResponse(task_view(summary))
+
+
+async def get_file(request: Request) -> FileResponse:
+    settings: GatewaySettings = request.app.state.settings
+    task_id = request.path_params["task_id"]
+    name = request.path_params["name"]
+    if not _TASK_ID.match(task_id) or not _FILE_NAME.match(name) or ".." in name:
+        raise HttpError(404, "not_found", "no such file")
+    path = settings.storage_dir / task_id / name
+    if not path.is_file():
+        raise HttpError(404, "not_found", "no such file")
+    # Outputs are written once under fixed names and never change.
+    return FileResponse(path, headers={"Cache-Control": "public, max-age=31536000, immutable"})
