@@ -36,6 +36,13 @@ async def publish_confirmed(
         )
     except CONNECTION_ERRORS as exc:
         raise BrokerUnavailable(f"lost the broker while publishing to {exchange!r}: {exc}") from exc
+    except aiormq.exceptions.PublishError:
+        return False  # returned unroutable, on a channel that raises for returns
+    except aiormq.exceptions.DeliveryError as exc:
+        # aiormq raises on a nack (a full queue with overflow=reject-publish, a broker error).
+        raise BrokerUnavailable(
+            f"the broker refused a message to {exchange!r} ({routing_key!r})"
+        ) from exc
     if isinstance(confirmation, Basic.Nack):
         raise BrokerUnavailable(f"the broker refused a message to {exchange!r} ({routing_key!r})")
     return not isinstance(confirmation, DeliveredMessage)

@@ -1,21 +1,41 @@
-"""Fixtures that run the real app in-process, lifespan included, behind httpx."""
+"""Gateway fixtures: the app in-process behind httpx, or real gateway and worker processes."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import io
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import httpx
+import httpx_sse
 import pytest
+from PIL import Image
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
+from rpc.node import free_port
+
+from ..helpers import eventually
+
+REPO = Path(__file__).resolve().parents[2]
+TEST_TASKS = "tests.gateway.tasks_for_gateway:registry"
 
 
 @contextlib.asynccontextmanager
 async def running_app(settings: GatewaySettings) -> AsyncIterator[httpx.AsyncClient]:
-    """Start the app's lifespan and yield an httpx client wired to it."""
+    """Start the app's lifespan and yield an httpx client wired to it.
+
+    httpx's ASGI transport returns a response only once the app has finished
+    it, so streams that stay open need a real server (``gateway_process``).
+    """
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -27,3 +47,170 @@ async def running_app(settings: GatewaySettings) -> AsyncIterator[httpx.AsyncCli
 def gateway_app() -> Callable[..., Any]:
     """``async with gateway_app(settings) as client`` runs the real app for a test."""
     return running_app
+
+
+@pytest.fixture
+def kind_prefix(unique_name: Callable[[str], str]) -> str:
+    return unique_name("gw")
+
+
+@pytest.fixture
+def gateway_settings(amqp_url: str, tmp_path: Path, kind_prefix: str) -> GatewaySettings:
+    """Settings for one test: its own store and storage, its own thumbnail kind."""
+    return GatewaySettings(
+        amqp_url=amqp_url,
+        reconnect_interval_s=0.2,
+        database_path=tmp_path / "taskgate.db",
+        storage_dir=tmp_path / "storage",
+        upload_kind=f"{kind_prefix}.thumbnail",
+    )
+
+
+async def wait_ready(client: httpx.AsyncClient) -> None:
+    """Until /readyz says 200 (the broker connection comes up in the background)."""
+
+    async def ready() -> bool:
+        return (await client.get("/readyz")).status_code == 200
+
+    await eventually(ready, timeout_s=30, interval_s=0.05)
+
+
+def settings_env(settings: GatewaySettings) -> dict[str, str]:
+    return {
+        "AMQP_URL": settings.amqp_url,
+        "AMQP_RECONNECT_INTERVAL_S": str(settings.reconnect_interval_s),
+        "DATABASE_PATH": str(settings.database_path),
+        "STORAGE_DIR": str(settings.storage_dir),
+        "UPLOAD_KIND": settings.upload_kind,
+        "SSE_RETRY_MS": str(settings.sse_retry_ms),
+    }
+
+
+class ChildProcess:
+    """A child process of ours with its output in a log file."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        with open(log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                argv,
+                cwd=REPO,
+                env={**os.environ, "PYTHONPATH": str(REPO), **env},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    async def terminate(self, timeout_s: float = 30) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return await asyncio.to_thread(self.process.wait, timeout_s)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+class GatewayProcess(ChildProcess):
+    """``python -m gateway`` on a port of its own."""
+
+    def __init__(self, settings: GatewaySettings, port: int, log_path: Path) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        env = {**settings_env(settings), "HOST": "127.0.0.1", "PORT": str(port)}
+        super().__init__([sys.executable, "-m", "gateway"], env, log_path)
+
+    async def wait_ready(self) -> None:
+        async with httpx.AsyncClient(base_url=self.url) as client:
+
+            async def ready() -> bool:
+                try:
+                    return (await client.get("/readyz")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await eventually(ready, timeout_s=30, interval_s=0.05)
+
+
+@pytest.fixture
+def gateway_process(
+    gateway_settings: GatewaySettings, tmp_path: Path
+) -> Iterator[Callable[..., GatewayProcess]]:
+    """Factory of gateway processes sharing the test's store and storage; killed afterwards.
+
+    ``gateway_process(port=...)`` restarts a gateway on the port an earlier one had.
+    """
+    started: list[GatewayProcess] = []
+
+    def start(port: int | None = None, **overrides: Any) -> GatewayProcess:
+        settings = replace(gateway_settings, **overrides)
+        log = tmp_path / f"gateway-{len(started)}.log"
+        started.append(GatewayProcess(settings, port or free_port(), log))
+        return started[-1]
+
+    yield start
+    for process in started:
+        process.kill()
+
+
+@pytest.fixture
+def worker_process(
+    gateway_settings: GatewaySettings, kind_prefix: str, tmp_path: Path
+) -> Iterator[Callable[[], ChildProcess]]:
+    """Factory of worker processes serving tests/gateway/tasks_for_gateway.py; killed afterwards."""
+    started: list[ChildProcess] = []
+
+    def start() -> ChildProcess:
+        env = {
+            **settings_env(gateway_settings),
+            "TASKGATE_TEST_KIND_PREFIX": kind_prefix,
+            "WORKER_PROCESSES": "1",
+            "SHUTDOWN_GRACE_S": "5",
+        }
+        argv = [sys.executable, "-m", "workers", "--tasks", TEST_TASKS]
+        started.append(ChildProcess(argv, env, tmp_path / f"worker-{len(started)}.log"))
+        return started[-1]
+
+    yield start
+    for process in started:
+        process.kill()
+
+
+def jpeg_bytes(width: int = 640, height: int = 480) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 80, 40)).save(buffer, "JPEG", quality=85)
+    return buffer.getvalue()
+
+
+async def upload(
+    client: httpx.AsyncClient,
+    data: bytes,
+    *,
+    filename: str = "photo.jpg",
+    content_type: str = "image/jpeg",
+    fields: dict[str, str] | None = None,
+) -> httpx.Response:
+    return await client.post(
+        "/uploads", files={"file": (filename, data, content_type)}, data=fields or {}
+    )
+
+
+async def read_stream(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    headers: dict[str, str] | None = None,
+    until: Callable[[httpx_sse.ServerSentEvent], bool] | None = None,
+) -> list[httpx_sse.ServerSentEvent]:
+    """The events of one SSE connection, until it closes or ``until`` holds for one."""
+    events = []
+    async with httpx_sse.aconnect_sse(client, "GET", url, headers=dict(headers or {})) as source:
+        source.response.raise_for_status()
+        async for event in source.aiter_sse():
+            events.append(event)
+            if until is not None and until(event):
+                break
+    return events

@@ -1,0 +1,31 @@
+"""Task kinds for gateway tests, run by a worker process: ``$TASKGATE_TEST_KIND_PREFIX.<name>``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from workers import TaskContext, TaskRegistry
+from workers.builtin import ThumbnailRequest, thumbnail
+
+PREFIX = os.environ.get("TASKGATE_TEST_KIND_PREFIX", "gateway-test")
+GATE_STEPS = (1, 2, 3)
+
+registry = TaskRegistry()
+registry.task(f"{PREFIX}.thumbnail")(thumbnail)
+
+
+@registry.task(f"{PREFIX}.gated")
+async def gated(ctx: TaskContext, request: ThumbnailRequest) -> dict[str, object]:
+    """Thumbnails after three progress steps, each released by the test.
+
+    Step ``n`` waits for the file ``gate-<n>`` in the task's directory, so a test
+    can hold the task mid-way (to cut a stream, or restart a gateway) and then
+    let it go on.
+    """
+    for step in GATE_STEPS:
+        gate = ctx.output_dir() / f"gate-{step}"
+        while not gate.exists():  # noqa: ASYNC110 - the test's only signal is a file
+            await asyncio.sleep(0.02)
+        await ctx.progress(step * 10, f"step {step}")
+    return await thumbnail(ctx, request)
