@@ -1,8 +1,18 @@
-"""``python -m gateway``: serve the app with uvicorn (HOST, PORT from the environment)."""
+"""``python -m gateway``: serve the app with uvicorn (HOST, PORT from the environment).
+
+SIGTERM or SIGINT: SSE streams end with a retry hint, requests in flight get
+up to 5 s, then the process exits 0.
+"""
 
 import os
+import signal
 
 import uvicorn
+
+# uvicorn re-raises the signal it shut down on once it is done, which would make
+# a clean shutdown look like a kill (exit -15); a no-op handler absorbs it.
+for signum in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(signum, lambda *_: None)
 
 uvicorn.run(
     "gateway.app:create_app",

@@ -202,7 +202,7 @@ async def read_stream(
     client: httpx.AsyncClient,
     url: str,
     *,
-    headers: dict[str, str] | None = None,
+    headers: dict[str, str | bytes] | None = None,
     until: Callable[[httpx_sse.ServerSentEvent], bool] | None = None,
 ) -> list[httpx_sse.ServerSentEvent]:
     """The events of one SSE connection, until it closes or ``until`` holds for one."""
