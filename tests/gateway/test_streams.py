@@ -116,9 +116,7 @@ async def test_an_unknown_last_event_id_gets_a_reset_and_the_full_history(
         reset_state = json.loads(named[0].data)
         assert reset_state["state"] == "succeeded"
         assert reset_state["last_event_id"] == len(history)
-        assert [(e.id, e.data) for e in status_events(stream)] == [
-            (e.id, e.data) for e in history
-        ]
+        assert [(e.id, e.data) for e in status_events(stream)] == [(e.id, e.data) for e in history]
 
 
 async def test_two_gateways_stream_tasks_the_other_accepted(
@@ -178,7 +176,9 @@ async def test_a_gateway_restarted_mid_task_ends_streams_with_a_retry_hint_and_l
         restarted = gateway_process(port=gateway.port, upload_kind=settings.upload_kind)
         await restarted.wait_ready()
         last_id = status_events(events)[-1].id
-        resumed = await read_stream(client, url, headers={"Last-Event-ID": last_id}, until=is_step(2))
+        resumed = await read_stream(
+            client, url, headers={"Last-Event-ID": last_id}, until=is_step(2)
+        )
         release(settings, task_id, 3)
         rest = await read_stream(client, url, headers={"Last-Event-ID": resumed[-1].id})
         history = await read_stream(client, url)
