@@ -90,7 +90,7 @@ async def task_events(request: Request) -> Response:
         return Response(status_code=204)
     reset_state = task_view(summary) if reset else None
     shutdown = _EndOnShutdown()
-    events = _stream(
+    events = event_stream(
         task_id,
         after=0 if reset else cursor.after,
         reset_state=reset_state,
@@ -110,7 +110,7 @@ async def task_events(request: Request) -> Response:
     )
 
 
-async def _stream(
+async def event_stream(
     task_id: str,
     *,
     after: int,
@@ -118,10 +118,12 @@ async def _stream(
     store: TaskStore,
     hub: Hub,
     retry_ms: int,
-    shutdown: _EndOnShutdown,
+    shutdown: _EndOnShutdown | None = None,
 ) -> AsyncIterator[bytes]:
+    """The SSE frames of ``task_id`` after sequence number ``after``, up to its terminal event."""
     with hub.subscribe(task_id) as subscription:
-        shutdown.subscription = subscription
+        if shutdown is not None:
+            shutdown.subscription = subscription
         yield b"retry: %d\n\n" % retry_ms
         if reset_state is not None:
             data = json.dumps(reset_state, separators=(",", ":")).encode()
