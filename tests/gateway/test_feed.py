@@ -1,0 +1,51 @@
+"""The status feed: what it cannot decode is dead-lettered with a reason, and it keeps recording."""
+
+from __future__ import annotations
+
+import uuid
+
+import aio_pika
+
+from workers.messages import encoder, new_event
+from workers.topology import REASON_HEADER, STATUS_DEAD_QUEUE, STATUS_EXCHANGE
+
+from ..helpers import eventually
+from .conftest import wait_ready
+
+
+async def test_an_undecodable_status_event_is_dead_lettered_and_recording_goes_on(
+    gateway_app, gateway_settings, amqp_url
+):
+    poison_id = uuid.uuid4().hex
+    good = new_event("images.thumbnail", uuid.uuid4().hex, "queued", 1)
+    connection = await aio_pika.connect(amqp_url)
+    async with connection, gateway_app(gateway_settings) as client:
+        await wait_ready(client)
+        channel = await connection.channel()
+        status = await channel.get_exchange(STATUS_EXCHANGE)
+        await status.publish(
+            aio_pika.Message(b'{"not": "an event"', message_id=poison_id, delivery_mode=2),
+            routing_key="images.thumbnail.x.progress",
+        )
+        await status.publish(
+            aio_pika.Message(encoder.encode(good), delivery_mode=2),
+            routing_key=f"images.thumbnail.{good.task_id}.queued",
+        )
+
+        async def recorded() -> bool:
+            return (await client.get(f"/tasks/{good.task_id}")).status_code == 200
+
+        await eventually(recorded, timeout_s=30)
+        dead = await channel.declare_queue(STATUS_DEAD_QUEUE, passive=True)
+        buried: list[aio_pika.abc.AbstractIncomingMessage] = []
+
+        async def found() -> bool:
+            message = await dead.get(fail=False, no_ack=True)
+            if message is not None and message.message_id == poison_id:
+                buried.append(message)
+            return bool(buried)
+
+        await eventually(found, timeout_s=30, interval_s=0.02)
+
+    assert buried[0].body == b'{"not": "an event"'
+    assert "undecodable status event" in buried[0].headers[REASON_HEADER]
