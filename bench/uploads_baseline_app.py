@@ -53,9 +53,8 @@ async def create_upload(request: Request) -> JSONResponse:
             exchange="",
             routing_key=QUEUE,
             body=json.dumps({"task_id": task_id, "file": f"{task_id}.jpg", "at": time.time()}),
-            properties=pika.BasicProperties(
-                content_type="application/json", delivery_mode=pika.DeliveryMode.Persistent
-            ),
+            # delivery_mode=2: persistent, as the tutorials say for work queues.
+            properties=pika.BasicProperties(content_type="application/json", delivery_mode=2),
         )
     finally:
         connection.close()

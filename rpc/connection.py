@@ -8,6 +8,8 @@ back after a broker restart instead of silently staying gone.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -50,6 +52,23 @@ async def connect(
         )
     except CONNECT_ERRORS as exc:
         raise BrokerUnavailable(f"cannot connect to the broker: {exc}") from exc
+
+
+async def connect_until_up(
+    url: str, *, name: str, reconnect_interval_s: float, stop: asyncio.Event
+) -> AbstractRobustConnection | None:
+    """Connect, retrying while the broker is down, so a process may start before it.
+
+    Returns None if ``stop`` is set first (the process was asked to exit).
+    """
+    while not stop.is_set():
+        try:
+            return await connect(url, name=name, reconnect_interval_s=reconnect_interval_s)
+        except BrokerUnavailable as exc:
+            logger.warning("%s; retrying in %s s", exc, reconnect_interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), reconnect_interval_s)
+    return None
 
 
 async def open_channel(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import importlib
 import logging
 import signal
@@ -16,10 +15,7 @@ import sys
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from aio_pika.abc import AbstractRobustConnection
-
-from .connection import connect
-from .errors import BrokerUnavailable
+from .connection import connect_until_up
 from .server import RpcServer
 from .settings import RpcSettings
 
@@ -45,7 +41,12 @@ async def serve(server: RpcServer, settings: RpcSettings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    connection = await connect_until_up(settings, f"rpc:{server.name}", stop)
+    connection = await connect_until_up(
+        settings.amqp_url,
+        name=f"rpc:{server.name}",
+        reconnect_interval_s=settings.reconnect_interval_s,
+        stop=stop,
+    )
     if connection is None:
         return
     try:
@@ -56,22 +57,6 @@ async def serve(server: RpcServer, settings: RpcSettings) -> None:
         await server.stop(settings.shutdown_grace_s)
     finally:
         await connection.close()
-
-
-async def connect_until_up(
-    settings: RpcSettings, name: str, stop: asyncio.Event
-) -> AbstractRobustConnection | None:
-    """Connect, retrying while the broker is down; None if asked to stop first."""
-    while not stop.is_set():
-        try:
-            return await connect(
-                settings.amqp_url, name=name, reconnect_interval_s=settings.reconnect_interval_s
-            )
-        except BrokerUnavailable as exc:
-            logger.warning("%s; retrying in %s s", exc, settings.reconnect_interval_s)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), settings.reconnect_interval_s)
-    return None
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:

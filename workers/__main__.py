@@ -1,7 +1,8 @@
 """Run workers as a process: ``python -m workers [--tasks module:attribute ...]``.
 
-Serves until SIGTERM or SIGINT, then stops consuming, lets the tasks in flight
-finish within SHUTDOWN_GRACE_S (the rest go back to the queue) and exits 0.
+Waits for the broker if it is not up yet. Serves until SIGTERM or SIGINT, then
+stops consuming, lets the tasks in flight finish within SHUTDOWN_GRACE_S (the
+rest go back to the queue) and exits 0.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ import logging
 import signal
 import sys
 
-from rpc.connection import connect
-from rpc.errors import BrokerUnavailable
+from rpc.connection import connect_until_up
 from rpc.runner import run
 
 from .registry import TaskRegistry
@@ -45,9 +45,14 @@ async def serve(registry: TaskRegistry, settings: WorkerSettings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    connection = await connect(
-        settings.amqp_url, name="worker", reconnect_interval_s=settings.reconnect_interval_s
+    connection = await connect_until_up(
+        settings.amqp_url,
+        name="worker",
+        reconnect_interval_s=settings.reconnect_interval_s,
+        stop=stop,
     )
+    if connection is None:
+        return
     worker = Worker(registry, settings)
     try:
         await worker.start(connection)
@@ -73,11 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     registry = TaskRegistry()
     for spec in args.tasks or [DEFAULT_TASKS]:
         registry.include(load_registry(spec))
-    try:
-        run(serve(registry, settings))
-    except BrokerUnavailable as exc:
-        logger.error("%s", exc)
-        return 1
+    run(serve(registry, settings))
     return 0
 
 

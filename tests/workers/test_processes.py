@@ -8,9 +8,12 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
+from rpc.node import free_port
 from workers import StatusEvent, TaskSubmitter
 
+from ..helpers import eventually
 from .conftest import REPO, get_dead_letters
 
 TIMEOUT_S = 60
@@ -128,3 +131,17 @@ async def run_dead_cli(settings, *args: str) -> subprocess.CompletedProcess[str]
         timeout=TIMEOUT_S,
         check=False,
     )
+
+
+async def test_a_worker_started_before_the_broker_waits_for_it_and_stops_cleanly(
+    settings, worker_process, kinds
+):
+    absent = replace(settings, amqp_url=f"amqp://guest:guest@127.0.0.1:{free_port()}/")
+    process = worker_process(kinds.process_prefix(), AMQP_URL=absent.amqp_url)
+
+    async def retrying() -> bool:
+        return "retrying" in process.log()
+
+    await eventually(retrying, timeout_s=30)
+    process.send(signal.SIGTERM)
+    assert await process.wait() == 0
