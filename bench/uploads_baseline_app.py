@@ -32,6 +32,7 @@ from starlette.routing import Route
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 STORAGE_DIR = Path(os.environ.get("STORAGE_DIR", "./var/baseline-storage"))
 QUEUE = os.environ.get("BASELINE_QUEUE", "uploads")
+STORAGE_DIR.mkdir(parents=True, exist_ok=True)
 
 
 async def create_upload(request: Request) -> JSONResponse:
@@ -41,7 +42,6 @@ async def create_upload(request: Request) -> JSONResponse:
         return JSONResponse({"error": "send the image in the 'file' field"}, status_code=422)
     contents = await upload.read()
     task_id = uuid.uuid4().hex
-    STORAGE_DIR.mkdir(parents=True, exist_ok=True)
     # Blocking file and broker I/O in an async handler is the point of this baseline.
     with open(STORAGE_DIR / f"{task_id}.jpg", "wb") as out:  # noqa: ASYNC230
         out.write(contents)

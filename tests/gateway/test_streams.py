@@ -46,8 +46,14 @@ async def test_a_late_subscriber_gets_the_whole_history_and_a_closed_stream(
         resumed_at_end = await client.get(
             accepted["events_url"], headers={"Last-Event-ID": live[-1].id}
         )
+        async with client.stream("GET", accepted["events_url"]) as response:
+            headers = response.headers
 
     assert live[-1].event == "succeeded"
+    # Nothing between the gateway and the browser may cache or buffer a stream.
+    assert headers["content-type"].startswith("text/event-stream")
+    assert headers["cache-control"] == "no-cache"
+    assert headers["x-accel-buffering"] == "no"
     assert [(e.id, e.event, e.data) for e in late] == [(e.id, e.event, e.data) for e in live]
     # Nothing left to send for a finished task: 204 stops an EventSource reconnecting.
     assert resumed_at_end.status_code == 204
