@@ -1,26 +1,22 @@
 """The SQLite task store: one file in WAL mode, shared by every gateway process on a host.
 
-Writes run on one dedicated thread with its own connection, so a writer that
-waits for another process's lock never stalls the event loop. Reads run on the
-event loop with a second connection: in WAL mode a reader never waits for a
-writer, and a thread hop would cost more than the indexed query.
+Writes run on one dedicated thread (``workers.sqlite.SqliteThread``), so a
+writer that waits for another process's lock never stalls the event loop.
+Reads run on the event loop with a second connection: in WAL mode a reader
+never waits for a writer, and a thread hop would cost more than the indexed query.
 """
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import astuple
 from pathlib import Path
-from typing import TypeVar
 
 from workers.messages import StatusEvent
+from workers.sqlite import SqliteThread, connect, write_transaction
 
 from .store import StoredEvent, TaskSummary, apply_event
-
-T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -53,16 +49,6 @@ _SUMMARY_COLUMNS = (
 )
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE below).
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
-    conn.execute("PRAGMA journal_mode=WAL")
-    # Durable against a process crash; a power cut may lose the last commits, which
-    # the broker still holds (status.journal messages are acked after their commit).
-    conn.execute("PRAGMA synchronous=NORMAL")
-    return conn
-
-
 def _summary(row: tuple[object, ...] | None) -> TaskSummary | None:
     return None if row is None else TaskSummary(*row)  # type: ignore[arg-type]
 
@@ -71,38 +57,32 @@ class SqliteTaskStore:
     """``TaskStore`` on a SQLite file; create with ``await SqliteTaskStore.open(path)``."""
 
     def __init__(self, path: Path) -> None:
-        self._path = path
-        self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
-        self._writer: sqlite3.Connection | None = None
+        self._writer = SqliteThread(path, name="task-store")
         self._reader: sqlite3.Connection | None = None
 
     @classmethod
     async def open(cls, path: Path) -> SqliteTaskStore:
-        path.parent.mkdir(parents=True, exist_ok=True)
         store = cls(path)
-        await store._write(store._create_schema)
-        store._reader = _connect(path)
+        await store._writer.run(lambda conn: conn.executescript(SCHEMA))
+        store._reader = connect(path)
         store._reader.execute("PRAGMA query_only=ON")
         return store
 
     async def close(self) -> None:
-        if self._writer is not None:
-            await self._write(lambda conn: conn.close())
-        self._writer_thread.shutdown(wait=True)
+        await self._writer.close()
         if self._reader is not None:
             self._reader.close()
 
     async def record(self, events: Sequence[tuple[StatusEvent, bytes]]) -> list[StoredEvent]:
-        return await self._write(self._record, events)
+        return await self._writer.run(self._record, events)
 
     async def discard_task(self, task_id: str) -> None:
         def discard(conn: sqlite3.Connection) -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("DELETE FROM events WHERE task_id = ?", (task_id,))
-            conn.execute("DELETE FROM tasks WHERE task_id = ?", (task_id,))
-            conn.execute("COMMIT")
+            with write_transaction(conn):
+                conn.execute("DELETE FROM events WHERE task_id = ?", (task_id,))
+                conn.execute("DELETE FROM tasks WHERE task_id = ?", (task_id,))
 
-        await self._write(discard)
+        await self._writer.run(discard)
 
     async def get_task(self, task_id: str) -> TaskSummary | None:
         row = self._read().execute(
@@ -126,51 +106,32 @@ class SqliteTaskStore:
             raise sqlite3.ProgrammingError("the store is closed")
         return self._reader
 
-    async def _write(self, fn: Callable[..., T], *args: object) -> T:
-        def call() -> T:
-            if self._writer is None:
-                self._writer = _connect(self._path)
-            try:
-                return fn(self._writer, *args)
-            except BaseException:
-                if self._writer.in_transaction:
-                    self._writer.execute("ROLLBACK")
-                raise
-
-        return await asyncio.get_running_loop().run_in_executor(self._writer_thread, call)
-
-    @staticmethod
-    def _create_schema(conn: sqlite3.Connection) -> None:
-        conn.executescript(SCHEMA)
-
     @staticmethod
     def _record(
         conn: sqlite3.Connection, events: Sequence[tuple[StatusEvent, bytes]]
     ) -> list[StoredEvent]:
         stored = []
-        # IMMEDIATE takes the write lock now: two processes that both read first and
-        # then write would otherwise fail one of them with "database is locked".
-        conn.execute("BEGIN IMMEDIATE")
-        for event, body in events:
-            seen = conn.execute(
-                "SELECT seq, state, body FROM events WHERE event_id = ?", (event.event_id,)
-            ).fetchone()
-            if seen is not None:
-                stored.append(StoredEvent(event.task_id, *seen))
-                continue
-            row = conn.execute(
-                f"SELECT {_SUMMARY_COLUMNS} FROM tasks WHERE task_id = ?", (event.task_id,)
-            ).fetchone()
-            summary = apply_event(_summary(row), event)
-            conn.execute(
-                f"INSERT OR REPLACE INTO tasks ({_SUMMARY_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                astuple(summary),
-            )
-            conn.execute(
-                "INSERT INTO events (task_id, seq, event_id, state, body) VALUES (?, ?, ?, ?, ?)",
-                (event.task_id, summary.last_seq, event.event_id, event.state, body),
-            )
-            stored.append(StoredEvent(event.task_id, summary.last_seq, event.state, body))
-        conn.execute("COMMIT")
+        with write_transaction(conn):
+            for event, body in events:
+                seen = conn.execute(
+                    "SELECT seq, state, body FROM events WHERE event_id = ?", (event.event_id,)
+                ).fetchone()
+                if seen is not None:
+                    stored.append(StoredEvent(event.task_id, *seen))
+                    continue
+                row = conn.execute(
+                    f"SELECT {_SUMMARY_COLUMNS} FROM tasks WHERE task_id = ?", (event.task_id,)
+                ).fetchone()
+                summary = apply_event(_summary(row), event)
+                conn.execute(
+                    f"INSERT OR REPLACE INTO tasks ({_SUMMARY_COLUMNS}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    astuple(summary),
+                )
+                conn.execute(
+                    "INSERT INTO events (task_id, seq, event_id, state, body)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (event.task_id, summary.last_seq, event.event_id, event.state, body),
+                )
+                stored.append(StoredEvent(event.task_id, summary.last_seq, event.state, body))
         return stored

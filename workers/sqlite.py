@@ -1,0 +1,69 @@
+"""SQLite as the project uses it: WAL files shared by processes, one connection per thread.
+
+A ``SqliteThread`` owns one connection and runs every call on its own thread,
+so a call that waits for another process's write lock never stalls an event
+loop. Write transactions take the lock up front (``BEGIN IMMEDIATE``): two
+processes that both read first and then write would otherwise fail one of them
+with "database is locked".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection in WAL mode with explicit transactions (see ``write_transaction``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    # Durable against a process crash; a power cut may lose the last commits.
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+@contextlib.contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+class SqliteThread:
+    """One connection to ``path``, used from one dedicated thread."""
+
+    def __init__(self, path: Path, *, name: str) -> None:
+        self._path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._conn: sqlite3.Connection | None = None
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        """``fn(connection, *args)`` on the thread."""
+
+        def call() -> T:
+            if self._conn is None:
+                self._conn = connect(self._path)
+            return fn(self._conn, *args)
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def close(self) -> None:
+        def close(conn: sqlite3.Connection) -> None:
+            conn.close()
+
+        if self._conn is not None:
+            await self.run(close)
+            self._conn = None
+        self._executor.shutdown(wait=True)
