@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import traceback
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import Any
@@ -26,6 +25,7 @@ from rpc.publish import persistent_copy
 
 from . import storage
 from .context import TaskContext
+from .deliveries import ack, describe, nack_requeue, traceback_summary
 from .errors import PermanentError
 from .messages import StatusEvent, TaskId, encoder, new_event, task_decoder
 from .pool import make_pool
@@ -47,7 +47,6 @@ from .topology import (
 
 logger = logging.getLogger(__name__)
 
-_TRACEBACK_MAX_CHARS = 4000
 # Headers the broker adds on dead-lettering; a retry copy starts without them.
 _BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-", "x-delivery-count")
 _task_id_decoder = msgspec.json.Decoder(TaskId)
@@ -150,18 +149,18 @@ class Worker:
                 async with self._semaphore:
                     if self._stopping:
                         # Prefetched but not started: give it back now rather than at exit.
-                        await _nack_requeue(message)
+                        await nack_requeue(message)
                         return
                     await self._process(task, message)
             except BrokerUnavailable as exc:
                 # Back to the queue (or, with the channel gone, redelivered by the broker);
                 # the outcome marker makes the rerun idempotent.
                 logger.warning("lost the broker while processing a %s task: %s", task.kind, exc)
-                await _nack_requeue(message)
+                await nack_requeue(message)
             except Exception:
                 # e.g. the storage is not writable; x-delivery-limit ends a redelivery loop.
                 logger.exception("unexpected error processing a %s task", task.kind)
-                await _nack_requeue(message)
+                await nack_requeue(message)
             finally:
                 self._running.discard(current)
                 if not self._running:
@@ -194,7 +193,7 @@ class Worker:
         if recorded is not None:
             logger.info("task %s already finished (%s); republishing", task_id, recorded.state)
             await self._publish(recorded)
-            await _ack(message)
+            await ack(message)
             return
 
         await self._publish(new_event(task.kind, task_id, "running", attempt))
@@ -210,7 +209,7 @@ class Worker:
         try:
             result = await task.handler(ctx, payload)
         except PermanentError as exc:
-            outcome = new_event(task.kind, task_id, "failed", attempt, error=_describe(exc))
+            outcome = new_event(task.kind, task_id, "failed", attempt, error=describe(exc))
         except BrokerUnavailable:
             # From ctx.progress: not the task's fault; leave it unacked for redelivery.
             raise
@@ -230,7 +229,7 @@ class Worker:
         # A small write; sync is cheaper than a thread hop on the no-op path.
         storage.save_outcome(self.settings.storage_dir, outcome)
         await self._publish(outcome)
-        await _ack(message)
+        await ack(message)
 
     async def _retry_or_bury(
         self,
@@ -242,7 +241,7 @@ class Worker:
         exc: Exception,
     ) -> None:
         max_attempts = task.max_attempts or self.settings.max_attempts
-        error = _describe(exc)
+        error = describe(exc)
         if attempt >= max_attempts:
             logger.warning(
                 "task %s (%s) exhausted %d attempts: %s", task_id, task.kind, attempt, error
@@ -253,7 +252,7 @@ class Worker:
                 task_id=task_id,
                 attempt=attempt,
                 reason=f"attempts exhausted ({attempt}/{max_attempts}): {error}",
-                tb=_traceback_summary(exc),
+                tb=traceback_summary(exc),
             )
             return
         delay_ms = self.settings.retry_delay_ms(attempt)
@@ -278,7 +277,7 @@ class Worker:
             routing_key=task.kind,
             properties=persistent_copy(message.header.properties, retry_headers),
         )
-        await _ack(message)
+        await ack(message)
 
     async def _dead_letter(
         self,
@@ -311,27 +310,7 @@ class Worker:
         )
         if task_id is not None:
             await self._publish(new_event(task.kind, task_id, "dead", attempt, error=reason))
-        await _ack(message)
-
-
-async def _ack(message: DeliveredMessage) -> None:
-    try:
-        await message.channel.basic_ack(_delivery_tag(message))
-    except CONNECTION_ERRORS as exc:
-        logger.warning("could not ack a delivery (it will be redelivered): %s", exc)
-
-
-async def _nack_requeue(message: DeliveredMessage) -> None:
-    try:
-        await message.channel.basic_nack(_delivery_tag(message), requeue=True)
-    except CONNECTION_ERRORS as exc:
-        logger.warning("could not return a delivery (it will be redelivered): %s", exc)
-
-
-def _delivery_tag(message: DeliveredMessage) -> int:
-    tag = message.delivery_tag
-    assert tag is not None, "consumed messages always carry a delivery tag"
-    return tag
+        await ack(message)
 
 
 def _attempt(headers: dict[str, Any]) -> int:
@@ -344,13 +323,3 @@ def _valid_task_id(value: str | None) -> str | None:
         return _task_id_decoder.decode(encoder.encode(value))
     except msgspec.DecodeError:
         return None
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _traceback_summary(exc: BaseException) -> str:
-    text = "".join(traceback.format_exception(exc, limit=-5))
-    return text[-_TRACEBACK_MAX_CHARS:]
