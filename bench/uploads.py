@@ -164,19 +164,19 @@ class ServerProcess:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def start_gateway(url: str, work_dir: Path, kind: str) -> ServerProcess:
+def start_gateway(url: str, work_dir: Path, storage: Path, kind: str) -> ServerProcess:
     env = {
         "AMQP_URL": url,
         "DATABASE_PATH": str(work_dir / "taskgate.db"),
-        "STORAGE_DIR": str(work_dir / "storage"),
+        "STORAGE_DIR": str(storage),
         "UPLOAD_KIND": kind,
     }
     argv = [sys.executable, "-m", "gateway"]
     return ServerProcess("taskgate gateway", argv, env, work_dir / "gateway.log")
 
 
-def start_baseline(url: str, work_dir: Path, queue: str) -> ServerProcess:
-    env = {"AMQP_URL": url, "STORAGE_DIR": str(work_dir / "storage"), "BASELINE_QUEUE": queue}
+def start_baseline(url: str, work_dir: Path, storage: Path, queue: str) -> ServerProcess:
+    env = {"AMQP_URL": url, "STORAGE_DIR": str(storage), "BASELINE_QUEUE": queue}
     # uvicorn's defaults, as ``python -m gateway`` uses them (uvloop, httptools, access log).
     argv = [
         sys.executable,
@@ -418,8 +418,26 @@ def print_header(args: argparse.Namespace, image: bytes, quality: int, body: byt
     )
     print(
         f"load: {args.concurrency} concurrent loops, {args.warmup:g} s warm-up + "
-        f"{args.seconds:g} s per side, at most {args.max_requests:,} requests per side\n"
+        f"{args.seconds:g} s per side, at most {args.max_requests:,} requests per side"
     )
+    storage_root = args.storage_root or tempfile.gettempdir()
+    print(f"uploads stored under {storage_root} ({filesystem_of(storage_root)})\n")
+
+
+def filesystem_of(path: str) -> str:
+    """Type and device of the mount holding ``path`` (the longest matching mount point)."""
+    real = os.path.realpath(path)
+    best = ("", "unknown filesystem")
+    try:
+        with open("/proc/mounts") as mounts:
+            for line in mounts:
+                device, mount_point, fs_type = line.split()[:3]
+                inside = real == mount_point or real.startswith(mount_point.rstrip("/") + "/")
+                if inside and len(mount_point) >= len(best[0]):
+                    best = (mount_point, f"{fs_type} on {device}")
+    except OSError:
+        pass
+    return best[1]
 
 
 # --- main ----------------------------------------------------------------------------
@@ -444,8 +462,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--max-requests",
         type=int,
-        default=50_000,
-        help="cap on measured requests per side (each leaves ~100 KB on disk)",
+        default=20_000,
+        help="cap on measured requests per side (each leaves ~100 KB in storage)",
+    )
+    parser.add_argument(
+        "--storage-root",
+        metavar="DIR",
+        help="where both servers store uploads (default: the system temp dir); e.g.\n"
+        "/dev/shm to keep the filesystem out of the comparison",
     )
     args = parser.parse_args()
     if args.seconds <= 0 or args.warmup < 0 or args.concurrency < 1 or args.max_requests < 1:
@@ -480,7 +504,10 @@ def main() -> int:
     baseline_queue = f"bench.{run_id}.seed-uploads"
     node = None
     url = os.environ.get("AMQP_URL")
-    with tempfile.TemporaryDirectory(prefix="bench-uploads-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-uploads-") as tmp,
+        tempfile.TemporaryDirectory(prefix="bench-uploads-", dir=args.storage_root) as storage,
+    ):
         work = Path(tmp)
         if url is None:
             node = BrokerNode(NodeConfig.on_free_ports(work / "broker"))
@@ -488,17 +515,17 @@ def main() -> int:
             url = node.amqp_url
         broker_pid = node.pid if node is not None else None
         try:
-            (work / "baseline").mkdir()
-            (work / "gateway").mkdir()
+            for side in ("baseline", "gateway"):
+                (work / side).mkdir()
             base = bench_side(
                 "seed-style (pika per request)",
-                start_baseline(url, work / "baseline", baseline_queue),
+                start_baseline(url, work / "baseline", Path(storage) / "baseline", baseline_queue),
                 load,
                 broker_pid,
             )
             ours = bench_side(
                 "taskgate gateway",
-                start_gateway(url, work / "gateway", kind),
+                start_gateway(url, work / "gateway", Path(storage) / "gateway", kind),
                 load,
                 broker_pid,
             )

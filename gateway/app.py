@@ -15,7 +15,7 @@ from .broker import BrokerLink
 from .errors import EXCEPTION_HANDLERS, RETRY_AFTER_S
 from .feed import StatusFeed
 from .hub import Hub
-from .publisher import TaskPublisher
+from .publisher import Publisher
 from .settings import GatewaySettings
 from .sqlite_store import SqliteTaskStore
 from .streams import task_events
@@ -63,7 +63,7 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         store = await SqliteTaskStore.open(settings.database_path)
         hub = Hub(capacity=settings.sse_buffer_events)
         feed = StatusFeed(store, hub)
-        publisher = TaskPublisher(
+        publisher = Publisher(
             queue_max_length=settings.queue_max_length, timeout_s=settings.publish_timeout_s
         )
         broker = BrokerLink(settings, attach=[feed.start, publisher.start])

@@ -1,21 +1,34 @@
-"""Publishing tasks from the gateway: confirmed, bounded in time, on one channel per process."""
+"""Publishing from the gateway: confirmed, bounded in time, on one channel per process.
+
+Every publish returns once the broker has the message, or raises
+BrokerUnavailable within ``timeout_s``: the broker is down, refused it (a full
+queue nacks), or did not confirm in time. Handlers answer that with a 503.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 
 import aiormq
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 
 from rpc.connection import CONNECTION_ERRORS, open_channel
 from rpc.errors import BrokerUnavailable
+from workers.errors import UnknownKind
 from workers.messages import TaskMessage
+from workers.status import publish_confirmed
 from workers.submit import publish_task
 from workers.topology import declare_kind
 
+# Declares what a publish needs on first use (once per channel).
+Declare = Callable[[aiormq.abc.AbstractChannel], Awaitable[None]]
 
-class TaskPublisher:
-    """Publishes task messages with publisher confirms; create, then ``await start(connection)``."""
+
+class Publisher:
+    """The gateway's confirming channel; create, then ``await start(connection)``."""
 
     def __init__(self, *, queue_max_length: int, timeout_s: float) -> None:
         self._queue_max_length = queue_max_length
@@ -34,28 +47,70 @@ class TaskPublisher:
         if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()
 
-    async def publish(self, message: TaskMessage) -> None:
-        """Return once the broker has ``message``; BrokerUnavailable if it does not in time.
+    async def publish_task(self, message: TaskMessage) -> None:
+        """Publish a task to ``tasks``, declaring its kind's queue on first use."""
 
-        A full queue (overflow=reject-publish) nacks, which raises BrokerUnavailable too.
-        """
+        async def declare(raw: aiormq.abc.AbstractChannel) -> None:
+            await declare_kind(raw, message.kind, max_length=self._queue_max_length)
+
+        async with _confirmed_within(self._timeout_s):
+            channel = await self._ready_channel(f"kind:{message.kind}", declare)
+            await publish_task(channel, message)
+
+    async def publish(
+        self,
+        body: bytes,
+        *,
+        exchange: str,
+        routing_key: str,
+        message_id: str,
+        message_type: str,
+        declare: Declare,
+        mandatory: bool = False,
+    ) -> None:
+        """Publish a persistent JSON message; ``declare`` sets up ``exchange`` on first use."""
+        properties = aiormq.spec.Basic.Properties(
+            content_type="application/json",
+            message_id=message_id,
+            message_type=message_type,
+            timestamp=datetime.now(UTC),
+            delivery_mode=2,
+        )
+        async with _confirmed_within(self._timeout_s):
+            channel = await self._ready_channel(f"exchange:{exchange}", declare)
+            try:
+                await publish_confirmed(
+                    channel,
+                    body,
+                    exchange=exchange,
+                    routing_key=routing_key,
+                    properties=properties,
+                    mandatory=mandatory,
+                )
+            except UnknownKind as exc:
+                raise BrokerUnavailable(f"nothing consumes {routing_key!r} yet: {exc}") from exc
+
+    async def _ready_channel(self, key: str, declare: Declare) -> AbstractRobustChannel:
         channel = self._channel
         if channel is None or channel.is_closed:
             raise BrokerUnavailable("not connected to the broker")
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                if message.kind not in self._declared:
-                    raw = await channel.get_underlay_channel()
-                    await declare_kind(raw, message.kind, max_length=self._queue_max_length)
-                    self._declared.add(message.kind)
-                await publish_task(channel, message)
-        except TimeoutError:
-            raise BrokerUnavailable(
-                f"the broker did not confirm the task within {self._timeout_s} s"
-            ) from None
-        except CONNECTION_ERRORS as exc:
-            raise BrokerUnavailable(f"lost the broker while publishing: {exc}") from exc
+        if key not in self._declared:
+            await declare(await channel.get_underlay_channel())
+            self._declared.add(key)
+        return channel
 
     async def _reset(self, channel: aiormq.abc.AbstractChannel) -> None:
         # After a reconnect the broker may have lost non-durable state: declare again.
         self._declared.clear()
+
+
+@contextlib.asynccontextmanager
+async def _confirmed_within(timeout_s: float) -> AsyncIterator[None]:
+    """The broker's confirm within ``timeout_s``, or BrokerUnavailable."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            yield
+    except TimeoutError:
+        raise BrokerUnavailable(f"the broker did not confirm within {timeout_s} s") from None
+    except CONNECTION_ERRORS as exc:
+        raise BrokerUnavailable(f"lost the broker while publishing: {exc}") from exc

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rpc.settings import DEFAULT_AMQP_URL
+from workers.settings import DEFAULT_DATABASE_PATH
 from workers.topology import DEFAULT_QUEUE_MAX_LENGTH
 
 
@@ -19,7 +20,7 @@ class GatewaySettings:
     reconnect_interval_s: float = 1.0
     rpc_timeout_s: float = 5.0
     # SQLite file of the task store (tasks and their status events).
-    database_path: Path = Path("./var/taskgate.db")
+    database_path: Path = DEFAULT_DATABASE_PATH
     # Uploads and task outputs; the workers must see the same directory.
     storage_dir: Path = Path("./var/storage")
     max_upload_bytes: int = 20 * 1024 * 1024

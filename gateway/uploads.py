@@ -22,7 +22,7 @@ from workers.messages import StatusEvent, TaskMessage, encoder, new_event, new_t
 
 from .errors import HttpError, unavailable
 from .multipart import FormLimits, receive_form
-from .publisher import TaskPublisher
+from .publisher import Publisher
 from .settings import GatewaySettings
 from .sniff import EXTENSIONS, probe_image, sniff_format
 from .store import TaskStore
@@ -52,7 +52,7 @@ def _options(fields: dict[str, str]) -> ThumbnailOptions:
 async def create_upload(request: Request) -> JSONResponse:
     settings: GatewaySettings = request.app.state.settings
     store: TaskStore = request.app.state.store
-    publisher: TaskPublisher = request.app.state.publisher
+    publisher: Publisher = request.app.state.publisher
     if not publisher.ready:
         raise unavailable("not connected to the broker")
     task_id = new_task_id()
@@ -88,7 +88,7 @@ async def create_upload(request: Request) -> JSONResponse:
         queued: StatusEvent = new_event(settings.upload_kind, task_id, "queued", 1)
         await store.record([(queued, encoder.encode(queued))])
         recorded = True
-        await publisher.publish(message)
+        await publisher.publish_task(message)
     except BrokerUnavailable as exc:
         await _discard(store, task_id, task_dir, recorded)
         raise unavailable(str(exc)) from None

@@ -1,4 +1,6 @@
-"""Run workers as a process: ``python -m workers [--tasks module:attribute ...]``.
+"""Run workers as a process: ``python -m workers [--tasks module:attribute ...] [--orders]``.
+
+Without ``--tasks`` it runs the built-in tasks and the order.created consumers.
 
 Waits for the broker if it is not up yet. Serves until SIGTERM or SIGINT, then
 stops consuming, lets the tasks in flight finish within SHUTDOWN_GRACE_S (the
@@ -9,17 +11,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import logging
 import signal
 import sys
 
+from aio_pika.abc import AbstractRobustConnection
+
 from rpc.connection import connect_until_up
 from rpc.runner import run
 
+from .events import EventConsumers
 from .registry import TaskRegistry
 from .runtime import Worker
 from .settings import WorkerSettings
+from .shop.consumers import OrderFulfilment
+from .shop.db import ShopDb
+from .shop.mailer import LogMailer, Mailer
 
 logger = logging.getLogger("workers")
 
@@ -39,8 +48,8 @@ def load_registry(spec: str) -> TaskRegistry:
     return value
 
 
-async def serve(registry: TaskRegistry, settings: WorkerSettings) -> None:
-    """Run the worker until SIGTERM or SIGINT."""
+async def serve(registry: TaskRegistry, settings: WorkerSettings, *, orders: bool) -> None:
+    """Run the tasks (and the order consumers) until SIGTERM or SIGINT."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -53,15 +62,42 @@ async def serve(registry: TaskRegistry, settings: WorkerSettings) -> None:
     )
     if connection is None:
         return
-    worker = Worker(registry, settings)
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(connection.close)
+        worker = Worker(registry, settings)
         await worker.start(connection)
+        stack.push_async_callback(worker.stop)
+        if orders:
+            consumers = await start_order_consumers(connection, settings, stack)
+            stack.push_async_callback(consumers.stop, settings.shutdown_grace_s)
         logger.info("ready")
         await stop.wait()
-        logger.info("stopping: finishing tasks in flight (up to %s s)", settings.shutdown_grace_s)
-        await worker.stop()
-    finally:
-        await connection.close()
+        logger.info("stopping: finishing work in flight (up to %s s)", settings.shutdown_grace_s)
+
+
+async def start_order_consumers(
+    connection: AbstractRobustConnection, settings: WorkerSettings, stack: contextlib.AsyncExitStack
+) -> EventConsumers:
+    """The order.created consumers (email, inventory, analytics) on the shop's tables."""
+    db = await ShopDb.open(settings.database_path)
+    stack.push_async_callback(db.close)
+    mailer: Mailer | LogMailer
+    if settings.email_api_url:
+        mailer = Mailer(
+            base_url=settings.email_api_url,
+            api_key=settings.email_api_key,
+            timeout_s=settings.email_timeout_s,
+            attempts=settings.email_attempts,
+        )
+    else:
+        logger.warning("EMAIL_API_URL is not set: order confirmations are only logged")
+        mailer = LogMailer()
+    stack.push_async_callback(mailer.close)
+    consumers = EventConsumers(
+        OrderFulfilment(db, mailer).subscribers(), prefetch=settings.prefetch
+    )
+    await consumers.start(connection)
+    return consumers
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,13 +108,20 @@ def main(argv: list[str] | None = None) -> int:
         metavar="MODULE:ATTRIBUTE",
         help=f"task registry to run (repeatable; default {DEFAULT_TASKS})",
     )
+    parser.add_argument(
+        "--orders",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run the order.created consumers (default: only when --tasks is not given)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = WorkerSettings.from_env()
     registry = TaskRegistry()
     for spec in args.tasks or [DEFAULT_TASKS]:
         registry.include(load_registry(spec))
-    run(serve(registry, settings))
+    orders = args.tasks is None if args.orders is None else args.orders
+    run(serve(registry, settings, orders=orders))
     return 0
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 from .topology import DEFAULT_QUEUE_MAX_LENGTH
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+# The SQLite file of the gateway's task store and the shop's tables.
+DEFAULT_DATABASE_PATH = Path("./var/taskgate.db")
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -36,9 +38,16 @@ class WorkerSettings:
     max_pixels: int = 40_000_000
     shutdown_grace_s: float = 30.0
     reconnect_interval_s: float = 1.0
+    database_path: Path = DEFAULT_DATABASE_PATH
+    # The email provider's HTTP API; without a URL, confirmations are only logged.
+    email_api_url: str = ""
+    email_api_key: str = ""
+    email_timeout_s: float = 5.0
+    email_attempts: int = 4
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "storage_dir", Path(self.storage_dir))
+        object.__setattr__(self, "database_path", Path(self.database_path))
         if not self.retry_delays_ms or min(self.retry_delays_ms) <= 0:
             raise ValueError("RETRY_DELAYS_MS needs at least one positive delay")
         if self.max_attempts < 1:
@@ -70,6 +79,11 @@ class WorkerSettings:
             reconnect_interval_s=float(
                 env.get("AMQP_RECONNECT_INTERVAL_S", default.reconnect_interval_s)
             ),
+            database_path=Path(env.get("DATABASE_PATH", str(default.database_path))),
+            email_api_url=env.get("EMAIL_API_URL", default.email_api_url),
+            email_api_key=env.get("EMAIL_API_KEY", default.email_api_key),
+            email_timeout_s=float(env.get("EMAIL_TIMEOUT_S", default.email_timeout_s)),
+            email_attempts=int(env.get("EMAIL_ATTEMPTS", default.email_attempts)),
         )
 
     def retry_delay_ms(self, attempt: int) -> int:

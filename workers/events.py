@@ -1,0 +1,209 @@
+"""Consumers of domain events (``order.created`` and the like), each on its own durable queue.
+
+A :class:`Subscriber` names a queue, the exchange and routing key it binds,
+and a handler. The queue is a quorum queue that dead-letters to
+``<queue>.dead``. A message is acked after its handler returns; a
+``PermanentError`` (an undecodable message, a refusal no retry can fix) moves
+it to the dead queue with the reason in a header, and any other exception
+returns it to the queue, so the broker redelivers it, up to ``DELIVERY_LIMIT``
+deliveries before it buries it. Handlers must therefore be idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiormq
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aiormq.abc import DeliveredMessage
+
+from rpc.connection import CONNECTION_ERRORS, cancel_consumers, open_channel
+from rpc.errors import BrokerUnavailable
+from rpc.publish import persistent_copy
+
+from .deliveries import ack, describe, nack_requeue, traceback_summary
+from .errors import PermanentError
+from .messages import StatusEvent
+from .status import publish_confirmed, publish_status
+from .topology import (
+    DELIVERY_LIMIT,
+    QUEUE_HEADER,
+    REASON_HEADER,
+    TRACEBACK_HEADER,
+    declare_status,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class EventContext:
+    """What a handler gets besides the message body."""
+
+    redelivered: bool
+    publish_status: Callable[[StatusEvent], Awaitable[None]]
+
+
+Handler = Callable[[bytes, EventContext], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Subscriber:
+    """A durable queue ``queue`` bound to ``exchange`` with ``routing_key``, and its handler."""
+
+    queue: str
+    exchange: str
+    routing_key: str
+    handle: Handler
+    exchange_type: str = "topic"
+
+    @property
+    def dead_queue(self) -> str:
+        return f"{self.queue}.dead"
+
+
+class EventConsumers:
+    """Runs subscribers; ``await start(connection)``, later ``await stop()``."""
+
+    def __init__(self, subscribers: Sequence[Subscriber], *, prefetch: int = 16) -> None:
+        self._subscribers = tuple(subscribers)
+        self._prefetch = prefetch
+        self._publish_channel: AbstractRobustChannel | None = None
+        self._consume_channel: AbstractRobustChannel | None = None
+        self._raw: aiormq.abc.AbstractChannel | None = None
+        self._tags: list[str] = []
+        self._running: set[asyncio.Task[Any]] = set()
+        self._stopping = False
+
+    async def start(self, connection: AbstractRobustConnection) -> None:
+        try:
+            self._publish_channel = await open_channel(
+                connection, declare_status, publisher_confirms=True
+            )
+            self._consume_channel = await open_channel(connection, self._consume)
+        except CONNECTION_ERRORS as exc:
+            raise BrokerUnavailable(f"cannot open the consumers' channels: {exc}") from exc
+        logger.info("consuming %s", ", ".join(s.queue for s in self._subscribers))
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop consuming; let handlers in flight finish within ``grace_s``, return the rest."""
+        self._stopping = True
+        await cancel_consumers(self._raw, self._tags)
+        if self._running:
+            _, pending = await asyncio.wait(self._running, timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        for channel in (self._consume_channel, self._publish_channel):
+            if channel is not None and not channel.is_closed:
+                try:
+                    await channel.close()
+                except CONNECTION_ERRORS:
+                    pass
+
+    async def publish_status(self, event: StatusEvent) -> None:
+        if self._publish_channel is None:
+            raise BrokerUnavailable("the consumers are not started")
+        await publish_status(self._publish_channel, event)
+
+    async def _consume(self, channel: aiormq.abc.AbstractChannel) -> None:
+        """Declare and consume every subscriber's queue; runs again after each reconnect."""
+        if self._stopping:
+            return
+        await channel.basic_qos(prefetch_count=self._prefetch)
+        tags = []
+        for subscriber in self._subscribers:
+            await declare_subscriber(channel, subscriber)
+            ok = await channel.basic_consume(subscriber.queue, self._make_consumer(subscriber))
+            assert ok.consumer_tag is not None
+            tags.append(ok.consumer_tag)
+        self._raw, self._tags = channel, tags
+
+    def _make_consumer(self, subscriber: Subscriber) -> Callable[[DeliveredMessage], Any]:
+        async def consume(message: DeliveredMessage) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self._running.add(task)
+            try:
+                await self._process(subscriber, message)
+            finally:
+                self._running.discard(task)
+
+        return consume
+
+    async def _process(self, subscriber: Subscriber, message: DeliveredMessage) -> None:
+        delivery = message.delivery
+        redelivered = bool(getattr(delivery, "redelivered", False))
+        context = EventContext(redelivered=redelivered, publish_status=self.publish_status)
+        try:
+            await subscriber.handle(message.body, context)
+        except PermanentError as exc:
+            await self._dead_letter(subscriber, message, exc)
+        except Exception:
+            logger.exception("%s failed; the message goes back to its queue", subscriber.queue)
+            await nack_requeue(message)
+        else:
+            await ack(message)
+
+    async def _dead_letter(
+        self, subscriber: Subscriber, message: DeliveredMessage, exc: BaseException
+    ) -> None:
+        reason = describe(exc)
+        logger.warning("dead-lettering a message of %s: %s", subscriber.queue, reason)
+        headers = dict(message.header.properties.headers or {})
+        headers.update(
+            {
+                REASON_HEADER: reason,
+                TRACEBACK_HEADER: traceback_summary(exc),
+                QUEUE_HEADER: subscriber.queue,
+            }
+        )
+        assert self._publish_channel is not None
+        await publish_confirmed(
+            self._publish_channel,
+            message.body,
+            exchange="",
+            routing_key=subscriber.dead_queue,
+            properties=persistent_copy(message.header.properties, headers),
+        )
+        await ack(message)
+
+
+async def declare_subscriber(channel: aiormq.abc.AbstractChannel, subscriber: Subscriber) -> None:
+    """The subscriber's exchange, its quorum queue (dead-lettering to ``.dead``) and binding."""
+    await declare_event_queue(
+        channel,
+        subscriber.queue,
+        exchange=subscriber.exchange,
+        routing_key=subscriber.routing_key,
+        exchange_type=subscriber.exchange_type,
+    )
+
+
+async def declare_event_queue(
+    channel: aiormq.abc.AbstractChannel,
+    queue: str,
+    *,
+    exchange: str,
+    routing_key: str,
+    exchange_type: str = "topic",
+) -> None:
+    """An event consumer's queue, as its consumers declare it; publishers declare it too,
+    so no event is published before the queue that keeps it exists."""
+    await channel.exchange_declare(exchange, exchange_type=exchange_type, durable=True)
+    await channel.queue_declare(f"{queue}.dead", durable=True)
+    await channel.queue_declare(
+        queue,
+        durable=True,
+        arguments={
+            "x-queue-type": "quorum",
+            "x-delivery-limit": DELIVERY_LIMIT,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": f"{queue}.dead",
+        },
+    )
+    await channel.queue_bind(queue, exchange, routing_key=routing_key)
