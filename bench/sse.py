@@ -660,7 +660,7 @@ class ServerProcess:
             self.proc = subprocess.Popen(
                 self.spec.argv,
                 cwd=REPO,
-                env={**os.environ, "PYTHONPATH": str(REPO), **self.spec.env},
+                env={**os.environ, "PYTHONPATH": python_path(), **self.spec.env},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -700,6 +700,11 @@ class ServerProcess:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+def python_path() -> str:
+    """The repository first, then whatever the caller had on PYTHONPATH."""
+    return os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
 
 
 async def http_status(port: int, path: str, timeout_s: float = 5.0) -> int | None:

@@ -11,11 +11,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from workers.shop.db import ShopDb
+
 from .broker import BrokerLink
 from .errors import EXCEPTION_HANDLERS, RETRY_AFTER_S
 from .feed import StatusFeed
 from .hub import Hub
+from .notifications import NotificationFeed, notification_stream, send_notification
+from .orders import create_order, get_order
 from .publisher import Publisher
+from .rpc_proxy import call_method
 from .settings import GatewaySettings
 from .sqlite_store import SqliteTaskStore
 from .streams import task_events
@@ -61,15 +66,20 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         settings.storage_dir.mkdir(parents=True, exist_ok=True)
         store = await SqliteTaskStore.open(settings.database_path)
+        shop = await ShopDb.open(settings.database_path)
         hub = Hub(capacity=settings.sse_buffer_events)
+        notifications = Hub(capacity=settings.sse_buffer_events)
         feed = StatusFeed(store, hub)
+        notification_feed = NotificationFeed(notifications)
         publisher = Publisher(
             queue_max_length=settings.queue_max_length, timeout_s=settings.publish_timeout_s
         )
-        broker = BrokerLink(settings, attach=[feed.start, publisher.start])
+        broker = BrokerLink(settings, attach=[feed.start, notification_feed.start, publisher.start])
         app.state.settings = settings
         app.state.store = store
+        app.state.shop = shop
         app.state.hub = hub
+        app.state.notifications = notifications
         app.state.feed = feed
         app.state.publisher = publisher
         app.state.broker = broker
@@ -78,9 +88,12 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
             yield
         finally:
             hub.end_all("shutdown")
+            notifications.end_all("shutdown")
             await feed.close()
+            await notification_feed.close()
             await publisher.close()
             await broker.close()
+            await shop.close()
             await store.close()
 
     routes = [
@@ -90,5 +103,10 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         Route("/tasks/{task_id}", get_task),
         Route("/tasks/{task_id}/events", task_events),
         Route("/files/{task_id}/{name}", get_file),
+        Route("/orders", create_order, methods=["POST"]),
+        Route("/orders/{order_id}", get_order),
+        Route("/rpc/{method}", call_method, methods=["POST"]),
+        Route("/notifications", send_notification, methods=["POST"]),
+        Route("/notifications/stream", notification_stream),
     ]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)

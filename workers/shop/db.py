@@ -202,6 +202,23 @@ class ShopDb:
 
         return await self._db.run(complete)
 
+    async def order_for_key(self, idempotency_key: str, request_hash: str) -> bytes | None:
+        """The order created earlier with this key and request; IdempotencyConflict if the
+        key came with another request; None if the key is new."""
+
+        def read(conn: sqlite3.Connection) -> bytes | None:
+            row = conn.execute(
+                "SELECT body, request_hash FROM orders WHERE idempotency_key = ?",
+                (idempotency_key,),
+            ).fetchone()
+            if row is None:
+                return None
+            if row[1] != request_hash:
+                raise IdempotencyConflict("this Idempotency-Key was used with another request")
+            return bytes(row[0])
+
+        return await self._db.run(read)
+
     async def create_order(
         self, order: bytes, order_id: str, idempotency_key: str | None, request_hash: str
     ) -> tuple[bytes, bool]:

@@ -1,0 +1,142 @@
+"""Notifications: ``POST /notifications`` broadcasts, ``GET /notifications/stream`` listens.
+
+A notification goes to the ``notifications`` fanout exchange; every gateway
+process has one exclusive auto-delete queue bound to it, feeding a broadcast
+hub that every open stream subscribes to. Notifications are ephemeral: a
+client sees those sent while it is connected (there is no history to replay).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal, cast
+
+import aiormq
+import msgspec
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aiormq.abc import DeliveredMessage
+from sse_starlette import EventSourceResponse
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from rpc.connection import open_channel
+from rpc.errors import BrokerUnavailable
+
+from .bodies import decode_json, read_body
+from .errors import unavailable
+from .hub import Hub
+from .publisher import Publisher
+from .settings import GatewaySettings
+from .store import StoredEvent
+
+logger = logging.getLogger(__name__)
+
+NOTIFICATIONS_EXCHANGE = "notifications"
+# The hub key every notification stream subscribes to.
+BROADCAST = ""
+
+
+class Notification(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The body of ``POST /notifications``, and the JSON each stream receives (with its id)."""
+
+    title: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    body: Annotated[str, msgspec.Meta(max_length=2_000)] = ""
+    level: Literal["info", "success", "warning", "error"] = "info"
+    notification_id: str = ""
+
+
+_decoder = msgspec.json.Decoder(Notification)
+
+
+async def _declare_exchange(channel: aiormq.abc.AbstractChannel) -> None:
+    await channel.exchange_declare(NOTIFICATIONS_EXCHANGE, exchange_type="fanout", durable=True)
+
+
+class NotificationFeed:
+    """This process's queue on ``notifications``, handing each message to the hub."""
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+        self._numbers = itertools.count(1)
+        self._channel: AbstractRobustChannel | None = None
+
+    async def start(self, connection: AbstractRobustConnection) -> None:
+        self._channel = await open_channel(connection, self._consume)
+
+    async def close(self) -> None:
+        if self._channel is not None and not self._channel.is_closed:
+            await self._channel.close()
+
+    async def _consume(self, channel: aiormq.abc.AbstractChannel) -> None:
+        await _declare_exchange(channel)
+        declared = await channel.queue_declare("", exclusive=True, auto_delete=True)
+        assert declared.queue is not None
+        await channel.queue_bind(declared.queue, NOTIFICATIONS_EXCHANGE, routing_key="")
+        await channel.basic_consume(declared.queue, self._on_message, no_ack=True, exclusive=True)
+
+    async def _on_message(self, message: DeliveredMessage) -> None:
+        try:
+            _decoder.decode(message.body)
+        except msgspec.DecodeError:
+            logger.warning("dropping an undecodable notification")
+            return
+        self._hub.publish(StoredEvent(BROADCAST, next(self._numbers), "notification", message.body))
+
+
+async def send_notification(request: Request) -> JSONResponse:
+    publisher: Publisher = request.app.state.publisher
+    if not publisher.ready:
+        raise unavailable("not connected to the broker")
+    notification = decode_json(await read_body(request), _decoder)
+    notification = msgspec.structs.replace(notification, notification_id=uuid.uuid4().hex)
+    try:
+        await publisher.publish(
+            msgspec.json.encode(notification),
+            exchange=NOTIFICATIONS_EXCHANGE,
+            routing_key="",
+            message_id=notification.notification_id,
+            message_type="notification",
+            declare=_declare_exchange,
+        )
+    except BrokerUnavailable as exc:
+        raise unavailable(str(exc)) from None
+    return JSONResponse({"notification_id": notification.notification_id}, status_code=202)
+
+
+async def notification_stream(request: Request) -> Response:
+    hub: Hub = request.app.state.notifications
+    settings: GatewaySettings = request.app.state.settings
+    return EventSourceResponse(
+        _frames(hub, settings.sse_retry_ms),
+        headers={"Cache-Control": "no-cache"},
+        ping=settings.sse_ping_s,
+        sep="\n",
+        send_timeout=settings.sse_send_timeout_s,
+        shutdown_event=cast(Any, _EndAll(hub)),
+        shutdown_grace_period=1.0,
+    )
+
+
+class _EndAll:
+    """Set by sse-starlette on server shutdown: ends every notification stream."""
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+
+    def set(self) -> None:
+        self._hub.end_all("shutdown")
+
+
+async def _frames(hub: Hub, retry_ms: int) -> AsyncIterator[bytes]:
+    with hub.subscribe(BROADCAST) as subscription:
+        yield b"retry: %d\n\n" % retry_ms
+        while True:
+            await subscription.wait(timeout_s=3600)
+            if subscription.ended is not None:
+                yield b": %s, reconnect\nretry: %d\n\n" % (subscription.ended.encode(), retry_ms)
+                return
+            for event in subscription.take():
+                yield b"event: notification\ndata: %s\n\n" % event.body

@@ -1,0 +1,38 @@
+"""``POST /rpc/{method}``: synchronous-style RPC over HTTP, for an allow-list of public methods.
+
+The body is the method's parameters (JSON); the answer is its result (JSON),
+or an error mapped by ``rpc_errors``. Any method not on the list is a 404, so
+internal methods stay internal.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from rpc.errors import RpcError
+
+from .bodies import read_body
+from .errors import HttpError
+from .rpc_errors import http_error
+
+PUBLIC_METHODS = frozenset({"orders.quote", "inventory.check"})
+
+
+async def call_method(request: Request) -> Response:
+    method = request.path_params["method"]
+    if method not in PUBLIC_METHODS:
+        raise HttpError(404, "not_found", f"no public method {method!r}")
+    body = await read_body(request)
+    try:
+        msgspec.json.decode(body or b"{}")
+    except msgspec.DecodeError as exc:
+        raise HttpError(400, "malformed_json", f"malformed JSON: {exc}") from None
+    try:
+        result = await request.app.state.broker.client.call(
+            method, msgspec.Raw(body or b"{}"), response_type=msgspec.Raw
+        )
+    except RpcError as exc:
+        raise http_error(exc) from None
+    return Response(bytes(result), media_type="application/json")
