@@ -160,10 +160,11 @@ def gateway_process(
 def worker_process(
     gateway_settings: GatewaySettings, kind_prefix: str, tmp_path: Path
 ) -> Iterator[Callable[[], ChildProcess]]:
-    """Factory of worker processes serving tests/gateway/tasks_for_gateway.py; killed afterwards."""
+    """Factory of worker processes serving tests/gateway/tasks_for_gateway.py (and the order
+    consumers with ``orders=True``); killed afterwards."""
     started: list[ChildProcess] = []
 
-    def start() -> ChildProcess:
+    def start(*, orders: bool = False) -> ChildProcess:
         env = {
             **settings_env(gateway_settings),
             "TASKGATE_TEST_KIND_PREFIX": kind_prefix,
@@ -171,11 +172,34 @@ def worker_process(
             "SHUTDOWN_GRACE_S": "5",
         }
         argv = [sys.executable, "-m", "workers", "--tasks", TEST_TASKS]
+        if orders:
+            argv.append("--orders")
         started.append(ChildProcess(argv, env, tmp_path / f"worker-{len(started)}.log"))
         return started[-1]
 
     yield start
     for process in started:
+        process.kill()
+
+
+@pytest.fixture
+async def rpc_process(
+    gateway_settings: GatewaySettings, tmp_path: Path
+) -> AsyncIterator[ChildProcess]:
+    """``python -m rpc workers.services:server`` on the test's database, ready to answer."""
+    process = ChildProcess(
+        [sys.executable, "-m", "rpc", "workers.services:server"],
+        settings_env(gateway_settings),
+        tmp_path / "rpc.log",
+    )
+
+    async def ready() -> bool:
+        return "ready" in process.log()
+
+    try:
+        await eventually(ready, timeout_s=30, interval_s=0.05)
+        yield process
+    finally:
         process.kill()
 
 

@@ -1,0 +1,194 @@
+"""The order.created consumers with the real broker and database; respx stands in for the
+email provider (a third party reached over HTTP)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import aio_pika
+import httpx
+import msgspec
+import pytest
+import respx
+
+from workers.events import EventConsumers
+from workers.messages import StatusEvent
+from workers.shop.consumers import ORDER_QUEUES, OrderFulfilment
+from workers.shop.contracts import ORDER_CREATED, ORDERS_EXCHANGE, Cart, CartLine, OrderCreated
+from workers.shop.db import ShopDb
+from workers.shop.mailer import Mailer
+from workers.shop.pricing import quote_cart
+from workers.topology import REASON_HEADER
+
+from ..helpers import eventually
+
+PROVIDER = "https://mail.example.test"
+TIMEOUT_S = 30
+
+
+@pytest.fixture
+async def shop(tmp_path) -> AsyncIterator[ShopDb]:
+    db = await ShopDb.open(tmp_path / "shop.db")
+    yield db
+    await db.close()
+
+
+@pytest.fixture
+async def fulfilment(connection, shop) -> AsyncIterator[EventConsumers]:
+    """The three consumers in this process (so respx sees their HTTP calls), on empty queues."""
+    channel = await connection.channel()
+    raw = await channel.get_underlay_channel()
+    mailer = Mailer(base_url=PROVIDER, api_key="test-key", attempts=3, backoff_s=0.01)
+    consumers = EventConsumers(OrderFulfilment(shop, mailer).subscribers())
+    await consumers.start(connection)
+    for queue in ORDER_QUEUES:
+        await raw.queue_purge(queue)
+    yield consumers
+    await consumers.stop(grace_s=5)
+    await mailer.close()
+    await channel.close()
+
+
+async def make_order(shop: ShopDb, sku: str = "MUG-01", quantity: int = 1) -> OrderCreated:
+    cart = Cart(lines=[CartLine(sku, quantity)])
+    quote = quote_cart(cart, await shop.catalogue([sku]))
+    return OrderCreated(
+        order_id=uuid.uuid4().hex, email="ada@example.com", quote=quote, created_at=time.time()
+    )
+
+
+async def announce(connection, order: OrderCreated) -> None:
+    channel = await connection.channel(publisher_confirms=True)
+    exchange = await channel.get_exchange(ORDERS_EXCHANGE)
+    await exchange.publish(
+        aio_pika.Message(msgspec.json.encode(order), delivery_mode=2), routing_key=ORDER_CREATED
+    )
+    await channel.close()
+
+
+def emails_for(route: respx.Route, order: OrderCreated) -> list[httpx.Request]:
+    return [
+        call.request
+        for call in route.calls
+        if call.request.headers.get("idempotency-key") == order.order_id
+    ]
+
+
+async def test_a_busy_provider_is_retried_and_the_order_completes(
+    connection, shop, fulfilment, submitter
+):
+    order = await make_order(shop)
+    submitter.track(order.order_id)
+    with respx.mock(base_url=PROVIDER, assert_all_called=False) as provider:
+        route = provider.post("/v1/messages").mock(
+            side_effect=[
+                httpx.Response(503),
+                httpx.Response(200, json={"id": "msg-1"}),
+            ]
+        )
+        await announce(connection, order)
+        outcome = await submitter.wait(order.order_id, TIMEOUT_S)
+
+    sent = emails_for(route, order)
+    assert outcome.state == "succeeded"
+    assert outcome.result["services"]["email"]["ok"] is True
+    assert len(sent) == 2
+    assert sent[0].headers["authorization"] == "Bearer test-key"
+    assert msgspec.json.decode(sent[0].content)["to"] == "ada@example.com"
+    assert await shop.email_sent(order.order_id) == "msg-1"
+
+
+async def test_an_order_delivered_twice_is_fulfilled_once(connection, shop, fulfilment, submitter):
+    order = await make_order(shop, "TEE-01", 3)
+    before = (await shop.available(["TEE-01"]))["TEE-01"]
+    submitter.track(order.order_id)
+    with respx.mock(base_url=PROVIDER) as provider:
+        route = provider.post("/v1/messages").mock(return_value=httpx.Response(200, json={}))
+        await announce(connection, order)
+        first = await submitter.wait(order.order_id, TIMEOUT_S)
+        submitter.track(order.order_id)
+        await announce(connection, order)  # the same event again: a redelivery
+        second = await submitter.wait(order.order_id, TIMEOUT_S)
+
+    assert (first.state, second.state) == ("succeeded", "succeeded")
+    # The outcome's event id is derived from the order: a store records it once.
+    assert first.event_id == second.event_id
+    assert len(emails_for(route, order)) == 1
+    assert (await shop.available(["TEE-01"]))["TEE-01"] == before - 3
+
+
+async def test_an_order_the_stock_cannot_cover_fails_with_the_reason(
+    connection, shop, fulfilment, submitter
+):
+    # PRINT-01 starts with 3 units: the first order takes 2, the second cannot.
+    orders = [await make_order(shop, "PRINT-01", 2) for _ in range(2)]
+    outcomes: list[StatusEvent] = []
+    with respx.mock(base_url=PROVIDER) as provider:
+        provider.post("/v1/messages").mock(return_value=httpx.Response(200, json={}))
+        for order in orders:
+            submitter.track(order.order_id)
+            await announce(connection, order)
+            outcomes.append(await submitter.wait(order.order_id, TIMEOUT_S))
+
+    assert [outcome.state for outcome in outcomes] == ["succeeded", "failed"]
+    assert "inventory: out of stock: PRINT-01 (1 left, 2 wanted)" in outcomes[1].error
+    assert outcomes[1].result["services"]["email"]["ok"] is True
+    assert (await shop.available(["PRINT-01"]))["PRINT-01"] == 1
+
+
+async def test_a_refused_email_is_dead_lettered_with_the_providers_reason(
+    connection, shop, fulfilment
+):
+    order = await make_order(shop)
+    with respx.mock(base_url=PROVIDER) as provider:
+        provider.post("/v1/messages").mock(
+            return_value=httpx.Response(422, json={"error": "invalid recipient"})
+        )
+        await announce(connection, order)
+        channel = await connection.channel()
+        dead = await channel.declare_queue("orders.email.dead", passive=True)
+        buried: list[aio_pika.abc.AbstractIncomingMessage] = []
+
+        async def found() -> bool:
+            message = await dead.get(fail=False, no_ack=True)
+            if message is not None and order.order_id.encode() in message.body:
+                buried.append(message)
+            return bool(buried)
+
+        await eventually(found, timeout_s=TIMEOUT_S, interval_s=0.02)
+        await channel.close()
+
+    assert "email provider refused the message: 422" in buried[0].headers[REASON_HEADER]
+    assert await shop.email_sent(order.order_id) is None
+
+
+async def test_an_undecodable_order_event_is_dead_lettered_and_consuming_goes_on(
+    connection, shop, fulfilment, submitter
+):
+    channel = await connection.channel(publisher_confirms=True)
+    exchange = await channel.get_exchange(ORDERS_EXCHANGE)
+    await exchange.publish(
+        aio_pika.Message(b'{"order_id": 1}', message_id="poison"), routing_key=ORDER_CREATED
+    )
+    order = await make_order(shop)
+    submitter.track(order.order_id)
+    with respx.mock(base_url=PROVIDER) as provider:
+        provider.post("/v1/messages").mock(return_value=httpx.Response(200, json={}))
+        await announce(connection, order)
+        outcome = await submitter.wait(order.order_id, TIMEOUT_S)
+    dead = await channel.declare_queue("orders.inventory.dead", passive=True)
+    poison: list[aio_pika.abc.AbstractIncomingMessage] = []
+
+    async def buried() -> bool:
+        message = await dead.get(fail=False, no_ack=True)
+        if message is not None and message.message_id == "poison":
+            poison.append(message)
+        return bool(poison)
+
+    await eventually(buried, timeout_s=TIMEOUT_S, interval_s=0.02)
+    await channel.close()
+
+    assert outcome.state == "succeeded"
+    assert "not an order.created event" in poison[0].headers[REASON_HEADER]
