@@ -60,6 +60,8 @@ READY_TIMEOUT_S = 30.0
 # Generous: a request slower than this is a failure worth reporting, not a latency.
 REQUEST_TIMEOUT_S = 30.0
 LOG_TAIL_LINES = 30
+# CPU used by processes not in the benchmark above which its figures are not trustworthy.
+BUSY_MACHINE_CORES = 0.2
 
 
 # --- the image and the request body ----------------------------------------------------
@@ -214,14 +216,32 @@ def own_cpu_s() -> float:
     return times.user + times.system
 
 
+def machine_busy_s() -> float | None:
+    """Busy CPU seconds of the whole machine since boot (first line of /proc/stat)."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(f) for f in stat.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class CpuWindow:
-    """CPU seconds spent by the server, the broker and this client over the measured window."""
+    """CPU spent over the measured window by the server, the broker, this client, and the rest.
+
+    The rest (other processes, the hypervisor's steal) shares the same cores:
+    when it is not near zero the figures are lower and noisier than on an idle machine.
+    """
 
     server_pid: int
     broker_pid: int | None
     start: dict[str, float | None] = field(default_factory=dict)
     spent: dict[str, float | None] = field(default_factory=dict)
+    others_cores: float | None = None
+    _started_at: float = 0.0
+    _machine_at_start: float | None = None
 
     def _sample(self) -> dict[str, float | None]:
         return {
@@ -232,11 +252,19 @@ class CpuWindow:
 
     def begin(self) -> None:
         self.start = self._sample()
+        self._machine_at_start = machine_busy_s()
+        self._started_at = time.perf_counter()
 
     def end(self) -> None:
+        wall_s = time.perf_counter() - self._started_at
+        machine_now = machine_busy_s()
         for name, now in self._sample().items():
             before = self.start.get(name)
             self.spent[name] = None if now is None or before is None else now - before
+        if machine_now is not None and self._machine_at_start is not None and wall_s > 0:
+            ours = sum(spent for spent in self.spent.values() if spent is not None)
+            others = machine_now - self._machine_at_start - ours
+            self.others_cores = max(0.0, others) / wall_s
 
 
 # --- load ----------------------------------------------------------------------------
@@ -262,6 +290,7 @@ class Result:
     sample_error: str | None = None
     seconds: float = 0.0
     cpu_s: dict[str, float | None] = field(default_factory=dict)
+    others_cores: float | None = None
 
     @property
     def accepted(self) -> int:
@@ -352,6 +381,7 @@ async def measure(server: ServerProcess, load: Load, broker_pid: int | None) -> 
         result.seconds = time.perf_counter() - started
         cpu.end()
         result.cpu_s = cpu.spent
+        result.others_cores = cpu.others_cores
     return result
 
 
@@ -385,13 +415,22 @@ async def delete_queues(url: str, names: list[str]) -> None:
 # --- report --------------------------------------------------------------------------
 
 
+def rest_of_machine_text(result: Result) -> str:
+    if result.others_cores is None:
+        return ""
+    text = f"; rest of the machine: {result.others_cores:.2f} cores busy"
+    if result.others_cores > BUSY_MACHINE_CORES:
+        text += " (not idle: figures are low and noisy)"
+    return text
+
+
 def report(name: str, result: Result) -> None:
     print(
         f"{name:<30} {result.per_s:>8,.1f} 202s/s  p50={result.pct_ms(0.5):8.2f} ms  "
         f"p99={result.pct_ms(0.99):8.2f} ms  ({result.accepted} x 202 in {result.seconds:.1f} s; "
         f"errors: {result.errors_text()})"
     )
-    print(f"{'':<30} CPU per 202: {result.cpu_per_202_text()}")
+    print(f"{'':<30} CPU per 202: {result.cpu_per_202_text()}{rest_of_machine_text(result)}")
     if result.sample_error:
         print(f"{'':<30} first error: {result.sample_error}")
 
