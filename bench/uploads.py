@@ -415,11 +415,9 @@ async def delete_queues(url: str, names: list[str]) -> None:
 # --- report --------------------------------------------------------------------------
 
 
-def rest_of_machine_text(result: Result) -> str:
-    if result.others_cores is None:
-        return ""
-    text = f"; rest of the machine: {result.others_cores:.2f} cores busy"
-    if result.others_cores > BUSY_MACHINE_CORES:
+def rest_of_machine_text(others_cores: float) -> str:
+    text = f"rest of the machine: {others_cores:.2f} cores busy"
+    if others_cores > BUSY_MACHINE_CORES:
         text += " (not idle: figures are low and noisy)"
     return text
 
@@ -430,7 +428,9 @@ def report(name: str, result: Result) -> None:
         f"p99={result.pct_ms(0.99):8.2f} ms  ({result.accepted} x 202 in {result.seconds:.1f} s; "
         f"errors: {result.errors_text()})"
     )
-    print(f"{'':<30} CPU per 202: {result.cpu_per_202_text()}{rest_of_machine_text(result)}")
+    print(f"{'':<30} CPU per 202: {result.cpu_per_202_text()}")
+    if result.others_cores is not None:
+        print(f"{'':<30} {rest_of_machine_text(result.others_cores)}")
     if result.sample_error:
         print(f"{'':<30} first error: {result.sample_error}")
 

@@ -21,11 +21,14 @@ TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "dead"})
 
 
 class TaskMessage(msgspec.Struct, frozen=True):
-    """A unit of work; ``payload`` stays raw until the handler's type decodes it."""
+    """A unit of work; ``payload`` stays raw until the handler's type decodes it.
+
+    A missing payload is JSON ``null`` to the handler.
+    """
 
     task_id: TaskId
     kind: str
-    payload: msgspec.Raw = msgspec.Raw(b"null")
+    payload: msgspec.Raw | None = None
     submitted_at: float = 0.0  # Unix time, seconds
 
 
