@@ -13,9 +13,13 @@ as successes; any other status or transport error is reported.
     python bench/uploads.py                      # starts a private broker
     AMQP_URL=amqp://... python bench/uploads.py  # uses that broker
     python bench/uploads.py --seconds 5 --concurrency 32
+    python bench/uploads.py --storage-root /dev/shm  # uploads on tmpfs
 
-CPU per 202 (from /proc) is shown for the server, the broker (private broker
-only) and this client, to tell where the time goes.
+Target: the gateway's 202s/s >= 10x the seed-style app's. CPU per 202 (from
+/proc) is shown for the server, the broker (private broker only) and this
+client, to tell where the time goes, and so is the CPU the rest of the machine
+used meanwhile: client, servers and broker share the cores, so figures taken
+while something else runs are low and noisy.
 """
 
 from __future__ import annotations

@@ -28,7 +28,8 @@ class TaskMessage(msgspec.Struct, frozen=True):
 
     task_id: TaskId
     kind: str
-    payload: msgspec.Raw | None = None
+    # A factory, not a plain default: JSON Schema generation cannot encode a Raw default.
+    payload: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"null"))
     submitted_at: float = 0.0  # Unix time, seconds
 
 

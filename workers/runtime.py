@@ -178,7 +178,7 @@ class Worker:
         attempt = _attempt(headers)
         try:
             task_message = task_decoder.decode(message.body)
-            payload = task.decoder.decode(task_message.payload or b"null")
+            payload = task.decoder.decode(task_message.payload)
         except msgspec.DecodeError as exc:
             await self._dead_letter(
                 task,

@@ -13,7 +13,7 @@ import msgspec
 import pytest
 import respx
 
-from workers.events import EventConsumers
+from workers.events import EventConsumers, declare_event_queue
 from workers.messages import StatusEvent
 from workers.shop.consumers import ORDER_QUEUES, OrderFulfilment
 from workers.shop.contracts import ORDER_CREATED, ORDERS_EXCHANGE, Cart, CartLine, OrderCreated
@@ -40,11 +40,12 @@ async def fulfilment(connection, shop) -> AsyncIterator[EventConsumers]:
     """The three consumers in this process (so respx sees their HTTP calls), on empty queues."""
     channel = await connection.channel()
     raw = await channel.get_underlay_channel()
+    for queue in ORDER_QUEUES:  # orders other tests left behind
+        await declare_event_queue(raw, queue, exchange=ORDERS_EXCHANGE, routing_key=ORDER_CREATED)
+        await raw.queue_purge(queue)
     mailer = Mailer(base_url=PROVIDER, api_key="test-key", attempts=3, backoff_s=0.01)
     consumers = EventConsumers(OrderFulfilment(shop, mailer).subscribers())
     await consumers.start(connection)
-    for queue in ORDER_QUEUES:
-        await raw.queue_purge(queue)
     yield consumers
     await consumers.stop(grace_s=5)
     await mailer.close()
@@ -82,12 +83,8 @@ async def test_a_busy_provider_is_retried_and_the_order_completes(
     order = await make_order(shop)
     submitter.track(order.order_id)
     with respx.mock(base_url=PROVIDER, assert_all_called=False) as provider:
-        route = provider.post("/v1/messages").mock(
-            side_effect=[
-                httpx.Response(503),
-                httpx.Response(200, json={"id": "msg-1"}),
-            ]
-        )
+        answers = iter([httpx.Response(503), httpx.Response(200, json={"id": "msg-1"})])
+        route = provider.post("/v1/messages").mock(side_effect=lambda request: next(answers))
         await announce(connection, order)
         outcome = await submitter.wait(order.order_id, TIMEOUT_S)
 
