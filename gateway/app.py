@@ -5,18 +5,24 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.responses import FileResponse, JSONResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from workers.shop.db import ShopDb
 
+from .auth import close_session, get_session, open_session
 from .broker import BrokerLink
 from .errors import EXCEPTION_HANDLERS, RETRY_AFTER_S
 from .feed import StatusFeed
 from .hub import Hub
+from .limits import StreamLimiter
 from .notifications import NotificationFeed, notification_stream, send_notification
 from .orders import create_order, get_order
 from .publisher import Publisher
@@ -25,9 +31,18 @@ from .settings import GatewaySettings
 from .sqlite_store import SqliteTaskStore
 from .streams import task_events
 from .tasks import get_file, get_task
+from .tokens import check_secret
 from .uploads import create_upload
 
 logger = logging.getLogger(__name__)
+
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+async def page(request: Request) -> FileResponse:
+    """The web page (plain HTML, CSS and JS shipped in the package)."""
+    return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -61,6 +76,7 @@ async def readyz(request: Request) -> JSONResponse:
 def create_app(settings: GatewaySettings | None = None) -> Starlette:
     """Build the app; settings come from the environment unless given."""
     settings = settings or GatewaySettings.from_env()
+    check_secret(settings.secret_key)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -83,6 +99,9 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         app.state.feed = feed
         app.state.publisher = publisher
         app.state.broker = broker
+        app.state.stream_limiter = StreamLimiter(
+            per_user=settings.sse_max_per_user, per_process=settings.sse_max_streams
+        )
         broker.start()
         try:
             yield
@@ -97,8 +116,13 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
             await store.close()
 
     routes = [
+        Route("/", page),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route("/session", open_session, methods=["POST"]),
+        Route("/session", get_session, methods=["GET"]),
+        Route("/session", close_session, methods=["DELETE"]),
         Route("/uploads", create_upload, methods=["POST"]),
         Route("/tasks/{task_id}", get_task),
         Route("/tasks/{task_id}/events", task_events),
@@ -109,4 +133,23 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         Route("/notifications", send_notification, methods=["POST"]),
         Route("/notifications/stream", notification_stream),
     ]
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
+    middleware = []
+    if settings.cors_origins:
+        # A front-end on another origin sends the session cookie: credentials on, origins
+        # listed (a wildcard is not allowed with credentials).
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_origins),
+                allow_credentials=True,
+                allow_methods=["GET", "POST", "DELETE"],
+                allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
+                expose_headers=["Location", "Retry-After"],
+            )
+        )
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers=EXCEPTION_HANDLERS,
+    )

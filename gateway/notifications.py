@@ -25,9 +25,11 @@ from starlette.responses import JSONResponse, Response
 from rpc.connection import open_channel
 from rpc.errors import BrokerUnavailable
 
+from .auth import authenticate
 from .bodies import decode_json, read_body
 from .errors import unavailable
 from .hub import Hub
+from .limits import StreamLimiter
 from .publisher import Publisher
 from .settings import GatewaySettings
 from .store import StoredEvent
@@ -88,6 +90,7 @@ class NotificationFeed:
 
 async def send_notification(request: Request) -> JSONResponse:
     publisher: Publisher = request.app.state.publisher
+    authenticate(request)
     if not publisher.ready:
         raise unavailable("not connected to the broker")
     notification = decode_json(await read_body(request), _decoder)
@@ -107,16 +110,21 @@ async def send_notification(request: Request) -> JSONResponse:
 
 
 async def notification_stream(request: Request) -> Response:
+    user = authenticate(request)
     hub: Hub = request.app.state.notifications
     settings: GatewaySettings = request.app.state.settings
-    return EventSourceResponse(
-        _frames(hub, settings.sse_retry_ms),
-        headers={"Cache-Control": "no-cache"},
-        ping=settings.sse_ping_s,
-        sep="\n",
-        send_timeout=settings.sse_send_timeout_s,
-        shutdown_event=cast(Any, _EndAll(hub)),
-        shutdown_grace_period=1.0,
+    limiter: StreamLimiter = request.app.state.stream_limiter
+    return limiter.limited(
+        user.user_id,
+        EventSourceResponse(
+            _frames(hub, settings.sse_retry_ms),
+            headers={"Cache-Control": "no-cache"},
+            ping=settings.sse_ping_s,
+            sep="\n",
+            send_timeout=settings.sse_send_timeout_s,
+            shutdown_event=cast(Any, _EndAll(hub)),
+            shutdown_grace_period=1.0,
+        ),
     )
 
 

@@ -37,6 +37,7 @@ from workers.shop.contracts import (
 )
 from workers.shop.db import IdempotencyConflict, ShopDb
 
+from .auth import authenticate
 from .bodies import decode_json, read_body
 from .errors import HttpError, unavailable
 from .publisher import Publisher
@@ -53,6 +54,7 @@ async def create_order(request: Request) -> JSONResponse:
     state = request.app.state
     shop: ShopDb = state.shop
     publisher: Publisher = state.publisher
+    user = authenticate(request)
     if not publisher.ready:
         raise unavailable("not connected to the broker")
     order_request = decode_json(await read_body(request), _request_decoder)
@@ -63,7 +65,7 @@ async def create_order(request: Request) -> JSONResponse:
     request_hash = hashlib.sha256(encoder.encode(order_request)).hexdigest()
     if key is not None:
         try:
-            earlier = await shop.order_for_key(key, request_hash)
+            earlier = await shop.order_for_key(user.user_id, key, request_hash)
         except IdempotencyConflict as exc:
             raise HttpError(409, "idempotency_conflict", str(exc)) from None
         if earlier is not None:
@@ -75,24 +77,31 @@ async def create_order(request: Request) -> JSONResponse:
         order_id=order_id, email=order_request.email, quote=quote, created_at=time.time()
     )
     try:
-        body, created = await shop.create_order(encoder.encode(order), order_id, key, request_hash)
+        body, created = await shop.create_order(
+            encoder.encode(order),
+            order_id,
+            owner=user.user_id,
+            idempotency_key=key,
+            request_hash=request_hash,
+        )
     except IdempotencyConflict as exc:
         raise HttpError(409, "idempotency_conflict", str(exc)) from None
     if not created:
         return _created(_order_decoder.decode(body))
-    await _announce(state.store, publisher, shop, order, body)
+    await _announce(state.store, publisher, shop, order, body, owner=user.user_id)
     return _created(order)
 
 
 async def get_order(request: Request) -> JSONResponse:
+    user = authenticate(request)
     shop: ShopDb = request.app.state.shop
     store: TaskStore = request.app.state.store
     order_id = request.path_params["order_id"]
-    body = await shop.get_order(order_id)
-    if body is None:
+    stored = await shop.get_order(order_id)
+    if stored is None or stored.owner != user.user_id:
         raise HttpError(404, "not_found", f"no order {order_id!r}")
     summary = await store.get_task(order_id)
-    view = _view(_order_decoder.decode(body))
+    view = _view(_order_decoder.decode(stored.body))
     view["state"] = summary.state if summary is not None else "queued"
     view["error"] = summary.error if summary is not None else None
     return JSONResponse(view)
@@ -124,11 +133,17 @@ async def _price(request: Request, order: OrderRequest) -> Quote:
 
 
 async def _announce(
-    store: TaskStore, publisher: Publisher, shop: ShopDb, order: OrderCreated, body: bytes
+    store: TaskStore,
+    publisher: Publisher,
+    shop: ShopDb,
+    order: OrderCreated,
+    body: bytes,
+    *,
+    owner: str,
 ) -> None:
     """Record the order's ``queued`` event and publish ``order.created``; undo both on failure."""
     queued = new_event(ORDER_KIND, order.order_id, "queued", 1)
-    await store.record([(queued, encoder.encode(queued))])
+    await store.record([(queued, encoder.encode(queued))], owner=owner)
     try:
         await publisher.publish(
             body,

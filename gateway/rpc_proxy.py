@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from rpc.errors import RpcError
 
+from .auth import authenticate
 from .bodies import read_body
 from .errors import HttpError
 from .rpc_errors import http_error
@@ -21,6 +22,7 @@ PUBLIC_METHODS = frozenset({"orders.quote", "inventory.check"})
 
 
 async def call_method(request: Request) -> Response:
+    authenticate(request)
     method = request.path_params["method"]
     if method not in PUBLIC_METHODS:
         raise HttpError(404, "not_found", f"no public method {method!r}")

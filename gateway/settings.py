@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rpc.settings import DEFAULT_AMQP_URL
@@ -17,6 +17,13 @@ class GatewaySettings:
     """What the web process needs to know; defaults run on one laptop."""
 
     amqp_url: str = DEFAULT_AMQP_URL
+    # Signs access tokens (HS256); from SECRET_KEY, never from code. The app refuses to
+    # start without one.
+    secret_key: str = field(default="", repr=False)
+    # Set the session cookie's Secure flag (on whenever the gateway is served over HTTPS).
+    cookie_secure: bool = False
+    # Origins of a separate front-end allowed to call the API with credentials (CORS).
+    cors_origins: tuple[str, ...] = ()
     reconnect_interval_s: float = 1.0
     rpc_timeout_s: float = 5.0
     # SQLite file of the task store (tasks and their status events).
@@ -37,6 +44,9 @@ class GatewaySettings:
     sse_send_timeout_s: float = 10.0
     sse_buffer_events: int = 256
     sse_retry_ms: int = 2_000
+    # Open SSE streams a user may hold, and a process (429 / 503 beyond them).
+    sse_max_per_user: int = 16
+    sse_max_streams: int = 40_000
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "database_path", Path(self.database_path))
@@ -48,6 +58,9 @@ class GatewaySettings:
         default = cls()
         return cls(
             amqp_url=env.get("AMQP_URL", default.amqp_url),
+            secret_key=env.get("SECRET_KEY", ""),
+            cookie_secure=env.get("COOKIE_SECURE", "") in {"1", "true", "yes"},
+            cors_origins=tuple(o for o in env.get("CORS_ORIGINS", "").split(",") if o.strip()),
             reconnect_interval_s=float(
                 env.get("AMQP_RECONNECT_INTERVAL_S", default.reconnect_interval_s)
             ),
@@ -63,4 +76,6 @@ class GatewaySettings:
             sse_send_timeout_s=float(env.get("SSE_SEND_TIMEOUT_S", default.sse_send_timeout_s)),
             sse_buffer_events=int(env.get("SSE_BUFFER_EVENTS", default.sse_buffer_events)),
             sse_retry_ms=int(env.get("SSE_RETRY_MS", default.sse_retry_ms)),
+            sse_max_per_user=int(env.get("SSE_MAX_PER_USER", default.sse_max_per_user)),
+            sse_max_streams=int(env.get("SSE_MAX_STREAMS", default.sse_max_streams)),
         )

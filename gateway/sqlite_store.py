@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     percent    REAL,
     message    TEXT,
     result     TEXT,
-    error      TEXT
+    error      TEXT,
+    owner      TEXT
 );
 CREATE TABLE IF NOT EXISTS events (
     task_id  TEXT NOT NULL,
@@ -45,8 +46,15 @@ CREATE TABLE IF NOT EXISTS events (
 # In the order of TaskSummary's fields.
 _SUMMARY_COLUMNS = (
     "task_id, kind, state, attempt, created_at, updated_at, last_seq,"
-    " percent, message, result, error"
+    " percent, message, result, error, owner"
 )
+
+
+def _create_schema(conn: sqlite3.Connection) -> None:
+    conn.executescript(SCHEMA)
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
+    if "owner" not in columns:  # a database from before tasks had owners
+        conn.execute("ALTER TABLE tasks ADD COLUMN owner TEXT")
 
 
 def _summary(row: tuple[object, ...] | None) -> TaskSummary | None:
@@ -63,7 +71,7 @@ class SqliteTaskStore:
     @classmethod
     async def open(cls, path: Path) -> SqliteTaskStore:
         store = cls(path)
-        await store._writer.run(lambda conn: conn.executescript(SCHEMA))
+        await store._writer.run(_create_schema)
         store._reader = connect(path)
         store._reader.execute("PRAGMA query_only=ON")
         return store
@@ -73,8 +81,10 @@ class SqliteTaskStore:
         if self._reader is not None:
             self._reader.close()
 
-    async def record(self, events: Sequence[tuple[StatusEvent, bytes]]) -> list[StoredEvent]:
-        return await self._writer.run(self._record, events)
+    async def record(
+        self, events: Sequence[tuple[StatusEvent, bytes]], *, owner: str | None = None
+    ) -> list[StoredEvent]:
+        return await self._writer.run(self._record, events, owner)
 
     async def discard_task(self, task_id: str) -> None:
         def discard(conn: sqlite3.Connection) -> None:
@@ -108,7 +118,7 @@ class SqliteTaskStore:
 
     @staticmethod
     def _record(
-        conn: sqlite3.Connection, events: Sequence[tuple[StatusEvent, bytes]]
+        conn: sqlite3.Connection, events: Sequence[tuple[StatusEvent, bytes]], owner: str | None
     ) -> list[StoredEvent]:
         stored = []
         with write_transaction(conn):
@@ -122,10 +132,10 @@ class SqliteTaskStore:
                 row = conn.execute(
                     f"SELECT {_SUMMARY_COLUMNS} FROM tasks WHERE task_id = ?", (event.task_id,)
                 ).fetchone()
-                summary = apply_event(_summary(row), event)
+                summary = apply_event(_summary(row), event, owner=owner)
                 conn.execute(
                     f"INSERT OR REPLACE INTO tasks ({_SUMMARY_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     astuple(summary),
                 )
                 conn.execute(

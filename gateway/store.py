@@ -51,14 +51,21 @@ class TaskSummary:
     message: str | None = None
     result: str | None = None
     error: str | None = None
+    # The user who created the task; None for tasks that did not come through the gateway.
+    owner: str | None = None
 
     @property
     def terminal(self) -> bool:
         return self.state in TERMINAL_STATES
 
 
-def apply_event(summary: TaskSummary | None, event: StatusEvent) -> TaskSummary:
-    """The summary after ``event`` (recorded as the task's next sequence number)."""
+def apply_event(
+    summary: TaskSummary | None, event: StatusEvent, *, owner: str | None = None
+) -> TaskSummary:
+    """The summary after ``event`` (recorded as the task's next sequence number).
+
+    ``owner`` applies to a task this event creates.
+    """
     if summary is None:
         summary = TaskSummary(
             task_id=event.task_id,
@@ -68,6 +75,7 @@ def apply_event(summary: TaskSummary | None, event: StatusEvent) -> TaskSummary:
             created_at=event.timestamp,
             updated_at=event.timestamp,
             last_seq=0,
+            owner=owner,
         )
     seq = summary.last_seq + 1
     if summary.terminal and summary.last_seq > 0:
@@ -95,10 +103,13 @@ def apply_event(summary: TaskSummary | None, event: StatusEvent) -> TaskSummary:
 class TaskStore(Protocol):
     """Where the gateway keeps tasks and their events; SQLite now, PostgreSQL later."""
 
-    async def record(self, events: Sequence[tuple[StatusEvent, bytes]]) -> list[StoredEvent]:
+    async def record(
+        self, events: Sequence[tuple[StatusEvent, bytes]], *, owner: str | None = None
+    ) -> list[StoredEvent]:
         """Record ``(event, its JSON)`` pairs in order, in one transaction; the stored events.
 
         A duplicate ``event_id`` is not recorded again; its stored event is returned.
+        A task the events create belongs to ``owner``.
         """
         ...
 

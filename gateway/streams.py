@@ -16,6 +16,8 @@ send answers 204, which tells an EventSource to stop reconnecting.
 from __future__ import annotations
 
 import json
+import math
+import time
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
@@ -23,10 +25,12 @@ from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .errors import HttpError
+from .auth import authenticate
 from .hub import Hub, Subscription
+from .limits import StreamLimiter
 from .settings import GatewaySettings
 from .store import StoredEvent, TaskStore
+from .tasks import owned_task
 from .views import task_view
 
 # Events read from the store per query while catching up.
@@ -77,13 +81,13 @@ class _EndOnShutdown:
 
 
 async def task_events(request: Request) -> Response:
+    user = authenticate(request)
     task_id = request.path_params["task_id"]
     store: TaskStore = request.app.state.store
     hub: Hub = request.app.state.hub
     settings: GatewaySettings = request.app.state.settings
-    summary = await store.get_task(task_id)
-    if summary is None:
-        raise HttpError(404, "not_found", f"no task {task_id!r}")
+    limiter: StreamLimiter = request.app.state.stream_limiter
+    summary = await owned_task(request, task_id, user.user_id)
     cursor = _Cursor(request)
     reset = cursor.unknown or cursor.after > summary.last_seq
     if summary.terminal and not reset and cursor.after >= summary.last_seq:
@@ -98,15 +102,19 @@ async def task_events(request: Request) -> Response:
         hub=hub,
         retry_ms=settings.sse_retry_ms,
         shutdown=shutdown,
+        expires_at=user.expires_at,
     )
-    return EventSourceResponse(
-        events,
-        headers={"Cache-Control": "no-cache"},
-        ping=settings.sse_ping_s,
-        sep="\n",
-        send_timeout=settings.sse_send_timeout_s,
-        shutdown_event=cast(Any, shutdown),
-        shutdown_grace_period=1.0,
+    return limiter.limited(
+        user.user_id,
+        EventSourceResponse(
+            events,
+            headers={"Cache-Control": "no-cache"},
+            ping=settings.sse_ping_s,
+            sep="\n",
+            send_timeout=settings.sse_send_timeout_s,
+            shutdown_event=cast(Any, shutdown),
+            shutdown_grace_period=1.0,
+        ),
     )
 
 
@@ -119,8 +127,13 @@ async def event_stream(
     hub: Hub,
     retry_ms: int,
     shutdown: _EndOnShutdown | None = None,
+    expires_at: float = math.inf,
 ) -> AsyncIterator[bytes]:
-    """The SSE frames of ``task_id`` after sequence number ``after``, up to its terminal event."""
+    """The SSE frames of ``task_id`` after sequence number ``after``, up to its terminal event.
+
+    The stream ends at ``expires_at`` (the caller's token expiry): its reconnect must
+    authenticate again.
+    """
     with hub.subscribe(task_id) as subscription:
         if shutdown is not None:
             shutdown.subscription = subscription
@@ -143,7 +156,11 @@ async def event_stream(
             subscription.resync = False
             # Live, until a gap or a resync sends us back to the store.
             while True:
-                await subscription.wait(IDLE_RECHECK_S)
+                left_s = expires_at - time.time()
+                if left_s <= 0:
+                    yield b": session expired\n\n"
+                    return
+                await subscription.wait(min(IDLE_RECHECK_S, left_s))
                 if subscription.ended is not None:
                     yield b": %s, reconnect\nretry: %d\n\n" % (
                         subscription.ended.encode(),

@@ -7,9 +7,10 @@ import re
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse
 
+from .auth import authenticate
 from .errors import HttpError
 from .settings import GatewaySettings
-from .store import TaskStore
+from .store import TaskStore, TaskSummary
 from .views import task_view
 
 # Names the workers give their outputs; anything else (dotfiles, paths) is not served.
@@ -17,21 +18,30 @@ _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
-async def get_task(request: Request) -> JSONResponse:
+async def owned_task(request: Request, task_id: str, user_id: str) -> TaskSummary:
+    """The task, if ``user_id`` created it; 404 otherwise (whether or not it exists)."""
     store: TaskStore = request.app.state.store
-    task_id = request.path_params["task_id"]
     summary = await store.get_task(task_id)
-    if summary is None:
+    if summary is None or summary.owner != user_id:
         raise HttpError(404, "not_found", f"no task {task_id!r}")
-    return JSONResponse(task_view(summary))
+    return summary
+
+
+async def get_task(request: Request) -> JSONResponse:
+    user = authenticate(request)
+    return JSONResponse(
+        task_view(await owned_task(request, request.path_params["task_id"], user.user_id))
+    )
 
 
 async def get_file(request: Request) -> FileResponse:
+    user = authenticate(request)
     settings: GatewaySettings = request.app.state.settings
     task_id = request.path_params["task_id"]
     name = request.path_params["name"]
     if not _TASK_ID.match(task_id) or not _FILE_NAME.match(name) or ".." in name:
         raise HttpError(404, "not_found", "no such file")
+    await owned_task(request, task_id, user.user_id)
     path = settings.storage_dir / task_id / name
     if not path.is_file():
         raise HttpError(404, "not_found", "no such file")

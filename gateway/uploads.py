@@ -20,6 +20,7 @@ from rpc.errors import BrokerUnavailable
 from workers.builtin import ThumbnailOptions, ThumbnailRequest
 from workers.messages import StatusEvent, TaskMessage, encoder, new_event, new_task_id
 
+from .auth import authenticate
 from .errors import HttpError, unavailable
 from .multipart import FormLimits, receive_form
 from .publisher import Publisher
@@ -53,6 +54,7 @@ async def create_upload(request: Request) -> JSONResponse:
     settings: GatewaySettings = request.app.state.settings
     store: TaskStore = request.app.state.store
     publisher: Publisher = request.app.state.publisher
+    user = authenticate(request)
     if not publisher.ready:
         raise unavailable("not connected to the broker")
     task_id = new_task_id()
@@ -86,7 +88,7 @@ async def create_upload(request: Request) -> JSONResponse:
             submitted_at=time.time(),
         )
         queued: StatusEvent = new_event(settings.upload_kind, task_id, "queued", 1)
-        await store.record([(queued, encoder.encode(queued))])
+        await store.record([(queued, encoder.encode(queued))], owner=user.user_id)
         recorded = True
         await publisher.publish_task(message)
     except BrokerUnavailable as exc:

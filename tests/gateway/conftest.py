@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import io
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from PIL import Image
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
+from gateway.tokens import mint
 from rpc.node import free_port
 
 from ..helpers import eventually
@@ -29,17 +31,30 @@ REPO = Path(__file__).resolve().parents[2]
 TEST_TASKS = "tests.gateway.tasks_for_gateway:registry"
 
 
+USER = "ada"
+
+
+def bearer(settings: GatewaySettings, user: str = USER, ttl_s: float = 3600) -> dict[str, str]:
+    """Headers that authenticate as ``user`` with a token signed by the gateway's key."""
+    return {"Authorization": f"Bearer {mint(settings.secret_key, user, ttl_s=ttl_s)}"}
+
+
 @contextlib.asynccontextmanager
-async def running_app(settings: GatewaySettings) -> AsyncIterator[httpx.AsyncClient]:
-    """Start the app's lifespan and yield an httpx client wired to it.
+async def running_app(
+    settings: GatewaySettings, *, user: str | None = USER
+) -> AsyncIterator[httpx.AsyncClient]:
+    """Start the app's lifespan and yield an httpx client wired to it, signed in as ``user``.
 
     httpx's ASGI transport returns a response only once the app has finished
     it, so streams that stay open need a real server (``gateway_process``).
     """
     app = create_app(settings)
+    headers = bearer(settings, user) if user is not None else {}
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://gateway", headers=headers
+        ) as client:
             yield client
 
 
@@ -59,6 +74,7 @@ def gateway_settings(amqp_url: str, tmp_path: Path, kind_prefix: str) -> Gateway
     """Settings for one test: its own store and storage, its own thumbnail kind."""
     return GatewaySettings(
         amqp_url=amqp_url,
+        secret_key=secrets.token_urlsafe(32),
         reconnect_interval_s=0.2,
         database_path=tmp_path / "taskgate.db",
         storage_dir=tmp_path / "storage",
@@ -78,6 +94,7 @@ async def wait_ready(client: httpx.AsyncClient) -> None:
 def settings_env(settings: GatewaySettings) -> dict[str, str]:
     return {
         "AMQP_URL": settings.amqp_url,
+        "SECRET_KEY": settings.secret_key,
         "AMQP_RECONNECT_INTERVAL_S": str(settings.reconnect_interval_s),
         "DATABASE_PATH": str(settings.database_path),
         "STORAGE_DIR": str(settings.storage_dir),
@@ -120,8 +137,14 @@ class GatewayProcess(ChildProcess):
     def __init__(self, settings: GatewaySettings, port: int, log_path: Path) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
+        self.settings = settings
         env = {**settings_env(settings), "HOST": "127.0.0.1", "PORT": str(port)}
         super().__init__([sys.executable, "-m", "gateway"], env, log_path)
+
+    def client(self, user: str | None = USER) -> httpx.AsyncClient:
+        """An httpx client for this gateway, signed in as ``user`` (None: anonymous)."""
+        headers = bearer(self.settings, user) if user is not None else {}
+        return httpx.AsyncClient(base_url=self.url, timeout=30, headers=headers)
 
     async def wait_ready(self) -> None:
         async with httpx.AsyncClient(base_url=self.url) as client:

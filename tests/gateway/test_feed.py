@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 
 import aio_pika
@@ -33,7 +34,9 @@ async def test_an_undecodable_status_event_is_dead_lettered_and_recording_goes_o
         )
 
         async def recorded() -> bool:
-            return (await client.get(f"/tasks/{good.task_id}")).status_code == 200
+            with sqlite3.connect(gateway_settings.database_path) as db:
+                rows = db.execute("SELECT 1 FROM tasks WHERE task_id = ?", (good.task_id,))
+                return rows.fetchone() is not None
 
         await eventually(recorded, timeout_s=30)
         dead = await channel.declare_queue(STATUS_DEAD_QUEUE, passive=True)

@@ -25,7 +25,7 @@ async def test_a_notification_reaches_streams_on_every_gateway(gateway_process):
     gateways = [gateway_process(), gateway_process()]
     for gateway in gateways:
         await gateway.wait_ready()
-    clients = [httpx.AsyncClient(base_url=g.url, timeout=30) for g in gateways]
+    clients = [g.client() for g in gateways]
     try:
         subscribed = [asyncio.Event() for _ in clients]
         listeners = [

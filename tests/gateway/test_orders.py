@@ -7,7 +7,6 @@ import json
 from dataclasses import replace
 
 import aio_pika
-import httpx
 
 from rpc import RpcServer
 from workers.shop.contracts import Cart
@@ -23,7 +22,7 @@ async def test_an_order_is_priced_announced_and_fulfilled_by_three_services(
     worker_process(orders=True)
     gateway = gateway_process()
     await gateway.wait_ready()
-    async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
+    async with gateway.client() as client:
         before = (await client.post("/rpc/inventory.check", json={"skus": ["MUG-01"]})).json()
         response = await client.post("/orders", json=ORDER)
         assert response.status_code == 201, response.text

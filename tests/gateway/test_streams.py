@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-import httpx
 import httpx_sse
 
 from .conftest import jpeg_bytes, read_stream, upload
@@ -39,7 +38,7 @@ async def test_a_late_subscriber_gets_the_whole_history_and_a_closed_stream(
     worker_process()
     gateway = gateway_process()
     await gateway.wait_ready()
-    async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
+    async with gateway.client() as client:
         accepted = (await upload(client, jpeg_bytes())).json()
         live = status_events(await read_stream(client, accepted["events_url"]))
         late = status_events(await read_stream(client, accepted["events_url"]))
@@ -65,7 +64,7 @@ async def test_a_reconnect_with_last_event_id_loses_and_repeats_nothing(
     worker_process()
     gateway = gateway_process(upload_kind=f"{kind_prefix}.gated")
     await gateway.wait_ready()
-    async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
+    async with gateway.client() as client:
         accepted = (await upload(client, jpeg_bytes())).json()
         task_id, url = accepted["task_id"], accepted["events_url"]
         release(gateway_settings, task_id, 1)
@@ -89,7 +88,7 @@ async def test_after_query_starts_a_new_event_source_past_what_the_page_has(
     worker_process()
     gateway = gateway_process()
     await gateway.wait_ready()
-    async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
+    async with gateway.client() as client:
         accepted = (await upload(client, jpeg_bytes())).json()
         history = await read_stream(client, accepted["events_url"])
         tail = await read_stream(client, accepted["events_url"] + "?after=2")
@@ -108,7 +107,7 @@ async def test_an_unknown_last_event_id_gets_a_reset_and_the_full_history(
     worker_process()
     gateway = gateway_process()
     await gateway.wait_ready()
-    async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
+    async with gateway.client() as client:
         accepted = (await upload(client, jpeg_bytes())).json()
         history = status_events(await read_stream(client, accepted["events_url"]))
         garbage = await read_stream(
@@ -134,8 +133,8 @@ async def test_two_gateways_stream_tasks_the_other_accepted(
     await first.wait_ready()
     await second.wait_ready()
     async with (
-        httpx.AsyncClient(base_url=first.url, timeout=30) as via_first,
-        httpx.AsyncClient(base_url=second.url, timeout=30) as via_second,
+        first.client() as via_first,
+        second.client() as via_second,
     ):
         accepted = (await upload(via_first, jpeg_bytes())).json()
         task_id = accepted["task_id"]
@@ -162,7 +161,7 @@ async def test_a_gateway_restarted_mid_task_ends_streams_with_a_retry_hint_and_l
     settings = replace(gateway_settings, upload_kind=f"{kind_prefix}.gated")
     gateway = gateway_process(upload_kind=settings.upload_kind)
     await gateway.wait_ready()
-    async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
+    async with gateway.client() as client:
         accepted = (await upload(client, jpeg_bytes())).json()
         task_id, url = accepted["task_id"], accepted["events_url"]
         release(settings, task_id, 1)

@@ -8,7 +8,6 @@ import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
-import httpx
 from PIL import Image
 
 from gateway.settings import GatewaySettings
@@ -36,7 +35,7 @@ async def test_upload_is_thumbnailed_and_its_progress_streamed(
     worker_process()
     gateway = gateway_process()
     await gateway.wait_ready()
-    async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
+    async with gateway.client() as client:
         response = await upload(client, jpeg_bytes(1600, 1200))
         assert response.status_code == 202, response.text
         accepted = response.json()
