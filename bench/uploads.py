@@ -31,6 +31,7 @@ import importlib.util
 import io
 import os
 import platform
+import secrets
 import shlex
 import signal
 import subprocess
@@ -56,6 +57,7 @@ import aio_pika  # noqa: E402
 import httpx  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from gateway.tokens import mint  # noqa: E402
 from rpc.node import BrokerNode, NodeConfig, free_port  # noqa: E402
 from workers.topology import dead_queue, task_queue  # noqa: E402
 
@@ -65,6 +67,8 @@ READY_TIMEOUT_S = 30.0
 # Generous: a request slower than this is a failure worth reporting, not a latency.
 REQUEST_TIMEOUT_S = 30.0
 LOG_TAIL_LINES = 30
+# The bench user's access token outlives any run.
+TOKEN_TTL_S = 3600
 # CPU used by processes not in the benchmark above which its figures are not trustworthy.
 BUSY_MACHINE_CORES = 0.2
 
@@ -171,9 +175,12 @@ class ServerProcess:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def start_gateway(url: str, work_dir: Path, storage: Path, kind: str) -> ServerProcess:
+def start_gateway(
+    url: str, work_dir: Path, storage: Path, kind: str, secret_key: str
+) -> ServerProcess:
     env = {
         "AMQP_URL": url,
+        "SECRET_KEY": secret_key,
         "DATABASE_PATH": str(work_dir / "taskgate.db"),
         "STORAGE_DIR": str(storage),
         "UPLOAD_KIND": kind,
@@ -545,6 +552,10 @@ def main() -> int:
     args = parse_args()
     image, quality = make_jpeg()
     body, headers = multipart_body(image)
+    # The gateway wants a signed Bearer token; the seed-style app gets the same
+    # header and ignores it, so both sides receive the same bytes.
+    secret_key = secrets.token_urlsafe(48)
+    headers["authorization"] = f"Bearer {mint(secret_key, 'bench', ttl_s=TOKEN_TTL_S)}"
     print_header(args, image, quality, body)
     load = Load(body, headers, args.concurrency, args.seconds, args.warmup, args.max_requests)
 
@@ -575,7 +586,7 @@ def main() -> int:
             )
             ours = bench_side(
                 "taskgate gateway",
-                start_gateway(url, work / "gateway", Path(storage) / "gateway", kind),
+                start_gateway(url, work / "gateway", Path(storage) / "gateway", kind, secret_key),
                 load,
                 broker_pid,
             )

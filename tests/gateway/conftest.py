@@ -100,6 +100,8 @@ def settings_env(settings: GatewaySettings) -> dict[str, str]:
         "STORAGE_DIR": str(settings.storage_dir),
         "UPLOAD_KIND": settings.upload_kind,
         "SSE_RETRY_MS": str(settings.sse_retry_ms),
+        "SSE_MAX_PER_USER": str(settings.sse_max_per_user),
+        "SSE_MAX_STREAMS": str(settings.sse_max_streams),
     }
 
 
