@@ -419,7 +419,7 @@ class BrokerNode:
         self._proc = None
 
 
-def _config_from_env() -> NodeConfig:
+def config_from_env() -> NodeConfig:
     var_dir = Path(os.environ.get("TASKGATE_VAR", "./var"))
     management = os.environ.get("TASKGATE_MANAGEMENT_PORT", "15672")
     return NodeConfig(
@@ -441,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    node = BrokerNode(_config_from_env())
+    node = BrokerNode(config_from_env())
     cfg = node.config
     try:
         if args.command == "status":

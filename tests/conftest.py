@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import pytest
 
 from rpc.node import BrokerNode, NodeConfig
+from workers.access import ROLES, create_users
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,8 @@ class BrokerHandle:
 
     amqp_url: str
     node: BrokerNode | None
+    # AMQP URLs of the least-privilege users by process type (web, worker, rpc).
+    role_urls: dict[str, str]
 
 
 @pytest.fixture(scope="session")
@@ -30,12 +33,14 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerHandle]:
     """The session's broker: $AMQP_URL if set, else a fresh private node."""
     url = os.environ.get("AMQP_URL")
     if url:
-        yield BrokerHandle(amqp_url=url, node=None)
+        # Someone else's broker: we do not create users there.
+        yield BrokerHandle(amqp_url=url, node=None, role_urls={r.name: url for r in ROLES})
         return
     node = BrokerNode(NodeConfig.on_free_ports(tmp_path_factory.mktemp("broker")))
     try:
         node.start()
-        yield BrokerHandle(amqp_url=node.amqp_url, node=node)
+        role_urls = create_users(node.rabbitmqctl, node.amqp_url)
+        yield BrokerHandle(amqp_url=node.amqp_url, node=node, role_urls=role_urls)
     finally:
         node.stop()
 
@@ -43,6 +48,12 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerHandle]:
 @pytest.fixture(scope="session")
 def amqp_url(broker: BrokerHandle) -> str:
     return broker.amqp_url
+
+
+@pytest.fixture(scope="session")
+def role_urls(broker: BrokerHandle) -> dict[str, str]:
+    """AMQP URLs of the web, worker and rpc users, each limited to what its process does."""
+    return broker.role_urls
 
 
 @pytest.fixture

@@ -70,10 +70,13 @@ def kind_prefix(unique_name: Callable[[str], str]) -> str:
 
 
 @pytest.fixture
-def gateway_settings(amqp_url: str, tmp_path: Path, kind_prefix: str) -> GatewaySettings:
-    """Settings for one test: its own store and storage, its own thumbnail kind."""
+def gateway_settings(
+    role_urls: dict[str, str], tmp_path: Path, kind_prefix: str
+) -> GatewaySettings:
+    """Settings for one test: its own store and storage, its own thumbnail kind; the
+    gateway connects as the broker's ``web`` user."""
     return GatewaySettings(
-        amqp_url=amqp_url,
+        amqp_url=role_urls["web"],
         secret_key=secrets.token_urlsafe(32),
         reconnect_interval_s=0.2,
         database_path=tmp_path / "taskgate.db",
@@ -183,8 +186,11 @@ def gateway_process(
 
 @pytest.fixture
 def worker_process(
-    gateway_settings: GatewaySettings, kind_prefix: str, tmp_path: Path
-) -> Iterator[Callable[[], ChildProcess]]:
+    gateway_settings: GatewaySettings,
+    kind_prefix: str,
+    tmp_path: Path,
+    role_urls: dict[str, str],
+) -> Iterator[Callable[..., ChildProcess]]:
     """Factory of worker processes serving tests/gateway/tasks_for_gateway.py (and the order
     consumers with ``orders=True``); killed afterwards."""
     started: list[ChildProcess] = []
@@ -192,6 +198,7 @@ def worker_process(
     def start(*, orders: bool = False) -> ChildProcess:
         env = {
             **settings_env(gateway_settings),
+            "AMQP_URL": role_urls["worker"],
             "TASKGATE_TEST_KIND_PREFIX": kind_prefix,
             "WORKER_PROCESSES": "1",
             "SHUTDOWN_GRACE_S": "5",
@@ -209,12 +216,12 @@ def worker_process(
 
 @pytest.fixture
 async def rpc_process(
-    gateway_settings: GatewaySettings, tmp_path: Path
+    gateway_settings: GatewaySettings, tmp_path: Path, role_urls: dict[str, str]
 ) -> AsyncIterator[ChildProcess]:
     """``python -m rpc workers.services:server`` on the test's database, ready to answer."""
     process = ChildProcess(
         [sys.executable, "-m", "rpc", "workers.services:server"],
-        settings_env(gateway_settings),
+        {**settings_env(gateway_settings), "AMQP_URL": role_urls["rpc"]},
         tmp_path / "rpc.log",
     )
 
