@@ -23,6 +23,7 @@ from .errors import EXCEPTION_HANDLERS, RETRY_AFTER_S
 from .feed import StatusFeed
 from .hub import Hub
 from .limits import StreamLimiter
+from .metrics import SSE_CONNECTIONS, metrics
 from .notifications import NotificationFeed, notification_stream, send_notification
 from .orders import create_order, get_order
 from .publisher import Publisher
@@ -99,9 +100,11 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         app.state.feed = feed
         app.state.publisher = publisher
         app.state.broker = broker
-        app.state.stream_limiter = StreamLimiter(
+        limiter = StreamLimiter(
             per_user=settings.sse_max_per_user, per_process=settings.sse_max_streams
         )
+        app.state.stream_limiter = limiter
+        SSE_CONNECTIONS.set_function(lambda: limiter.open_streams)
         broker.start()
         try:
             yield
@@ -120,6 +123,7 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route("/metrics", metrics),
         Route("/session", open_session, methods=["POST"]),
         Route("/session", get_session, methods=["GET"]),
         Route("/session", close_session, methods=["DELETE"]),

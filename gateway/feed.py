@@ -36,7 +36,8 @@ from workers.topology import (
 )
 
 from .hub import Hub
-from .store import TaskStore
+from .metrics import EVENTS_RECORDED, TASKS_FINISHED
+from .store import StoredEvent, TaskStore
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +139,17 @@ class StatusFeed:
             if len(self._recent) > RECENT_EVENTS:
                 self._recent.popitem(last=False)
             self._hub.publish(event)
+            EVENTS_RECORDED.labels(event.state).inc()
+            if event.terminal:
+                TASKS_FINISHED.labels(_kind(event), event.state).inc()
         await _settle(batch, requeue=None)
+
+
+def _kind(event: StoredEvent) -> str:
+    try:
+        return event_decoder.decode(event.body).kind
+    except msgspec.DecodeError:
+        return "?"
 
 
 async def _settle(batch: list[_Delivery], *, requeue: bool | None) -> None:

@@ -40,6 +40,7 @@ from workers.shop.db import IdempotencyConflict, ShopDb
 from .auth import authenticate
 from .bodies import decode_json, read_body
 from .errors import HttpError, unavailable
+from .metrics import TASKS_ACCEPTED
 from .publisher import Publisher
 from .rpc_errors import http_error
 from .store import TaskStore
@@ -89,6 +90,7 @@ async def create_order(request: Request) -> JSONResponse:
     if not created:
         return _created(_order_decoder.decode(body))
     await _announce(state.store, publisher, shop, order, body, owner=user.user_id)
+    TASKS_ACCEPTED.labels(ORDER_KIND).inc()
     return _created(order)
 
 

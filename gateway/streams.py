@@ -28,6 +28,7 @@ from starlette.responses import Response
 from .auth import authenticate
 from .hub import Hub, Subscription
 from .limits import StreamLimiter
+from .metrics import EVENTS_DELIVERED
 from .settings import GatewaySettings
 from .store import StoredEvent, TaskStore
 from .tasks import owned_task
@@ -62,6 +63,7 @@ class _Cursor:
 
 def frame(event: StoredEvent) -> bytes:
     """One SSE message; the event's JSON is one line, as msgspec writes it."""
+    EVENTS_DELIVERED.inc()
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (event.seq, event.state.encode(), event.body)
 
 

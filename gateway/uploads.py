@@ -22,6 +22,7 @@ from workers.messages import StatusEvent, TaskMessage, encoder, new_event, new_t
 
 from .auth import authenticate
 from .errors import HttpError, unavailable
+from .metrics import TASKS_ACCEPTED, UPLOAD_BYTES
 from .multipart import FormLimits, receive_form
 from .publisher import Publisher
 from .settings import GatewaySettings
@@ -91,6 +92,8 @@ async def create_upload(request: Request) -> JSONResponse:
         await store.record([(queued, encoder.encode(queued))], owner=user.user_id)
         recorded = True
         await publisher.publish_task(message)
+        TASKS_ACCEPTED.labels(settings.upload_kind).inc()
+        UPLOAD_BYTES.inc(form.file.size)
     except BrokerUnavailable as exc:
         await _discard(store, task_id, task_dir, recorded)
         raise unavailable(str(exc)) from None

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import logging
 import os
+import time
 from datetime import UTC, datetime
 from typing import Any, TypeVar, overload
 
@@ -16,7 +17,15 @@ from aiormq.abc import DeliveredMessage
 
 from . import codec
 from .connection import CONNECTION_ERRORS, open_channel
-from .errors import BrokerUnavailable, RemoteError, RpcClosed, RpcNoServer, RpcTimeout
+from .errors import (
+    BrokerUnavailable,
+    RemoteError,
+    RpcClosed,
+    RpcError,
+    RpcNoServer,
+    RpcTimeout,
+)
+from .metrics import CLIENT_SECONDS
 from .publish import publish_confirmed
 from .settings import ReplyMode
 from .topology import DIRECT_REPLY_TO, method_queue
@@ -107,6 +116,19 @@ class RpcClient:
         The result is decoded to ``response_type`` when given, else to builtin objects.
         Raises RpcTimeout, RpcNoServer, RemoteError, BrokerUnavailable or RpcClosed.
         """
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            return await self._call(method, params, timeout_s, response_type)
+        except RpcError as exc:
+            outcome = _outcome(exc)
+            raise
+        finally:
+            CLIENT_SECONDS.labels(method, outcome).observe(time.perf_counter() - started)
+
+    async def _call(
+        self, method: str, params: Any, timeout_s: float | None, response_type: Any
+    ) -> Any:
         if self._closed:
             raise RpcClosed("the RPC client is closed")
         raw = self._raw
@@ -210,3 +232,14 @@ class RpcClient:
         for future in pending.values():
             if not future.done():
                 future.set_exception(error)
+
+
+def _outcome(exc: RpcError) -> str:
+    """The ``outcome`` label of a failed call."""
+    if isinstance(exc, RemoteError):
+        return exc.type
+    return {
+        RpcTimeout: "timeout",
+        RpcNoServer: "no_server",
+        RpcClosed: "closed",
+    }.get(type(exc), "unavailable")

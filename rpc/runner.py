@@ -16,6 +16,8 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from .connection import connect_until_up
+from .logs import configure_logging
+from .metrics import serve_metrics_from_env
 from .server import RpcServer
 from .settings import RpcSettings
 
@@ -72,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rpc", description=__doc__)
     parser.add_argument("server", help="the RpcServer to run, as module:attribute")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging()
+    serve_metrics_from_env()
     settings = RpcSettings.from_env()
     run(serve(load_server(args.server), settings))
     return 0

@@ -25,6 +25,8 @@ from aiormq.abc import DeliveredMessage
 from . import codec
 from .connection import BROKER_ERRORS, CONNECTION_ERRORS, cancel_consumers, open_channel
 from .errors import ServiceError
+from .logs import log_context
+from .metrics import SERVER_SECONDS
 from .publish import persistent_copy, publish_confirmed
 from .topology import DEAD_EXCHANGE, DEAD_QUEUE, REASON_HEADER, method_queue
 
@@ -150,11 +152,18 @@ class RpcServer:
 
     async def _answer(self, method: _Method, message: DeliveredMessage) -> None:
         properties = message.header.properties
+        with log_context(correlation_id=properties.correlation_id or "", method=method.name):
+            await self._answer_in_context(method, message)
+
+    async def _answer_in_context(self, method: _Method, message: DeliveredMessage) -> None:
+        properties = message.header.properties
         channel = message.channel
         if not properties.reply_to:
             await self._dead_letter(message, "request has no reply_to; nobody can get the answer")
             return
-        body = await self._dispatch(method, properties, message.body)
+        started = time.perf_counter()
+        body, name, outcome = await self._dispatch(method, properties, message.body)
+        SERVER_SECONDS.labels(name, outcome).observe(time.perf_counter() - started)
         reply_properties = aiormq.spec.Basic.Properties(
             content_type=codec.CONTENT_TYPE,
             correlation_id=properties.correlation_id,
@@ -172,13 +181,19 @@ class RpcServer:
 
     async def _dispatch(
         self, method: _Method, properties: aiormq.spec.Basic.Properties, body: bytes
-    ) -> bytes:
+    ) -> tuple[bytes, str, str]:
+        """The reply body, the method that handled it and the outcome (metrics labels)."""
         requested = properties.message_type or method.name
         if requested != method.name:
             target = self._methods.get(requested)
             if target is None:
-                return codec.encode_error("UnknownMethod", f"no method {requested!r} here")
+                reply = codec.encode_error("UnknownMethod", f"no method {requested!r} here")
+                return reply, method.name, "UnknownMethod"
             method = target
+
+        def error(type_: str, message: str) -> tuple[bytes, str, str]:
+            return codec.encode_error(type_, message), method.name, type_
+
         try:
             if method.decoder is None:
                 result = await method.handler()
@@ -186,24 +201,24 @@ class RpcServer:
                 params = method.decoder.decode(body or b"{}")
                 result = await method.handler(params)
         except msgspec.ValidationError as exc:
-            return codec.encode_error("BadRequest", f"invalid request: {exc}")
+            return error("BadRequest", f"invalid request: {exc}")
         except msgspec.DecodeError as exc:
-            return codec.encode_error("BadRequest", f"malformed JSON: {exc}")
+            return error("BadRequest", f"malformed JSON: {exc}")
         except ServiceError as exc:
-            return codec.encode_error(type(exc).__name__, str(exc))
+            return error(type(exc).__name__, str(exc))
         except Exception:
             logger.exception(
                 "RPC handler %r failed (correlation_id=%s)", method.name, properties.correlation_id
             )
-            return codec.encode_error(
+            return error(
                 "InternalError",
                 f"{method.name} failed; see the server log for {properties.correlation_id}",
             )
         try:
-            return codec.encode_ok(result)
+            return codec.encode_ok(result), method.name, "ok"
         except (TypeError, msgspec.EncodeError):
             logger.exception("RPC handler %r returned an unencodable result", method.name)
-            return codec.encode_error("InternalError", f"{method.name} returned a bad result")
+            return error("InternalError", f"{method.name} returned a bad result")
 
     async def _dead_letter(self, message: DeliveredMessage, reason: str) -> None:
         """Move a request to ``rpc.dead`` with ``reason``; ack only once the broker has it."""

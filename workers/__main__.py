@@ -20,6 +20,8 @@ import sys
 from aio_pika.abc import AbstractRobustConnection
 
 from rpc.connection import connect_until_up
+from rpc.logs import configure_logging
+from rpc.metrics import serve_metrics_from_env
 from rpc.runner import run
 
 from .events import EventConsumers
@@ -115,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         help="run the order.created consumers (default: only when --tasks is not given)",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging()
+    serve_metrics_from_env()
     settings = WorkerSettings.from_env()
     registry = TaskRegistry()
     for spec in args.tasks or [DEFAULT_TASKS]:

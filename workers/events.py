@@ -23,11 +23,13 @@ from aiormq.abc import DeliveredMessage
 
 from rpc.connection import CONNECTION_ERRORS, cancel_consumers, open_channel
 from rpc.errors import BrokerUnavailable
+from rpc.logs import log_context
 from rpc.publish import persistent_copy
 
 from .deliveries import ack, describe, nack_requeue, traceback_summary
 from .errors import PermanentError
 from .messages import StatusEvent
+from .metrics import EVENTS_CONSUMED
 from .status import publish_confirmed, publish_status
 from .topology import (
     DELIVERY_LIMIT,
@@ -139,15 +141,20 @@ class EventConsumers:
         delivery = message.delivery
         redelivered = bool(getattr(delivery, "redelivered", False))
         context = EventContext(redelivered=redelivered, publish_status=self.publish_status)
-        try:
-            await subscriber.handle(message.body, context)
-        except PermanentError as exc:
-            await self._dead_letter(subscriber, message, exc)
-        except Exception:
-            logger.exception("%s failed; the message goes back to its queue", subscriber.queue)
-            await nack_requeue(message)
-        else:
-            await ack(message)
+        message_id = message.header.properties.message_id or ""
+        with log_context(queue=subscriber.queue, message_id=message_id):
+            try:
+                await subscriber.handle(message.body, context)
+            except PermanentError as exc:
+                await self._dead_letter(subscriber, message, exc)
+                EVENTS_CONSUMED.labels(subscriber.queue, "dead").inc()
+            except Exception:
+                logger.exception("%s failed; the message goes back to its queue", subscriber.queue)
+                await nack_requeue(message)
+                EVENTS_CONSUMED.labels(subscriber.queue, "retry").inc()
+            else:
+                await ack(message)
+                EVENTS_CONSUMED.labels(subscriber.queue, "ok").inc()
 
     async def _dead_letter(
         self, subscriber: Subscriber, message: DeliveredMessage, exc: BaseException

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import Any
@@ -21,6 +22,7 @@ from aiormq.abc import DeliveredMessage
 
 from rpc.connection import CONNECTION_ERRORS, cancel_consumers, open_channel
 from rpc.errors import BrokerUnavailable
+from rpc.logs import log_context
 from rpc.publish import persistent_copy
 
 from . import storage
@@ -28,6 +30,7 @@ from .context import TaskContext
 from .deliveries import ack, describe, nack_requeue, traceback_summary
 from .errors import PermanentError
 from .messages import StatusEvent, TaskId, encoder, new_event, task_decoder
+from .metrics import STATUS_EVENTS, TASK_SECONDS
 from .pool import make_pool
 from .registry import Task, TaskRegistry
 from .settings import WorkerSettings
@@ -171,6 +174,7 @@ class Worker:
     async def _publish(self, event: StatusEvent) -> None:
         assert self._publish_channel is not None
         await publish_status(self._publish_channel, event)
+        STATUS_EVENTS.labels(event.kind, event.state).inc()
 
     async def _process(self, task: Task, message: DeliveredMessage) -> None:
         properties = message.header.properties
@@ -188,7 +192,19 @@ class Worker:
                 reason=f"undecodable task message: {exc}",
             )
             return
-        task_id = task_message.task_id
+        with log_context(task_id=task_message.task_id, kind=task.kind):
+            await self._run(task, message, task_message.task_id, payload, attempt, headers)
+
+    async def _run(
+        self,
+        task: Task,
+        message: DeliveredMessage,
+        task_id: str,
+        payload: Any,
+        attempt: int,
+        headers: dict[str, Any],
+    ) -> None:
+        """Run a decoded task once, or republish its recorded outcome; settle the message."""
         recorded = storage.load_outcome(self.settings.storage_dir, task_id)
         if recorded is not None:
             logger.info("task %s already finished (%s); republishing", task_id, recorded.state)
@@ -206,6 +222,7 @@ class Worker:
             publish=self._publish,
             executor=self.executor,
         )
+        started = time.perf_counter()
         try:
             result = await task.handler(ctx, payload)
         except PermanentError as exc:
@@ -226,6 +243,7 @@ class Worker:
                 outcome = new_event(
                     task.kind, task_id, "failed", attempt, error=f"unencodable result: {exc}"
                 )
+        TASK_SECONDS.labels(task.kind).observe(time.perf_counter() - started)
         # A small write; sync is cheaper than a thread hop on the no-op path.
         storage.save_outcome(self.settings.storage_dir, outcome)
         await self._publish(outcome)

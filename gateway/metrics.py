@@ -1,0 +1,31 @@
+"""Prometheus metrics of the web process, and ``GET /metrics``.
+
+RPC call counts and latencies come from ``rpc.metrics`` (the gateway's client
+side); the SSE connection gauge reads the stream limiter at scrape time.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+
+TASKS_ACCEPTED = Counter(
+    "taskgate_tasks_accepted", "Tasks and orders accepted (202/201), by kind", ["kind"]
+)
+TASKS_FINISHED = Counter(
+    "taskgate_tasks_finished",
+    "Terminal status events seen by this process, by kind and state",
+    ["kind", "state"],
+)
+EVENTS_RECORDED = Counter(
+    "taskgate_events_recorded", "Status events recorded and handed to the hub, by state", ["state"]
+)
+EVENTS_DELIVERED = Counter("taskgate_events_delivered", "Status events written to SSE streams")
+SSE_CONNECTIONS = Gauge("taskgate_sse_connections", "Open SSE streams")
+UPLOAD_BYTES = Counter("taskgate_upload_bytes", "Bytes of accepted uploads")
+
+
+async def metrics(request: Request) -> Response:
+    """The process's metrics in Prometheus' text format."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
