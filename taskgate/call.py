@@ -11,11 +11,11 @@ from typing import Any
 import rpc
 
 from . import exits
-from .commands import Subcommands
+from .commands import Subcommands, describe
 from .errors import CommandError, usage_error
 from .output import print_json
 
-# Errors that mean "the call did not succeed", each with a message fit for the user.
+# The ways a call can fail, each with a message fit for the user.
 CALL_ERRORS = (
     rpc.RemoteError,
     rpc.RpcTimeout,
@@ -23,23 +23,27 @@ CALL_ERRORS = (
     rpc.BrokerUnavailable,
     rpc.RpcClosed,
 )
+EXAMPLE = """\
+example:
+  taskgate call orders.quote '{"lines": [{"sku": "MUG-01", "quantity": 2}]}'
+"""
 
 
 def add_parser(commands: Subcommands) -> None:
-    parser = commands.add_parser(
+    parser = describe(
+        commands,
         "call",
-        help="call an RPC method over AMQP and print its result",
-        description=(
-            "Call an RPC method (e.g. orders.quote) over the broker at $AMQP_URL and "
-            "print its result as JSON. The error of a failed call (the service's "
-            "typed error, a timeout, no server) goes to stderr."
+        "call an RPC method over AMQP and print its result",
+        "Call an RPC method over the broker at $AMQP_URL and print its result as JSON.\n"
+        "A failed call (the service's typed error, a timeout, no server) is reported\n"
+        "on stderr.",
+        EXAMPLE
+        + "\n"
+        + exits.describe_codes(
+            ok="the result was printed",
+            failure="the call failed: the service's error, a timeout, no server, no broker",
+            usage="bad arguments, or JSON that does not parse",
         ),
-        epilog=(
-            "example:\n"
-            "  taskgate call orders.quote '{\"lines\": [{\"sku\": \"MUG-01\", \"quantity\": 2}]}'\n\n"
-            + exits.EPILOG
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("method", metavar="METHOD", help="the method's name, e.g. orders.quote")
     parser.add_argument(
@@ -60,7 +64,7 @@ def add_parser(commands: Subcommands) -> None:
 
 
 def parse_params(text: str) -> dict[str, Any]:
-    """The call's parameters: ``text`` (or stdin for ``-``) must be a JSON object."""
+    """The call's parameters: ``text`` (stdin for ``-``) must hold a JSON object."""
     if text == "-":
         text = sys.stdin.read()
     try:
@@ -82,7 +86,7 @@ def load_settings() -> rpc.RpcSettings:
 async def call(
     settings: rpc.RpcSettings, method: str, params: dict[str, Any], timeout_s: float
 ) -> Any:
-    """The result of one call, over a connection opened for it."""
+    """The result of one call, over a connection of its own."""
     connection = await rpc.connect(settings.amqp_url, name="taskgate-cli")
     try:
         async with await rpc.RpcClient.create(
@@ -102,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = asyncio.run(call(settings, args.method, params, timeout_s))
     except CALL_ERRORS as exc:
-        # str(RemoteError) is "<type>: <message>", e.g. "UnknownSku: unknown SKU: NOPE".
+        # A RemoteError reads "<type>: <message>", e.g. "UnknownSku: unknown SKU: NOPE".
         raise CommandError(f"{args.method}: {exc}") from None
     print_json(result)
     return exits.OK

@@ -1,0 +1,192 @@
+"""``taskgate queues``: every queue of the broker (the vhost of $AMQP_URL) with its backlog,
+consumers and message rates.
+
+The figures come from the management HTTP API when the node has the plugin, as
+the broker script's node does unless TASKGATE_MANAGEMENT_PORT is empty. Without
+it they come from ``rabbitmqctl list_queues``, run against the private node with
+the environment ``rpc.node`` gives it; rabbitmqctl knows no rates, shown as "-".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from rpc import node
+from rpc.settings import DEFAULT_AMQP_URL
+
+from . import exits
+from .amqp_address import AmqpAddress
+from .commands import Subcommands, describe
+from .errors import CommandError, usage_error
+from .table import format_table
+
+# The management API returns only these fields (dotted names reach into nested objects).
+MANAGEMENT_COLUMNS = (
+    "name",
+    "messages_ready",
+    "messages_unacknowledged",
+    "consumers",
+    "message_stats.publish_details.rate",
+    "message_stats.deliver_get_details.rate",
+)
+RABBITMQCTL_COLUMNS = ("name", "messages_ready", "messages_unacknowledged", "consumers")
+HEADERS = ("name", "ready", "unacked", "consumers", "publish/s", "deliver/s")
+NUMERIC = (False, True, True, True, True, True)
+MISSING = "-"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """One queue; None where the source has no figure."""
+
+    name: str
+    ready: int | None
+    unacked: int | None
+    consumers: int | None
+    publish_rate: float | None = None
+    deliver_rate: float | None = None
+
+    def cells(self) -> tuple[str, ...]:
+        counts = (self.ready, self.unacked, self.consumers)
+        rates = (self.publish_rate, self.deliver_rate)
+        return (
+            self.name,
+            *(MISSING if n is None else str(n) for n in counts),
+            *(MISSING if r is None else f"{r:.1f}" for r in rates),
+        )
+
+
+def add_parser(commands: Subcommands) -> None:
+    parser = describe(
+        commands,
+        "queues",
+        "list the broker's queues with backlog, consumers and rates",
+        "Every queue of the broker's vhost (the one in $AMQP_URL). The figures come from\n"
+        "the management HTTP API when the node has the plugin (TASKGATE_MANAGEMENT_PORT,\n"
+        "default 15672, or --management-url); with TASKGATE_MANAGEMENT_PORT empty they\n"
+        "come from rabbitmqctl on the private node (see: taskgate broker --help).",
+        "columns: ready and unacked messages, consumers, and publish and deliver\n"
+        "(incl. basic.get) rates per second; '-' where the source has no figure.\n\n"
+        + exits.describe_codes(
+            ok="the table was printed",
+            failure="neither the management API nor rabbitmqctl answered",
+            usage="bad arguments, or an AMQP_URL or TASKGATE_*_PORT that does not parse",
+        ),
+    )
+    parser.add_argument(
+        "--management-url",
+        metavar="URL",
+        help="the management API, e.g. http://127.0.0.1:15672 (default: the host of "
+        "$AMQP_URL on $TASKGATE_MANAGEMENT_PORT; credentials from $AMQP_URL)",
+    )
+    parser.set_defaults(run=run)
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) else None
+
+
+def _rate(stats: Mapping[str, Any], details: str) -> float:
+    # A queue nothing has gone through yet has no message_stats at all: its rates are 0.
+    rate = stats.get(details, {}).get("rate", 0.0)
+    return float(rate) if isinstance(rate, int | float) else 0.0
+
+
+def from_management(base_url: str, address: AmqpAddress) -> list[QueueStats]:
+    """The vhost's queues from ``GET /api/queues/<vhost>``."""
+    url = f"{base_url.rstrip('/')}/api/queues/{quote(address.vhost, safe='')}"
+    try:
+        response = httpx.get(
+            url,
+            params={"columns": ",".join(MANAGEMENT_COLUMNS)},
+            auth=(address.user, address.password),
+            timeout=10,
+        )
+    except httpx.TransportError as exc:
+        raise CommandError(
+            f"cannot reach the management API at {base_url} ({exc}); if the node has no "
+            "management plugin, set TASKGATE_MANAGEMENT_PORT= (empty) to ask rabbitmqctl"
+        ) from None
+    if response.status_code != 200:
+        raise CommandError(f"the management API answered HTTP {response.status_code} for {url}")
+    return [
+        QueueStats(
+            name=queue["name"],
+            ready=_count(queue.get("messages_ready")),
+            unacked=_count(queue.get("messages_unacknowledged")),
+            consumers=_count(queue.get("consumers")),
+            publish_rate=_rate(queue.get("message_stats", {}), "publish_details"),
+            deliver_rate=_rate(queue.get("message_stats", {}), "deliver_get_details"),
+        )
+        for queue in response.json()
+    ]
+
+
+def from_rabbitmqctl(broker: node.BrokerNode, vhost: str) -> list[QueueStats]:
+    """The vhost's queues from ``rabbitmqctl list_queues`` (no rates)."""
+    try:
+        output = broker.rabbitmqctl(
+            "list_queues", "--quiet", "--formatter", "json", "--vhost", vhost,
+            *RABBITMQCTL_COLUMNS,
+        )  # fmt: skip
+    except (RuntimeError, subprocess.TimeoutExpired, OSError) as exc:
+        raise CommandError(f"rabbitmqctl could not list the queues: {exc}") from None
+    return [
+        QueueStats(
+            name=queue["name"],
+            ready=_count(queue.get("messages_ready")),
+            unacked=_count(queue.get("messages_unacknowledged")),
+            consumers=_count(queue.get("consumers")),
+        )
+        for queue in json.loads(output or "[]")
+    ]
+
+
+def private_node_config() -> node.NodeConfig:
+    """The node the broker script manages, read from TASKGATE_* as ``rpc.node`` reads it."""
+    try:
+        return node.config_from_env()
+    except ValueError as exc:  # a port that is not a number
+        raise usage_error(f"TASKGATE_*_PORT: {exc}") from None
+
+
+def private_node(config: node.NodeConfig, address: AmqpAddress) -> node.BrokerNode:
+    """The private node, if it is the broker $AMQP_URL names."""
+    if config.amqp_port != address.port:
+        raise CommandError(
+            f"$AMQP_URL names port {address.port}, but the private node listens on "
+            f"{config.amqp_port} (TASKGATE_AMQP_PORT); rabbitmqctl would describe another "
+            "broker. Pass --management-url for this one."
+        )
+    return node.BrokerNode(config)
+
+
+def collect(args: argparse.Namespace, address: AmqpAddress) -> list[QueueStats]:
+    if args.management_url:
+        return from_management(args.management_url, address)
+    config = private_node_config()
+    if config.management_port is not None:
+        return from_management(f"http://{address.url_host}:{config.management_port}", address)
+    return from_rabbitmqctl(private_node(config, address), address.vhost)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        address = AmqpAddress.parse(os.environ.get("AMQP_URL", DEFAULT_AMQP_URL))
+    except ValueError as exc:
+        raise usage_error(f"AMQP_URL: {exc}") from None
+    queues = sorted(collect(args, address), key=lambda queue: queue.name)
+    if not queues:
+        print(f"no queues in vhost {address.vhost!r}")
+        return exits.OK
+    print(format_table(HEADERS, [queue.cells() for queue in queues], numeric=NUMERIC))
+    return exits.OK
