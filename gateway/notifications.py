@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal, cast
@@ -117,7 +118,7 @@ async def notification_stream(request: Request) -> Response:
     return limiter.limited(
         user.user_id,
         EventSourceResponse(
-            _frames(hub, settings.sse_retry_ms),
+            _frames(hub, settings.sse_retry_ms, user.expires_at),
             headers={"Cache-Control": "no-cache"},
             ping=settings.sse_ping_s,
             sep="\n",
@@ -138,11 +139,16 @@ class _EndAll:
         self._hub.end_all("shutdown")
 
 
-async def _frames(hub: Hub, retry_ms: int) -> AsyncIterator[bytes]:
+async def _frames(hub: Hub, retry_ms: int, expires_at: float) -> AsyncIterator[bytes]:
+    """Notifications as they come, until the hub ends the stream or the token expires."""
     with hub.subscribe(BROADCAST) as subscription:
         yield b"retry: %d\n\n" % retry_ms
         while True:
-            await subscription.wait(timeout_s=3600)
+            left_s = expires_at - time.time()
+            if left_s <= 0:
+                yield b": session expired\n\n"
+                return
+            await subscription.wait(timeout_s=min(3600.0, left_s))
             if subscription.ended is not None:
                 yield b": %s, reconnect\nretry: %d\n\n" % (subscription.ended.encode(), retry_ms)
                 return

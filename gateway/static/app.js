@@ -13,8 +13,11 @@ const QUOTE_DEBOUNCE_MS = 300;
 // How long to wait before reopening a stream the browser gave up on (it retries dropped
 // connections by itself; this is only for answers it will not retry, such as a 5xx).
 const REOPEN_DELAY_MS = 2000;
-const MAX_REOPENS = 5;
+const MAX_REOPENS = 5; // consecutive failures to read the task's status before giving up
+const MAX_REOPEN_DELAY_MS = 30000;
 const MAX_NOTIFICATIONS = 50;
+const CATALOGUE_ATTEMPTS = 10;
+const CATALOGUE_RETRY_MS = 1000; // times the attempt number
 
 const $ = (id) => document.getElementById(id);
 
@@ -167,7 +170,9 @@ class TaskFollower {
         this.suspended = true; // resumed after the user signs in again
         return;
       }
-      if (this.reopens >= MAX_REOPENS) {
+      // A 404 (or any other 4xx) will not get better by asking again.
+      const transient = [0, 429, 500, 502, 503, 504].includes(error.status);
+      if (!transient || this.reopens >= MAX_REOPENS) {
         this.onError(error);
         this.finish();
         return;
@@ -175,7 +180,9 @@ class TaskFollower {
     }
     this.reopens += 1;
     this.onConnection("reconnecting");
-    setTimeout(() => this.reopenIfWanted(), REOPEN_DELAY_MS);
+    // Back off while the stream keeps being refused (e.g. 429: too many open streams).
+    const delay = Math.min(REOPEN_DELAY_MS * this.reopens, MAX_REOPEN_DELAY_MS);
+    setTimeout(() => this.reopenIfWanted(), delay);
   }
 
   reopenIfWanted() {
@@ -206,7 +213,8 @@ class TaskFollower {
 // ---------------------------------------------------------------------------------------------
 // Session
 
-const session = { checked: false, authRequired: true, appStarted: false };
+// Who the page is signed in as; another user must not see the last one's tasks.
+const session = { user: null };
 
 async function checkSession() {
   try {
@@ -214,11 +222,6 @@ async function checkSession() {
   } catch (error) {
     if (error.status === 401) {
       showSignIn("");
-    } else if (error.status === 404) {
-      // This gateway has no sign-in: everything is open.
-      session.authRequired = false;
-      setSessionState("open");
-      showApp();
     } else {
       $("session-checking").textContent = `Could not check your session: ${error.message}`;
       setTimeout(checkSession, REOPEN_DELAY_MS * 2);
@@ -233,7 +236,8 @@ function setSessionState(state) {
 }
 
 function signedIn(info) {
-  session.authRequired = true;
+  if (session.user !== null && session.user !== info.user_id) forgetUserState();
+  session.user = info.user_id;
   $("session-user").textContent = `Signed in as ${info.user_id}`;
   if (info.expires_at) {
     const until = new Date(info.expires_at * 1000).toLocaleString();
@@ -284,6 +288,8 @@ async function signOut() {
   try {
     await api("DELETE", "/session");
     showSignIn("You are signed out.");
+    forgetUserState();
+    session.user = null;
   } catch (error) {
     $("session-user").textContent = `Sign-out failed: ${error.message}`;
   } finally {
@@ -293,13 +299,24 @@ async function signOut() {
 
 function showApp() {
   $("app").hidden = false;
-  if (!session.appStarted) {
-    session.appStarted = true;
-    loadCatalogue();
-  } else if (!catalogue.loaded) {
-    loadCatalogue();
-  }
+  if (!catalogue.loaded) loadCatalogue();
   resumeStreams();
+}
+
+/** Signing out (or in as someone else) drops what the page showed of the last user's work. */
+function forgetUserState() {
+  for (const follower of [...followers]) follower.finish();
+  uploadFollower = null;
+  orderFollower = null;
+  pendingOrder = null;
+  resetUploadView();
+  setUploadState("idle", "");
+  $("upload-form").reset();
+  $("order-status").hidden = true;
+  $("order-error").textContent = "";
+  $("order-email").value = "";
+  $("notification-list").replaceChildren();
+  seenNotifications.clear();
 }
 
 function suspendStreams() {
@@ -449,7 +466,7 @@ function thumbnailFigure(size, formats) {
 // ---------------------------------------------------------------------------------------------
 // Shop
 
-const catalogue = { loaded: false, currency: "EUR", products: new Map() };
+const catalogue = { loaded: false, loading: false, currency: "EUR", products: new Map() };
 
 function money(cents) {
   return new Intl.NumberFormat(undefined, { style: "currency", currency: catalogue.currency })
@@ -492,8 +509,9 @@ function buildCatalogueRows() {
 }
 
 /** Names and prices from a quote of one of everything; stock from inventory.check. */
-async function loadCatalogue() {
-  $("catalogue-error").textContent = "";
+async function loadCatalogue(attempt = 1) {
+  if (catalogue.loading) return;
+  catalogue.loading = true;
   try {
     const [quote, stock] = await Promise.all([
       api("POST", "/rpc/orders.quote", {
@@ -510,10 +528,18 @@ async function loadCatalogue() {
       });
     }
     catalogue.loaded = true;
+    $("catalogue-error").textContent = "";
     drawCatalogue();
     scheduleQuote();
   } catch (error) {
-    $("catalogue-error").textContent = `Could not load the catalogue: ${error.message}`;
+    // No RPC server yet, a timeout, the network: worth another go in a moment.
+    const transient = [0, 503, 504].includes(error.status);
+    const retry = transient && attempt < CATALOGUE_ATTEMPTS;
+    $("catalogue-error").textContent =
+      `Could not load the catalogue: ${error.message}${retry ? " Trying again…" : ""}`;
+    if (retry) setTimeout(() => loadCatalogue(attempt + 1), CATALOGUE_RETRY_MS * attempt);
+  } finally {
+    catalogue.loading = false;
   }
 }
 
