@@ -40,6 +40,7 @@ import math
 import os
 import random
 import resource
+import secrets
 import shlex
 import signal
 import socket
@@ -73,18 +74,25 @@ STREAMS_PER_SOURCE_ADDRESS = 10_000
 # Linux: let connect() pick the port per destination, not bind() per address.
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 PR_SET_PDEATHSIG = 1
+# Open files a process may hold, if the system lets us raise the limit that far (fs.nr_open).
+WANTED_NOFILE = 1_048_576
 # Control messages to client processes are JSON lines; latency lists make long ones.
 CONTROL_LINE_LIMIT = 1 << 28
 CONTROL_TIMEOUT_S = 60.0
 SERVER_READY_TIMEOUT_S = 60.0
+# The baseline closes a channel per stream on shutdown: allow for it.
 SERVER_STOP_TIMEOUT_S = 20.0
+SERVER_STOP_S_PER_1000_STREAMS = 2.0
 CONFIRM_TIMEOUT_S = 30.0
 # Publishing: a tick every 5 ms keeps bursts small (5 events at 1,000/s).
 TICK_S = 0.005
 MAX_UNCONFIRMED = 10_000
-CREATE_BATCH = 500
 # Time for allocations and the first store reads to settle before RSS is read.
 SETTLE_S = 1.0
+# Streams end when their token expires; this outlasts any run.
+TOKEN_TTL_S = 6 * 3600.0
+# gateway.settings.GatewaySettings.sse_max_per_user
+DEFAULT_SSE_MAX_PER_USER = 16
 
 
 # --- /proc ------------------------------------------------------------------------------
@@ -142,7 +150,7 @@ def raise_nofile_limit() -> int:
     """Raise the open-files limit as far as allowed (children inherit it); the new soft limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     # Raising the hard limit needs CAP_SYS_RESOURCE; without it the hard limit is the ceiling.
-    for wanted in (1_048_576, hard):
+    for wanted in (WANTED_NOFILE, hard):
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
             return wanted
@@ -178,6 +186,9 @@ class CpuMeter:
         busy, total = machine_ticks()
         busy_share = (busy - self._machine[0]) / max(total - self._machine[1], 1)
         shares["machine"] = 100 * busy_share
+        # Whatever else ran on the machine meanwhile: it competed for the same cores.
+        ours = sum(shares[name] for name in (*self._pids, "publisher"))
+        shares["others"] = max(0.0, shares["machine"] * (os.cpu_count() or 1) - ours)
         return shares
 
 
@@ -289,6 +300,14 @@ class SseStream(asyncio.Protocol):
         return self.open and ready.done() and not ready.cancelled() and ready.exception() is None
 
 
+def sse_request(host: str, port: int, task_id: str, token: str) -> bytes:
+    """What an API client sends; the baseline ignores the token (the tutorial has no auth)."""
+    return (
+        f"GET /tasks/{task_id}/events HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"Accept: text/event-stream\r\nAuthorization: Bearer {token}\r\n\r\n"
+    ).encode()
+
+
 def failure_reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.errno in errno.errorcode:
         return f"{type(exc).__name__} {errno.errorcode[exc.errno]}"
@@ -336,12 +355,14 @@ class ClientWorker:
         port: int,
         first_index: int,
         tasks: list[str],
+        tokens: list[str],
         sources: list[str],
         concurrency: int,
         deadline_s: float,
         stall_s: float,
     ) -> dict[str, Any]:
-        """Open one stream per entry of ``tasks``; wait until each got its first frame or failed.
+        """Open a stream per entry of ``tasks`` (with that entry of ``tokens``); wait until each
+        got its first frame or failed.
 
         Gives up on the rest at ``deadline_s`` or after ``stall_s`` without a new stream
         ready (a server at its open-files limit stops accepting rather than refusing).
@@ -351,18 +372,19 @@ class ClientWorker:
         failures: Counter[str] = Counter()
         progress = [time.monotonic()]
 
-        async def open_one(index: int, task_id: str) -> None:
+        async def open_one(index: int, task_id: str, token: str) -> None:
             async with gate:
                 source = sources[index % len(sources)]
-                reason = await self._open_stream(index, host, port, source, task_id)
+                request = sse_request(host, port, task_id, token)
+                reason = await self._open_stream(index, host, port, source, request)
             if reason is None:
                 progress[0] = time.monotonic()
             else:
                 failures[reason] += 1
 
         jobs = {
-            asyncio.ensure_future(open_one(first_index + k, task_id))
-            for k, task_id in enumerate(tasks)
+            asyncio.ensure_future(open_one(first_index + k, task_id, token))
+            for k, (task_id, token) in enumerate(zip(tasks, tokens, strict=True))
         }
         gave_up = await _wait_with_stall(jobs, began + deadline_s, progress, stall_s)
         if gave_up:
@@ -371,14 +393,10 @@ class ClientWorker:
         return {"ready": ready, "failures": dict(failures), "seconds": time.monotonic() - began}
 
     async def _open_stream(
-        self, index: int, host: str, port: int, source: str, task_id: str
+        self, index: int, host: str, port: int, source: str, request: bytes
     ) -> str | None:
         """Connect and wait for the first frame; None on success, else why it failed."""
         loop = asyncio.get_running_loop()
-        request = (
-            f"GET /tasks/{task_id}/events HTTP/1.1\r\nHost: {host}:{port}\r\n"
-            "Accept: text/event-stream\r\n\r\n"
-        ).encode()
         stream = SseStream(request, self.receipts, loop.create_future())
         try:
             sock = bound_socket(source)
@@ -542,9 +560,15 @@ class ClientFleet:
         return [client.proc.pid for client in self.procs]
 
     async def open(
-        self, port: int, stream_tasks: list[str], sources: list[str], args: argparse.Namespace
+        self,
+        port: int,
+        streams: tuple[list[str], list[str]],
+        sources: list[str],
+        args: argparse.Namespace,
     ) -> OpenOutcome:
-        ranges = split_evenly(len(stream_tasks), len(self.procs))
+        """Open ``streams`` (task ids, tokens), shared out between the client processes."""
+        tasks, tokens = streams
+        ranges = split_evenly(len(tasks), len(self.procs))
         replies = await asyncio.gather(
             *(
                 client.call(
@@ -553,7 +577,8 @@ class ClientFleet:
                     host="127.0.0.1",
                     port=port,
                     first_index=lo,
-                    tasks=stream_tasks[lo:hi],
+                    tasks=tasks[lo:hi],
+                    tokens=tokens[lo:hi],
                     sources=sources,
                     concurrency=args.connect_concurrency,
                     deadline_s=args.connect_timeout,
@@ -566,7 +591,7 @@ class ClientFleet:
         for reply in replies:
             failures.update(reply["failures"])
         return OpenOutcome(
-            requested=len(stream_tasks),
+            requested=len(tasks),
             ready=sum(reply["ready"] for reply in replies),
             seconds=max(reply["seconds"] for reply in replies),
             failures=failures,
@@ -602,23 +627,34 @@ class ServerSpec:
     name: str
     argv: list[str]
     env: dict[str, str]
-    needs_tasks: bool
     note: str
+    # The task store to fill before the server starts (the gateway's), or None.
+    database: Path | None = None
 
 
-def gateway_spec(url: str, port: int, workdir: Path) -> ServerSpec:
+def gateway_spec(url: str, port: int, workdir: Path, secret: str, per_user: int) -> ServerSpec:
+    env = {
+        "AMQP_URL": url,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "DATABASE_PATH": str(workdir / "taskgate.db"),
+        "STORAGE_DIR": str(workdir / "storage"),
+        "SECRET_KEY": secret,
+    }
+    note = (
+        "python -m gateway: one live queue + status.journal, SQLite store, in-process hub; "
+        "each stream a user of its own with a Bearer token, its task owned by that user"
+    )
+    if per_user > DEFAULT_SSE_MAX_PER_USER:
+        # Several streams per task (--tasks < --streams) all come from the task's owner.
+        env["SSE_MAX_PER_USER"] = str(per_user)
+        note += f"; SSE_MAX_PER_USER={per_user}"
     return ServerSpec(
         name="taskgate",
         argv=[sys.executable, "-m", "gateway"],
-        env={
-            "AMQP_URL": url,
-            "HOST": "127.0.0.1",
-            "PORT": str(port),
-            "DATABASE_PATH": str(workdir / "taskgate.db"),
-            "STORAGE_DIR": str(workdir / "storage"),
-        },
-        needs_tasks=True,
-        note="python -m gateway: one live queue + status.journal, SQLite store, in-process hub",
+        env=env,
+        note=note,
+        database=Path(env["DATABASE_PATH"]),
     )
 
 
@@ -632,11 +668,10 @@ def baseline_spec(url: str, port: int, per_connection: int) -> ServerSpec:
             "PORT": str(port),
             "BASELINE_STREAMS_PER_CONNECTION": str(per_connection),
         },
-        needs_tasks=False,
         note=(
             "bench/sse_baseline_app.py: per stream one channel + exclusive auto-delete queue "
             f"bound '*.<task_id>.*'; <= {per_connection:,} channels per AMQP connection "
-            "(RabbitMQ's channel_max is 2,047)"
+            "(RabbitMQ's channel_max is 2,047); no auth, no store"
         ),
     )
 
@@ -681,14 +716,15 @@ class ServerProcess:
                 )
             await asyncio.sleep(0.2)
 
-    async def stop(self) -> int | None:
-        """SIGTERM, then SIGKILL after SERVER_STOP_TIMEOUT_S; the exit code."""
+    async def stop(self, streams: int) -> int | None:
+        """SIGTERM, then SIGKILL if it is still running after a while; the exit code."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
+            timeout_s = SERVER_STOP_TIMEOUT_S + SERVER_STOP_S_PER_1000_STREAMS * streams / 1000
             try:
-                await asyncio.to_thread(self.proc.wait, SERVER_STOP_TIMEOUT_S)
+                await asyncio.to_thread(self.proc.wait, timeout_s)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 await asyncio.to_thread(self.proc.wait, 10)
@@ -707,15 +743,17 @@ def python_path() -> str:
     return os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
 
 
-async def http_status(port: int, path: str, timeout_s: float = 5.0) -> int | None:
+async def http_status(
+    port: int, path: str, headers: dict[str, str] | None = None, timeout_s: float = 5.0
+) -> int | None:
     """Status code of ``GET path`` on 127.0.0.1:port, or None if there was no answer."""
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     try:
         async with asyncio.timeout(timeout_s):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             try:
-                writer.write(
-                    f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
-                )
+                request = f"GET {path} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n"
+                writer.write(request.encode())
                 line = await reader.readline()
             finally:
                 writer.close()
@@ -759,15 +797,6 @@ class Publisher:
 
         event = new_event(KIND, task_id, state, 1, **fields)  # type: ignore[arg-type]
         return asyncio.ensure_future(publish_status(self._channel, event))
-
-    async def create_tasks(self, task_ids: list[str]) -> None:
-        """A ``queued`` event per task, confirmed CREATE_BATCH at a time."""
-        for lo in range(0, len(task_ids), CREATE_BATCH):
-            batch = [
-                self.publish(task_id, "queued") for task_id in task_ids[lo : lo + CREATE_BATCH]
-            ]
-            async with asyncio.timeout(CONFIRM_TIMEOUT_S):
-                await asyncio.gather(*batch)
 
 
 @dataclass
@@ -852,6 +881,13 @@ class SideResult:
     error: str | None = None
 
     @property
+    def at_fd_limit(self) -> bool:
+        """Every file the server may open is open: it could not take one more socket."""
+        if self.server_fds is None or self.server_fd_limit is None:
+            return False
+        return self.server_fds >= self.server_fd_limit - 1
+
+    @property
     def kb_per_stream(self) -> float | None:
         return _per_stream(self.rss_before_kb, self.rss_after_kb, self.held_after_open)
 
@@ -864,6 +900,9 @@ class SideResult:
         if self.published is None or not self.last_delivery_at:
             return None
         return self.delivered / max(self.last_delivery_at - self.published.started_at, 1e-9)
+
+    def late(self, threshold_s: float) -> int:
+        return sum(1 for latency in self.latencies_s if latency > threshold_s)
 
     def latency_ms(self, q: float) -> float | None:
         if not self.latencies_s:
@@ -888,10 +927,19 @@ class Bench:
     publisher: Publisher
     workdir: Path
     task_ids: list[str]
+    # The gateway's SECRET_KEY, and a Bearer token for the owner of each task (a user per task).
+    secret: str
+    tokens: list[str]
     sources_per_side: int
 
-    def stream_tasks(self) -> list[str]:
-        return [self.task_ids[i % len(self.task_ids)] for i in range(self.args.streams)]
+    def streams(self) -> tuple[list[str], list[str]]:
+        """(task ids, tokens) of the streams: stream i watches task i % tasks."""
+        picks = [i % len(self.task_ids) for i in range(self.args.streams)]
+        return [self.task_ids[k] for k in picks], [self.tokens[k] for k in picks]
+
+    @property
+    def streams_per_task(self) -> int:
+        return math.ceil(self.args.streams / len(self.task_ids))
 
     def sources(self, side_index: int) -> list[str]:
         # A fresh set of source addresses per side: the previous side's TIME_WAIT ports stay out
@@ -905,11 +953,13 @@ async def measure_side(bench: Bench, spec: ServerSpec, side_index: int) -> SideR
     port = int(spec.env["PORT"])
     server = ServerProcess(spec, port, bench.workdir / f"{spec.name}.log")
     try:
+        if spec.database is not None:
+            await seed_store(bench, spec.database)
         server.launch()
         await server.wait_ready()
         result.rss_ready_kb = rss_kb(server.pid)
-        if spec.needs_tasks:
-            await create_tasks(bench, server)
+        if spec.database is not None:
+            await check_task_visible(bench, server)
         await asyncio.sleep(SETTLE_S)
         result.rss_before_kb = rss_kb(server.pid)
         result.broker_before_kb = rss_kb(bench.broker_pid)
@@ -924,18 +974,41 @@ async def measure_side(bench: Bench, spec: ServerSpec, side_index: int) -> SideR
     except Exception as exc:
         result.error = f"{type(exc).__name__}: {exc}"
     finally:
-        result.exit_code = await server.stop()
+        result.exit_code = await server.stop(bench.args.streams)
     return result
 
 
-async def create_tasks(bench: Bench, server: ServerProcess) -> None:
-    """The gateway answers a task's stream only once the task is in its store."""
-    await bench.publisher.create_tasks(bench.task_ids)
-    deadline = time.monotonic() + bench.args.setup_timeout
-    while await http_status(server.port, f"/tasks/{bench.task_ids[-1]}") != 200:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"tasks not in the store after {bench.args.setup_timeout:g} s")
-        await asyncio.sleep(0.2)
+async def seed_store(bench: Bench, database: Path) -> None:
+    """Each task ``queued`` and owned by its user, recorded with the gateway's own store.
+
+    The gateway streams only tasks the caller owns, and only the gateway sets an owner
+    (an upload records its task with the uploader as owner); so the tasks are recorded
+    the same way before the gateway starts. Its status feed records the events after.
+    """
+    from gateway.sqlite_store import SqliteTaskStore
+    from workers.messages import encoder, new_event
+
+    store = await SqliteTaskStore.open(database)
+    try:
+        async with asyncio.timeout(bench.args.setup_timeout):
+            for k, task_id in enumerate(bench.task_ids):
+                event = new_event(KIND, task_id, "queued", 1)
+                await store.record([(event, encoder.encode(event))], owner=owner_of(k))
+    finally:
+        await store.close()
+
+
+async def check_task_visible(bench: Bench, server: ServerProcess) -> None:
+    """One task answers 200 to its owner's token: the clients' requests are right."""
+    status = await http_status(
+        server.port, f"/tasks/{bench.task_ids[-1]}", {"Authorization": f"Bearer {bench.tokens[-1]}"}
+    )
+    if status != 200:
+        raise RuntimeError(f"GET /tasks/<id> with the owner's token answered {status}")
+
+
+def owner_of(task_index: int) -> str:
+    return f"bench-user-{task_index:06d}"
 
 
 def warn_if_fds_short(pid: int, streams: int) -> None:
@@ -956,11 +1029,15 @@ async def hold_streams(
 ) -> None:
     """Open the streams, let them idle, then read memory and count what is still held."""
     print(f"  {server.spec.name}: opening {bench.args.streams:,} streams ...", flush=True)
-    opened = await fleet.open(
-        server.port, bench.stream_tasks(), bench.sources(side_index), bench.args
-    )
+    opened = await fleet.open(server.port, bench.streams(), bench.sources(side_index), bench.args)
     result.open_seconds = opened.seconds
     result.failures = opened.failures
+    print(
+        f"  {server.spec.name}: {opened.ready:,} ready in {opened.seconds:.1f} s"
+        + (f" (failed: {dict(opened.failures)})" if opened.failures else "")
+        + f"; idle for {bench.args.idle_seconds:g} s",
+        flush=True,
+    )
     meter = CpuMeter({"server": [server.pid]})
     meter.start()
     await asyncio.sleep(bench.args.idle_seconds)
@@ -971,11 +1048,7 @@ async def hold_streams(
     result.server_fds = open_fds(server.pid)
     result.server_fd_limit = nofile_limit(server.pid)
     result.held_after_open = len(await fleet.held_indices())
-    print(
-        f"  {server.spec.name}: {result.held_after_open:,} held after {opened.seconds:.1f} s"
-        + (f"; failures: {dict(opened.failures)}" if opened.failures else ""),
-        flush=True,
-    )
+    print(f"  {server.spec.name}: {result.held_after_open:,} still held", flush=True)
 
 
 async def publish_and_collect(
@@ -1029,8 +1102,13 @@ def report(results: list[SideResult], bench: Bench, cli: str, server_limit: int)
     columns = [by_name[name] for name in ("taskgate", "baseline") if name in by_name]
     print()
     print(f"command: {cli}")
+    ceiling = (
+        ""
+        if server_limit >= WANTED_NOFILE
+        else " (the hard limit; raising it needs CAP_SYS_RESOURCE)"
+    )
     print(
-        f"machine: {os.cpu_count()} cores; open-files limit {server_limit:,} per process; "
+        f"machine: {os.cpu_count()} cores; open-files limit {server_limit:,} per process{ceiling}; "
         f"broker: {'private RabbitMQ node' if bench.broker_pid else bench.url}"
     )
     print(
@@ -1052,6 +1130,8 @@ def report(results: list[SideResult], bench: Bench, cli: str, server_limit: int)
             details.append(f"failed streams: {dict(r.failures)}")
         if r.server_fds is not None:
             details.append(f"server fds {r.server_fds:,} of {fmt(r.server_fd_limit)}")
+        if r.at_fd_limit:
+            details.append("the server reached its open-files limit (one socket per stream)")
         if r.undecodable:
             details.append(f"{r.undecodable} undecodable data lines")
         details.append(f"server exit code {r.exit_code}")
@@ -1085,7 +1165,8 @@ def rows(
             held_applies,
             lambda r: r.held_after_open,
             lambda held: held >= TARGET_STREAMS,
-        ),
+        )
+        + (" (server at its open-files limit)" if gateway and gateway.at_fd_limit else ""),
     )
     yield "time to open them (s)", each(lambda r: r.open_seconds, ".1f"), ""
     yield "server RSS ready (MB)", each(lambda r: _mb(r.rss_ready_kb), ".1f"), ""
@@ -1130,6 +1211,11 @@ def rows(
         ),
     )
     yield "latency max (ms)", each(lambda r: r.latency_ms(1.0), ".1f"), ""
+    yield (
+        f"deliveries later than {TARGET_P99_MS:g} ms",
+        each(lambda r: r.published and r.late(TARGET_P99_MS / 1000)),
+        "",
+    )
     yield "streams held at the end", each(lambda r: r.held_at_end), ""
     yield "CPU while publishing, % of a core", ["" for _ in columns], ""
     for name, label in CPU_ROWS:
@@ -1141,6 +1227,7 @@ CPU_ROWS = (
     ("clients", "  client processes"),
     ("publisher", "  publisher (bench process)"),
     ("broker", "  broker (beam.smp)"),
+    ("others", "  other processes on the machine"),
     ("machine", "  machine, % of all cores"),
 )
 
@@ -1225,22 +1312,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 async def run_bench(
     args: argparse.Namespace, url: str, broker_pid: int | None, tmp: Path
 ) -> tuple[list[SideResult], Bench]:
+    from gateway.tokens import mint
+
     publisher = Publisher(url)
     await publisher.open()
+    secret = secrets.token_hex(32)
     bench = Bench(
         args=args,
         url=url,
         broker_pid=broker_pid,
         publisher=publisher,
         workdir=tmp,
-        task_ids=[f"sse{k:06d}{os.urandom(4).hex()}" for k in range(args.tasks)],
+        task_ids=[f"sse{k:06d}{secrets.token_hex(4)}" for k in range(args.tasks)],
+        secret=secret,
+        tokens=[mint(secret, owner_of(k), ttl_s=TOKEN_TTL_S) for k in range(args.tasks)],
         sources_per_side=args.source_addresses,
     )
     results = []
     try:
         for index, side in enumerate(args.sides):
             if side == "taskgate":
-                spec = gateway_spec(url, free_port(), tmp / "gateway")
+                spec = gateway_spec(
+                    url, free_port(), tmp / "gateway", bench.secret, bench.streams_per_task
+                )
             else:
                 spec = baseline_spec(url, free_port(), args.baseline_streams_per_connection)
             print(f"{side}: starting", flush=True)
@@ -1267,6 +1361,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     limit = raise_nofile_limit()
     cli = shlex.join([Path(sys.executable).name, *sys.argv])
+    try:
+        results, bench = run_with_broker(args)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        # Every finally block has run by now: servers, clients and broker stopped, temp dir gone.
+        print("interrupted; everything the bench started is stopped", file=sys.stderr)
+        return 130
+    report(results, bench, cli, limit)
+    return 0 if all(r.error is None for r in results) else 1
+
+
+def run_with_broker(args: argparse.Namespace) -> tuple[list[SideResult], Bench]:
+    """The run, on AMQP_URL's broker or on a private node started (and stopped) for it."""
     with tempfile.TemporaryDirectory(prefix="bench-sse-") as tmp_dir:
         tmp = Path(tmp_dir)
         node = None
@@ -1278,12 +1384,10 @@ def main(argv: list[str] | None = None) -> int:
                 node = BrokerNode(NodeConfig.on_free_ports(tmp / "broker"))
                 node.start()
                 url = node.amqp_url
-            results, bench = uvloop.run(main_async(args, url, node.pid if node else None, tmp))
+            return uvloop.run(main_async(args, url, node.pid if node else None, tmp))
         finally:
             if node is not None:
                 node.stop()
-    report(results, bench, cli, limit)
-    return 0 if all(r.error is None for r in results) else 1
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """Benchmark: 202s/s for a ~100 KB JPEG through POST /uploads, the gateway vs a seed-style app.
 
 Both servers run as one uvicorn process each, on the same broker, in the same
-run, and get the same load from this process: N concurrent httpx loops posting
-the same multipart body for a fixed time after a short warm-up. Only 202s count
-as successes; any other status or transport error is reported.
+run, and get the same load from this process: N concurrent loops, each with its
+own httpx client and connection, posting the same multipart body (and the same
+Bearer token, which only the gateway checks) for a fixed time after a short
+warm-up. Only 202s count as successes; any other status or transport error is
+reported, with the tail of that server's log.
 
 - taskgate: ``python -m gateway`` with its own SQLite store, storage dir and a
   unique upload kind, so its tasks pile up (no worker runs) in their own queue.
@@ -465,6 +467,7 @@ def report_server_trouble(server: ServerProcess, result: Result, exit_code: int 
 def print_header(args: argparse.Namespace, image: bytes, quality: int, body: bytes) -> None:
     command = shlex.join(["python", *[os.path.relpath(sys.argv[0], REPO)], *sys.argv[1:]])
     print(f"$ {command}")
+    print(f"taskgate at {source_version()}")
     print(
         f"{os.cpu_count()} cores ({platform.machine()}), Python {platform.python_version()}, "
         f"{platform.system()} {platform.release()}"
@@ -479,6 +482,23 @@ def print_header(args: argparse.Namespace, image: bytes, quality: int, body: byt
     )
     storage_root = args.storage_root or tempfile.gettempdir()
     print(f"uploads stored under {storage_root} ({filesystem_of(storage_root)})\n")
+
+
+def source_version() -> str:
+    """The commit under test, marked when the working tree has changes (the gateway moves fast)."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
+        changes = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "an unknown commit"
+    return f"{commit or 'an unknown commit'}{' + uncommitted changes' if changes else ''}"
 
 
 def filesystem_of(path: str) -> str:
@@ -513,14 +533,20 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seconds", type=float, default=10.0, help="measured time per side")
-    parser.add_argument("--warmup", type=float, default=1.0, help="warm-up time per side")
-    parser.add_argument("--concurrency", type=int, default=16, help="concurrent client loops")
+    parser.add_argument(
+        "--seconds", type=float, default=10.0, help="measured time per side (default 10)"
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=1.0, help="warm-up time per side (default 1)"
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=16, help="concurrent client loops (default 16)"
+    )
     parser.add_argument(
         "--max-requests",
         type=int,
         default=20_000,
-        help="cap on measured requests per side (each leaves ~100 KB in storage)",
+        help="cap on measured requests per side, each leaving ~100 KB in storage\n(default 20000)",
     )
     parser.add_argument(
         "--storage-root",
@@ -530,7 +556,7 @@ def parse_args() -> argparse.Namespace:
     )
     args = parser.parse_args()
     if args.seconds <= 0 or args.warmup < 0 or args.concurrency < 1 or args.max_requests < 1:
-        parser.error("--seconds and --concurrency must be positive, --warmup not negative")
+        parser.error("--seconds, --concurrency, --max-requests must be positive, --warmup >= 0")
     return args
 
 

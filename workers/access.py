@@ -74,7 +74,8 @@ def create_users(rabbitmqctl: Callable[..., str], base_url: str) -> dict[str, st
     existing = set(rabbitmqctl("list_users", "--quiet", "--no-table-headers").split())
     urls = {}
     for role in ROLES:
-        password = secrets.token_urlsafe(24)
+        # Hex: a password starting with "-" would be read as an option by rabbitmqctl.
+        password = secrets.token_hex(24)
         if role.name in existing:
             rabbitmqctl("change_password", role.name, password)
         else:
