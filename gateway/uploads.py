@@ -77,7 +77,7 @@ async def create_upload(request: Request) -> JSONResponse:
         if form.file is None or form.file.size == 0:
             raise HttpError(422, "missing_file", f"send the image in the {FILE_FIELD!r} field")
         options = _options(form.fields)
-        await probe_image(form.file.path, settings.max_pixels)
+        probe_image(form.file.path, settings.max_pixels)
         source = f"source.{EXTENSIONS[formats[0]]}"
         form.file.path.rename(task_dir / source)
         message = TaskMessage(
