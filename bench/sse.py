@@ -13,6 +13,11 @@ common tutorial design (``bench/sse_baseline_app.py``). For each side:
    (p50/p99/max), events published vs delivered, deliveries/s, and where the
    CPU went meanwhile.
 
+The gateway's side runs as it does in production: each stream is a user of
+its own with a Bearer token (SECRET_KEY is made up per run) and watches a task
+that user owns; the tasks are recorded in the gateway's SQLite store with its
+own store class before it starts. The baseline has neither auth nor store.
+
 The clients are a minimal asyncio HTTP/1.1 reader running in separate
 processes (uvloop, ``--client-procs``), connecting from several loopback
 source addresses (127.0.0.x) so no address runs short of ephemeral ports. This
@@ -21,7 +26,7 @@ process publishes. All traffic stays on loopback; every wait has a bound.
     python bench/sse.py                                  # 5,000 streams, 1,000 events/s, 10 s
     python bench/sse.py --streams 5000 --rate 1000 --seconds 10
     python bench/sse.py --hold-only --streams 20000      # streams held, memory, idle CPU
-    python bench/sse.py --hold-only --streams 40000 --sides gateway
+    python bench/sse.py --hold-only --streams 40000 --sides taskgate
     AMQP_URL=amqp://... python bench/sse.py              # a scratch broker of yours
 
 Targets for one process: 20,000 streams held; p99 < 100 ms at 1,000 events/s
@@ -427,7 +432,6 @@ class ClientWorker:
     def stats(self) -> dict[str, Any]:
         receipts = self.receipts
         return {
-            "held": len(self._held_indices()),
             "delivered": receipts.delivered,
             "undecodable": receipts.undecodable,
             "last_at": receipts.last_at,
@@ -522,12 +526,14 @@ class ClientProc:
         with contextlib.suppress(Exception):
             assert self.proc.stdin is not None
             self.proc.stdin.close()
-        try:
-            await asyncio.wait_for(self.proc.wait(), 10)
-        except (TimeoutError, asyncio.CancelledError):
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
-            await asyncio.wait_for(self.proc.wait(), 10)
+        with contextlib.suppress(TimeoutError):
+            try:
+                await asyncio.wait_for(self.proc.wait(), 10)
+            finally:
+                # Timed out or cancelled (a second Ctrl-C): it must not outlive the bench.
+                if self.proc.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        self.proc.kill()
 
 
 @dataclass
@@ -726,8 +732,13 @@ class ServerProcess:
             try:
                 await asyncio.to_thread(self.proc.wait, timeout_s)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                await asyncio.to_thread(self.proc.wait, 10)
+                pass
+            finally:
+                # Too slow, or the bench is being interrupted: it must not outlive the bench.
+                if self.proc.poll() is None:
+                    self.proc.kill()
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        self.proc.wait(10)
         return self.proc.returncode
 
     def log_tail(self, lines: int = 20) -> str:
@@ -845,7 +856,12 @@ async def publish_at_rate(
     outcome.seconds = time.monotonic() - began
     if pending:
         await asyncio.wait(pending, timeout=CONFIRM_TIMEOUT_S)
-    outcome.published = sent - outcome.failed - len(pending)
+    # Not confirmed in time: cancelled, and counted as failed by ``confirmed``.
+    for task in list(pending):
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending, timeout=5)
+    outcome.published = sent - outcome.failed
     return outcome
 
 
@@ -869,7 +885,6 @@ class SideResult:
     server_fds: int | None = None
     server_fd_limit: int | None = None
     idle_cpu: dict[str, float] = field(default_factory=dict)
-    idle_seconds: float = 0.0
     published: PublishOutcome | None = None
     expected: int = 0
     delivered: int = 0
@@ -1042,7 +1057,6 @@ async def hold_streams(
     meter.start()
     await asyncio.sleep(bench.args.idle_seconds)
     result.idle_cpu = meter.stop()
-    result.idle_seconds = bench.args.idle_seconds
     result.rss_after_kb = rss_kb(server.pid)
     result.broker_after_kb = rss_kb(bench.broker_pid)
     result.server_fds = open_fds(server.pid)
@@ -1109,7 +1123,7 @@ def report(results: list[SideResult], bench: Bench, cli: str, server_limit: int)
     )
     print(
         f"machine: {os.cpu_count()} cores; open-files limit {server_limit:,} per process{ceiling}; "
-        f"broker: {'private RabbitMQ node' if bench.broker_pid else bench.url}"
+        f"broker: {'a private RabbitMQ node' if bench.broker_pid else 'AMQP_URL'}"
     )
     print(
         f"clients: {args.client_procs} process(es) (uvloop, raw HTTP/1.1), "
@@ -1254,7 +1268,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=1_000, help="events/s published (1000)")
     parser.add_argument("--seconds", type=float, default=10, help="publishing time (10)")
     parser.add_argument("--hold-only", action="store_true", help="only open and hold the streams")
-    parser.add_argument("--sides", default="baseline,taskgate", help="which servers, in this order")
+    parser.add_argument(
+        "--sides",
+        default="baseline,taskgate",
+        help="which servers, in this order (baseline first: the gateway declares the durable "
+        "status.journal, which would also collect the baseline's events on the broker)",
+    )
     parser.add_argument(
         "--idle-seconds",
         type=float,
@@ -1279,10 +1298,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="give up opening after this long without progress",
     )
     parser.add_argument(
-        "--drain-seconds", type=float, default=15, help="bound on the wait for deliveries"
+        "--drain-seconds", type=float, default=15, help="bound on the wait for deliveries (s)"
     )
     parser.add_argument(
-        "--setup-timeout", type=float, default=120, help="bound on creating the tasks"
+        "--setup-timeout", type=float, default=300, help="bound on creating the tasks (s)"
     )
     parser.add_argument(
         "--baseline-streams-per-connection",
@@ -1290,7 +1309,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1_000,
         help="channels per AMQP connection",
     )
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=1, help="picks the tasks events go to")
     parser.add_argument("--client-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.tasks = args.tasks or args.streams

@@ -4,7 +4,8 @@ Each ``GET /tasks/{task_id}/events`` opens its own channel, declares an
 exclusive, auto-delete, server-named queue, binds it to the ``status`` topic
 exchange with ``*.<task_id>.*``, consumes it and forwards every message body as
 the ``data:`` of an SSE event until the client goes away; then the channel is
-closed, which deletes the queue. No store, no replay, no sequence numbers.
+closed, which deletes the queue. No store, no replay, no sequence numbers, and
+no auth (the Authorization header the bench's clients send is ignored).
 
 The tutorial opens a connection per client; a channel on a shared connection
 is the cheapest variant of it, so that is what runs here. RabbitMQ allows
