@@ -11,13 +11,15 @@ import uvicorn
 
 from rpc.logs import configure_logging
 
+from .shutdown import Server
+
 # uvicorn re-raises the signal it shut down on once it is done, which would make
 # a clean shutdown look like a kill (exit -15); a no-op handler absorbs it.
 for signum in (signal.SIGTERM, signal.SIGINT):
     signal.signal(signum, lambda *_: None)
 
 as_json = configure_logging()
-uvicorn.run(
+config = uvicorn.Config(
     "gateway.app:create_app",
     factory=True,
     host=os.environ.get("HOST", "127.0.0.1"),
@@ -26,3 +28,4 @@ uvicorn.run(
     # JSON: uvicorn's loggers go through our handler instead of its own text ones.
     log_config=None if as_json else uvicorn.config.LOGGING_CONFIG,
 )
+Server(config).run()

@@ -29,6 +29,7 @@ from .orders import create_order, get_order
 from .publisher import Publisher
 from .rpc_proxy import call_method
 from .settings import GatewaySettings
+from .shutdown import on_exit_signal
 from .sqlite_store import SqliteTaskStore
 from .streams import task_events
 from .tasks import get_file, get_task
@@ -116,9 +117,16 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         app.state.stream_limiter = limiter
         SSE_CONNECTIONS.set_function(lambda: limiter.open_streams)
         broker.start()
+
+        def end_streams() -> None:
+            hub.end_all("shutdown")
+            notifications.end_all("shutdown")
+
+        forget_signal = on_exit_signal(end_streams)
         try:
             yield
         finally:
+            forget_signal()
             hub.end_all("shutdown")
             notifications.end_all("shutdown")
             await feed.close()

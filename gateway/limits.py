@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .errors import RETRY_AFTER_S, HttpError
 
@@ -50,7 +50,7 @@ class StreamLimiter:
             del self._by_user[user_id]
         self._total -= 1
 
-    def limited(self, user_id: str, response: Response) -> Response:
+    def limited(self, user_id: str, response: ASGIApp) -> Response:
         """``response`` holding one of ``user_id``'s slots until it ends."""
         self.acquire(user_id)
         return _Releasing(response, lambda: self.release(user_id))
@@ -59,7 +59,7 @@ class StreamLimiter:
 class _Releasing(Response):
     """An ASGI response that runs ``release`` when the wrapped one ends, however it ends."""
 
-    def __init__(self, inner: Response, release: Callable[[], None]) -> None:
+    def __init__(self, inner: ASGIApp, release: Callable[[], None]) -> None:
         self._inner = inner
         self._release = release
 

@@ -12,14 +12,13 @@ import itertools
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal, cast
+from collections.abc import AsyncGenerator
+from typing import Annotated, Literal
 
 import aiormq
 import msgspec
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
-from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -33,7 +32,9 @@ from .hub import Hub
 from .limits import StreamLimiter
 from .publisher import Publisher
 from .settings import GatewaySettings
+from .sse import EventStreamResponse
 from .store import StoredEvent
+from .streams import StreamEnd
 
 logger = logging.getLogger(__name__)
 
@@ -115,42 +116,36 @@ async def notification_stream(request: Request) -> Response:
     hub: Hub = request.app.state.notifications
     settings: GatewaySettings = request.app.state.settings
     limiter: StreamLimiter = request.app.state.stream_limiter
-    return limiter.limited(
-        user.user_id,
-        EventSourceResponse(
-            _frames(hub, settings.sse_retry_ms, user.expires_at),
-            headers={"Cache-Control": "no-cache"},
-            ping=settings.sse_ping_s,
-            sep="\n",
-            send_timeout=settings.sse_send_timeout_s,
-            shutdown_event=cast(Any, _EndAll(hub)),
-            shutdown_grace_period=1.0,
-        ),
+    end = StreamEnd()
+    frames = _frames(hub, end, settings.sse_retry_ms, settings.sse_ping_s, user.expires_at)
+    response = EventStreamResponse(
+        frames,
+        on_disconnect=lambda: end.end("disconnect"),
+        send_timeout_s=settings.sse_send_timeout_s,
     )
+    return limiter.limited(user.user_id, response)
 
 
-class _EndAll:
-    """Set by sse-starlette on server shutdown: ends every notification stream."""
-
-    def __init__(self, hub: Hub) -> None:
-        self._hub = hub
-
-    def set(self) -> None:
-        self._hub.end_all("shutdown")
-
-
-async def _frames(hub: Hub, retry_ms: int, expires_at: float) -> AsyncIterator[bytes]:
+async def _frames(
+    hub: Hub, end: StreamEnd, retry_ms: int, ping_s: float, expires_at: float
+) -> AsyncGenerator[bytes, None]:
     """Notifications as they come, until the hub ends the stream or the token expires."""
     with hub.subscribe(BROADCAST) as subscription:
+        end.subscription = subscription
+        if end.reason is not None:
+            return
         yield b"retry: %d\n\n" % retry_ms
         while True:
             left_s = expires_at - time.time()
             if left_s <= 0:
                 yield b": session expired\n\n"
                 return
-            await subscription.wait(timeout_s=min(3600.0, left_s))
+            await subscription.wait(timeout_s=min(ping_s, left_s))
             if subscription.ended is not None:
                 yield b": %s, reconnect\nretry: %d\n\n" % (subscription.ended.encode(), retry_ms)
                 return
-            for event in subscription.take():
+            events = subscription.take()
+            if not events:
+                yield b": ping\n\n"
+            for event in events:
                 yield b"event: notification\ndata: %s\n\n" % event.body

@@ -18,10 +18,9 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import AsyncIterator
-from typing import Any, cast
+from collections.abc import AsyncGenerator
+from typing import Any
 
-from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -30,6 +29,7 @@ from .hub import Hub, Subscription
 from .limits import StreamLimiter
 from .metrics import EVENTS_DELIVERED
 from .settings import GatewaySettings
+from .sse import EventStreamResponse
 from .store import StoredEvent, TaskStore
 from .tasks import owned_task
 from .views import task_view
@@ -38,7 +38,7 @@ from .views import task_view
 REPLAY_PAGE = 500
 # A stream that heard nothing for this long reads the store anyway (a safety net
 # for events that reached the store while this process's live queue was down).
-IDLE_RECHECK_S = 15.0
+IDLE_RECHECK_S = 60.0
 
 
 class _Cursor:
@@ -67,19 +67,18 @@ def frame(event: StoredEvent) -> bytes:
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (event.seq, event.state.encode(), event.body)
 
 
-class _EndOnShutdown:
-    """Stands in for the ``anyio.Event`` sse-starlette sets when the server shuts down.
-
-    Setting it ends the stream's subscription, so the stream sends a retry hint
-    and closes by itself instead of being cancelled mid-write.
-    """
+class StreamEnd:
+    """Lets the response end a stream's subscription (the client went away) before or
+    after the stream has subscribed."""
 
     def __init__(self) -> None:
         self.subscription: Subscription | None = None
+        self.reason: str | None = None
 
-    def set(self) -> None:
+    def end(self, reason: str) -> None:
+        self.reason = reason
         if self.subscription is not None:
-            self.subscription.end("shutdown")
+            self.subscription.end(reason)
 
 
 async def task_events(request: Request) -> Response:
@@ -94,30 +93,24 @@ async def task_events(request: Request) -> Response:
     reset = cursor.unknown or cursor.after > summary.last_seq
     if summary.terminal and not reset and cursor.after >= summary.last_seq:
         return Response(status_code=204)
-    reset_state = task_view(summary) if reset else None
-    shutdown = _EndOnShutdown()
-    events = event_stream(
+    end = StreamEnd()
+    frames = event_stream(
         task_id,
         after=0 if reset else cursor.after,
-        reset_state=reset_state,
+        reset_state=task_view(summary) if reset else None,
         store=store,
         hub=hub,
         retry_ms=settings.sse_retry_ms,
-        shutdown=shutdown,
+        ping_s=settings.sse_ping_s,
+        end=end,
         expires_at=user.expires_at,
     )
-    return limiter.limited(
-        user.user_id,
-        EventSourceResponse(
-            events,
-            headers={"Cache-Control": "no-cache"},
-            ping=settings.sse_ping_s,
-            sep="\n",
-            send_timeout=settings.sse_send_timeout_s,
-            shutdown_event=cast(Any, shutdown),
-            shutdown_grace_period=1.0,
-        ),
+    response = EventStreamResponse(
+        frames,
+        on_disconnect=lambda: end.end("disconnect"),
+        send_timeout_s=settings.sse_send_timeout_s,
     )
+    return limiter.limited(user.user_id, response)
 
 
 async def event_stream(
@@ -128,17 +121,21 @@ async def event_stream(
     store: TaskStore,
     hub: Hub,
     retry_ms: int,
-    shutdown: _EndOnShutdown | None = None,
+    ping_s: float = 15.0,
+    end: StreamEnd | None = None,
     expires_at: float = math.inf,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """The SSE frames of ``task_id`` after sequence number ``after``, up to its terminal event.
 
-    The stream ends at ``expires_at`` (the caller's token expiry): its reconnect must
-    authenticate again.
+    A heartbeat comment goes out after ``ping_s`` without a frame. The stream ends
+    at ``expires_at`` (the caller's token expiry): its reconnect must authenticate
+    again.
     """
     with hub.subscribe(task_id) as subscription:
-        if shutdown is not None:
-            shutdown.subscription = subscription
+        if end is not None:
+            end.subscription = subscription
+            if end.reason is not None:
+                return
         yield b"retry: %d\n\n" % retry_ms
         if reset_state is not None:
             data = json.dumps(reset_state, separators=(",", ":")).encode()
@@ -156,13 +153,14 @@ async def event_stream(
                 if len(page) < REPLAY_PAGE:
                     break
             subscription.resync = False
-            # Live, until a gap or a resync sends us back to the store.
+            recheck_at = time.monotonic() + IDLE_RECHECK_S
+            # Live, until a gap, a resync or the idle recheck sends us back to the store.
             while True:
                 left_s = expires_at - time.time()
                 if left_s <= 0:
                     yield b": session expired\n\n"
                     return
-                await subscription.wait(min(IDLE_RECHECK_S, left_s))
+                await subscription.wait(min(ping_s, left_s))
                 if subscription.ended is not None:
                     yield b": %s, reconnect\nretry: %d\n\n" % (
                         subscription.ended.encode(),
@@ -170,8 +168,13 @@ async def event_stream(
                     )
                     return
                 events = subscription.take()
-                if subscription.resync or not events:
+                if subscription.resync:
                     break
+                if not events:
+                    yield b": ping\n\n"
+                    if time.monotonic() >= recheck_at:
+                        break
+                    continue
                 gap = False
                 for event in events:
                     if event.seq <= last:

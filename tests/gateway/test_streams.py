@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import httpx_sse
 
+from ..helpers import eventually
 from .conftest import jpeg_bytes, read_stream, upload
 from .tasks_for_gateway import GATE_STEPS
 
@@ -191,3 +192,22 @@ async def test_a_gateway_restarted_mid_task_ends_streams_with_a_retry_hint_and_l
     assert ids(events) + ids(resumed) + ids(rest) == ids(history)
     assert ids(history) == list(range(1, len(status_events(history)) + 1))
     assert status_events(history)[-1].event == "succeeded"
+
+
+async def test_a_client_that_leaves_frees_its_stream_at_once(
+    gateway_process, worker_process, kind_prefix
+):
+    worker_process()
+    gateway = gateway_process(upload_kind=f"{kind_prefix}.gated")
+    await gateway.wait_ready()
+    async with gateway.client() as client:
+        task = (await upload(client, jpeg_bytes())).json()
+        # The gate stays shut: only the client leaving can end this stream.
+        await read_stream(client, task["events_url"], until=lambda event: event.event == "running")
+
+        async def no_streams_left() -> bool:
+            metrics = (await client.get("/metrics")).text
+            return "taskgate_sse_connections 0.0" in metrics
+
+        # Sooner than the next heartbeat (15 s), which would find the socket closed anyway.
+        await eventually(no_streams_left, timeout_s=10, interval_s=0.05)
