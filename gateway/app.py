@@ -20,6 +20,7 @@ from workers.shop.db import ShopDb
 from .auth import close_session, get_session, open_session
 from .broker import BrokerLink
 from .errors import EXCEPTION_HANDLERS, RETRY_AFTER_S
+from .fast_streams import StreamsFirst
 from .feed import StatusFeed
 from .hub import Hub
 from .limits import StreamLimiter
@@ -169,7 +170,11 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
                 expose_headers=["Location", "Retry-After"],
             )
         )
-    return Starlette(
+    return StreamsFirst(
+        streams={
+            r"/tasks/(?P<task_id>[^/]+)/events": task_events,
+            r"/notifications/stream": notification_stream,
+        },
         routes=routes,
         middleware=middleware,
         lifespan=lifespan,

@@ -41,13 +41,14 @@ class Subscription:
         """Until there is something to take, a resync, an end, or ``timeout_s`` passes."""
         if self._events or self.resync or self.ended:
             return
-        self._waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        # A bare timer, not asyncio.timeout(): thousands of idle streams each hold one.
+        timer = loop.call_later(timeout_s, _resolve, waiter)
         try:
-            async with asyncio.timeout(timeout_s):
-                await self._waiter
-        except TimeoutError:
-            pass
+            await waiter
         finally:
+            timer.cancel()
             self._waiter = None
 
     def end(self, reason: str) -> None:
@@ -70,8 +71,13 @@ class Subscription:
         self._wake()
 
     def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        if self._waiter is not None:
+            _resolve(self._waiter)
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class Hub:

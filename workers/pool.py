@@ -8,6 +8,8 @@ import multiprocessing
 import signal
 from concurrent.futures import ProcessPoolExecutor
 
+# prctl(2) option: the signal this process gets when its parent dies.
+_PR_SET_PDEATHSIG = 1
 # mallopt(3) parameters.
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -15,7 +17,7 @@ _KEEP_BYTES = 256 * 1024 * 1024
 
 
 def make_pool(
-    processes: int, preload: tuple[str, ...] = ("workers.images",)
+    processes: int, preload: tuple[str, ...] = ("workers.forkserver_preload",)
 ) -> ProcessPoolExecutor:
     """A pool of ``processes`` started through a forkserver that has imported ``preload``.
 
@@ -29,7 +31,17 @@ def make_pool(
 def _init_process() -> None:
     # Ctrl-C reaches the whole process group; the parent decides when the pool stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent()
     _keep_freed_memory()
+
+
+def die_with_parent() -> None:
+    """Have the kernel kill this process when its parent dies (Linux), even by SIGKILL."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass  # not Linux: a parent killed hard may leave its pool behind
 
 
 def _keep_freed_memory() -> None:
