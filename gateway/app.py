@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -86,6 +87,21 @@ async def readyz(request: Request) -> JSONResponse:
     )
 
 
+def tune_garbage_collector() -> None:
+    """Keep full collections rare and short; each one pauses every stream at once.
+
+    What exists once the app has started (modules, settings, the store) lives as
+    long as the process: frozen, no collection scans it again. Thousands of open
+    streams are long-lived too, so full collections, which scan them all, are
+    allowed less often (gen0 10x the default; a full one after 50 gen1 runs).
+    bench/sse.py: p99 at 5,000 streams was 250-270 ms with the defaults, from
+    full collections; 10 ms with collection off.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(7_000, 10, 50)
+
+
 def create_app(settings: GatewaySettings | None = None) -> Starlette:
     """Build the app; settings come from the environment unless given."""
     settings = settings or GatewaySettings.from_env()
@@ -124,6 +140,7 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
             notifications.end_all("shutdown")
 
         forget_signal = on_exit_signal(end_streams)
+        tune_garbage_collector()
         try:
             yield
         finally:
