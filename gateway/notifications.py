@@ -32,9 +32,8 @@ from .hub import Hub
 from .limits import StreamLimiter
 from .publisher import Publisher
 from .settings import GatewaySettings
-from .sse import EventStreamResponse
+from .sse import EventStreamResponse, StreamEnd
 from .store import StoredEvent
-from .streams import StreamEnd
 
 logger = logging.getLogger(__name__)
 
@@ -118,11 +117,7 @@ async def notification_stream(request: Request) -> Response:
     limiter: StreamLimiter = request.app.state.stream_limiter
     end = StreamEnd()
     frames = _frames(hub, end, settings.sse_retry_ms, settings.sse_ping_s, user.expires_at)
-    response = EventStreamResponse(
-        frames,
-        on_disconnect=lambda: end.end("disconnect"),
-        send_timeout_s=settings.sse_send_timeout_s,
-    )
+    response = EventStreamResponse(frames, end=end, send_timeout_s=settings.sse_send_timeout_s)
     return limiter.limited(user.user_id, response)
 
 

@@ -14,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Mapping
 
 from starlette.types import Message, Receive, Scope, Send
+
+from .hub import Subscription
 
 logger = logging.getLogger(__name__)
 
@@ -28,21 +30,36 @@ HEADERS = {
 }
 
 
+class StreamEnd:
+    """Lets the response end a stream's subscription (the client went away) before or
+    after the stream has subscribed."""
+
+    def __init__(self) -> None:
+        self.subscription: Subscription | None = None
+        self.reason: str | None = None
+
+    def end(self, reason: str) -> None:
+        self.reason = reason
+        if self.subscription is not None:
+            self.subscription.end(reason)
+
+
 class EventStreamResponse:
     """Send ``frames`` (complete SSE frames, bytes) as they come; stop when they end,
     when the client goes away (``on_disconnect`` runs), or when a write does not finish
-    within ``send_timeout_s`` (a client that stopped reading)."""
+    within ``send_timeout_s`` (a client that stopped reading). A client that goes away
+    ends the stream through ``end``."""
 
     def __init__(
         self,
         frames: AsyncGenerator[bytes, None],
         *,
-        on_disconnect: Callable[[], None],
+        end: StreamEnd,
         send_timeout_s: float,
         headers: Mapping[str, str] | None = None,
     ) -> None:
         self._frames = frames
-        self._on_disconnect = on_disconnect
+        self._end = end
         self._send_timeout_s = send_timeout_s
         self._headers = {**HEADERS, **(headers or {})}
 
@@ -75,4 +92,4 @@ class EventStreamResponse:
     async def _watch_disconnect(self, receive: Receive) -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
-        self._on_disconnect()
+        self._end.end("disconnect")

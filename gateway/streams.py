@@ -25,11 +25,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .auth import authenticate
-from .hub import Hub, Subscription
+from .hub import Hub
 from .limits import StreamLimiter
 from .metrics import EVENTS_DELIVERED
 from .settings import GatewaySettings
-from .sse import EventStreamResponse
+from .sse import EventStreamResponse, StreamEnd
 from .store import StoredEvent, TaskStore
 from .tasks import owned_task
 from .views import task_view
@@ -67,20 +67,6 @@ def frame(event: StoredEvent) -> bytes:
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (event.seq, event.state.encode(), event.body)
 
 
-class StreamEnd:
-    """Lets the response end a stream's subscription (the client went away) before or
-    after the stream has subscribed."""
-
-    def __init__(self) -> None:
-        self.subscription: Subscription | None = None
-        self.reason: str | None = None
-
-    def end(self, reason: str) -> None:
-        self.reason = reason
-        if self.subscription is not None:
-            self.subscription.end(reason)
-
-
 async def task_events(request: Request) -> Response:
     user = authenticate(request)
     task_id = request.path_params["task_id"]
@@ -105,11 +91,7 @@ async def task_events(request: Request) -> Response:
         end=end,
         expires_at=user.expires_at,
     )
-    response = EventStreamResponse(
-        frames,
-        on_disconnect=lambda: end.end("disconnect"),
-        send_timeout_s=settings.sse_send_timeout_s,
-    )
+    response = EventStreamResponse(frames, end=end, send_timeout_s=settings.sse_send_timeout_s)
     return limiter.limited(user.user_id, response)
 
 

@@ -107,6 +107,16 @@ async def open_channel(
     return channel
 
 
+async def close_channels(*channels: AbstractRobustChannel | None) -> None:
+    """Close what is still open; a channel the broker already took away needs nothing."""
+    for channel in channels:
+        if channel is not None and not channel.is_closed:
+            try:
+                await channel.close()
+            except CONNECTION_ERRORS:
+                pass
+
+
 async def cancel_consumers(channel: aiormq.abc.AbstractChannel | None, tags: list[str]) -> None:
     """Stop the broker delivering to ``tags``; a channel already gone delivers nothing anyway."""
     if channel is None or channel.is_closed:

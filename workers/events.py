@@ -21,7 +21,7 @@ import aiormq
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
 
-from rpc.connection import CONNECTION_ERRORS, cancel_consumers, open_channel
+from rpc.connection import CONNECTION_ERRORS, cancel_consumers, close_channels, open_channel
 from rpc.errors import BrokerUnavailable
 from rpc.logs import log_context
 from rpc.publish import persistent_copy
@@ -100,12 +100,7 @@ class EventConsumers:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        for channel in (self._consume_channel, self._publish_channel):
-            if channel is not None and not channel.is_closed:
-                try:
-                    await channel.close()
-                except CONNECTION_ERRORS:
-                    pass
+        await close_channels(self._consume_channel, self._publish_channel)
 
     async def publish_status(self, event: StatusEvent) -> None:
         if self._publish_channel is None:

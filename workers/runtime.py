@@ -20,7 +20,7 @@ import msgspec
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
 
-from rpc.connection import CONNECTION_ERRORS, cancel_consumers, open_channel
+from rpc.connection import CONNECTION_ERRORS, cancel_consumers, close_channels, open_channel
 from rpc.errors import BrokerUnavailable
 from rpc.logs import log_context
 from rpc.publish import persistent_copy
@@ -107,12 +107,7 @@ class Worker:
             for task in list(self._running):
                 task.cancel()
             await asyncio.gather(*self._running, return_exceptions=True)
-        for channel in (self._consume_channel, self._publish_channel):
-            if channel is not None and not channel.is_closed:
-                try:
-                    await channel.close()
-                except CONNECTION_ERRORS:
-                    pass
+        await close_channels(self._consume_channel, self._publish_channel)
         if self._pool is not None:
             pool, self._pool = self._pool, None
             # A job already running in the pool cannot be interrupted; wait for it off the loop.

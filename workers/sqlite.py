@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,10 +25,27 @@ def connect(path: Path) -> sqlite3.Connection:
     """A connection in WAL mode with explicit transactions (see ``write_transaction``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
-    conn.execute("PRAGMA journal_mode=WAL")
+    _enable_wal(conn)
     # Durable against a process crash; a power cut may lose the last commits.
     conn.execute("PRAGMA synchronous=NORMAL")
     return conn
+
+
+def _enable_wal(conn: sqlite3.Connection, attempts: int = 50) -> None:
+    """Switch to WAL, waiting out other processes doing the same to a new file.
+
+    Changing the journal mode answers "database is locked" at once, without the
+    busy timeout, while another connection is switching it (two gateways starting
+    together on a fresh file); it is a start-up step, so a short pause is fine.
+    """
+    for attempt in range(attempts):
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.02 * (attempt + 1))
 
 
 @contextlib.contextmanager
