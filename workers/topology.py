@@ -30,7 +30,8 @@ TERMINAL_BINDING_KEYS = ("#.succeeded", "#.failed", "#.dead")
 # Broker-side redeliveries of one message before its queue dead-letters it.
 DELIVERY_LIMIT = 20
 # Ready messages a task queue holds before the broker nacks new ones (overflow=reject-publish),
-# so a flood turns into 503s at the gateway instead of an unbounded backlog.
+# so a flood turns into 503s at the gateway instead of an unbounded backlog. Known gap: a
+# retry coming back from a tier to a full queue is dead-lettered at most once, i.e. dropped.
 DEFAULT_QUEUE_MAX_LENGTH = 100_000
 
 CONTENT_TYPE = "application/json"
