@@ -265,11 +265,14 @@ async def test_signing_in_and_out_through_the_sign_in_box(start_gateway, open_pa
 
 
 async def test_a_session_that_ends_sends_the_page_back_to_the_sign_in_box(
-    start_gateway, open_page, tmp_path
+    start_gateway, open_page, rpc_process, tmp_path
 ):
+    # With the rpc process up the catalogue loads once; without it the page keeps retrying,
+    # and a retry's 401 could reach the sign-in box before the upload does.
     gateway = await start_gateway()
     page = await open_page(gateway)
     await expect(page.get_by_test_id("session-user")).to_have_text("Signed in as ada")
+    await expect(page.get_by_test_id("product-MUG-01")).to_contain_text("in stock")
 
     await page.context.clear_cookies()  # as if the session had expired
     await page.get_by_label("Image (JPEG, PNG, WebP or GIF)").set_input_files(image_file(tmp_path))
