@@ -5,8 +5,8 @@ pinger, shutdown listener, disconnect listener): about 17 KB of a stream's
 48 KB measured by bench/sse.py. Here the frames come from one async iterator
 that also writes the heartbeats (it knows when it has been idle), the response
 sends them from the request's own task, and one small task waits for the
-client to go away. Shutdown reaches a stream through the hub (``Hub.end_all``),
-so no per-stream listener is needed for it either.
+client to go away. Shutdown reaches a stream through the hub (``Hub.end_all``,
+called from ``gateway.shutdown``), so no per-stream listener is needed for it.
 """
 
 from __future__ import annotations
@@ -46,9 +46,8 @@ class StreamEnd:
 
 class EventStreamResponse:
     """Send ``frames`` (complete SSE frames, bytes) as they come; stop when they end,
-    when the client goes away (``on_disconnect`` runs), or when a write does not finish
-    within ``send_timeout_s`` (a client that stopped reading). A client that goes away
-    ends the stream through ``end``."""
+    when the client goes away (it ends the stream through ``end``), or when a write does
+    not finish within ``send_timeout_s`` (a client that stopped reading)."""
 
     def __init__(
         self,
