@@ -25,7 +25,7 @@ import msgspec
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
 
-from rpc.connection import CONNECTION_ERRORS, open_channel
+from rpc.connection import CONNECTION_ERRORS, close_channels, open_channel
 from workers.messages import StatusEvent, event_decoder
 from workers.topology import (
     REASON_HEADER,
@@ -37,7 +37,7 @@ from workers.topology import (
 
 from .hub import Hub
 from .metrics import EVENTS_RECORDED, TASKS_FINISHED
-from .store import StoredEvent, TaskStore
+from .store import TaskStore
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +79,7 @@ class StatusFeed:
     async def close(self) -> None:
         if self._recorder is not None:
             self._recorder.cancel()
-        if self._channel is not None and not self._channel.is_closed:
-            await self._channel.close()
+        await close_channels(self._channel)
 
     async def _consume(self, channel: aiormq.abc.AbstractChannel) -> None:
         """Declare and consume both queues; runs again after every reconnect."""
@@ -131,6 +130,7 @@ class StatusFeed:
                 if delivery.from_journal:
                     await _bury(delivery.message, f"undecodable status event: {exc}")
         stored = await self._store.record(events) if events else []
+        kinds = {event.task_id: event.kind for event, _ in events}
         for event in stored:
             key = f"{event.task_id}/{event.seq}"
             if key in self._recent:
@@ -141,15 +141,8 @@ class StatusFeed:
             self._hub.publish(event)
             EVENTS_RECORDED.labels(event.state).inc()
             if event.terminal:
-                TASKS_FINISHED.labels(_kind(event), event.state).inc()
+                TASKS_FINISHED.labels(kinds[event.task_id], event.state).inc()
         await _settle(batch, requeue=None)
-
-
-def _kind(event: StoredEvent) -> str:
-    try:
-        return event_decoder.decode(event.body).kind
-    except msgspec.DecodeError:
-        return "?"
 
 
 async def _settle(batch: list[_Delivery], *, requeue: bool | None) -> None:

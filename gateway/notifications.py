@@ -22,7 +22,7 @@ from aiormq.abc import DeliveredMessage
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from rpc.connection import open_channel
+from rpc.connection import close_channels, open_channel
 from rpc.errors import BrokerUnavailable
 
 from .auth import authenticate
@@ -70,8 +70,7 @@ class NotificationFeed:
         self._channel = await open_channel(connection, self._consume)
 
     async def close(self) -> None:
-        if self._channel is not None and not self._channel.is_closed:
-            await self._channel.close()
+        await close_channels(self._channel)
 
     async def _consume(self, channel: aiormq.abc.AbstractChannel) -> None:
         await _declare_exchange(channel)

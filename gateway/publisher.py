@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import aiormq
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 
-from rpc.connection import CONNECTION_ERRORS, open_channel
+from rpc.connection import CONNECTION_ERRORS, close_channels, open_channel
 from rpc.errors import BrokerUnavailable
 from workers.errors import UnknownKind
 from workers.messages import TaskMessage
@@ -44,8 +44,7 @@ class Publisher:
         self._channel = await open_channel(connection, self._reset, publisher_confirms=True)
 
     async def close(self) -> None:
-        if self._channel is not None and not self._channel.is_closed:
-            await self._channel.close()
+        await close_channels(self._channel)
 
     async def publish_task(self, message: TaskMessage) -> None:
         """Publish a task to ``tasks``, declaring its kind's queue on first use."""

@@ -39,10 +39,7 @@ def load_server(spec: str) -> RpcServer:
 
 async def serve(server: RpcServer, settings: RpcSettings) -> None:
     """Serve until SIGTERM or SIGINT."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    stop = exit_requested()
     connection = await connect_until_up(
         settings.amqp_url,
         name=f"rpc:{server.name}",
@@ -59,6 +56,15 @@ async def serve(server: RpcServer, settings: RpcSettings) -> None:
         await server.stop(settings.shutdown_grace_s)
     finally:
         await connection.close()
+
+
+def exit_requested() -> asyncio.Event:
+    """An event that SIGTERM or SIGINT sets; call it from the running loop."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    return stop
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:

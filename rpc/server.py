@@ -23,7 +23,13 @@ from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
 
 from . import codec
-from .connection import BROKER_ERRORS, CONNECTION_ERRORS, cancel_consumers, open_channel
+from .connection import (
+    BROKER_ERRORS,
+    CONNECTION_ERRORS,
+    cancel_consumers,
+    close_channels,
+    open_channel,
+)
 from .errors import ServiceError
 from .logs import log_context
 from .metrics import SERVER_SECONDS
@@ -111,9 +117,7 @@ class RpcServer:
             logger.warning(
                 "%d RPC calls still running after %s s; closing", self._in_flight, grace_s
             )
-        for channel in (self._channel, self._dead_channel):
-            if channel is not None and not channel.is_closed:
-                await channel.close()
+        await close_channels(self._channel, self._dead_channel)
 
     async def _consume(self, channel: aiormq.abc.AbstractChannel) -> None:
         """Declare and consume every method queue; runs again after each reconnect."""

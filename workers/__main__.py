@@ -10,11 +10,9 @@ rest go back to the queue) and exits 0.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import importlib
 import logging
-import signal
 import sys
 
 from aio_pika.abc import AbstractRobustConnection
@@ -22,7 +20,7 @@ from aio_pika.abc import AbstractRobustConnection
 from rpc.connection import connect_until_up
 from rpc.logs import configure_logging
 from rpc.metrics import serve_metrics_from_env
-from rpc.runner import run
+from rpc.runner import exit_requested, run
 
 from .events import EventConsumers
 from .registry import TaskRegistry
@@ -52,10 +50,7 @@ def load_registry(spec: str) -> TaskRegistry:
 
 async def serve(registry: TaskRegistry, settings: WorkerSettings, *, orders: bool) -> None:
     """Run the tasks (and the order consumers) until SIGTERM or SIGINT."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    stop = exit_requested()
     connection = await connect_until_up(
         settings.amqp_url,
         name="worker",

@@ -32,11 +32,11 @@ from .messages import StatusEvent
 from .metrics import EVENTS_CONSUMED
 from .status import publish_confirmed, publish_status
 from .topology import (
-    DELIVERY_LIMIT,
     QUEUE_HEADER,
     REASON_HEADER,
     TRACEBACK_HEADER,
     declare_status,
+    declare_work_queue,
 )
 
 logger = logging.getLogger(__name__)
@@ -197,15 +197,5 @@ async def declare_event_queue(
     """An event consumer's queue, as its consumers declare it; publishers declare it too,
     so no event is published before the queue that keeps it exists."""
     await channel.exchange_declare(exchange, exchange_type=exchange_type, durable=True)
-    await channel.queue_declare(f"{queue}.dead", durable=True)
-    await channel.queue_declare(
-        queue,
-        durable=True,
-        arguments={
-            "x-queue-type": "quorum",
-            "x-delivery-limit": DELIVERY_LIMIT,
-            "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": f"{queue}.dead",
-        },
-    )
+    await declare_work_queue(channel, queue)
     await channel.queue_bind(queue, exchange, routing_key=routing_key)

@@ -24,7 +24,7 @@ import msgspec
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
 
-from rpc.connection import CONNECTION_ERRORS, open_channel
+from rpc.connection import CONNECTION_ERRORS, close_channels, open_channel
 from rpc.errors import BrokerUnavailable
 
 from .errors import WaitTimeout
@@ -145,8 +145,7 @@ class TaskSubmitter:
         if self._closed:
             return
         self._closed = True
-        if self._channel is not None and not self._channel.is_closed:
-            await self._channel.close()
+        await close_channels(self._channel)
 
     async def submit(self, kind: str, payload: Any = None, *, task_id: str | None = None) -> str:
         """Publish a ``queued`` event and the task; return its id once the broker has both.

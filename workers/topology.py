@@ -46,7 +46,7 @@ def task_queue(kind: str) -> str:
 
 def dead_queue(kind: str) -> str:
     """Where messages of ``kind`` go when they cannot or may no longer be processed."""
-    return f"tasks.{kind}.dead"
+    return f"{task_queue(kind)}.dead"
 
 
 def retry_tier(delay_ms: int) -> str:
@@ -93,22 +93,36 @@ async def declare_kind(
     """
     await channel.exchange_declare(TASKS_EXCHANGE, exchange_type="direct", durable=True)
     queue = task_queue(kind)
+    await declare_work_queue(
+        channel, queue, {"x-max-length": max_length, "x-overflow": "reject-publish"}
+    )
+    await channel.queue_bind(queue, TASKS_EXCHANGE, routing_key=kind)
+
+
+async def declare_work_queue(
+    channel: aiormq.abc.AbstractChannel,
+    queue: str,
+    arguments: aiormq.abc.ArgumentsType | None = None,
+) -> None:
+    """A durable quorum queue that dead-letters to ``<queue>.dead`` (declared too).
+
+    ``arguments`` add to the shared ones; every process must pass the same.
+    """
+    dead = f"{queue}.dead"
+    await channel.queue_declare(dead, durable=True)
     await channel.queue_declare(
         queue,
         durable=True,
         arguments={
             "x-queue-type": "quorum",
-            # A message that keeps killing its worker (a crash in a C library) would be
+            # A message that keeps killing its consumer (a crash in a C library) would be
             # redelivered forever; after this many deliveries the broker buries it.
             "x-delivery-limit": DELIVERY_LIMIT,
-            "x-max-length": max_length,
-            "x-overflow": "reject-publish",
             "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": dead_queue(kind),
+            "x-dead-letter-routing-key": dead,
+            **(arguments or {}),
         },
     )
-    await channel.queue_bind(queue, TASKS_EXCHANGE, routing_key=kind)
-    await channel.queue_declare(dead_queue(kind), durable=True)
 
 
 async def declare_retry_tiers(
