@@ -31,6 +31,8 @@ class BrokerLink:
         self._settings = settings
         self._attach = tuple(attach)
         self._connection: AbstractRobustConnection | None = None
+        # RPC has its own lean connection (rpc.wire), so calls never queue behind status traffic.
+        self._rpc_connection: rpc.WireConnection | None = None
         self._client: rpc.RpcClient | None = None
         self._connecting: asyncio.Task[None] | None = None
 
@@ -43,10 +45,16 @@ class BrokerLink:
             self._connecting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._connecting
+        await self._disconnect()
+
+    async def _disconnect(self) -> None:
         if self._client is not None:
             await self._client.close()
-        if self._connection is not None:
-            await self._connection.close()
+            self._client = None
+        for connection in (self._rpc_connection, self._connection):
+            if connection is not None:
+                await connection.close()
+        self._rpc_connection = self._connection = None
 
     @property
     def ready(self) -> bool:
@@ -73,8 +81,13 @@ class BrokerLink:
                     name="gateway",
                     reconnect_interval_s=self._settings.reconnect_interval_s,
                 )
+                self._rpc_connection = await rpc.connect_rpc(
+                    self._settings.amqp_url,
+                    name="gateway-rpc",
+                    reconnect_interval_s=self._settings.reconnect_interval_s,
+                )
                 self._client = await rpc.RpcClient.create(
-                    self._connection, default_timeout_s=self._settings.rpc_timeout_s
+                    self._rpc_connection, default_timeout_s=self._settings.rpc_timeout_s
                 )
                 for attach in self._attach:
                     await attach(self._connection)
@@ -82,8 +95,5 @@ class BrokerLink:
                 return
             except BROKER_ERRORS as exc:
                 logger.warning("broker not reachable (%s); retrying", exc)
-                if self._connection is not None:
-                    await self._connection.close()
-                    self._connection = None
-                self._client = None
+                await self._disconnect()
                 await asyncio.sleep(self._settings.reconnect_interval_s)

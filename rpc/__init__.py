@@ -4,7 +4,7 @@ Generic: imports nothing else of taskgate's.
 """
 
 from .client import RpcClient
-from .connection import connect
+from .connection import connect, connect_rpc
 from .errors import (
     BadRequest,
     BrokerUnavailable,
@@ -18,6 +18,7 @@ from .errors import (
 )
 from .server import RpcServer
 from .settings import RpcSettings
+from .wire import WireConnection
 
 __all__ = [
     "BadRequest",
@@ -32,5 +33,7 @@ __all__ = [
     "RpcTimeout",
     "ServiceError",
     "UnknownMethod",
+    "WireConnection",
     "connect",
+    "connect_rpc",
 ]

@@ -10,13 +10,10 @@ import time
 from datetime import UTC, datetime
 from typing import Any, TypeVar, overload
 
-import aiormq
 import msgspec
-from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
-from aiormq.abc import DeliveredMessage
 
 from . import codec
-from .connection import CONNECTION_ERRORS, open_channel
+from .connection import BROKER_ERRORS, CONNECTION_ERRORS
 from .errors import (
     BrokerUnavailable,
     RemoteError,
@@ -26,9 +23,9 @@ from .errors import (
     RpcTimeout,
 )
 from .metrics import CLIENT_SECONDS
-from .publish import publish_confirmed
 from .settings import ReplyMode
 from .topology import DIRECT_REPLY_TO, method_queue
+from .wire import Channel, Delivery, Properties, RobustChannel, WireConnection
 
 logger = logging.getLogger(__name__)
 
@@ -49,15 +46,15 @@ class RpcClient:
         self._ids = itertools.count()
         self._id_prefix = os.urandom(6).hex() + "."
         self._decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
-        self._raw: aiormq.abc.AbstractChannel | None = None
+        self._raw: Channel | None = None
         self._reply_to = DIRECT_REPLY_TO
-        self._channel: AbstractRobustChannel | None = None
+        self._channel: RobustChannel | None = None
         self._closed = False
 
     @classmethod
     async def create(
         cls,
-        connection: AbstractRobustConnection,
+        connection: WireConnection,
         *,
         reply_mode: ReplyMode = "queue",
         default_timeout_s: float = 10.0,
@@ -65,8 +62,10 @@ class RpcClient:
         """Open the client's channel and start listening for replies."""
         client = cls(reply_mode=reply_mode, default_timeout_s=default_timeout_s)
         try:
-            client._channel = await open_channel(
-                connection, client._listen, on_lost=client._on_channel_lost, publisher_confirms=True
+            # No publisher confirms: a reply proves delivery, a return (mandatory)
+            # proves there is no server, and a lost channel fails the call.
+            client._channel = await connection.open_channel(
+                client._listen, on_lost=client._on_channel_lost
             )
         except CONNECTION_ERRORS as exc:
             raise BrokerUnavailable(f"cannot open the RPC channel: {exc}") from exc
@@ -137,7 +136,7 @@ class RpcClient:
         timeout_s = self._default_timeout_s if timeout_s is None else timeout_s
         correlation_id = f"{self._id_prefix}{next(self._ids)}"
         body = codec.encode({} if params is None else params)
-        properties = aiormq.spec.Basic.Properties(
+        properties = Properties(
             content_type=codec.CONTENT_TYPE,
             correlation_id=correlation_id,
             message_id=correlation_id,
@@ -151,23 +150,18 @@ class RpcClient:
         self._pending[correlation_id] = future
         try:
             async with asyncio.timeout(timeout_s):
-                routed = await publish_confirmed(
-                    raw,
-                    body,
-                    exchange="",
-                    routing_key=method_queue(method),
-                    properties=properties,
-                    mandatory=True,
+                await raw.basic_publish(
+                    body, routing_key=method_queue(method), properties=properties, mandatory=True
                 )
-                if not routed:
-                    raise RpcNoServer(f"no server for {method!r}")
                 reply = await future
         except TimeoutError:
             raise RpcTimeout(f"{method!r} did not reply within {timeout_s} s") from None
-        except BrokerUnavailable as exc:
+        except BROKER_ERRORS as exc:
             if self._closed:  # our own close() took the channel away mid-publish
                 raise RpcClosed("the RPC client was closed") from exc
-            raise
+            if isinstance(exc, BrokerUnavailable):
+                raise
+            raise BrokerUnavailable(f"lost the RPC channel: {exc}") from exc
         finally:
             self._pending.pop(correlation_id, None)
         return self._decode(method, reply, response_type)
@@ -198,7 +192,7 @@ class RpcClient:
         if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()
 
-    async def _listen(self, channel: aiormq.abc.AbstractChannel) -> None:
+    async def _listen(self, channel: Channel) -> None:
         """Set up the reply path on a (re)opened channel; runs on every reconnect."""
         if self._reply_mode == "direct":
             reply_to = DIRECT_REPLY_TO
@@ -207,16 +201,24 @@ class RpcClient:
             assert declared.queue is not None
             reply_to = declared.queue
         await channel.basic_consume(reply_to, self._on_reply, no_ack=True, exclusive=True)
+        channel.on_return = self._on_returned
         self._reply_to = reply_to
         self._raw = channel
 
-    async def _on_reply(self, message: DeliveredMessage) -> None:
-        correlation_id = message.header.properties.correlation_id
+    def _on_reply(self, message: Delivery) -> None:
+        correlation_id = message.properties.correlation_id
         future = self._pending.get(correlation_id or "")
         if future is None or future.done():
             logger.warning("dropping a late or unknown reply (correlation_id=%s)", correlation_id)
             return
         future.set_result(message.body)
+
+    def _on_returned(self, message: Delivery) -> None:
+        """A request the broker could not route: nobody serves its method."""
+        future = self._pending.get(message.properties.correlation_id or "")
+        if future is not None and not future.done():
+            method = message.properties.message_type or message.routing_key
+            future.set_exception(RpcNoServer(f"no server for {method!r}"))
 
     def _on_channel_lost(self, exc: BaseException | None) -> None:
         self._raw = None

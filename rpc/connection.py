@@ -12,16 +12,19 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 
 from .errors import BrokerUnavailable
+from .wire import WireConnection
+from .wire.robust import OPEN_ERRORS
 
 logger = logging.getLogger(__name__)
 
+C = TypeVar("C")
 ChannelSetup = Callable[[aiormq.abc.AbstractChannel], Awaitable[None]]
 ChannelLost = Callable[[BaseException | None], None]
 
@@ -54,16 +57,34 @@ async def connect(
         raise BrokerUnavailable(f"cannot connect to the broker: {exc}") from exc
 
 
+async def connect_rpc(
+    url: str, *, name: str, reconnect_interval_s: float = 1.0, timeout_s: float = 10.0
+) -> WireConnection:
+    """Open the lean, self-recovering connection that RpcClient and RpcServer run on."""
+    try:
+        return await WireConnection.connect(
+            url, name=name, reconnect_interval_s=reconnect_interval_s, timeout_s=timeout_s
+        )
+    except OPEN_ERRORS as exc:
+        raise BrokerUnavailable(f"cannot connect to the broker: {exc}") from exc
+
+
 async def connect_until_up(
-    url: str, *, name: str, reconnect_interval_s: float, stop: asyncio.Event
-) -> AbstractRobustConnection | None:
-    """Connect, retrying while the broker is down, so a process may start before it.
+    connector: Callable[..., Awaitable[C]],
+    url: str,
+    *,
+    name: str,
+    reconnect_interval_s: float,
+    stop: asyncio.Event,
+) -> C | None:
+    """Connect with ``connector`` (:func:`connect` or :func:`connect_rpc`), retrying while
+    the broker is down, so a process may start before it.
 
     Returns None if ``stop`` is set first (the process was asked to exit).
     """
     while not stop.is_set():
         try:
-            return await connect(url, name=name, reconnect_interval_s=reconnect_interval_s)
+            return await connector(url, name=name, reconnect_interval_s=reconnect_interval_s)
         except BrokerUnavailable as exc:
             logger.warning("%s; retrying in %s s", exc, reconnect_interval_s)
             with contextlib.suppress(TimeoutError):
@@ -107,7 +128,21 @@ async def open_channel(
     return channel
 
 
-async def close_channels(*channels: AbstractRobustChannel | None) -> None:
+class _Closable(Protocol):
+    @property
+    def is_closed(self) -> bool: ...
+
+    def close(self) -> Awaitable[Any]: ...
+
+
+class _Consuming(Protocol):
+    @property
+    def is_closed(self) -> bool: ...
+
+    def basic_cancel(self, consumer_tag: str) -> Awaitable[Any]: ...
+
+
+async def close_channels(*channels: _Closable | None) -> None:
     """Close what is still open; a channel the broker already took away needs nothing."""
     for channel in channels:
         if channel is not None and not channel.is_closed:
@@ -117,7 +152,7 @@ async def close_channels(*channels: AbstractRobustChannel | None) -> None:
                 pass
 
 
-async def cancel_consumers(channel: aiormq.abc.AbstractChannel | None, tags: list[str]) -> None:
+async def cancel_consumers(channel: _Consuming | None, tags: list[str]) -> None:
     """Stop the broker delivering to ``tags``; a channel already gone delivers nothing anyway."""
     if channel is None or channel.is_closed:
         return

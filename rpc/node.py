@@ -247,7 +247,11 @@ class BrokerNode:
             conf.append(f"management.tcp.port = {cfg.management_port}")
         (cfg.base_dir / "rabbitmq.conf").write_text("\n".join(conf) + "\n")
         (cfg.base_dir / "advanced.config").write_text("[].\n")
-        (cfg.base_dir / "rabbitmq-env.conf").write_text("# intentionally empty\n")
+        # No scheduler busy-waiting: spinning Erlang schedulers take CPU from the
+        # Python processes that share these cores (RabbitMQ's runtime tuning guide).
+        (cfg.base_dir / "rabbitmq-env.conf").write_text(
+            'SERVER_ADDITIONAL_ERL_ARGS="+sbwt none +sbwtdcpu none +sbwtdio none"\n'
+        )
         plugins = "[rabbitmq_management]." if cfg.management_port is not None else "[]."
         (cfg.base_dir / "enabled_plugins").write_text(plugins + "\n")
 

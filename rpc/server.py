@@ -17,24 +17,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar, get_type_hints
 
-import aiormq
 import msgspec
-from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
-from aiormq.abc import DeliveredMessage
 
 from . import codec
-from .connection import (
-    BROKER_ERRORS,
-    CONNECTION_ERRORS,
-    cancel_consumers,
-    close_channels,
-    open_channel,
-)
+from .connection import BROKER_ERRORS, CONNECTION_ERRORS, cancel_consumers, close_channels
 from .errors import ServiceError
 from .logs import log_context
 from .metrics import SERVER_SECONDS
-from .publish import persistent_copy, publish_confirmed
 from .topology import DEAD_EXCHANGE, DEAD_QUEUE, REASON_HEADER, method_queue
+from .wire import Channel, Delivery, Properties, RobustChannel, WireConnection
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +47,9 @@ class RpcServer:
     def __init__(self, name: str = "rpc") -> None:
         self.name = name
         self._methods: dict[str, _Method] = {}
-        self._channel: AbstractRobustChannel | None = None
-        self._dead_channel: AbstractRobustChannel | None = None
-        self._raw: aiormq.abc.AbstractChannel | None = None
+        self._channel: RobustChannel | None = None
+        self._dead_channel: RobustChannel | None = None
+        self._raw: Channel | None = None
         self._consumer_tags: list[str] = []
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -95,16 +86,16 @@ class RpcServer:
         return register
 
     async def start(
-        self, connection: AbstractRobustConnection, *, prefetch: int = 256, concurrency: int = 128
+        self, connection: WireConnection, *, prefetch: int = 256, concurrency: int = 128
     ) -> None:
         """Declare the method queues and start consuming them."""
         self._prefetch = prefetch
         self._semaphore = asyncio.Semaphore(concurrency)
         self._stopping = False
-        self._dead_channel = await open_channel(
-            connection, _declare_dead_letters, publisher_confirms=True
+        self._dead_channel = await connection.open_channel(
+            _declare_dead_letters, publisher_confirms=True
         )
-        self._channel = await open_channel(connection, self._consume)
+        self._channel = await connection.open_channel(self._consume)
         logger.info("RPC server %r serving %s", self.name, ", ".join(self.methods))
 
     async def stop(self, grace_s: float = 30.0) -> None:
@@ -119,7 +110,7 @@ class RpcServer:
             )
         await close_channels(self._channel, self._dead_channel)
 
-    async def _consume(self, channel: aiormq.abc.AbstractChannel) -> None:
+    async def _consume(self, channel: Channel) -> None:
         """Declare and consume every method queue; runs again after each reconnect."""
         if self._stopping:
             return
@@ -131,16 +122,12 @@ class RpcServer:
             # request is returned at once instead of waiting for its timeout.
             # Expired requests are dropped, not dead-lettered: their caller has moved on.
             await channel.queue_declare(queue, auto_delete=True)
-            ok = await channel.basic_consume(queue, self._make_consumer(method))
-            assert ok.consumer_tag is not None
-            tags.append(ok.consumer_tag)
+            tags.append(await channel.basic_consume(queue, self._make_consumer(method)))
         self._consumer_tags = tags
         self._raw = channel
 
-    def _make_consumer(
-        self, method: _Method
-    ) -> Callable[[DeliveredMessage], Coroutine[Any, Any, None]]:
-        async def consume(message: DeliveredMessage) -> None:
+    def _make_consumer(self, method: _Method) -> Callable[[Delivery], Coroutine[Any, Any, None]]:
+        async def consume(message: Delivery) -> None:
             self._in_flight += 1
             self._idle.clear()
             try:
@@ -154,13 +141,13 @@ class RpcServer:
 
         return consume
 
-    async def _answer(self, method: _Method, message: DeliveredMessage) -> None:
-        properties = message.header.properties
+    async def _answer(self, method: _Method, message: Delivery) -> None:
+        properties = message.properties
         with log_context(correlation_id=properties.correlation_id or "", method=method.name):
             await self._answer_in_context(method, message)
 
-    async def _answer_in_context(self, method: _Method, message: DeliveredMessage) -> None:
-        properties = message.header.properties
+    async def _answer_in_context(self, method: _Method, message: Delivery) -> None:
+        properties = message.properties
         channel = message.channel
         if not properties.reply_to:
             await self._dead_letter(message, "request has no reply_to; nobody can get the answer")
@@ -168,23 +155,21 @@ class RpcServer:
         started = time.perf_counter()
         body, name, outcome = await self._dispatch(method, properties, message.body)
         SERVER_SECONDS.labels(name, outcome).observe(time.perf_counter() - started)
-        reply_properties = aiormq.spec.Basic.Properties(
+        reply_properties = Properties(
             content_type=codec.CONTENT_TYPE,
             correlation_id=properties.correlation_id,
             timestamp=datetime.now(UTC),
         )
         try:
             # mandatory=False: the broker refuses mandatory publishes to amq.rabbitmq.reply-to.
-            await channel.basic_publish(
-                body, routing_key=properties.reply_to, properties=reply_properties
-            )
-            await channel.basic_ack(_delivery_tag(message), wait=False)
+            channel.publish(body, routing_key=properties.reply_to, properties=reply_properties)
+            channel.basic_ack(message.delivery_tag)
         except CONNECTION_ERRORS:
             # The channel is gone, so the broker will redeliver the request.
             logger.warning("channel lost before answering %s", properties.correlation_id)
 
     async def _dispatch(
-        self, method: _Method, properties: aiormq.spec.Basic.Properties, body: bytes
+        self, method: _Method, properties: Properties, body: bytes
     ) -> tuple[bytes, str, str]:
         """The reply body, the method that handled it and the outcome (metrics labels)."""
         requested = properties.message_type or method.name
@@ -224,9 +209,9 @@ class RpcServer:
             logger.exception("RPC handler %r returned an unencodable result", method.name)
             return error("InternalError", f"{method.name} returned a bad result")
 
-    async def _dead_letter(self, message: DeliveredMessage, reason: str) -> None:
+    async def _dead_letter(self, message: Delivery, reason: str) -> None:
         """Move a request to ``rpc.dead`` with ``reason``; ack only once the broker has it."""
-        properties = message.header.properties
+        properties = message.properties
         headers = dict(properties.headers or {})
         headers[REASON_HEADER] = reason
         headers["x-taskgate-queue"] = message.routing_key or ""
@@ -234,30 +219,31 @@ class RpcServer:
         assert self._dead_channel is not None
         try:
             dead = await self._dead_channel.get_underlay_channel()
-            await publish_confirmed(
-                dead,
+            await dead.basic_publish(
                 message.body,
                 exchange=DEAD_EXCHANGE,
-                routing_key=message.routing_key or "",
-                properties=persistent_copy(properties, headers),
+                routing_key=message.routing_key,
+                properties=Properties(
+                    content_type=properties.content_type,
+                    message_id=properties.message_id,
+                    correlation_id=properties.correlation_id,
+                    message_type=properties.message_type,
+                    timestamp=properties.timestamp,
+                    headers=headers,
+                    delivery_mode=2,
+                ),
             )
-            await message.channel.basic_ack(_delivery_tag(message))
+            message.channel.basic_ack(message.delivery_tag)
         except BROKER_ERRORS:
             logger.warning(
                 "could not dead-letter %s; it will be redelivered", properties.message_id
             )
 
 
-async def _declare_dead_letters(channel: aiormq.abc.AbstractChannel) -> None:
+async def _declare_dead_letters(channel: Channel) -> None:
     await channel.exchange_declare(DEAD_EXCHANGE, exchange_type="fanout", durable=True)
     await channel.queue_declare(DEAD_QUEUE, durable=True)
     await channel.queue_bind(DEAD_QUEUE, DEAD_EXCHANGE)
-
-
-def _delivery_tag(message: DeliveredMessage) -> int:
-    delivery = message.delivery
-    assert isinstance(delivery, aiormq.spec.Basic.Deliver) and delivery.delivery_tag is not None
-    return delivery.delivery_tag
 
 
 def _request_decoder(handler: Handler) -> msgspec.json.Decoder[Any] | None:

@@ -17,7 +17,7 @@ import sys
 
 from aio_pika.abc import AbstractRobustConnection
 
-from rpc.connection import connect_until_up
+from rpc.connection import connect, connect_until_up
 from rpc.logs import configure_logging
 from rpc.metrics import serve_metrics_from_env
 from rpc.runner import exit_requested, run
@@ -52,6 +52,7 @@ async def serve(registry: TaskRegistry, settings: WorkerSettings, *, orders: boo
     """Run the tasks (and the order consumers) until SIGTERM or SIGINT."""
     stop = exit_requested()
     connection = await connect_until_up(
+        connect,
         settings.amqp_url,
         name="worker",
         reconnect_interval_s=settings.reconnect_interval_s,

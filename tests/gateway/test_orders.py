@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import aio_pika
 
-from rpc import RpcServer
+from rpc import RpcServer, connect_rpc
 from workers.shop.contracts import Cart
 
 from .conftest import read_stream, wait_ready
@@ -154,14 +154,16 @@ async def test_no_rpc_server_is_503_and_a_slow_one_is_504(gateway_app, gateway_s
             await stuck.wait()
             return {}
 
-        connection = await aio_pika.connect_robust(amqp_url)
-        async with connection:
+        connection = await connect_rpc(amqp_url, name="slow-quotes")
+        try:
             await slow.start(connection, prefetch=4, concurrency=4)
             try:
                 timed_out = await client.post("/rpc/orders.quote", json={"lines": ORDER["lines"]})
             finally:
                 stuck.set()
                 await slow.stop(5)
+        finally:
+            await connection.close()
 
     assert nobody.status_code == 503
     assert nobody.headers["retry-after"] == "1"

@@ -20,21 +20,30 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-async def connection(amqp_url: str) -> AsyncIterator[AbstractRobustConnection]:
-    conn = await rpc.connect(amqp_url, name="test", reconnect_interval_s=0.2)
+async def connection(amqp_url: str) -> AsyncIterator[rpc.WireConnection]:
+    """The lean connection RPC clients and servers run on."""
+    conn = await rpc.connect_rpc(amqp_url, name="test", reconnect_interval_s=0.2)
     yield conn
     await conn.close()
 
 
 @pytest.fixture
-async def client(connection: AbstractRobustConnection) -> AsyncIterator[rpc.RpcClient]:
+async def pika_connection(amqp_url: str) -> AsyncIterator[AbstractRobustConnection]:
+    """An aio-pika connection, to talk to RPC servers as a foreign client would."""
+    conn = await rpc.connect(amqp_url, name="test-pika", reconnect_interval_s=0.2)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+async def client(connection: rpc.WireConnection) -> AsyncIterator[rpc.RpcClient]:
     async with await rpc.RpcClient.create(connection) as client:
         yield client
 
 
 @pytest.fixture
 async def serve(
-    connection: AbstractRobustConnection,
+    connection: rpc.WireConnection,
 ) -> AsyncIterator[Callable[[rpc.RpcServer], Awaitable[rpc.RpcServer]]]:
     """Start servers in-process on the test's connection; stopped after the test."""
     started: list[rpc.RpcServer] = []

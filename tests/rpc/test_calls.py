@@ -170,12 +170,14 @@ async def raw_call(
 
 
 async def test_malformed_body_gets_error_reply_and_server_keeps_serving(
-    serve, client, connection, unique_name
+    serve, client, pika_connection, unique_name
 ):
     prefix = unique_name("pricing")
     await serve(pricing_server(prefix))
 
-    reply = await raw_call(connection, method_queue(f"{prefix}.quote"), b'{"sku": "A-1", quant')
+    reply = await raw_call(
+        pika_connection, method_queue(f"{prefix}.quote"), b'{"sku": "A-1", quant'
+    )
 
     assert isinstance(reply, codec.Error)
     assert reply.type == "BadRequest"
@@ -183,13 +185,13 @@ async def test_malformed_body_gets_error_reply_and_server_keeps_serving(
 
 
 async def test_unknown_method_named_in_message_type_gets_error_reply(
-    serve, connection, unique_name
+    serve, pika_connection, unique_name
 ):
     prefix = unique_name("pricing")
     await serve(pricing_server(prefix))
 
     reply = await raw_call(
-        connection, method_queue(f"{prefix}.quote"), b"{}", message_type=f"{prefix}.refund"
+        pika_connection, method_queue(f"{prefix}.quote"), b"{}", message_type=f"{prefix}.refund"
     )
 
     assert isinstance(reply, codec.Error)
@@ -197,12 +199,12 @@ async def test_unknown_method_named_in_message_type_gets_error_reply(
 
 
 async def test_request_without_reply_to_is_dead_lettered_with_reason(
-    serve, client, connection, unique_name
+    serve, client, pika_connection, unique_name
 ):
     prefix = unique_name("pricing")
     await serve(pricing_server(prefix))
     message_id = uuid.uuid4().hex
-    channel = await (await connection.channel()).get_underlay_channel()
+    channel = await (await pika_connection.channel()).get_underlay_channel()
     await channel.basic_publish(
         b'{"sku": "A-1", "quantity": 1}',
         routing_key=method_queue(f"{prefix}.quote"),

@@ -1,0 +1,23 @@
+"""A lean AMQP 0-9-1 client for the RPC hot path (request/reply at thousands per second).
+
+It covers what RPC needs: one connection that reconnects, channels that replay
+their set-up, publishing (optionally confirmed), consuming, batched acks,
+returns and heartbeats. Everything else in taskgate uses aio-pika.
+"""
+
+from .channel import Channel, Delivery
+from .codec import Properties
+from .errors import ChannelClosed, ConnectionLost, PublishNacked, WireError
+from .robust import RobustChannel, WireConnection
+
+__all__ = [
+    "Channel",
+    "ChannelClosed",
+    "ConnectionLost",
+    "Delivery",
+    "Properties",
+    "PublishNacked",
+    "RobustChannel",
+    "WireConnection",
+    "WireError",
+]

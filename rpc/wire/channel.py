@@ -1,0 +1,422 @@
+"""One AMQP channel: synchronous methods, publishing with confirms, consumers, batched acks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from pamqp import commands
+from pamqp.base import Frame
+
+from . import codec
+from .codec import Properties
+from .errors import ChannelClosed, PublishNacked, WireError
+
+if TYPE_CHECKING:
+    from .protocol import AmqpProtocol
+
+logger = logging.getLogger(__name__)
+
+Consumer = Callable[["Delivery"], Awaitable[None] | None]
+ReturnHandler = Callable[["Delivery"], None]
+
+
+class Delivery:
+    """A message the broker delivered (Basic.Deliver) or returned unroutable (Basic.Return)."""
+
+    __slots__ = (
+        "body",
+        "channel",
+        "consumer_tag",
+        "delivery_tag",
+        "exchange",
+        "properties",
+        "redelivered",
+        "reply_code",
+        "reply_text",
+        "routing_key",
+    )
+
+    def __init__(
+        self,
+        channel: Channel,
+        exchange: str,
+        routing_key: str,
+        *,
+        consumer_tag: str = "",
+        delivery_tag: int = 0,
+        redelivered: bool = False,
+        reply_code: int = 0,
+        reply_text: str = "",
+    ) -> None:
+        self.channel = channel
+        self.consumer_tag = consumer_tag
+        self.delivery_tag = delivery_tag
+        self.redelivered = redelivered
+        self.exchange = exchange
+        self.routing_key = routing_key
+        self.reply_code = reply_code
+        self.reply_text = reply_text
+        self.properties = Properties()
+        self.body = b""
+
+    def ack(self) -> None:
+        """Acknowledge this delivery (acks are batched per write)."""
+        self.channel.basic_ack(self.delivery_tag)
+
+
+class Channel:
+    """A channel on an :class:`AmqpProtocol`; open it with ``await protocol.channel()``."""
+
+    def __init__(self, protocol: AmqpProtocol, number: int) -> None:
+        self.number = number
+        self._protocol = protocol
+        self._lock = asyncio.Lock()  # one synchronous method at a time
+        self._waiter: asyncio.Future[Frame] | None = None
+        self._consumers: dict[str, Consumer] = {}
+        self._next_consumer: Consumer | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.on_return: ReturnHandler | None = None
+        self.close_callbacks: list[Callable[[Exception], None]] = []
+        self.closed: Exception | None = None
+        # Publisher confirms.
+        self._confirming = False
+        self._published = 0
+        self._confirms: dict[int, asyncio.Future[bool]] = {}
+        self._mandatory_ids: dict[str, int] = {}
+        # Consumer acks: delivered and still unacked, and acked since the last write.
+        self._unacked: set[int] = set()
+        self._acks: list[int] = []
+        # A content message being assembled from its frames.
+        self._incoming: Delivery | None = None
+        self._body_size = 0
+        self._chunks: list[bytes] = []
+
+    @property
+    def is_closed(self) -> bool:
+        return self.closed is not None
+
+    # --- synchronous methods ----------------------------------------------------------
+
+    async def _call(self, frame: Frame) -> Any:
+        if self.closed is not None:
+            raise self.closed
+        async with self._lock:
+            if self.closed is not None:
+                raise self.closed
+            self._waiter = self._protocol.loop.create_future()
+            self._protocol.send_frame(self.number, frame)
+            try:
+                return await self._waiter
+            finally:
+                self._waiter = None
+
+    async def open(self) -> None:
+        await self._call(commands.Channel.Open())
+
+    async def confirm_select(self) -> None:
+        await self._call(commands.Confirm.Select())
+        self._confirming = True
+
+    async def basic_qos(self, prefetch_count: int) -> None:
+        await self._call(commands.Basic.Qos(prefetch_count=prefetch_count))
+
+    async def exchange_declare(
+        self,
+        exchange: str,
+        exchange_type: str = "direct",
+        *,
+        durable: bool = False,
+        auto_delete: bool = False,
+        arguments: dict[str, Any] | None = None,
+    ) -> None:
+        await self._call(
+            commands.Exchange.Declare(
+                exchange=exchange,
+                exchange_type=exchange_type,
+                durable=durable,
+                auto_delete=auto_delete,
+                arguments=arguments,
+            )
+        )
+
+    async def queue_declare(
+        self,
+        queue: str = "",
+        *,
+        durable: bool = False,
+        exclusive: bool = False,
+        auto_delete: bool = False,
+        arguments: dict[str, Any] | None = None,
+    ) -> commands.Queue.DeclareOk:
+        ok: commands.Queue.DeclareOk = await self._call(
+            commands.Queue.Declare(
+                queue=queue,
+                durable=durable,
+                exclusive=exclusive,
+                auto_delete=auto_delete,
+                arguments=arguments,
+            )
+        )
+        return ok
+
+    async def queue_bind(self, queue: str, exchange: str, routing_key: str = "") -> None:
+        await self._call(
+            commands.Queue.Bind(queue=queue, exchange=exchange, routing_key=routing_key)
+        )
+
+    async def basic_consume(
+        self, queue: str, consumer: Consumer, *, no_ack: bool = False, exclusive: bool = False
+    ) -> str:
+        """Start ``consumer`` on ``queue``; returns the consumer tag.
+
+        A consumer returning an awaitable runs as a task; a plain function runs inline.
+        """
+        self._next_consumer = consumer
+        ok: commands.Basic.ConsumeOk = await self._call(
+            commands.Basic.Consume(queue=queue, no_ack=no_ack, exclusive=exclusive)
+        )
+        assert ok.consumer_tag is not None
+        return ok.consumer_tag
+
+    async def basic_cancel(self, consumer_tag: str) -> None:
+        await self._call(commands.Basic.Cancel(consumer_tag=consumer_tag))
+        self._consumers.pop(consumer_tag, None)
+
+    async def close(self) -> None:
+        """Close the channel; the deliveries it had unacked go back to their queues."""
+        if self.closed is not None:
+            return
+        try:
+            await self._call(
+                commands.Channel.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0)
+            )
+        except WireError:
+            pass
+        self.lost(ChannelClosed(200, "closed by the client"))
+
+    # --- publishing ---------------------------------------------------------------------
+
+    def publish(
+        self,
+        body: bytes,
+        *,
+        exchange: str = "",
+        routing_key: str,
+        properties: Properties | None = None,
+        mandatory: bool = False,
+    ) -> asyncio.Future[bool] | None:
+        """Queue a publish for the next write.
+
+        On a confirming channel, returns a future: True once the broker has the
+        message, False if it came back unroutable (``mandatory``); it fails with
+        PublishNacked or the channel's error. Otherwise returns None; an unroutable
+        mandatory message then reaches ``on_return``.
+        """
+        if self.closed is not None:
+            raise self.closed
+        protocol = self._protocol
+        protocol.send_frames(
+            codec.publish_frames(
+                self.number,
+                protocol.frame_max,
+                body,
+                exchange,
+                routing_key,
+                properties,
+                mandatory,
+            )
+        )
+        if not self._confirming:
+            return None
+        self._published += 1
+        future: asyncio.Future[bool] = protocol.loop.create_future()
+        self._confirms[self._published] = future
+        if mandatory and properties is not None and properties.message_id:
+            self._mandatory_ids[properties.message_id] = self._published
+        return future
+
+    async def basic_publish(
+        self,
+        body: bytes,
+        *,
+        exchange: str = "",
+        routing_key: str,
+        properties: Properties | None = None,
+        mandatory: bool = False,
+    ) -> bool | None:
+        """Publish, waiting for the broker's confirm on a confirming channel (see publish)."""
+        await self._protocol.writable()
+        future = self.publish(
+            body,
+            exchange=exchange,
+            routing_key=routing_key,
+            properties=properties,
+            mandatory=mandatory,
+        )
+        if future is None:
+            return None
+        return await future
+
+    # --- acknowledgements -----------------------------------------------------------------
+
+    def basic_ack(self, delivery_tag: int) -> None:
+        """Acknowledge a delivery. Acks collect until the next write, then go out as few frames."""
+        self._unacked.discard(delivery_tag)
+        self._acks.append(delivery_tag)
+        self._protocol.flush_soon(self)
+
+    def basic_reject(self, delivery_tag: int, *, requeue: bool) -> None:
+        self._unacked.discard(delivery_tag)
+        self._protocol.send_frame(
+            self.number, commands.Basic.Reject(delivery_tag=delivery_tag, requeue=requeue)
+        )
+
+    def take_ack_frames(self) -> list[bytes]:
+        """The pending acks as frames: one ``multiple`` ack below the oldest unacked delivery."""
+        acks, self._acks = self._acks, []
+        if self.closed is not None:
+            return []
+        oldest_unacked = min(self._unacked) if self._unacked else None
+        below = [t for t in acks if oldest_unacked is None or t < oldest_unacked]
+        frames = []
+        if below:
+            frames.append(codec.ack_frame(self.number, max(below), len(below) > 1))
+        if oldest_unacked is not None:
+            frames += [codec.ack_frame(self.number, t, False) for t in acks if t > oldest_unacked]
+        return frames
+
+    # --- frames from the broker -----------------------------------------------------------
+
+    def on_method(self, class_id: int, method_id: int, payload: memoryview) -> None:
+        if (class_id, method_id) == codec.BASIC_DELIVER:
+            consumer_tag, tag, redelivered, exchange, routing_key = codec.decode_deliver(payload)
+            self._incoming = Delivery(
+                self,
+                exchange,
+                routing_key,
+                consumer_tag=consumer_tag,
+                delivery_tag=tag,
+                redelivered=redelivered,
+            )
+        elif (class_id, method_id) in (codec.BASIC_ACK, codec.BASIC_NACK):
+            tag, multiple = codec.decode_confirm(payload)
+            self._on_confirm(tag, multiple, (class_id, method_id) == codec.BASIC_ACK)
+        elif (class_id, method_id) == codec.BASIC_RETURN:
+            code, text, exchange, routing_key = codec.decode_return(payload)
+            self._incoming = Delivery(self, exchange, routing_key, reply_code=code, reply_text=text)
+        else:
+            self._on_other_method(self._protocol.unmarshal(payload))
+
+    def on_header(self, payload: memoryview) -> None:
+        if self._incoming is None:
+            raise ValueError("content header without a Deliver or Return")
+        self._body_size, self._incoming.properties = codec.decode_header(payload)
+        self._chunks = []
+        if self._body_size == 0:
+            self._complete()
+
+    def on_body(self, payload: memoryview) -> None:
+        if self._incoming is None:
+            raise ValueError("content body without a Deliver or Return")
+        self._chunks.append(bytes(payload))
+        self._body_size -= len(payload)
+        if self._body_size <= 0:
+            self._complete()
+
+    def _complete(self) -> None:
+        message, self._incoming = self._incoming, None
+        assert message is not None
+        chunks, self._chunks = self._chunks, []
+        message.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if message.reply_code:
+            self._on_returned(message)
+            return
+        consumer = self._consumers.get(message.consumer_tag)
+        if consumer is None:
+            logger.warning("delivery for unknown consumer %r", message.consumer_tag)
+            return
+        self._unacked.add(message.delivery_tag)
+        result = consumer(message)
+        if result is not None:
+            task = asyncio.ensure_future(result)
+            self._tasks.add(task)
+            task.add_done_callback(self._consumer_done)
+
+    def _consumer_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("consumer failed", exc_info=task.exception())
+
+    def _on_returned(self, message: Delivery) -> None:
+        message_id = message.properties.message_id
+        tag = self._mandatory_ids.pop(message_id, None) if message_id else None
+        future = self._confirms.get(tag) if tag is not None else None
+        if future is not None:
+            if not future.done():
+                future.set_result(False)
+        elif self.on_return is not None:
+            self.on_return(message)
+        else:
+            logger.warning("unroutable message returned: %s", message.reply_text)
+
+    def _on_confirm(self, tag: int, multiple: bool, acked: bool) -> None:
+        tags = [t for t in self._confirms if t <= tag] if multiple else [tag]
+        for t in tags:
+            future = self._confirms.pop(t, None)
+            if future is None or future.done():
+                continue
+            if acked:
+                future.set_result(True)
+            else:
+                future.set_exception(PublishNacked("the broker refused the message"))
+        if len(self._mandatory_ids) > len(self._confirms):
+            live = set(self._confirms)
+            self._mandatory_ids = {m: t for m, t in self._mandatory_ids.items() if t in live}
+
+    def _on_other_method(self, frame: Frame) -> None:
+        if isinstance(frame, commands.Channel.Close):
+            self._protocol.send_frame(self.number, commands.Channel.CloseOk())
+            self.lost(ChannelClosed(frame.reply_code or 0, frame.reply_text or ""))
+            return
+        if isinstance(frame, commands.Channel.CloseOk):
+            self.lost(ChannelClosed(200, "closed by the client"))
+            return
+        if isinstance(frame, commands.Basic.Cancel):
+            # The broker cancelled a consumer (its queue was deleted): the channel is
+            # no longer what its owner set up, so close it and let it be reopened.
+            logger.warning("the broker cancelled consumer %s", frame.consumer_tag)
+            self._consumers.pop(frame.consumer_tag or "", None)
+            self._protocol.loop.create_task(self.close())
+            return
+        if isinstance(frame, commands.Basic.ConsumeOk) and self._next_consumer is not None:
+            # Registered before the next frame is parsed: deliveries may follow at once.
+            self._consumers[frame.consumer_tag or ""] = self._next_consumer
+            self._next_consumer = None
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(frame)
+        else:
+            logger.warning("unexpected %s on channel %d", frame.name, self.number)
+
+    def lost(self, error: Exception) -> None:
+        """The channel is gone: fail everything waiting on it, tell its owner."""
+        if self.closed is not None:
+            return
+        self.closed = error
+        self._protocol.forget(self)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(error)
+        confirms, self._confirms = self._confirms, {}
+        for future in confirms.values():
+            if not future.done():
+                future.set_exception(error)
+        for task in list(self._tasks):
+            task.cancel()
+        for callback in self.close_callbacks:
+            try:
+                callback(error)
+            except Exception:
+                logger.exception("channel close callback failed")
