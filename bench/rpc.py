@@ -78,7 +78,7 @@ async def serve_taskgate(url: str) -> None:
     async def add(params: dict) -> int:
         return params["a"] + params["b"]
 
-    connection = await taskgate_rpc.connect_rpc(url, name="bench-server")
+    connection = await taskgate_rpc.connect_wire(url, name="bench-server")
     await server.start(connection, prefetch=256, concurrency=256)
     await _until_terminated()
     await server.stop()
@@ -110,7 +110,7 @@ async def _until_terminated() -> None:
 
 
 async def bench_taskgate(url: str, args: argparse.Namespace) -> list[Result]:
-    connection = await taskgate_rpc.connect_rpc(url, name="bench-client")
+    connection = await taskgate_rpc.connect_wire(url, name="bench-client")
     client = await taskgate_rpc.RpcClient.create(connection, reply_mode=args.reply_mode)
 
     async def call(n: int) -> int:

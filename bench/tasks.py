@@ -30,7 +30,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 sys.path.insert(0, str(REPO))
 
-from rpc.connection import connect  # noqa: E402
+from rpc.connection import connect_wire  # noqa: E402
 from rpc.node import BrokerNode, NodeConfig  # noqa: E402
 from workers import TaskContext, TaskRegistry, TaskSubmitter  # noqa: E402
 from workers.topology import TERMINAL_BINDING_KEYS  # noqa: E402
@@ -66,7 +66,7 @@ celery_app = make_celery(os.environ[CELERY_URL_ENV]) if CELERY_URL_ENV in os.env
 
 async def bench_taskgate(url: str, n: int, warmup: int) -> float:
     """Tasks/s for a burst of ``n`` no-op tasks through taskgate."""
-    connection = await connect(url, name="bench-submitter")
+    connection = await connect_wire(url, name="bench-submitter")
     submitter = await TaskSubmitter.create(connection, binding_keys=TERMINAL_BINDING_KEYS)
     # Confirmed publishes are the client's cost; bound them like a busy gateway would.
     gate = asyncio.Semaphore(256)
@@ -124,7 +124,7 @@ def serve_taskgate() -> None:
     from workers.settings import WorkerSettings
 
     logging.basicConfig(level=logging.WARNING)
-    uvloop.run(serve(registry, WorkerSettings.from_env()))
+    uvloop.run(serve(registry, WorkerSettings.from_env(), orders=False))
 
 
 def start_celery_worker(url: str) -> subprocess.Popen[bytes]:

@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 
 from PIL import Image, ImageDraw, ImageOps  # noqa: E402
 
-from rpc.connection import connect  # noqa: E402
+from rpc.connection import connect_wire  # noqa: E402
 from rpc.node import BrokerNode, NodeConfig  # noqa: E402
 from workers import TaskSubmitter  # noqa: E402
 from workers.topology import TERMINAL_BINDING_KEYS, dead_queue, task_queue  # noqa: E402
@@ -80,7 +80,7 @@ def bench_plain(paths: list[Path], out_dir: Path, processes: int) -> float:
 
 
 async def bench_taskgate(url: str, names: list[str], processes: int) -> float:
-    connection = await connect(url, name="bench-thumbnails")
+    connection = await connect_wire(url, name="bench-thumbnails")
     submitter = await TaskSubmitter.create(connection, binding_keys=TERMINAL_BINDING_KEYS)
 
     async def one(name: str) -> None:
@@ -93,7 +93,7 @@ async def bench_taskgate(url: str, names: list[str], processes: int) -> float:
         await asyncio.gather(*(one(name) for name in names))
         return len(names) / (time.perf_counter() - started)
     finally:
-        raw = await (await connection.channel()).get_underlay_channel()
+        raw = await connection.raw_channel()
         for queue in (task_queue(KIND), dead_queue(KIND)):
             await raw.queue_purge(queue)
         await submitter.close()

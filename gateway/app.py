@@ -119,7 +119,11 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         publisher = Publisher(
             queue_max_length=settings.queue_max_length, timeout_s=settings.publish_timeout_s
         )
-        broker = BrokerLink(settings, attach=[feed.start, notification_feed.start, publisher.start])
+        broker = BrokerLink(
+            settings,
+            attach=[feed.start, notification_feed.start],
+            attach_wire=[publisher.start],
+        )
         app.state.settings = settings
         app.state.store = store
         app.state.shop = shop

@@ -16,23 +16,32 @@ from .settings import GatewaySettings
 
 logger = logging.getLogger(__name__)
 
-# Something that opens its own channels on the connection once it is up.
+# Something that opens its own channels on a connection once it is up.
 Attach = Callable[[AbstractRobustConnection], Awaitable[None]]
+AttachWire = Callable[[rpc.WireConnection], Awaitable[None]]
 
 
 class BrokerLink:
     """Owns the web process's connection and RPC client; never blocks start-up on the broker.
 
-    ``attach`` callables run once the connection is up (the status feed, the task
-    publisher); they recover with the connection by themselves afterwards.
+    Two connections: aio-pika for the consumers (``attach``: the status and
+    notification feeds), and the lean rpc.wire one for RPC calls and confirmed
+    publishes (``attach_wire``: the publisher). The callables run once the
+    connections are up; they recover with them by themselves afterwards.
     """
 
-    def __init__(self, settings: GatewaySettings, *, attach: Sequence[Attach] = ()) -> None:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        *,
+        attach: Sequence[Attach] = (),
+        attach_wire: Sequence[AttachWire] = (),
+    ) -> None:
         self._settings = settings
         self._attach = tuple(attach)
+        self._attach_wire = tuple(attach_wire)
         self._connection: AbstractRobustConnection | None = None
-        # RPC has its own lean connection (rpc.wire), so calls never queue behind status traffic.
-        self._rpc_connection: rpc.WireConnection | None = None
+        self._wire_connection: rpc.WireConnection | None = None
         self._client: rpc.RpcClient | None = None
         self._connecting: asyncio.Task[None] | None = None
 
@@ -51,10 +60,10 @@ class BrokerLink:
         if self._client is not None:
             await self._client.close()
             self._client = None
-        for connection in (self._rpc_connection, self._connection):
+        for connection in (self._wire_connection, self._connection):
             if connection is not None:
                 await connection.close()
-        self._rpc_connection = self._connection = None
+        self._wire_connection = self._connection = None
 
     @property
     def ready(self) -> bool:
@@ -81,16 +90,18 @@ class BrokerLink:
                     name="gateway",
                     reconnect_interval_s=self._settings.reconnect_interval_s,
                 )
-                self._rpc_connection = await rpc.connect_rpc(
+                self._wire_connection = await rpc.connect_wire(
                     self._settings.amqp_url,
-                    name="gateway-rpc",
+                    name="gateway-wire",
                     reconnect_interval_s=self._settings.reconnect_interval_s,
                 )
                 self._client = await rpc.RpcClient.create(
-                    self._rpc_connection, default_timeout_s=self._settings.rpc_timeout_s
+                    self._wire_connection, default_timeout_s=self._settings.rpc_timeout_s
                 )
                 for attach in self._attach:
                     await attach(self._connection)
+                for attach_wire in self._attach_wire:
+                    await attach_wire(self._wire_connection)
                 logger.info("connected to the broker")
                 return
             except BROKER_ERRORS as exc:

@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 
 from rpc.connection import close_channels, open_channel
 from rpc.errors import BrokerUnavailable
+from workers.topology import Declaring
 
 from .auth import authenticate
 from .bodies import decode_json, read_body
@@ -54,7 +55,7 @@ class Notification(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 _decoder = msgspec.json.Decoder(Notification)
 
 
-async def _declare_exchange(channel: aiormq.abc.AbstractChannel) -> None:
+async def _declare_exchange(channel: Declaring) -> None:
     await channel.exchange_declare(NOTIFICATIONS_EXCHANGE, exchange_type="fanout", durable=True)
 
 

@@ -12,11 +12,9 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 
-import aiormq
-from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
-
-from rpc.connection import CONNECTION_ERRORS, close_channels, open_channel
+from rpc.connection import CONNECTION_ERRORS, close_channels
 from rpc.errors import BrokerUnavailable
+from rpc.wire import Channel, Properties, RobustChannel, WireConnection
 from workers.errors import UnknownKind
 from workers.messages import TaskMessage
 from workers.status import publish_confirmed
@@ -24,7 +22,7 @@ from workers.submit import publish_task
 from workers.topology import declare_kind
 
 # Declares what a publish needs on first use (once per channel).
-Declare = Callable[[aiormq.abc.AbstractChannel], Awaitable[None]]
+Declare = Callable[[Channel], Awaitable[None]]
 
 
 class Publisher:
@@ -34,14 +32,14 @@ class Publisher:
         self._queue_max_length = queue_max_length
         self._timeout_s = timeout_s
         self._declared: set[str] = set()
-        self._channel: AbstractRobustChannel | None = None
+        self._channel: RobustChannel | None = None
 
     @property
     def ready(self) -> bool:
         return self._channel is not None and not self._channel.is_closed
 
-    async def start(self, connection: AbstractRobustConnection) -> None:
-        self._channel = await open_channel(connection, self._reset, publisher_confirms=True)
+    async def start(self, connection: WireConnection) -> None:
+        self._channel = await connection.open_channel(self._reset, publisher_confirms=True)
 
     async def close(self) -> None:
         await close_channels(self._channel)
@@ -49,7 +47,7 @@ class Publisher:
     async def publish_task(self, message: TaskMessage) -> None:
         """Publish a task to ``tasks``, declaring its kind's queue on first use."""
 
-        async def declare(raw: aiormq.abc.AbstractChannel) -> None:
+        async def declare(raw: Channel) -> None:
             await declare_kind(raw, message.kind, max_length=self._queue_max_length)
 
         async with _confirmed_within(self._timeout_s):
@@ -68,7 +66,7 @@ class Publisher:
         mandatory: bool = False,
     ) -> None:
         """Publish a persistent JSON message; ``declare`` sets up ``exchange`` on first use."""
-        properties = aiormq.spec.Basic.Properties(
+        properties = Properties(
             content_type="application/json",
             message_id=message_id,
             message_type=message_type,
@@ -89,7 +87,7 @@ class Publisher:
             except UnknownKind as exc:
                 raise BrokerUnavailable(f"nothing consumes {routing_key!r} yet: {exc}") from exc
 
-    async def _ready_channel(self, key: str, declare: Declare) -> AbstractRobustChannel:
+    async def _ready_channel(self, key: str, declare: Declare) -> RobustChannel:
         channel = self._channel
         if channel is None or channel.is_closed:
             raise BrokerUnavailable("not connected to the broker")
@@ -98,7 +96,7 @@ class Publisher:
             self._declared.add(key)
         return channel
 
-    async def _reset(self, channel: aiormq.abc.AbstractChannel) -> None:
+    async def _reset(self, channel: Channel) -> None:
         # After a reconnect the broker may have lost non-durable state: declare again.
         self._declared.clear()
 

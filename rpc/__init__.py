@@ -4,7 +4,7 @@ Generic: imports nothing else of taskgate's.
 """
 
 from .client import RpcClient
-from .connection import connect, connect_rpc
+from .connection import connect, connect_wire
 from .errors import (
     BadRequest,
     BrokerUnavailable,
@@ -35,5 +35,5 @@ __all__ = [
     "UnknownMethod",
     "WireConnection",
     "connect",
-    "connect_rpc",
+    "connect_wire",
 ]

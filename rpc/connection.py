@@ -57,7 +57,7 @@ async def connect(
         raise BrokerUnavailable(f"cannot connect to the broker: {exc}") from exc
 
 
-async def connect_rpc(
+async def connect_wire(
     url: str, *, name: str, reconnect_interval_s: float = 1.0, timeout_s: float = 10.0
 ) -> WireConnection:
     """Open the lean, self-recovering connection that RpcClient and RpcServer run on."""
@@ -77,7 +77,7 @@ async def connect_until_up(
     reconnect_interval_s: float,
     stop: asyncio.Event,
 ) -> C | None:
-    """Connect with ``connector`` (:func:`connect` or :func:`connect_rpc`), retrying while
+    """Connect with ``connector`` (:func:`connect` or :func:`connect_wire`), retrying while
     the broker is down, so a process may start before it.
 
     Returns None if ``stop`` is set first (the process was asked to exit).

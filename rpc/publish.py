@@ -1,58 +1,51 @@
-"""Confirmed publishing on raw channels, and persistent copies of a message's properties."""
+"""Confirmed publishing on wire channels, and persistent copies of a message's properties."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import aiormq
-from aiormq.abc import DeliveredMessage
-from pamqp.commands import Basic
-
-from .connection import CONNECTION_ERRORS
 from .errors import BrokerUnavailable
+from .wire import Channel, Properties, PublishNacked, WireError
 
 
 async def publish_confirmed(
-    channel: aiormq.abc.AbstractChannel,
+    channel: Channel,
     body: bytes,
     *,
     exchange: str,
     routing_key: str,
-    properties: aiormq.spec.Basic.Properties,
+    properties: Properties,
     mandatory: bool = False,
 ) -> bool:
     """Publish on a confirming channel; True once the broker has it, False if returned unroutable.
 
-    Only a ``mandatory`` message can come back unroutable. Raises BrokerUnavailable
-    if the channel is down or the broker nacks.
+    Only a ``mandatory`` message can come back unroutable (it needs a ``message_id``
+    to be matched to its publish). Raises BrokerUnavailable if the channel is down
+    or the broker nacks.
     """
     try:
-        confirmation: Any = await channel.basic_publish(
+        routed = await channel.basic_publish(
             body,
             exchange=exchange,
             routing_key=routing_key,
             properties=properties,
             mandatory=mandatory,
         )
-    except CONNECTION_ERRORS as exc:
-        raise BrokerUnavailable(f"lost the broker while publishing to {exchange!r}: {exc}") from exc
-    except aiormq.exceptions.PublishError:
-        return False  # returned unroutable, on a channel that raises for returns
-    except aiormq.exceptions.DeliveryError as exc:
-        # aiormq raises on a nack (a full queue with overflow=reject-publish, a broker error).
+    except PublishNacked as exc:
+        # A full queue with overflow=reject-publish, or a broker error.
         raise BrokerUnavailable(
             f"the broker refused a message to {exchange!r} ({routing_key!r})"
         ) from exc
-    if isinstance(confirmation, Basic.Nack):
-        raise BrokerUnavailable(f"the broker refused a message to {exchange!r} ({routing_key!r})")
-    return not isinstance(confirmation, DeliveredMessage)
+    except WireError as exc:
+        raise BrokerUnavailable(f"lost the broker while publishing to {exchange!r}: {exc}") from exc
+    if routed is None:
+        raise ValueError("publish_confirmed needs a channel in confirm mode")
+    return routed
 
 
-def persistent_copy(
-    properties: aiormq.spec.Basic.Properties, headers: dict[str, Any]
-) -> aiormq.spec.Basic.Properties:
+def persistent_copy(properties: Properties, headers: dict[str, Any]) -> Properties:
     """The identity of a message (ids, type, timestamp) with new headers, marked persistent."""
-    return aiormq.spec.Basic.Properties(
+    return Properties(
         content_type=properties.content_type,
         message_id=properties.message_id,
         correlation_id=properties.correlation_id,

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from .connection import connect_rpc, connect_until_up
+from .connection import connect_until_up, connect_wire
 from .logs import configure_logging
 from .metrics import serve_metrics_from_env
 from .server import RpcServer
@@ -41,7 +41,7 @@ async def serve(server: RpcServer, settings: RpcSettings) -> None:
     """Serve until SIGTERM or SIGINT."""
     stop = exit_requested()
     connection = await connect_until_up(
-        connect_rpc,
+        connect_wire,
         settings.amqp_url,
         name=f"rpc:{server.name}",
         reconnect_interval_s=settings.reconnect_interval_s,

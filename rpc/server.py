@@ -24,6 +24,7 @@ from .connection import BROKER_ERRORS, CONNECTION_ERRORS, cancel_consumers, clos
 from .errors import ServiceError
 from .logs import log_context
 from .metrics import SERVER_SECONDS
+from .publish import persistent_copy, publish_confirmed
 from .topology import DEAD_EXCHANGE, DEAD_QUEUE, REASON_HEADER, method_queue
 from .wire import Channel, Delivery, Properties, RobustChannel, WireConnection
 
@@ -219,19 +220,12 @@ class RpcServer:
         assert self._dead_channel is not None
         try:
             dead = await self._dead_channel.get_underlay_channel()
-            await dead.basic_publish(
+            await publish_confirmed(
+                dead,
                 message.body,
                 exchange=DEAD_EXCHANGE,
                 routing_key=message.routing_key,
-                properties=Properties(
-                    content_type=properties.content_type,
-                    message_id=properties.message_id,
-                    correlation_id=properties.correlation_id,
-                    message_type=properties.message_type,
-                    timestamp=properties.timestamp,
-                    headers=headers,
-                    delivery_mode=2,
-                ),
+                properties=persistent_copy(properties, headers),
             )
             message.channel.basic_ack(message.delivery_tag)
         except BROKER_ERRORS:

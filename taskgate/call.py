@@ -87,7 +87,7 @@ async def call(
     settings: rpc.RpcSettings, method: str, params: dict[str, Any], timeout_s: float
 ) -> Any:
     """The result of one call, over a connection of its own."""
-    connection = await rpc.connect_rpc(settings.amqp_url, name="taskgate-cli")
+    connection = await rpc.connect_wire(settings.amqp_url, name="taskgate-cli")
     try:
         async with await rpc.RpcClient.create(
             connection, reply_mode=settings.reply_mode, default_timeout_s=timeout_s

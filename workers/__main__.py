@@ -15,12 +15,11 @@ import importlib
 import logging
 import sys
 
-from aio_pika.abc import AbstractRobustConnection
-
-from rpc.connection import connect, connect_until_up
+from rpc.connection import connect_until_up, connect_wire
 from rpc.logs import configure_logging
 from rpc.metrics import serve_metrics_from_env
 from rpc.runner import exit_requested, run
+from rpc.wire import WireConnection
 
 from .events import EventConsumers
 from .registry import TaskRegistry
@@ -52,7 +51,7 @@ async def serve(registry: TaskRegistry, settings: WorkerSettings, *, orders: boo
     """Run the tasks (and the order consumers) until SIGTERM or SIGINT."""
     stop = exit_requested()
     connection = await connect_until_up(
-        connect,
+        connect_wire,
         settings.amqp_url,
         name="worker",
         reconnect_interval_s=settings.reconnect_interval_s,
@@ -74,7 +73,7 @@ async def serve(registry: TaskRegistry, settings: WorkerSettings, *, orders: boo
 
 
 async def start_order_consumers(
-    connection: AbstractRobustConnection, settings: WorkerSettings, stack: contextlib.AsyncExitStack
+    connection: WireConnection, settings: WorkerSettings, stack: contextlib.AsyncExitStack
 ) -> EventConsumers:
     """The order.created consumers (email, inventory, analytics) on the shop's tables."""
     db = await ShopDb.open(settings.database_path)

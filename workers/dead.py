@@ -9,18 +9,16 @@ copy only once the broker confirmed the replayed one.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Callable
 from typing import Any
 
-import aiormq
 import msgspec
-from aio_pika.abc import AbstractRobustConnection
-from aiormq.abc import DeliveredMessage
 
-from rpc.connection import BROKER_ERRORS, connect
+from rpc.connection import BROKER_ERRORS, connect_wire
 from rpc.publish import persistent_copy
+from rpc.runner import run
+from rpc.wire import Channel, ChannelClosed, Delivery, WireConnection
 
 from .messages import new_event, task_decoder
 from .settings import WorkerSettings
@@ -41,47 +39,47 @@ from .topology import (
 _DEATH_HEADERS = (REASON_HEADER, TRACEBACK_HEADER, QUEUE_HEADER, "x-death", "x-first-death-")
 
 
-async def peek(
-    connection: AbstractRobustConnection, kind: str, limit: int | None = None
-) -> list[DeliveredMessage]:
+async def peek(connection: WireConnection, kind: str, limit: int | None = None) -> list[Delivery]:
     """Up to ``limit`` dead letters of ``kind``, oldest first, left in the queue."""
-    channel = await connection.channel()
+    raw = await connection.raw_channel()
     try:
-        raw = await channel.get_underlay_channel()
         declared = await raw.queue_declare(dead_queue(kind), passive=True)
         count = declared.message_count or 0
         if limit is not None:
             count = min(count, limit)
         messages = []
         for _ in range(count):
-            message = await raw.basic_get(dead_queue(kind), no_ack=False)
-            if message.delivery_tag is None:  # Basic.GetEmpty
+            message = await raw.basic_get(dead_queue(kind))
+            if message is None:
                 break
             messages.append(message)
         return messages
     finally:
         # Closing with the messages unacked returns all of them, in order.
-        await channel.close()
+        await raw.close()
 
 
 async def replay(
-    connection: AbstractRobustConnection,
+    connection: WireConnection,
     kind: str,
     limit: int | None = None,
     on_replayed: Callable[[str], None] | None = None,
 ) -> int:
     """Move up to ``limit`` dead letters of ``kind`` back to its queue; return how many."""
-    channel = await connection.channel(publisher_confirms=True)
+
+    async def declare(raw: Channel) -> None:
+        await declare_status(raw)
+        await declare_kind(raw, kind)
+
+    channel = await connection.open_channel(declare, publisher_confirms=True)
     replayed = 0
     try:
         raw = await channel.get_underlay_channel()
-        await declare_status(raw)
-        await declare_kind(raw, kind)
         while limit is None or replayed < limit:
-            message = await raw.basic_get(dead_queue(kind), no_ack=False)
-            if message.delivery_tag is None:
+            message = await raw.basic_get(dead_queue(kind))
+            if message is None:
                 break
-            properties = message.header.properties
+            properties = message.properties
             headers = {
                 k: v
                 for k, v in (properties.headers or {}).items()
@@ -101,7 +99,7 @@ async def replay(
                 properties=persistent_copy(properties, headers),
                 mandatory=True,
             )
-            await raw.basic_ack(message.delivery_tag)
+            raw.basic_ack(message.delivery_tag)
             replayed += 1
             if on_replayed is not None:
                 on_replayed(task_id or str(properties.message_id))
@@ -110,7 +108,7 @@ async def replay(
     return replayed
 
 
-def _task_id(message: DeliveredMessage) -> str | None:
+def _task_id(message: Delivery) -> str | None:
     try:
         return task_decoder.decode(message.body).task_id
     except msgspec.DecodeError:
@@ -121,8 +119,8 @@ def _text(value: Any) -> Any:
     return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
-def _print_message(message: DeliveredMessage, *, full: bool) -> None:
-    properties = message.header.properties
+def _print_message(message: Delivery, *, full: bool) -> None:
+    properties = message.properties
     headers = properties.headers or {}
     if not full:
         attempt = _text(headers.get(ATTEMPT_HEADER))
@@ -138,7 +136,7 @@ def _print_message(message: DeliveredMessage, *, full: bool) -> None:
 
 
 async def _run(args: argparse.Namespace, settings: WorkerSettings) -> int:
-    connection = await connect(settings.amqp_url, name="workers.dead")
+    connection = await connect_wire(settings.amqp_url, name="workers.dead")
     try:
         if args.command == "replay":
             count = await replay(
@@ -152,7 +150,9 @@ async def _run(args: argparse.Namespace, settings: WorkerSettings) -> int:
         for message in messages:
             _print_message(message, full=args.command == "show")
         return 0
-    except aiormq.exceptions.ChannelNotFoundEntity:
+    except ChannelClosed as exc:
+        if exc.code != 404:
+            raise
         print(f"error: no dead-letter queue for {args.kind!r}", file=sys.stderr)
         return 1
     finally:
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = WorkerSettings.from_env()
     try:
-        return asyncio.run(_run(args, settings))
+        return run(_run(args, settings))
     except BROKER_ERRORS as exc:
         print(f"error: broker unavailable: {exc}", file=sys.stderr)
         return 1

@@ -5,9 +5,7 @@ from __future__ import annotations
 import logging
 import traceback
 
-from aiormq.abc import DeliveredMessage
-
-from rpc.connection import CONNECTION_ERRORS
+from rpc.wire import Delivery, WireError
 
 logger = logging.getLogger(__name__)
 
@@ -15,24 +13,18 @@ logger = logging.getLogger(__name__)
 TRACEBACK_MAX_CHARS = 4000
 
 
-async def ack(message: DeliveredMessage) -> None:
+def ack(message: Delivery) -> None:
     try:
-        await message.channel.basic_ack(delivery_tag(message))
-    except CONNECTION_ERRORS as exc:
+        message.channel.basic_ack(message.delivery_tag)
+    except WireError as exc:
         logger.warning("could not ack a delivery (it will be redelivered): %s", exc)
 
 
-async def nack_requeue(message: DeliveredMessage) -> None:
+def nack_requeue(message: Delivery) -> None:
     try:
-        await message.channel.basic_nack(delivery_tag(message), requeue=True)
-    except CONNECTION_ERRORS as exc:
+        message.channel.basic_nack(message.delivery_tag, requeue=True)
+    except WireError as exc:
         logger.warning("could not return a delivery (it will be redelivered): %s", exc)
-
-
-def delivery_tag(message: DeliveredMessage) -> int:
-    tag = message.delivery_tag
-    assert tag is not None, "consumed messages always carry a delivery tag"
-    return tag
 
 
 def describe(exc: BaseException) -> str:

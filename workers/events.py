@@ -17,14 +17,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import aiormq
-from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
-from aiormq.abc import DeliveredMessage
-
-from rpc.connection import CONNECTION_ERRORS, cancel_consumers, close_channels, open_channel
+from rpc.connection import CONNECTION_ERRORS, cancel_consumers, close_channels
 from rpc.errors import BrokerUnavailable
 from rpc.logs import log_context
 from rpc.publish import persistent_copy
+from rpc.wire import Channel, Delivery, RobustChannel, WireConnection
 
 from .deliveries import ack, describe, nack_requeue, traceback_summary
 from .errors import PermanentError
@@ -35,6 +32,7 @@ from .topology import (
     QUEUE_HEADER,
     REASON_HEADER,
     TRACEBACK_HEADER,
+    Declaring,
     declare_status,
     declare_work_queue,
 )
@@ -74,19 +72,19 @@ class EventConsumers:
     def __init__(self, subscribers: Sequence[Subscriber], *, prefetch: int = 16) -> None:
         self._subscribers = tuple(subscribers)
         self._prefetch = prefetch
-        self._publish_channel: AbstractRobustChannel | None = None
-        self._consume_channel: AbstractRobustChannel | None = None
-        self._raw: aiormq.abc.AbstractChannel | None = None
+        self._publish_channel: RobustChannel | None = None
+        self._consume_channel: RobustChannel | None = None
+        self._raw: Channel | None = None
         self._tags: list[str] = []
         self._running: set[asyncio.Task[Any]] = set()
         self._stopping = False
 
-    async def start(self, connection: AbstractRobustConnection) -> None:
+    async def start(self, connection: WireConnection) -> None:
         try:
-            self._publish_channel = await open_channel(
-                connection, declare_status, publisher_confirms=True
+            self._publish_channel = await connection.open_channel(
+                declare_status, publisher_confirms=True
             )
-            self._consume_channel = await open_channel(connection, self._consume)
+            self._consume_channel = await connection.open_channel(self._consume)
         except CONNECTION_ERRORS as exc:
             raise BrokerUnavailable(f"cannot open the consumers' channels: {exc}") from exc
         logger.info("consuming %s", ", ".join(s.queue for s in self._subscribers))
@@ -107,7 +105,7 @@ class EventConsumers:
             raise BrokerUnavailable("the consumers are not started")
         await publish_status(self._publish_channel, event)
 
-    async def _consume(self, channel: aiormq.abc.AbstractChannel) -> None:
+    async def _consume(self, channel: Channel) -> None:
         """Declare and consume every subscriber's queue; runs again after each reconnect."""
         if self._stopping:
             return
@@ -115,13 +113,13 @@ class EventConsumers:
         tags = []
         for subscriber in self._subscribers:
             await declare_subscriber(channel, subscriber)
-            ok = await channel.basic_consume(subscriber.queue, self._make_consumer(subscriber))
-            assert ok.consumer_tag is not None
-            tags.append(ok.consumer_tag)
+            tags.append(
+                await channel.basic_consume(subscriber.queue, self._make_consumer(subscriber))
+            )
         self._raw, self._tags = channel, tags
 
-    def _make_consumer(self, subscriber: Subscriber) -> Callable[[DeliveredMessage], Any]:
-        async def consume(message: DeliveredMessage) -> None:
+    def _make_consumer(self, subscriber: Subscriber) -> Callable[[Delivery], Any]:
+        async def consume(message: Delivery) -> None:
             task = asyncio.current_task()
             assert task is not None
             self._running.add(task)
@@ -132,11 +130,9 @@ class EventConsumers:
 
         return consume
 
-    async def _process(self, subscriber: Subscriber, message: DeliveredMessage) -> None:
-        delivery = message.delivery
-        redelivered = bool(getattr(delivery, "redelivered", False))
-        context = EventContext(redelivered=redelivered, publish_status=self.publish_status)
-        message_id = message.header.properties.message_id or ""
+    async def _process(self, subscriber: Subscriber, message: Delivery) -> None:
+        context = EventContext(redelivered=message.redelivered, publish_status=self.publish_status)
+        message_id = message.properties.message_id or ""
         with log_context(queue=subscriber.queue, message_id=message_id):
             try:
                 await subscriber.handle(message.body, context)
@@ -145,18 +141,18 @@ class EventConsumers:
                 EVENTS_CONSUMED.labels(subscriber.queue, "dead").inc()
             except Exception:
                 logger.exception("%s failed; the message goes back to its queue", subscriber.queue)
-                await nack_requeue(message)
+                nack_requeue(message)
                 EVENTS_CONSUMED.labels(subscriber.queue, "retry").inc()
             else:
-                await ack(message)
+                ack(message)
                 EVENTS_CONSUMED.labels(subscriber.queue, "ok").inc()
 
     async def _dead_letter(
-        self, subscriber: Subscriber, message: DeliveredMessage, exc: BaseException
+        self, subscriber: Subscriber, message: Delivery, exc: BaseException
     ) -> None:
         reason = describe(exc)
         logger.warning("dead-lettering a message of %s: %s", subscriber.queue, reason)
-        headers = dict(message.header.properties.headers or {})
+        headers = dict(message.properties.headers or {})
         headers.update(
             {
                 REASON_HEADER: reason,
@@ -170,12 +166,12 @@ class EventConsumers:
             message.body,
             exchange="",
             routing_key=subscriber.dead_queue,
-            properties=persistent_copy(message.header.properties, headers),
+            properties=persistent_copy(message.properties, headers),
         )
-        await ack(message)
+        ack(message)
 
 
-async def declare_subscriber(channel: aiormq.abc.AbstractChannel, subscriber: Subscriber) -> None:
+async def declare_subscriber(channel: Channel, subscriber: Subscriber) -> None:
     """The subscriber's exchange, its quorum queue (dead-lettering to ``.dead``) and binding."""
     await declare_event_queue(
         channel,
@@ -187,7 +183,7 @@ async def declare_subscriber(channel: aiormq.abc.AbstractChannel, subscriber: Su
 
 
 async def declare_event_queue(
-    channel: aiormq.abc.AbstractChannel,
+    channel: Declaring,
     queue: str,
     *,
     exchange: str,

@@ -15,22 +15,20 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import Any
 
-import aiormq
 import msgspec
-from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
-from aiormq.abc import DeliveredMessage
 
-from rpc.connection import CONNECTION_ERRORS, cancel_consumers, close_channels, open_channel
+from rpc.connection import CONNECTION_ERRORS, cancel_consumers, close_channels
 from rpc.errors import BrokerUnavailable
 from rpc.logs import log_context
 from rpc.publish import persistent_copy
+from rpc.wire import Channel, Delivery, RobustChannel, WireConnection
 
-from . import storage
 from .context import TaskContext
 from .deliveries import ack, describe, nack_requeue, traceback_summary
 from .errors import PermanentError
 from .messages import StatusEvent, TaskId, encoder, new_event, task_decoder
 from .metrics import STATUS_EVENTS, TASK_SECONDS
+from .outcomes import OutcomeLog
 from .pool import make_pool
 from .registry import Task, TaskRegistry
 from .settings import WorkerSettings
@@ -64,9 +62,9 @@ class Worker:
         self.registry = registry
         self.settings = settings
         self.name = name
-        self._consume_channel: AbstractRobustChannel | None = None
-        self._publish_channel: AbstractRobustChannel | None = None
-        self._raw: aiormq.abc.AbstractChannel | None = None
+        self._consume_channel: RobustChannel | None = None
+        self._publish_channel: RobustChannel | None = None
+        self._raw: Channel | None = None
         self._consumer_tags: list[str] = []
         self._semaphore = asyncio.Semaphore(settings.concurrency)
         self._running: set[asyncio.Task[Any]] = set()
@@ -74,15 +72,18 @@ class Worker:
         self._idle.set()
         self._stopping = False
         self._pool: ProcessPoolExecutor | None = None
+        self._outcomes: OutcomeLog | None = None
 
-    async def start(self, connection: AbstractRobustConnection) -> None:
+    async def start(self, connection: WireConnection) -> None:
         """Declare the topology and start consuming every registered kind."""
         self._stopping = False
+        if self._outcomes is None:
+            self._outcomes = await OutcomeLog.open(self.settings.storage_dir)
         try:
-            self._publish_channel = await open_channel(
-                connection, self._declare, publisher_confirms=True
+            self._publish_channel = await connection.open_channel(
+                self._declare, publisher_confirms=True
             )
-            self._consume_channel = await open_channel(connection, self._consume)
+            self._consume_channel = await connection.open_channel(self._consume)
         except CONNECTION_ERRORS as exc:
             raise BrokerUnavailable(f"cannot open the worker's channels: {exc}") from exc
         logger.info("worker %r consuming %s", self.name, ", ".join(self.registry.kinds))
@@ -112,6 +113,9 @@ class Worker:
             pool, self._pool = self._pool, None
             # A job already running in the pool cannot be interrupted; wait for it off the loop.
             await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+        if self._outcomes is not None:
+            outcomes, self._outcomes = self._outcomes, None
+            await outcomes.close()
 
     def executor(self) -> Executor:
         """The process pool for CPU-bound work, started on first use."""
@@ -119,11 +123,11 @@ class Worker:
             self._pool = make_pool(self.settings.processes)
         return self._pool
 
-    async def _declare(self, channel: aiormq.abc.AbstractChannel) -> None:
+    async def _declare(self, channel: Channel) -> None:
         await declare_status(channel)
         await declare_retry_tiers(channel, self.settings.retry_delays_ms)
 
-    async def _consume(self, channel: aiormq.abc.AbstractChannel) -> None:
+    async def _consume(self, channel: Channel) -> None:
         """Declare and consume every kind's queue; runs again after each reconnect."""
         if self._stopping:
             return
@@ -131,14 +135,14 @@ class Worker:
         tags = []
         for task in self.registry:
             await declare_kind(channel, task.kind, max_length=self.settings.queue_max_length)
-            ok = await channel.basic_consume(task_queue(task.kind), self._make_consumer(task))
-            assert ok.consumer_tag is not None
-            tags.append(ok.consumer_tag)
+            tags.append(
+                await channel.basic_consume(task_queue(task.kind), self._make_consumer(task))
+            )
         self._consumer_tags = tags
         self._raw = channel
 
-    def _make_consumer(self, task: Task) -> Callable[[DeliveredMessage], Coroutine[Any, Any, None]]:
-        async def consume(message: DeliveredMessage) -> None:
+    def _make_consumer(self, task: Task) -> Callable[[Delivery], Coroutine[Any, Any, None]]:
+        async def consume(message: Delivery) -> None:
             current = asyncio.current_task()
             assert current is not None
             self._running.add(current)
@@ -147,18 +151,18 @@ class Worker:
                 async with self._semaphore:
                     if self._stopping:
                         # Prefetched but not started: give it back now rather than at exit.
-                        await nack_requeue(message)
+                        nack_requeue(message)
                         return
                     await self._process(task, message)
             except BrokerUnavailable as exc:
                 # Back to the queue (or, with the channel gone, redelivered by the broker);
                 # the outcome marker makes the rerun idempotent.
                 logger.warning("lost the broker while processing a %s task: %s", task.kind, exc)
-                await nack_requeue(message)
+                nack_requeue(message)
             except Exception:
                 # e.g. the storage is not writable; x-delivery-limit ends a redelivery loop.
                 logger.exception("unexpected error processing a %s task", task.kind)
-                await nack_requeue(message)
+                nack_requeue(message)
             finally:
                 self._running.discard(current)
                 if not self._running:
@@ -171,8 +175,8 @@ class Worker:
         await publish_status(self._publish_channel, event)
         STATUS_EVENTS.labels(event.kind, event.state).inc()
 
-    async def _process(self, task: Task, message: DeliveredMessage) -> None:
-        properties = message.header.properties
+    async def _process(self, task: Task, message: Delivery) -> None:
+        properties = message.properties
         headers = dict(properties.headers or {})
         attempt = _attempt(headers)
         try:
@@ -193,18 +197,19 @@ class Worker:
     async def _run(
         self,
         task: Task,
-        message: DeliveredMessage,
+        message: Delivery,
         task_id: str,
         payload: Any,
         attempt: int,
         headers: dict[str, Any],
     ) -> None:
         """Run a decoded task once, or republish its recorded outcome; settle the message."""
-        recorded = storage.load_outcome(self.settings.storage_dir, task_id)
+        assert self._outcomes is not None
+        recorded = self._outcomes.get(task_id)
         if recorded is not None:
             logger.info("task %s already finished (%s); republishing", task_id, recorded.state)
             await self._publish(recorded)
-            await ack(message)
+            ack(message)
             return
 
         await self._publish(new_event(task.kind, task_id, "running", attempt))
@@ -212,7 +217,7 @@ class Worker:
             task_id=task_id,
             kind=task.kind,
             attempt=attempt,
-            redelivered=bool(message.delivery.redelivered),  # type: ignore[union-attr]
+            redelivered=message.redelivered,
             settings=self.settings,
             publish=self._publish,
             executor=self.executor,
@@ -239,15 +244,14 @@ class Worker:
                     task.kind, task_id, "failed", attempt, error=f"unencodable result: {exc}"
                 )
         TASK_SECONDS.labels(task.kind).observe(time.perf_counter() - started)
-        # A small write; sync is cheaper than a thread hop on the no-op path.
-        storage.save_outcome(self.settings.storage_dir, outcome)
+        await self._outcomes.record(outcome)
         await self._publish(outcome)
-        await ack(message)
+        ack(message)
 
     async def _retry_or_bury(
         self,
         task: Task,
-        message: DeliveredMessage,
+        message: Delivery,
         task_id: str,
         attempt: int,
         headers: dict[str, Any],
@@ -288,14 +292,14 @@ class Worker:
             message.body,
             exchange=retry_tier(delay_ms),
             routing_key=task.kind,
-            properties=persistent_copy(message.header.properties, retry_headers),
+            properties=persistent_copy(message.properties, retry_headers),
         )
-        await ack(message)
+        ack(message)
 
     async def _dead_letter(
         self,
         task: Task,
-        message: DeliveredMessage,
+        message: Delivery,
         *,
         task_id: str | None,
         attempt: int,
@@ -304,7 +308,7 @@ class Worker:
     ) -> None:
         """Move the message to ``tasks.<kind>.dead`` with why; publish ``dead``; then ack."""
         logger.warning("dead-lettering a %s task (%s): %s", task.kind, task_id, reason)
-        headers = dict(message.header.properties.headers or {})
+        headers = dict(message.properties.headers or {})
         headers.update(
             {
                 REASON_HEADER: reason,
@@ -319,11 +323,11 @@ class Worker:
             message.body,
             exchange="",
             routing_key=dead_queue(task.kind),
-            properties=persistent_copy(message.header.properties, headers),
+            properties=persistent_copy(message.properties, headers),
         )
         if task_id is not None:
             await self._publish(new_event(task.kind, task_id, "dead", attempt, error=reason))
-        await ack(message)
+        ack(message)
 
 
 def _attempt(headers: dict[str, Any]) -> int:

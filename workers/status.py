@@ -1,15 +1,12 @@
-"""Confirmed publishing, and the publisher of task status events."""
+"""Confirmed publishing on a robust channel, and the publisher of task status events."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import aiormq
-from aio_pika.abc import AbstractRobustChannel
-
 import rpc.publish
-from rpc.connection import CONNECTION_ERRORS
 from rpc.errors import BrokerUnavailable
+from rpc.wire import Properties, RobustChannel, WireError
 
 from .errors import UnknownKind
 from .messages import StatusEvent, encoder
@@ -17,12 +14,12 @@ from .topology import CONTENT_TYPE, STATUS_EXCHANGE, STATUS_MESSAGE_TYPE, status
 
 
 async def publish_confirmed(
-    channel: AbstractRobustChannel,
+    channel: RobustChannel,
     body: bytes,
     *,
     exchange: str,
     routing_key: str,
-    properties: aiormq.spec.Basic.Properties,
+    properties: Properties,
     mandatory: bool = False,
 ) -> None:
     """Publish on a confirming channel and return once the broker has the message.
@@ -32,7 +29,7 @@ async def publish_confirmed(
     """
     try:
         raw = await channel.get_underlay_channel()
-    except CONNECTION_ERRORS as exc:
+    except WireError as exc:
         raise BrokerUnavailable(f"lost the broker while publishing to {exchange!r}: {exc}") from exc
     routed = await rpc.publish.publish_confirmed(
         raw,
@@ -46,9 +43,9 @@ async def publish_confirmed(
         raise UnknownKind(f"no queue is bound to {exchange!r} for {routing_key!r}")
 
 
-async def publish_status(channel: AbstractRobustChannel, event: StatusEvent) -> None:
+async def publish_status(channel: RobustChannel, event: StatusEvent) -> None:
     """Publish ``event`` persistently to ``status`` and wait for the broker's confirm."""
-    properties = aiormq.spec.Basic.Properties(
+    properties = Properties(
         content_type=CONTENT_TYPE,
         message_id=event.event_id,
         message_type=STATUS_MESSAGE_TYPE,

@@ -1,10 +1,7 @@
-"""Files under STORAGE_DIR: input names, per-task output directories, outcome markers.
+"""Files under STORAGE_DIR: input names and per-task output directories.
 
-A task's outputs and its outcome marker live in ``STORAGE_DIR/<task_id>/``.
-The marker (``.outcome.json``) is the terminal StatusEvent, written before the
-event is published: a redelivered task whose marker exists republishes that
-same event (same ``event_id``, which consumers deduplicate) instead of running
-again, so a task's status stream has one terminal outcome.
+A task's outputs live in ``STORAGE_DIR/<task_id>/``; its outcome is recorded
+in the outcome log (``workers/outcomes.py``).
 """
 
 from __future__ import annotations
@@ -12,12 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import msgspec
-
 from .errors import InvalidInput
-from .messages import StatusEvent, encoder, event_decoder
-
-OUTCOME_MARKER = ".outcome.json"
 
 
 def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = False) -> None:
@@ -52,20 +44,3 @@ def task_dir(storage_dir: Path, task_id: str) -> Path:
     path = storage_dir / task_id
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def load_outcome(storage_dir: Path, task_id: str) -> StatusEvent | None:
-    """The recorded terminal event of ``task_id``, or None."""
-    try:
-        data = (storage_dir / task_id / OUTCOME_MARKER).read_bytes()
-    except FileNotFoundError:
-        return None
-    try:
-        return event_decoder.decode(data)
-    except msgspec.DecodeError:
-        # A torn marker cannot exist (atomic writes), but a hand-edited one can: run again.
-        return None
-
-
-def save_outcome(storage_dir: Path, event: StatusEvent) -> None:
-    atomic_write_bytes(task_dir(storage_dir, event.task_id) / OUTCOME_MARKER, encoder.encode(event))

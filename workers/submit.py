@@ -19,13 +19,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import aiormq
 import msgspec
-from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
-from aiormq.abc import DeliveredMessage
 
-from rpc.connection import CONNECTION_ERRORS, close_channels, open_channel
+from rpc.connection import CONNECTION_ERRORS, close_channels
 from rpc.errors import BrokerUnavailable
+from rpc.wire import Channel, Delivery, Properties, RobustChannel, WireConnection
 
 from .errors import WaitTimeout
 from .messages import StatusEvent, TaskMessage, encoder, event_decoder, new_event, new_task_id
@@ -44,13 +42,13 @@ from .topology import (
 logger = logging.getLogger(__name__)
 
 
-async def publish_task(channel: AbstractRobustChannel, message: TaskMessage) -> None:
+async def publish_task(channel: RobustChannel, message: TaskMessage) -> None:
     """Publish ``message`` persistently to ``tasks``; return once the broker has it.
 
     The kind's queue must be declared. Raises BrokerUnavailable if the broker is
     down or refuses the message (a full queue nacks), UnknownKind if unroutable.
     """
-    properties = aiormq.spec.Basic.Properties(
+    properties = Properties(
         content_type=CONTENT_TYPE,
         message_id=message.task_id,
         message_type=TASK_MESSAGE_TYPE,
@@ -104,13 +102,13 @@ class TaskSubmitter:
         # Finished watches, oldest first; trimmed to max_finished so unawaited tasks do not leak.
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._declared: set[str] = set()
-        self._channel: AbstractRobustChannel | None = None
+        self._channel: RobustChannel | None = None
         self._closed = False
 
     @classmethod
     async def create(
         cls,
-        connection: AbstractRobustConnection,
+        connection: WireConnection,
         *,
         binding_keys: Iterable[str] = ("#",),
         max_finished: int = 10_000,
@@ -128,8 +126,8 @@ class TaskSubmitter:
             queue_max_length=queue_max_length,
         )
         try:
-            submitter._channel = await open_channel(
-                connection, submitter._listen, publisher_confirms=True
+            submitter._channel = await connection.open_channel(
+                submitter._listen, publisher_confirms=True
             )
         except CONNECTION_ERRORS as exc:
             raise BrokerUnavailable(f"cannot open the submitter's channel: {exc}") from exc
@@ -227,7 +225,7 @@ class TaskSubmitter:
         self._watches.pop(task_id, None)
         self._finished.pop(task_id, None)
 
-    async def _listen(self, channel: aiormq.abc.AbstractChannel) -> None:
+    async def _listen(self, channel: Channel) -> None:
         """Declare this submitter's status queue and consume it; runs on every reconnect."""
         self._declared.clear()
         await declare_status(channel)
@@ -237,7 +235,7 @@ class TaskSubmitter:
             await channel.queue_bind(declared.queue, STATUS_EXCHANGE, routing_key=key)
         await channel.basic_consume(declared.queue, self._on_event, no_ack=True, exclusive=True)
 
-    async def _on_event(self, message: DeliveredMessage) -> None:
+    def _on_event(self, message: Delivery) -> None:
         try:
             event = event_decoder.decode(message.body)
         except msgspec.DecodeError:

@@ -10,7 +10,25 @@ kind, and a message never waits behind one with a longer delay.
 
 from __future__ import annotations
 
-import aiormq
+from collections.abc import Awaitable
+from typing import Any, Protocol
+
+
+class Declaring(Protocol):
+    """A channel that can declare: rpc.wire's, or aiormq's (the gateway's consumers)."""
+
+    def exchange_declare(
+        self, exchange: str, *, exchange_type: str, durable: bool
+    ) -> Awaitable[Any]: ...
+
+    def queue_declare(
+        self, queue: str, *, durable: bool, arguments: dict[str, Any] | None = ...
+    ) -> Awaitable[Any]: ...
+
+    def queue_bind(
+        self, queue: str, exchange: str, *, routing_key: str = ...
+    ) -> Awaitable[Any]: ...
+
 
 TASKS_EXCHANGE = "tasks"
 STATUS_EXCHANGE = "status"
@@ -58,7 +76,7 @@ def status_routing_key(kind: str, task_id: str, state: str) -> str:
     return f"{kind}.{task_id}.{state}"
 
 
-async def declare_status(channel: aiormq.abc.AbstractChannel) -> None:
+async def declare_status(channel: Declaring) -> None:
     """The status exchange and its journal queue, which keeps events while no gateway runs.
 
     The journal has a single active consumer: one gateway at a time records from
@@ -80,7 +98,7 @@ async def declare_status(channel: aiormq.abc.AbstractChannel) -> None:
 
 
 async def declare_kind(
-    channel: aiormq.abc.AbstractChannel,
+    channel: Declaring,
     kind: str,
     *,
     max_length: int = DEFAULT_QUEUE_MAX_LENGTH,
@@ -100,9 +118,9 @@ async def declare_kind(
 
 
 async def declare_work_queue(
-    channel: aiormq.abc.AbstractChannel,
+    channel: Declaring,
     queue: str,
-    arguments: aiormq.abc.ArgumentsType | None = None,
+    arguments: dict[str, Any] | None = None,
 ) -> None:
     """A durable quorum queue that dead-letters to ``<queue>.dead`` (declared too).
 
@@ -125,9 +143,7 @@ async def declare_work_queue(
     )
 
 
-async def declare_retry_tiers(
-    channel: aiormq.abc.AbstractChannel, delays_ms: tuple[int, ...]
-) -> None:
+async def declare_retry_tiers(channel: Declaring, delays_ms: tuple[int, ...]) -> None:
     """One fanout exchange + TTL queue per delay, dead-lettering back to ``tasks``."""
     for delay_ms in delays_ms:
         name = retry_tier(delay_ms)

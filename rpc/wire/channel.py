@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# The consumer tag a Basic.GetOk's message carries until it is complete.
+_GET = "\0get"
 Consumer = Callable[["Delivery"], Awaitable[None] | None]
 ReturnHandler = Callable[["Delivery"], None]
 
@@ -74,7 +76,7 @@ class Channel:
         self.number = number
         self._protocol = protocol
         self._lock = asyncio.Lock()  # one synchronous method at a time
-        self._waiter: asyncio.Future[Frame] | None = None
+        self._waiter: asyncio.Future[Any] | None = None
         self._consumers: dict[str, Consumer] = {}
         self._next_consumer: Consumer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -150,10 +152,13 @@ class Channel:
         exclusive: bool = False,
         auto_delete: bool = False,
         arguments: dict[str, Any] | None = None,
+        passive: bool = False,
     ) -> commands.Queue.DeclareOk:
+        """Declare a queue (``passive``: check it exists; a missing one closes the channel, 404)."""
         ok: commands.Queue.DeclareOk = await self._call(
             commands.Queue.Declare(
                 queue=queue,
+                passive=passive,
                 durable=durable,
                 exclusive=exclusive,
                 auto_delete=auto_delete,
@@ -180,6 +185,16 @@ class Channel:
         )
         assert ok.consumer_tag is not None
         return ok.consumer_tag
+
+    async def queue_purge(self, queue: str) -> None:
+        await self._call(commands.Queue.Purge(queue=queue))
+
+    async def basic_get(self, queue: str, *, no_ack: bool = False) -> Delivery | None:
+        """One message from ``queue``, or None if it is empty."""
+        result: Delivery | None = await self._call(commands.Basic.Get(queue=queue, no_ack=no_ack))
+        if result is not None and not no_ack:
+            self._unacked.add(result.delivery_tag)
+        return result
 
     async def basic_cancel(self, consumer_tag: str) -> None:
         await self._call(commands.Basic.Cancel(consumer_tag=consumer_tag))
@@ -268,10 +283,13 @@ class Channel:
         self._acks.append(delivery_tag)
         self._protocol.flush_soon(self)
 
-    def basic_reject(self, delivery_tag: int, *, requeue: bool) -> None:
+    def basic_nack(self, delivery_tag: int, *, requeue: bool) -> None:
+        """Give a delivery back (``requeue``) or have its queue dead-letter it."""
+        if self.closed is not None:
+            raise self.closed
         self._unacked.discard(delivery_tag)
         self._protocol.send_frame(
-            self.number, commands.Basic.Reject(delivery_tag=delivery_tag, requeue=requeue)
+            self.number, commands.Basic.Nack(delivery_tag=delivery_tag, requeue=requeue)
         )
 
     def take_ack_frames(self) -> list[bytes]:
@@ -334,6 +352,11 @@ class Channel:
         if message.reply_code:
             self._on_returned(message)
             return
+        if message.consumer_tag == _GET:
+            message.consumer_tag = ""
+            if self._waiter is not None and not self._waiter.done():
+                self._waiter.set_result(message)
+            return
         consumer = self._consumers.get(message.consumer_tag)
         if consumer is None:
             logger.warning("delivery for unknown consumer %r", message.consumer_tag)
@@ -391,7 +414,20 @@ class Channel:
             self._consumers.pop(frame.consumer_tag or "", None)
             self._protocol.loop.create_task(self.close())
             return
-        if isinstance(frame, commands.Basic.ConsumeOk) and self._next_consumer is not None:
+        if isinstance(frame, commands.Basic.GetOk):
+            # Its content follows; basic_get's waiter gets the whole message (see _complete).
+            self._incoming = Delivery(
+                self,
+                frame.exchange or "",
+                frame.routing_key or "",
+                consumer_tag=_GET,
+                delivery_tag=frame.delivery_tag or 0,
+                redelivered=bool(frame.redelivered),
+            )
+            return
+        if isinstance(frame, commands.Basic.GetEmpty):
+            frame = None  # type: ignore[assignment]
+        elif isinstance(frame, commands.Basic.ConsumeOk) and self._next_consumer is not None:
             # Registered before the next frame is parsed: deliveries may follow at once.
             self._consumers[frame.consumer_tag or ""] = self._next_consumer
             self._next_consumer = None
@@ -399,7 +435,7 @@ class Channel:
         if waiter is not None and not waiter.done():
             waiter.set_result(frame)
         else:
-            logger.warning("unexpected %s on channel %d", frame.name, self.number)
+            logger.warning("unexpected %r on channel %d", frame, self.number)
 
     def lost(self, error: Exception) -> None:
         """The channel is gone: fail everything waiting on it, tell its owner."""

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import aio_pika
 
-from rpc import RpcServer, connect_rpc
+from rpc import RpcServer, connect_wire
 from workers.shop.contracts import Cart
 
 from .conftest import read_stream, wait_ready
@@ -154,7 +154,7 @@ async def test_no_rpc_server_is_503_and_a_slow_one_is_504(gateway_app, gateway_s
             await stuck.wait()
             return {}
 
-        connection = await connect_rpc(amqp_url, name="slow-quotes")
+        connection = await connect_wire(amqp_url, name="slow-quotes")
         try:
             await slow.start(connection, prefetch=4, concurrency=4)
             try:

@@ -176,6 +176,7 @@ async def test_client_file_names_and_file_urls_never_reach_outside_the_storage(
         probes = [
             f"/files/{task_id}/..%2F..%2Ftaskgate.db",
             f"/files/{task_id}/.outcome.json",
+            "/files/.outcomes.sqlite3",
             f"/files/{task_id}/%2e%2e",
             "/files/..%2F..%2Fetc/passwd",
             f"/files/{task_id}/source.jpg%00.png",

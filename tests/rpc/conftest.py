@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture
 async def connection(amqp_url: str) -> AsyncIterator[rpc.WireConnection]:
     """The lean connection RPC clients and servers run on."""
-    conn = await rpc.connect_rpc(amqp_url, name="test", reconnect_interval_s=0.2)
+    conn = await rpc.connect_wire(amqp_url, name="test", reconnect_interval_s=0.2)
     yield conn
     await conn.close()
 

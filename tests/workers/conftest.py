@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
-import aiormq
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
@@ -27,8 +26,17 @@ TEST_TASKS = "tests.workers.tasks_for_tests:registry"
 
 
 @pytest.fixture
-async def connection(amqp_url: str) -> AsyncIterator[AbstractRobustConnection]:
-    conn = await rpc.connect(amqp_url, name="test-workers", reconnect_interval_s=0.2)
+async def connection(amqp_url: str) -> AsyncIterator[rpc.WireConnection]:
+    """The lean connection workers and submitters run on."""
+    conn = await rpc.connect_wire(amqp_url, name="test-workers", reconnect_interval_s=0.2)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+async def pika_connection(amqp_url: str) -> AsyncIterator[AbstractRobustConnection]:
+    """An aio-pika connection, to publish and inspect as a foreign client would."""
+    conn = await rpc.connect(amqp_url, name="test-workers-pika", reconnect_interval_s=0.2)
     yield conn
     await conn.close()
 
@@ -69,11 +77,11 @@ class Kinds:
 
 @pytest.fixture
 async def kinds(
-    unique_name: Callable[[str], str], connection: AbstractRobustConnection
+    unique_name: Callable[[str], str], pika_connection: AbstractRobustConnection
 ) -> AsyncIterator[Kinds]:
     made = Kinds(unique_name)
     yield made
-    channel = await connection.channel()
+    channel = await pika_connection.channel()
     raw = await channel.get_underlay_channel()
     for kind in made.made:
         for queue in (task_queue(kind), dead_queue(kind)):
@@ -85,14 +93,14 @@ async def kinds(
 
 
 @pytest.fixture
-async def submitter(connection: AbstractRobustConnection) -> AsyncIterator[TaskSubmitter]:
+async def submitter(connection: rpc.WireConnection) -> AsyncIterator[TaskSubmitter]:
     async with await TaskSubmitter.create(connection) as submitter:
         yield submitter
 
 
 @pytest.fixture
 async def start_worker(
-    connection: AbstractRobustConnection, settings: WorkerSettings
+    connection: rpc.WireConnection, settings: WorkerSettings
 ) -> AsyncIterator[Callable[..., Awaitable[Worker]]]:
     """Start in-process workers on the test's connection; stopped after the test."""
     started: list[Worker] = []
@@ -178,9 +186,7 @@ async def worker_process(
         process.kill()
 
 
-async def get_dead_letters(
-    connection: AbstractRobustConnection, kind: str
-) -> list[aiormq.abc.DeliveredMessage]:
+async def get_dead_letters(connection: rpc.WireConnection, kind: str) -> list[rpc.wire.Delivery]:
     """The dead letters of ``kind``, left in their queue."""
     from workers.dead import peek
 

@@ -36,9 +36,9 @@ async def shop(tmp_path) -> AsyncIterator[ShopDb]:
 
 
 @pytest.fixture
-async def fulfilment(connection, shop) -> AsyncIterator[EventConsumers]:
+async def fulfilment(connection, pika_connection, shop) -> AsyncIterator[EventConsumers]:
     """The three consumers in this process (so respx sees their HTTP calls), on empty queues."""
-    channel = await connection.channel()
+    channel = await pika_connection.channel()
     raw = await channel.get_underlay_channel()
     for queue in ORDER_QUEUES:  # orders other tests left behind
         await declare_event_queue(raw, queue, exchange=ORDERS_EXCHANGE, routing_key=ORDER_CREATED)
@@ -60,8 +60,8 @@ async def make_order(shop: ShopDb, sku: str = "MUG-01", quantity: int = 1) -> Or
     )
 
 
-async def announce(connection, order: OrderCreated) -> None:
-    channel = await connection.channel(publisher_confirms=True)
+async def announce(pika_connection, order: OrderCreated) -> None:
+    channel = await pika_connection.channel(publisher_confirms=True)
     exchange = await channel.get_exchange(ORDERS_EXCHANGE)
     await exchange.publish(
         aio_pika.Message(msgspec.json.encode(order), delivery_mode=2), routing_key=ORDER_CREATED
@@ -78,14 +78,14 @@ def emails_for(route: respx.Route, order: OrderCreated) -> list[httpx.Request]:
 
 
 async def test_a_busy_provider_is_retried_and_the_order_completes(
-    connection, shop, fulfilment, submitter
+    connection, pika_connection, shop, fulfilment, submitter
 ):
     order = await make_order(shop)
     submitter.track(order.order_id)
     with respx.mock(base_url=PROVIDER, assert_all_called=False) as provider:
         answers = iter([httpx.Response(503), httpx.Response(200, json={"id": "msg-1"})])
         route = provider.post("/v1/messages").mock(side_effect=lambda request: next(answers))
-        await announce(connection, order)
+        await announce(pika_connection, order)
         outcome = await submitter.wait(order.order_id, TIMEOUT_S)
 
     sent = emails_for(route, order)
@@ -97,16 +97,18 @@ async def test_a_busy_provider_is_retried_and_the_order_completes(
     assert await shop.email_sent(order.order_id) == "msg-1"
 
 
-async def test_an_order_delivered_twice_is_fulfilled_once(connection, shop, fulfilment, submitter):
+async def test_an_order_delivered_twice_is_fulfilled_once(
+    connection, pika_connection, shop, fulfilment, submitter
+):
     order = await make_order(shop, "TEE-01", 3)
     before = (await shop.available(["TEE-01"]))["TEE-01"]
     submitter.track(order.order_id)
     with respx.mock(base_url=PROVIDER) as provider:
         route = provider.post("/v1/messages").mock(return_value=httpx.Response(200, json={}))
-        await announce(connection, order)
+        await announce(pika_connection, order)
         first = await submitter.wait(order.order_id, TIMEOUT_S)
         submitter.track(order.order_id)
-        await announce(connection, order)  # the same event again: a redelivery
+        await announce(pika_connection, order)  # the same event again: a redelivery
         second = await submitter.wait(order.order_id, TIMEOUT_S)
 
     assert (first.state, second.state) == ("succeeded", "succeeded")
@@ -117,7 +119,7 @@ async def test_an_order_delivered_twice_is_fulfilled_once(connection, shop, fulf
 
 
 async def test_an_order_the_stock_cannot_cover_fails_with_the_reason(
-    connection, shop, fulfilment, submitter
+    connection, pika_connection, shop, fulfilment, submitter
 ):
     # PRINT-01 starts with 3 units: the first order takes 2, the second cannot.
     orders = [await make_order(shop, "PRINT-01", 2) for _ in range(2)]
@@ -126,7 +128,7 @@ async def test_an_order_the_stock_cannot_cover_fails_with_the_reason(
         provider.post("/v1/messages").mock(return_value=httpx.Response(200, json={}))
         for order in orders:
             submitter.track(order.order_id)
-            await announce(connection, order)
+            await announce(pika_connection, order)
             outcomes.append(await submitter.wait(order.order_id, TIMEOUT_S))
 
     assert [outcome.state for outcome in outcomes] == ["succeeded", "failed"]
@@ -136,15 +138,15 @@ async def test_an_order_the_stock_cannot_cover_fails_with_the_reason(
 
 
 async def test_a_refused_email_is_dead_lettered_with_the_providers_reason(
-    connection, shop, fulfilment
+    connection, pika_connection, shop, fulfilment
 ):
     order = await make_order(shop)
     with respx.mock(base_url=PROVIDER) as provider:
         provider.post("/v1/messages").mock(
             return_value=httpx.Response(422, json={"error": "invalid recipient"})
         )
-        await announce(connection, order)
-        channel = await connection.channel()
+        await announce(pika_connection, order)
+        channel = await pika_connection.channel()
         dead = await channel.declare_queue("orders.email.dead", passive=True)
         buried: list[aio_pika.abc.AbstractIncomingMessage] = []
 
@@ -162,9 +164,9 @@ async def test_a_refused_email_is_dead_lettered_with_the_providers_reason(
 
 
 async def test_an_undecodable_order_event_is_dead_lettered_and_consuming_goes_on(
-    connection, shop, fulfilment, submitter
+    connection, pika_connection, shop, fulfilment, submitter
 ):
-    channel = await connection.channel(publisher_confirms=True)
+    channel = await pika_connection.channel(publisher_confirms=True)
     exchange = await channel.get_exchange(ORDERS_EXCHANGE)
     await exchange.publish(
         aio_pika.Message(b'{"order_id": 1}', message_id="poison"), routing_key=ORDER_CREATED
@@ -173,7 +175,7 @@ async def test_an_undecodable_order_event_is_dead_lettered_and_consuming_goes_on
     submitter.track(order.order_id)
     with respx.mock(base_url=PROVIDER) as provider:
         provider.post("/v1/messages").mock(return_value=httpx.Response(200, json={}))
-        await announce(connection, order)
+        await announce(pika_connection, order)
         outcome = await submitter.wait(order.order_id, TIMEOUT_S)
     dead = await channel.declare_queue("orders.inventory.dead", passive=True)
     poison: list[aio_pika.abc.AbstractIncomingMessage] = []

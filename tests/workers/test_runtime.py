@@ -124,7 +124,7 @@ async def test_attempts_exhausted_dead_letters_with_reason_traceback_and_attempt
     )
     letters = await get_dead_letters(connection, kind)
     assert len(letters) == 1
-    headers = letters[0].header.properties.headers
+    headers = letters[0].properties.headers
     assert _text(headers[REASON_HEADER]) == dead.error
     assert headers[ATTEMPT_HEADER] == 3
     assert "ConnectionRefusedError" in _text(headers[TRACEBACK_HEADER])
@@ -151,7 +151,7 @@ async def test_permanent_error_fails_at_once_without_retry_or_dead_letter(
 
 
 async def test_undecodable_and_invalid_messages_are_dead_lettered_and_the_worker_keeps_working(
-    kinds, start_worker, submitter, connection
+    kinds, start_worker, submitter, connection, pika_connection
 ):
     kind = kinds()
     registry = TaskRegistry()
@@ -161,7 +161,7 @@ async def test_undecodable_and_invalid_messages_are_dead_lettered_and_the_worker
         return payload.steps
 
     await start_worker(registry)
-    channel = await connection.channel(publisher_confirms=True)
+    channel = await pika_connection.channel(publisher_confirms=True)
     raw = await channel.get_underlay_channel()
     await raw.basic_publish(b"\xff not json", exchange=TASKS_EXCHANGE, routing_key=kind)
     invalid = msgspec.json.encode(
@@ -179,7 +179,7 @@ async def test_undecodable_and_invalid_messages_are_dead_lettered_and_the_worker
 
     assert (outcome.state, outcome.result) == ("succeeded", 2)
     letters = await get_dead_letters(connection, kind)
-    reasons = sorted(_text(m.header.properties.headers[REASON_HEADER]) for m in letters)
+    reasons = sorted(_text(m.properties.headers[REASON_HEADER]) for m in letters)
     assert len(reasons) == 2
     assert reasons[0].startswith("undecodable task message: Expected `int`, got `str`")
     assert reasons[1].startswith("undecodable task message: JSON is malformed")
