@@ -38,11 +38,11 @@ async def thumbnail(ctx: TaskContext, request: ThumbnailRequest) -> dict[str, ob
     sizes_px = tuple(request.options.sizes_px or settings.thumbnail_sizes)
     if not sizes_px:
         raise InvalidInput("no thumbnail sizes requested")
-    await ctx.progress(5, "checking the image")
     # Header only: cheap enough for a thread, and it spares the pool a round trip.
     probe = await asyncio.to_thread(images.probe, str(source), settings.max_pixels)
+    # One event per step: checked (the probe), rendered; "running" already said it started.
     await ctx.progress(20, f"{probe.format} {probe.width}x{probe.height}")
-    out_dir = ctx.output_dir()
+    out_dir = ctx.output_dir(create=False)  # render_thumbnails creates it, off the loop
     outputs = await ctx.run_in_process(
         images.render_thumbnails,
         str(source),

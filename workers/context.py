@@ -43,8 +43,14 @@ class TaskContext:
     def storage_dir(self) -> Path:
         return self.settings.storage_dir
 
-    def output_dir(self) -> Path:
-        """``STORAGE_DIR/<task_id>/``, created; outputs there keep their names across attempts."""
+    def output_dir(self, *, create: bool = True) -> Path:
+        """``STORAGE_DIR/<task_id>/``; outputs there keep their names across attempts.
+
+        ``create=False`` leaves creating it to the code that writes there (a pool
+        process): a new directory can cost the loop half a millisecond of disk.
+        """
+        if not create:
+            return self.settings.storage_dir / self.task_id
         return task_dir(self.settings.storage_dir, self.task_id)
 
     async def progress(self, percent: float, message: str = "") -> None:

@@ -61,11 +61,12 @@ def render_thumbnails(
     quality: int = 82,
     watermark: str | None = None,
 ) -> list[Output]:
-    """Decode once, then write each size as WebP and JPEG into ``out_dir`` atomically.
+    """Decode once, then write each size as WebP and JPEG into ``out_dir`` (created) atomically.
 
     Output names depend only on size and format, so a rerun overwrites instead of adding.
     """
     sizes_px = tuple(sorted(set(sizes_px), reverse=True))
+    os.makedirs(out_dir, exist_ok=True)
     with _open(path, max_pixels) as img:
         if img.format == "JPEG":
             # DCT scaling: decode at the smallest scale still >= the largest thumbnail.

@@ -109,6 +109,9 @@ class Channel:
             if self.closed is not None:
                 raise self.closed
             self._waiter = self._protocol.loop.create_future()
+            if self._acks:
+                # Acks wait for the next write, but must not land after a Close or Cancel.
+                self._protocol.send_frames(self.take_ack_frames())
             self._protocol.send_frame(self.number, frame)
             try:
                 return await self._waiter
