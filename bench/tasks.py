@@ -8,9 +8,9 @@ Celery uses its amqp broker and the ``rpc://`` result backend with its default
 prefork pool (one child per core). Run it with a Python that has Celery
 (the project's ``bench`` extra), e.g. the system python3:
 
-    python3 bench/tasks.py                      # starts a private broker
-    AMQP_URL=amqp://... python3 bench/tasks.py  # uses that broker
-    python3 bench/tasks.py --tasks 5000
+    python bench/tasks.py                      # starts a private broker
+    AMQP_URL=amqp://... python bench/tasks.py  # uses that broker
+    python bench/tasks.py --tasks 5000
 """
 
 from __future__ import annotations
