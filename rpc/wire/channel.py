@@ -449,6 +449,7 @@ class Channel:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(error)
         confirms, self._confirms = self._confirms, {}
+        self._mandatory_ids.clear()
         for future in confirms.values():
             if not future.done():
                 future.set_exception(error)
