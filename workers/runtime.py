@@ -156,7 +156,7 @@ class Worker:
                     await self._process(task, message)
             except BrokerUnavailable as exc:
                 # Back to the queue (or, with the channel gone, redelivered by the broker);
-                # the outcome marker makes the rerun idempotent.
+                # the outcome log makes the rerun idempotent.
                 logger.warning("lost the broker while processing a %s task: %s", task.kind, exc)
                 nack_requeue(message)
             except Exception:

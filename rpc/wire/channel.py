@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -235,6 +236,10 @@ class Channel:
         """
         if self.closed is not None:
             raise self.closed
+        if mandatory and self._confirming and not (properties and properties.message_id):
+            # A return is matched to its publish by message_id.
+            properties = properties.copy() if properties else Properties()
+            properties.message_id = uuid.uuid4().hex
         protocol = self._protocol
         protocol.send_frames(
             codec.publish_frames(

@@ -93,6 +93,12 @@ class Properties:
         self.app_id = app_id
         self.cluster_id = cluster_id
 
+    def copy(self) -> Properties:
+        duplicate = Properties()
+        for name in self.__slots__:
+            setattr(duplicate, name, getattr(self, name))
+        return duplicate
+
     def __repr__(self) -> str:
         fields = ", ".join(
             f"{name}={getattr(self, name)!r}"

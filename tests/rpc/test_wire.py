@@ -84,8 +84,11 @@ async def test_an_unroutable_mandatory_publish_is_confirmed_as_returned(
         properties=Properties(message_id="lost-1"),
         mandatory=True,
     )
+    without_id = await channel.basic_publish(
+        b"{}", routing_key=unique_name("nobody-home"), mandatory=True
+    )
 
-    assert routed is False
+    assert (routed, without_id) == (False, False)
     await channel.close()
 
 
