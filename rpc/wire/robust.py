@@ -127,7 +127,11 @@ class WireConnection:
     ) -> RobustChannel:
         """Open a channel, run ``setup`` on it now and again each time it is reopened."""
         channel = RobustChannel(self, setup, on_lost, publisher_confirms)
-        await channel.open()
+        try:
+            await channel.open()
+        except BaseException:
+            channel.abandon()  # the caller gets the error; nothing reopens behind its back
+            raise
         self._channels.append(channel)
         return channel
 
