@@ -164,7 +164,7 @@ class RpcServer:
         try:
             # mandatory=False: the broker refuses mandatory publishes to amq.rabbitmq.reply-to.
             channel.publish(body, routing_key=properties.reply_to, properties=reply_properties)
-            channel.basic_ack(message.delivery_tag)
+            message.ack()
         except CONNECTION_ERRORS:
             # The channel is gone, so the broker will redeliver the request.
             logger.warning("channel lost before answering %s", properties.correlation_id)
@@ -227,7 +227,7 @@ class RpcServer:
                 routing_key=message.routing_key,
                 properties=persistent_copy(properties, headers),
             )
-            message.channel.basic_ack(message.delivery_tag)
+            message.ack()
         except BROKER_ERRORS:
             logger.warning(
                 "could not dead-letter %s; it will be redelivered", properties.message_id

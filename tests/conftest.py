@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
+from aio_pika.abc import AbstractRobustConnection
 
+import rpc
 from rpc.node import BrokerNode, NodeConfig
 from workers.access import ROLES, create_users
 
@@ -54,6 +56,22 @@ def amqp_url(broker: BrokerHandle) -> str:
 def role_urls(broker: BrokerHandle) -> dict[str, str]:
     """AMQP URLs of the web, worker and rpc users, each limited to what its process does."""
     return broker.role_urls
+
+
+@pytest.fixture
+async def connection(amqp_url: str) -> AsyncIterator[rpc.WireConnection]:
+    """The lean connection (rpc.wire) that RPC, workers and submitters run on."""
+    conn = await rpc.connect_wire(amqp_url, name="test", reconnect_interval_s=0.2)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+async def pika_connection(amqp_url: str) -> AsyncIterator[AbstractRobustConnection]:
+    """An aio-pika connection, to publish and inspect as a foreign client would."""
+    conn = await rpc.connect(amqp_url, name="test-pika", reconnect_interval_s=0.2)
+    yield conn
+    await conn.close()
 
 
 @pytest.fixture

@@ -1,4 +1,8 @@
-"""Settling consumed messages, and describing the failures that dead-letter them."""
+"""Returning consumed messages, and describing the failures that dead-letter them.
+
+Acks need no help: ``message.ack()`` never fails (on a lost channel the broker
+redelivers anyway).
+"""
 
 from __future__ import annotations
 
@@ -11,13 +15,6 @@ logger = logging.getLogger(__name__)
 
 # Dead-letter headers stay small: the end of the traceback says where it broke.
 TRACEBACK_MAX_CHARS = 4000
-
-
-def ack(message: Delivery) -> None:
-    try:
-        message.channel.basic_ack(message.delivery_tag)
-    except WireError as exc:
-        logger.warning("could not ack a delivery (it will be redelivered): %s", exc)
 
 
 def nack_requeue(message: Delivery) -> None:

@@ -23,7 +23,7 @@ from rpc.logs import log_context
 from rpc.publish import persistent_copy
 from rpc.wire import Channel, Delivery, RobustChannel, WireConnection
 
-from .deliveries import ack, describe, nack_requeue, traceback_summary
+from .deliveries import describe, nack_requeue, traceback_summary
 from .errors import PermanentError
 from .messages import StatusEvent
 from .metrics import EVENTS_CONSUMED
@@ -144,7 +144,7 @@ class EventConsumers:
                 nack_requeue(message)
                 EVENTS_CONSUMED.labels(subscriber.queue, "retry").inc()
             else:
-                ack(message)
+                message.ack()
                 EVENTS_CONSUMED.labels(subscriber.queue, "ok").inc()
 
     async def _dead_letter(
@@ -168,7 +168,7 @@ class EventConsumers:
             routing_key=subscriber.dead_queue,
             properties=persistent_copy(message.properties, headers),
         )
-        ack(message)
+        message.ack()
 
 
 async def declare_subscriber(channel: Channel, subscriber: Subscriber) -> None:

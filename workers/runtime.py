@@ -24,7 +24,7 @@ from rpc.publish import persistent_copy
 from rpc.wire import Channel, Delivery, RobustChannel, WireConnection
 
 from .context import TaskContext
-from .deliveries import ack, describe, nack_requeue, traceback_summary
+from .deliveries import describe, nack_requeue, traceback_summary
 from .errors import PermanentError
 from .messages import StatusEvent, TaskId, encoder, new_event, task_decoder
 from .metrics import STATUS_EVENTS, TASK_SECONDS
@@ -209,7 +209,7 @@ class Worker:
         if recorded is not None:
             logger.info("task %s already finished (%s); republishing", task_id, recorded.state)
             await self._publish(recorded)
-            ack(message)
+            message.ack()
             return
 
         await self._publish(new_event(task.kind, task_id, "running", attempt))
@@ -246,7 +246,7 @@ class Worker:
         TASK_SECONDS.labels(task.kind).observe(time.perf_counter() - started)
         await self._outcomes.record(outcome)
         await self._publish(outcome)
-        ack(message)
+        message.ack()
 
     async def _retry_or_bury(
         self,
@@ -294,7 +294,7 @@ class Worker:
             routing_key=task.kind,
             properties=persistent_copy(message.properties, retry_headers),
         )
-        ack(message)
+        message.ack()
 
     async def _dead_letter(
         self,
@@ -327,7 +327,7 @@ class Worker:
         )
         if task_id is not None:
             await self._publish(new_event(task.kind, task_id, "dead", attempt, error=reason))
-        ack(message)
+        message.ack()
 
 
 def _attempt(headers: dict[str, Any]) -> int:

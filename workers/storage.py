@@ -6,24 +6,9 @@ in the outcome log (``workers/outcomes.py``).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from .errors import InvalidInput
-
-
-def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = False) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the whole new one.
-
-    Without ``fsync`` the write survives the process dying, not the machine.
-    """
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        if fsync:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def resolve_input(storage_dir: Path, name: str) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -66,7 +67,7 @@ class Delivery:
         self.body = b""
 
     def ack(self) -> None:
-        """Acknowledge this delivery (acks are batched per write)."""
+        """Acknowledge this delivery (batched per write; a no-op once the channel is gone)."""
         self.channel.basic_ack(self.delivery_tag)
 
 
@@ -87,8 +88,10 @@ class Channel:
         # Publisher confirms.
         self._confirming = False
         self._published = 0
-        self._confirms: dict[int, asyncio.Future[bool]] = {}
-        self._mandatory_ids: dict[str, int] = {}
+        # Publish sequence number -> its confirm and, if mandatory, its message_id.
+        self._confirms: dict[int, tuple[asyncio.Future[bool], str | None]] = {}
+        # message_id -> confirm of a mandatory publish, until confirmed (to match a return).
+        self._mandatory: dict[str, asyncio.Future[bool]] = {}
         # Consumer acks: delivered and still unacked, and acked since the last write.
         self._unacked: set[int] = set()
         self._acks: list[int] = []
@@ -256,9 +259,10 @@ class Channel:
             return None
         self._published += 1
         future: asyncio.Future[bool] = protocol.loop.create_future()
-        self._confirms[self._published] = future
-        if mandatory and properties is not None and properties.message_id:
-            self._mandatory_ids[properties.message_id] = self._published
+        message_id = properties.message_id if mandatory and properties else None
+        self._confirms[self._published] = (future, message_id)
+        if message_id:
+            self._mandatory[message_id] = future
         return future
 
     async def basic_publish(
@@ -383,8 +387,7 @@ class Channel:
 
     def _on_returned(self, message: Delivery) -> None:
         message_id = message.properties.message_id
-        tag = self._mandatory_ids.pop(message_id, None) if message_id else None
-        future = self._confirms.get(tag) if tag is not None else None
+        future = self._mandatory.pop(message_id, None) if message_id else None
         if future is not None:
             if not future.done():
                 future.set_result(False)
@@ -394,18 +397,23 @@ class Channel:
             logger.warning("unroutable message returned: %s", message.reply_text)
 
     def _on_confirm(self, tag: int, multiple: bool, acked: bool) -> None:
-        tags = [t for t in self._confirms if t <= tag] if multiple else [tag]
+        # Sequence numbers are the dict's insertion order: a multiple confirm is a prefix.
+        tags = [tag]
+        if multiple:
+            tags = list(itertools.takewhile(lambda t: t <= tag, self._confirms))
         for t in tags:
-            future = self._confirms.pop(t, None)
-            if future is None or future.done():
+            entry = self._confirms.pop(t, None)
+            if entry is None:
+                continue
+            future, message_id = entry
+            if message_id:
+                self._mandatory.pop(message_id, None)
+            if future.done():
                 continue
             if acked:
                 future.set_result(True)
             else:
                 future.set_exception(PublishNacked("the broker refused the message"))
-        if len(self._mandatory_ids) > len(self._confirms):
-            live = set(self._confirms)
-            self._mandatory_ids = {m: t for m, t in self._mandatory_ids.items() if t in live}
 
     def _on_other_method(self, frame: Frame) -> None:
         if isinstance(frame, commands.Channel.Close):
@@ -454,8 +462,8 @@ class Channel:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(error)
         confirms, self._confirms = self._confirms, {}
-        self._mandatory_ids.clear()
-        for future in confirms.values():
+        self._mandatory.clear()
+        for future, _ in confirms.values():
             if not future.done():
                 future.set_exception(error)
         for task in list(self._tasks):

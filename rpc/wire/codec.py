@@ -157,16 +157,21 @@ def encode_properties(properties: Properties | None) -> tuple[int, bytes]:
     return flags, b"".join(parts)
 
 
+def _read_shortstr(data: bytes | memoryview, offset: int) -> tuple[str, int]:
+    """The short string at ``offset`` and the offset after it."""
+    end = offset + 1 + data[offset]
+    return bytes(data[offset + 1 : end]).decode(), end
+
+
 def decode_properties(flags: int, data: bytes | memoryview, offset: int) -> Properties:
     """Properties from a content header's property list starting at ``offset``."""
     properties = Properties()
     for name, bit, kind in _PROPERTY_LAYOUT:
         if not flags & bit:
             continue
+        value: Any
         if kind == "s":
-            length = data[offset]
-            value: Any = bytes(data[offset + 1 : offset + 1 + length]).decode()
-            offset += 1 + length
+            value, offset = _read_shortstr(data, offset)
         elif kind == "o":
             value = data[offset]
             offset += 1
@@ -230,31 +235,21 @@ def decode_confirm(payload: bytes | memoryview) -> tuple[int, bool]:
 
 def decode_deliver(payload: bytes | memoryview) -> tuple[str, int, bool, str, str]:
     """Consumer tag, delivery tag, redelivered, exchange and routing key of a Basic.Deliver."""
-    offset = 4
-    length = payload[offset]
-    consumer_tag = bytes(payload[offset + 1 : offset + 1 + length]).decode()
-    offset += 1 + length
+    consumer_tag, offset = _read_shortstr(payload, 4)
     (delivery_tag,) = _U64.unpack_from(payload, offset)
     redelivered = bool(payload[offset + 8] & 1)
-    offset += 9
-    length = payload[offset]
-    exchange = bytes(payload[offset + 1 : offset + 1 + length]).decode()
-    offset += 1 + length
-    length = payload[offset]
-    routing_key = bytes(payload[offset + 1 : offset + 1 + length]).decode()
+    exchange, offset = _read_shortstr(payload, offset + 9)
+    routing_key, _ = _read_shortstr(payload, offset)
     return consumer_tag, delivery_tag, redelivered, exchange, routing_key
 
 
 def decode_return(payload: bytes | memoryview) -> tuple[int, str, str, str]:
     """Reply code, reply text, exchange and routing key of a Basic.Return."""
     (reply_code,) = _U16.unpack_from(payload, 4)
-    offset = 6
-    fields = []
-    for _ in range(3):
-        length = payload[offset]
-        fields.append(bytes(payload[offset + 1 : offset + 1 + length]).decode())
-        offset += 1 + length
-    return reply_code, fields[0], fields[1], fields[2]
+    reply_text, offset = _read_shortstr(payload, 6)
+    exchange, offset = _read_shortstr(payload, offset)
+    routing_key, _ = _read_shortstr(payload, offset)
+    return reply_code, reply_text, exchange, routing_key
 
 
 def decode_header(payload: bytes | memoryview) -> tuple[int, Properties]:

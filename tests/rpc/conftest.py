@@ -10,29 +10,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from aio_pika.abc import AbstractRobustConnection
 
 import rpc
 
 from ..helpers import eventually  # noqa: F401  (re-exported for tests)
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-async def connection(amqp_url: str) -> AsyncIterator[rpc.WireConnection]:
-    """The lean connection RPC clients and servers run on."""
-    conn = await rpc.connect_wire(amqp_url, name="test", reconnect_interval_s=0.2)
-    yield conn
-    await conn.close()
-
-
-@pytest.fixture
-async def pika_connection(amqp_url: str) -> AsyncIterator[AbstractRobustConnection]:
-    """An aio-pika connection, to talk to RPC servers as a foreign client would."""
-    conn = await rpc.connect(amqp_url, name="test-pika", reconnect_interval_s=0.2)
-    yield conn
-    await conn.close()
 
 
 @pytest.fixture

@@ -26,22 +26,6 @@ TEST_TASKS = "tests.workers.tasks_for_tests:registry"
 
 
 @pytest.fixture
-async def connection(amqp_url: str) -> AsyncIterator[rpc.WireConnection]:
-    """The lean connection workers and submitters run on."""
-    conn = await rpc.connect_wire(amqp_url, name="test-workers", reconnect_interval_s=0.2)
-    yield conn
-    await conn.close()
-
-
-@pytest.fixture
-async def pika_connection(amqp_url: str) -> AsyncIterator[AbstractRobustConnection]:
-    """An aio-pika connection, to publish and inspect as a foreign client would."""
-    conn = await rpc.connect(amqp_url, name="test-workers-pika", reconnect_interval_s=0.2)
-    yield conn
-    await conn.close()
-
-
-@pytest.fixture
 def settings(amqp_url: str, tmp_path: Path) -> WorkerSettings:
     storage = tmp_path / "storage"
     storage.mkdir()
