@@ -8,6 +8,7 @@ read these files, never the Python code.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -39,7 +40,7 @@ def _reply(result: type) -> Any:
 
 def schemas() -> dict[str, dict[str, Any]]:
     """File name -> JSON Schema."""
-    found = {
+    found: dict[str, Any] = {
         "task.json": msgspec.json.schema(TaskMessage),
         "status-event.json": msgspec.json.schema(StatusEvent),
         "order-created.json": msgspec.json.schema(OrderCreated),
@@ -47,7 +48,24 @@ def schemas() -> dict[str, dict[str, Any]]:
     for method, (request, result) in RPC_METHODS.items():
         found[f"rpc.{method}.request.json"] = msgspec.json.schema(request)
         found[f"rpc.{method}.reply.json"] = msgspec.json.schema(_reply(result))
-    return found
+    return {name: _clean_descriptions(schema) for name, schema in found.items()}
+
+
+def _clean_descriptions(node: Any) -> Any:
+    """Dedent every docstring-made ``description``, as only newer msgspec releases do.
+
+    Without it the files would depend on which msgspec installed them.
+    """
+    if isinstance(node, dict):
+        return {
+            key: inspect.cleandoc(value)
+            if key == "description" and isinstance(value, str)
+            else _clean_descriptions(value)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_clean_descriptions(item) for item in node]
+    return node
 
 
 def render(schema: dict[str, Any]) -> str:
