@@ -47,6 +47,12 @@ class Output:
     bytes: int
 
 
+@dataclass(frozen=True, slots=True)
+class Rendering:
+    source: Probe
+    outputs: list[Output]
+
+
 def probe(path: str, max_pixels: int) -> Probe:
     """Check format and declared size from the header only, before any decoding."""
     with _open(path, max_pixels) as img:
@@ -60,14 +66,16 @@ def render_thumbnails(
     max_pixels: int,
     quality: int = 82,
     watermark: str | None = None,
-) -> list[Output]:
-    """Decode once, then write each size as WebP and JPEG into ``out_dir`` (created) atomically.
+) -> Rendering:
+    """Check the header, decode once, then write each size as WebP and JPEG into ``out_dir``.
 
-    Output names depend only on size and format, so a rerun overwrites instead of adding.
+    ``out_dir`` is created; every file is written atomically. Output names depend
+    only on size and format, so a rerun overwrites instead of adding.
     """
     sizes_px = tuple(sorted(set(sizes_px), reverse=True))
     os.makedirs(out_dir, exist_ok=True)
     with _open(path, max_pixels) as img:
+        source = Probe(img.format or "?", img.width, img.height, img.mode)
         if img.format == "JPEG":
             # DCT scaling: decode at the smallest scale still >= the largest thumbnail.
             img.draft("RGB", (sizes_px[0], sizes_px[0]))
@@ -101,7 +109,7 @@ def render_thumbnails(
             data = _encode(image, fmt, quality, icc_profile)
             _atomic_write(Path(out_dir) / name, data)
             outputs.append(Output(name, fmt, size_px, image.width, image.height, len(data)))
-    return outputs
+    return Rendering(source, outputs)
 
 
 def _open(path: str, max_pixels: int) -> Image.Image:

@@ -32,7 +32,7 @@ from .outcomes import OutcomeLog
 from .pool import make_pool
 from .registry import Task, TaskRegistry
 from .settings import WorkerSettings
-from .status import publish_confirmed, publish_status
+from .status import confirmed, forget, publish_confirmed, publish_status, publish_status_soon
 from .topology import (
     ATTEMPT_HEADER,
     QUEUE_HEADER,
@@ -175,6 +175,12 @@ class Worker:
         await publish_status(self._publish_channel, event)
         STATUS_EVENTS.labels(event.kind, event.state).inc()
 
+    def _publish_soon(self, event: StatusEvent) -> asyncio.Future[bool]:
+        assert self._publish_channel is not None
+        future = publish_status_soon(self._publish_channel, event)
+        STATUS_EVENTS.labels(event.kind, event.state).inc()
+        return future
+
     async def _process(self, task: Task, message: Delivery) -> None:
         properties = message.properties
         headers = dict(properties.headers or {})
@@ -212,7 +218,9 @@ class Worker:
             message.ack()
             return
 
-        await self._publish(new_event(task.kind, task_id, "running", attempt))
+        # "running" goes out without waiting for its confirm, so the handler's first progress
+        # event shares its write; the attempt's outcome waits for that confirm (below).
+        running = self._publish_soon(new_event(task.kind, task_id, "running", attempt))
         ctx = TaskContext(
             task_id=task_id,
             kind=task.kind,
@@ -227,10 +235,12 @@ class Worker:
             result = await task.handler(ctx, payload)
         except PermanentError as exc:
             outcome = new_event(task.kind, task_id, "failed", attempt, error=describe(exc))
-        except BrokerUnavailable:
-            # From ctx.progress: not the task's fault; leave it unacked for redelivery.
+        except (BrokerUnavailable, asyncio.CancelledError):
+            # From ctx.progress (not the task's fault), or a stop: leave it unacked for redelivery.
+            forget(running)
             raise
         except Exception as exc:
+            await confirmed(running)
             await self._retry_or_bury(task, message, task_id, attempt, headers, exc)
             return
         else:
@@ -244,6 +254,7 @@ class Worker:
                     task.kind, task_id, "failed", attempt, error=f"unencodable result: {exc}"
                 )
         TASK_SECONDS.labels(task.kind).observe(time.perf_counter() - started)
+        await confirmed(running)
         await self._outcomes.record(outcome)
         await self._publish(outcome)
         message.ack()

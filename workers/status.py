@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import rpc.publish
 from rpc.errors import BrokerUnavailable
-from rpc.wire import Properties, RobustChannel, WireError
+from rpc.wire import Properties, PublishNacked, RobustChannel, WireError
 
 from .errors import UnknownKind
 from .messages import StatusEvent, encoder
@@ -45,17 +46,56 @@ async def publish_confirmed(
 
 async def publish_status(channel: RobustChannel, event: StatusEvent) -> None:
     """Publish ``event`` persistently to ``status`` and wait for the broker's confirm."""
-    properties = Properties(
-        content_type=CONTENT_TYPE,
-        message_id=event.event_id,
-        message_type=STATUS_MESSAGE_TYPE,
-        timestamp=datetime.fromtimestamp(event.timestamp, UTC),
-        delivery_mode=2,
-    )
     await publish_confirmed(
         channel,
         encoder.encode(event),
         exchange=STATUS_EXCHANGE,
         routing_key=status_routing_key(event.kind, event.task_id, event.state),
-        properties=properties,
+        properties=_status_properties(event),
+    )
+
+
+def publish_status_soon(channel: RobustChannel, event: StatusEvent) -> asyncio.Future[bool]:
+    """Queue ``event`` for the channel's next write; pass the result to :func:`confirmed`.
+
+    Raises BrokerUnavailable at once if the channel is down.
+    """
+    raw = channel.raw
+    if raw is None or raw.is_closed:
+        raise BrokerUnavailable("lost the broker: the status channel is down; reopening")
+    future = raw.publish(
+        encoder.encode(event),
+        exchange=STATUS_EXCHANGE,
+        routing_key=status_routing_key(event.kind, event.task_id, event.state),
+        properties=_status_properties(event),
+    )
+    assert future is not None, "status events go out on a confirming channel"
+    return future
+
+
+async def confirmed(future: asyncio.Future[bool]) -> None:
+    """Wait for a confirm from :func:`publish_status_soon`; BrokerUnavailable if none comes."""
+    try:
+        await future
+    except PublishNacked as exc:
+        raise BrokerUnavailable("the broker refused a status event") from exc
+    except WireError as exc:
+        raise BrokerUnavailable(f"lost the broker while publishing a status event: {exc}") from exc
+
+
+def forget(future: asyncio.Future[bool]) -> None:
+    """Nobody will wait for this confirm any more: mark its error, if any, as seen."""
+    if future.done() and not future.cancelled():
+        future.exception()
+    else:
+        future.cancel()
+
+
+def _status_properties(event: StatusEvent) -> Properties:
+    return Properties(
+        content_type=CONTENT_TYPE,
+        message_id=event.event_id,
+        message_type=STATUS_MESSAGE_TYPE,
+        timestamp=datetime.fromtimestamp(event.timestamp, UTC),
+        delivery_mode=2,
     )

@@ -11,7 +11,7 @@ from PIL import Image, ImageCms
 
 from workers import InvalidInput, TaskRegistry
 from workers.builtin import thumbnail
-from workers.images import probe, render_thumbnails
+from workers.images import Probe, probe, render_thumbnails
 
 from .conftest import get_dead_letters
 
@@ -61,10 +61,11 @@ async def test_thumbnail_task_writes_each_size_as_webp_and_jpeg_with_progress(
         "queued",
         "running",
         "progress",
-        "progress",
         "succeeded",
     ]
-    assert [e.percent for e in events if e.state == "progress"] == [20, 100]
+    assert [(e.percent, e.message) for e in events if e.state == "progress"] == [
+        (10, "rendering 200, 64 px as WebP and JPEG")
+    ]
     result = events[-1].result
     assert result["source"] == {"format": "JPEG", "width": 400, "height": 300}
     outputs = {(o["format"], o["size_px"]): o for o in result["outputs"]}
@@ -175,7 +176,7 @@ def test_rerendering_overwrites_the_same_files_atomically(tmp_path):
     second = render_thumbnails(str(tmp_path / "in.jpg"), str(out), (100, 50), 10**6)
 
     assert first == second
-    assert sorted(p.name for p in out.iterdir()) == sorted(o.name for o in first)
+    assert sorted(p.name for p in out.iterdir()) == sorted(o.name for o in first.outputs)
 
 
 def test_transparent_gif_keeps_alpha_in_webp_and_is_flattened_in_jpeg(tmp_path):
@@ -183,7 +184,7 @@ def test_transparent_gif_keeps_alpha_in_webp_and_is_flattened_in_jpeg(tmp_path):
     image.paste((0, 128, 0, 255), (0, 0, 60, 60))
     image.save(tmp_path / "in.gif")
 
-    outputs = render_thumbnails(str(tmp_path / "in.gif"), str(tmp_path), (60,), 10**6)
+    rendering = render_thumbnails(str(tmp_path / "in.gif"), str(tmp_path), (60,), 10**6)
 
     with Image.open(tmp_path / "thumb-60.webp") as webp:
         assert webp.mode == "RGBA"
@@ -191,7 +192,8 @@ def test_transparent_gif_keeps_alpha_in_webp_and_is_flattened_in_jpeg(tmp_path):
     with Image.open(tmp_path / "thumb-60.jpg") as jpeg:
         assert jpeg.mode == "RGB"
         assert min(jpeg.getpixel((50, 10))) > 240  # white where it was transparent
-    assert [(o.width, o.height) for o in outputs] == [(60, 30), (60, 30)]
+    assert rendering.source == Probe("GIF", 120, 60, "P")
+    assert [(o.width, o.height) for o in rendering.outputs] == [(60, 30), (60, 30)]
 
 
 def test_watermark_changes_the_pixels_of_every_output(tmp_path):
