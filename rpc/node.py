@@ -242,6 +242,9 @@ class BrokerNode:
             "log.console = false",
             "log.file = rabbit.log",
             "log.file.level = info",
+            # CQv2 (opt-in on 3.10, the default from 3.13): the status journal takes every
+            # persistent status event, and v2 spends less broker CPU on each.
+            "classic_queue.default_version = 2",
         ]
         if cfg.management_port is not None:
             conf.append(f"management.tcp.port = {cfg.management_port}")
