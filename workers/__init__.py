@@ -17,6 +17,7 @@ from .errors import (
     WorkerError,
 )
 from .messages import TERMINAL_STATES, State, StatusEvent, TaskMessage
+from .pool import report_progress
 from .registry import TaskRegistry
 from .runtime import Worker
 from .settings import WorkerSettings
@@ -41,4 +42,5 @@ __all__ = [
     "Worker",
     "WorkerError",
     "WorkerSettings",
+    "report_progress",
 ]

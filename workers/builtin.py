@@ -37,10 +37,9 @@ async def thumbnail(ctx: TaskContext, request: ThumbnailRequest) -> dict[str, ob
     sizes_px = tuple(request.options.sizes_px or settings.thumbnail_sizes)
     if not sizes_px:
         raise InvalidInput("no thumbnail sizes requested")
-    # One pool round trip checks the header and renders: a separate probe on a thread
-    # would cost the loop more than the check is worth, and the gateway probed at upload.
-    shown = ", ".join(str(size_px) for size_px in sizes_px)
-    await ctx.progress(10, f"rendering {shown} px as WebP and JPEG")
+    # One pool job checks the header, decodes and renders, reporting each step: a separate
+    # probe on a thread would cost the loop more than the check is worth (the gateway
+    # probed at upload, and the job checks again before decoding).
     out_dir = ctx.output_dir(create=False)  # render_thumbnails creates it, off the loop
     rendering = await ctx.run_in_process(
         images.render_thumbnails,
@@ -51,7 +50,6 @@ async def thumbnail(ctx: TaskContext, request: ThumbnailRequest) -> dict[str, ob
         request.options.quality,
         request.options.watermark,
     )
-    # No 100% event: "succeeded" follows at once and carries the outputs.
     return {
         "source": {
             "format": rendering.source.format,

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from rpc.errors import BrokerUnavailable
+
 from .messages import StatusEvent, new_event
+from .pool import TaskPool
 from .settings import WorkerSettings
+from .status import confirmed, forget
 from .storage import task_dir
+from .throttle import ProgressThrottle
 
 T = TypeVar("T")
 
@@ -27,7 +31,8 @@ class TaskContext:
         redelivered: bool,
         settings: WorkerSettings,
         publish: Callable[[StatusEvent], Awaitable[None]],
-        executor: Callable[[], Executor],
+        publish_soon: Callable[[StatusEvent], asyncio.Future[bool]],
+        pool: Callable[[], TaskPool],
     ) -> None:
         self.task_id = task_id
         self.kind = kind
@@ -37,7 +42,8 @@ class TaskContext:
         self.redelivered = redelivered
         self.settings = settings
         self._publish = publish
-        self._executor = executor
+        self._publish_soon = publish_soon
+        self._pool = pool
 
     @property
     def storage_dir(self) -> Path:
@@ -55,18 +61,48 @@ class TaskContext:
 
     async def progress(self, percent: float, message: str = "") -> None:
         """Publish a ``progress`` event; returns once the broker has it."""
-        percent = min(100.0, max(0.0, float(percent)))
-        await self._publish(
-            new_event(
-                self.kind,
-                self.task_id,
-                "progress",
-                self.attempt,
-                percent=percent,
-                message=message or None,
-            )
-        )
+        await self._publish(self._progress_event(percent, message))
 
     async def run_in_process(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run the picklable ``fn(*args)`` in the worker's process pool (CPU-bound work)."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor(), fn, *args)
+        """Run the picklable ``fn(*args)`` in the worker's process pool (CPU-bound work).
+
+        ``fn`` may call :func:`workers.report_progress`: its reports become
+        ``progress`` events of this task, confirmed before this returns; at most
+        one per ``settings.progress_interval_s``, the latest of each interval, so
+        a job shorter than the interval publishes none (see ProgressThrottle).
+        """
+        confirms: list[asyncio.Future[bool]] = []
+        lost: list[BrokerUnavailable] = []
+
+        def on_progress(percent: float, message: str) -> None:
+            try:
+                confirms.append(self._publish_soon(self._progress_event(percent, message)))
+            except BrokerUnavailable as exc:
+                lost.append(exc)  # raised below, once the job is done
+
+        throttle = ProgressThrottle(
+            on_progress, self.settings.progress_interval_s, asyncio.get_running_loop()
+        )
+        try:
+            result = await self._pool().run(fn, *args, on_progress=throttle)
+        except BaseException:
+            throttle.close()
+            for future in confirms:
+                forget(future)
+            raise
+        throttle.close()
+        for future in confirms:
+            await confirmed(future)
+        if lost:
+            raise lost[0]
+        return result
+
+    def _progress_event(self, percent: float, message: str) -> StatusEvent:
+        return new_event(
+            self.kind,
+            self.task_id,
+            "progress",
+            self.attempt,
+            percent=min(100.0, max(0.0, float(percent))),
+            message=message or None,
+        )

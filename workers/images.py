@@ -15,6 +15,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
 from .errors import InvalidInput
+from .pool import report_progress
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
 OUTPUT_FORMATS = (("WEBP", "webp"), ("JPEG", "jpg"))
@@ -70,7 +71,9 @@ def render_thumbnails(
     """Check the header, decode once, then write each size as WebP and JPEG into ``out_dir``.
 
     ``out_dir`` is created; every file is written atomically. Output names depend
-    only on size and format, so a rerun overwrites instead of adding.
+    only on size and format, so a rerun overwrites instead of adding. Progress is
+    reported after the decode and after each size but the last, whose end is the
+    task's outcome.
     """
     sizes_px = tuple(sorted(set(sizes_px), reverse=True))
     os.makedirs(out_dir, exist_ok=True)
@@ -93,10 +96,12 @@ def render_thumbnails(
         icc_profile = None  # a CMYK profile would mislabel the converted RGB pixels
     has_alpha = base.mode in ("RGBA", "LA", "PA") or "transparency" in base.info
     base = base.convert("RGBA" if has_alpha else "RGB")
+    steps = 1 + len(sizes_px)
+    report_progress(round(100 / steps), f"decoded {source.format} {source.width}x{source.height}")
 
     outputs: list[Output] = []
     current = base
-    for size_px in sizes_px:
+    for step, size_px in enumerate(sizes_px, start=2):
         # Each size is reduced from the previous one: cheaper, and quality holds at these ratios.
         current = current.copy()
         current.thumbnail((size_px, size_px), Image.Resampling.LANCZOS, reducing_gap=3.0)
@@ -109,6 +114,8 @@ def render_thumbnails(
             data = _encode(image, fmt, quality, icc_profile)
             _atomic_write(Path(out_dir) / name, data)
             outputs.append(Output(name, fmt, size_px, image.width, image.height, len(data)))
+        if step < steps:
+            report_progress(round(100 * step / steps), f"wrote {size_px} px as WebP and JPEG")
     return Rendering(source, outputs)
 
 

@@ -1,12 +1,22 @@
-"""The process pool for CPU-bound task work (Pillow), and how its processes start."""
+"""The process pool for CPU-bound task work (Pillow): how its processes start, and how
+a job running in it reports progress to its task."""
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ctypes.util
+import itertools
 import multiprocessing
 import signal
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from multiprocessing.queues import SimpleQueue
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+# Called on the event loop with (percent, message) for each report of one job.
+ProgressListener = Callable[[float, str], None]
 
 # prctl(2) option: the signal this process gets when its parent dies.
 _PR_SET_PDEATHSIG = 1
@@ -16,19 +26,97 @@ _M_MMAP_THRESHOLD = -3
 _KEEP_BYTES = 256 * 1024 * 1024
 
 
-def make_pool(
-    processes: int, preload: tuple[str, ...] = ("workers.forkserver_preload",)
-) -> ProcessPoolExecutor:
-    """A pool of ``processes`` started through a forkserver that has imported ``preload``.
+class TaskPool:
+    """``processes`` pool processes whose jobs can report progress to the loop.
 
-    forkserver: children do not inherit the event loop, sockets and threads of the worker.
+    Processes start through a forkserver that has imported ``preload``: they do
+    not inherit the worker's event loop, sockets and threads. A job's
+    :func:`report_progress` calls travel over one pipe shared by the pool, which
+    the event loop reads directly (no thread in between).
     """
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(list(preload))
-    return ProcessPoolExecutor(max_workers=processes, mp_context=context, initializer=_init_process)
+
+    def __init__(
+        self, processes: int, preload: tuple[str, ...] = ("workers.forkserver_preload",)
+    ) -> None:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(list(preload))
+        self._reports: SimpleQueue[tuple[int, float, str]] = context.SimpleQueue()
+        self._executor = ProcessPoolExecutor(
+            max_workers=processes,
+            mp_context=context,
+            initializer=_init_process,
+            initargs=(self._reports,),
+        )
+        self._listeners: dict[int, ProgressListener] = {}
+        self._job_ids = itertools.count()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def run(
+        self, fn: Callable[..., T], *args: Any, on_progress: ProgressListener | None = None
+    ) -> T:
+        """``fn(*args)`` in a pool process; its reports reach ``on_progress`` on the loop."""
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+            loop.add_reader(self._report_fd, self._read_reports)
+        job_id = next(self._job_ids)
+        if on_progress is not None:
+            self._listeners[job_id] = on_progress
+        try:
+            return await loop.run_in_executor(self._executor, _run_job, job_id, fn, args)
+        finally:
+            # A job writes its reports before its result: they are all in the pipe by now.
+            self._read_reports()
+            self._listeners.pop(job_id, None)
+
+    async def shutdown(self) -> None:
+        """Stop reading reports; wait, off the loop, for jobs already running to end."""
+        if self._loop is not None:
+            self._loop.remove_reader(self._report_fd)
+            self._loop = None
+        await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+        self._reports.close()
+
+    @property
+    def _report_fd(self) -> int:
+        return self._reports._reader.fileno()  # type: ignore[attr-defined]
+
+    def _read_reports(self) -> None:
+        reader = self._reports._reader  # type: ignore[attr-defined]
+        while reader.poll(0):
+            job_id, percent, message = reader.recv()
+            listener = self._listeners.get(job_id)
+            if listener is not None:
+                listener(percent, message)
 
 
-def _init_process() -> None:
+def report_progress(percent: float, message: str = "") -> None:
+    """Report progress from a function that ``TaskContext.run_in_process`` runs.
+
+    The worker publishes it as a ``progress`` event of the task that started the
+    job. Called anywhere else (directly, in a test) it does nothing.
+    """
+    if _reports is not None and _job_id is not None:
+        _reports.put((_job_id, float(percent), message))
+
+
+# A pool process's side: where its reports go, and which job it is running.
+_reports: SimpleQueue[tuple[int, float, str]] | None = None
+_job_id: int | None = None
+
+
+def _run_job(job_id: int, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    global _job_id
+    _job_id = job_id
+    try:
+        return fn(*args)
+    finally:
+        _job_id = None
+
+
+def _init_process(reports: SimpleQueue[tuple[int, float, str]]) -> None:
+    global _reports
+    _reports = reports
     # Ctrl-C reaches the whole process group; the parent decides when the pool stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent()

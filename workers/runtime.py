@@ -12,7 +12,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import Any
 
 import msgspec
@@ -29,7 +28,7 @@ from .errors import PermanentError
 from .messages import StatusEvent, TaskId, encoder, new_event, task_decoder
 from .metrics import STATUS_EVENTS, TASK_SECONDS
 from .outcomes import OutcomeLog
-from .pool import make_pool
+from .pool import TaskPool
 from .registry import Task, TaskRegistry
 from .settings import WorkerSettings
 from .status import confirmed, forget, publish_confirmed, publish_status, publish_status_soon
@@ -71,7 +70,7 @@ class Worker:
         self._idle = asyncio.Event()
         self._idle.set()
         self._stopping = False
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool: TaskPool | None = None
         self._outcomes: OutcomeLog | None = None
 
     async def start(self, connection: WireConnection) -> None:
@@ -111,16 +110,16 @@ class Worker:
         await close_channels(self._consume_channel, self._publish_channel)
         if self._pool is not None:
             pool, self._pool = self._pool, None
-            # A job already running in the pool cannot be interrupted; wait for it off the loop.
-            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+            # A job already running in the pool cannot be interrupted; this waits for it.
+            await pool.shutdown()
         if self._outcomes is not None:
             outcomes, self._outcomes = self._outcomes, None
             await outcomes.close()
 
-    def executor(self) -> Executor:
+    def pool(self) -> TaskPool:
         """The process pool for CPU-bound work, started on first use."""
         if self._pool is None:
-            self._pool = make_pool(self.settings.processes)
+            self._pool = TaskPool(self.settings.processes)
         return self._pool
 
     async def _declare(self, channel: Channel) -> None:
@@ -228,7 +227,8 @@ class Worker:
             redelivered=message.redelivered,
             settings=self.settings,
             publish=self._publish,
-            executor=self.executor,
+            publish_soon=self._publish_soon,
+            pool=self.pool,
         )
         started = time.perf_counter()
         try:

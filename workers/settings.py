@@ -37,6 +37,9 @@ class WorkerSettings:
     thumbnail_sizes: tuple[int, ...] = (800, 256, 64)
     max_pixels: int = 40_000_000
     shutdown_grace_s: float = 30.0
+    # Progress reported from a pool job: the latest report of each interval is published,
+    # so a job shorter than this publishes none (0: every report at once).
+    progress_interval_s: float = 0.25
     reconnect_interval_s: float = 1.0
     database_path: Path = DEFAULT_DATABASE_PATH
     # The email provider's HTTP API; without a URL, confirmations are only logged.
@@ -76,6 +79,7 @@ class WorkerSettings:
             else default.thumbnail_sizes,
             max_pixels=int(env.get("MAX_PIXELS", default.max_pixels)),
             shutdown_grace_s=float(env.get("SHUTDOWN_GRACE_S", default.shutdown_grace_s)),
+            progress_interval_s=float(env.get("PROGRESS_INTERVAL_S", default.progress_interval_s)),
             reconnect_interval_s=float(
                 env.get("AMQP_RECONNECT_INTERVAL_S", default.reconnect_interval_s)
             ),

@@ -52,7 +52,7 @@ async def test_thumbnail_task_writes_each_size_as_webp_and_jpeg_with_progress(
     kind, registry = thumbnail_registry
     # Orientation 6: the camera was turned; upright the picture is 300 wide, 400 high.
     write_jpeg(settings.storage_dir / "upload.jpg", (400, 300), orientation=6)
-    await start_worker(registry, thumbnail_sizes=(200, 64))
+    await start_worker(registry, thumbnail_sizes=(200, 64), progress_interval_s=0)
 
     task_id = await submitter.submit(kind, {"file": "upload.jpg"})
     events = [e async for e in submitter.events(task_id)]
@@ -61,10 +61,13 @@ async def test_thumbnail_task_writes_each_size_as_webp_and_jpeg_with_progress(
         "queued",
         "running",
         "progress",
+        "progress",
         "succeeded",
     ]
+    # One report per step from inside the pool job; the last step's end is "succeeded".
     assert [(e.percent, e.message) for e in events if e.state == "progress"] == [
-        (10, "rendering 200, 64 px as WebP and JPEG")
+        (33, "decoded JPEG 400x300"),
+        (67, "wrote 200 px as WebP and JPEG"),
     ]
     result = events[-1].result
     assert result["source"] == {"format": "JPEG", "width": 400, "height": 300}

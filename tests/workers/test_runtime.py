@@ -14,6 +14,7 @@ from workers import (
     TaskContext,
     TaskRegistry,
     TaskSubmitter,
+    report_progress,
 )
 from workers.messages import TaskMessage
 from workers.topology import ATTEMPT_HEADER, REASON_HEADER, TASKS_EXCHANGE, TRACEBACK_HEADER
@@ -25,6 +26,13 @@ TIMEOUT_S = 30
 
 class Steps(msgspec.Struct):
     steps: int
+
+
+def count_in_pool(steps: int) -> int:
+    """Runs in a pool process, reporting each step."""
+    for step in range(1, steps + 1):
+        report_progress(100 * step / steps, f"pool step {step}")
+    return steps
 
 
 async def all_events(submitter: TaskSubmitter, task_id: str) -> list[StatusEvent]:
@@ -61,6 +69,52 @@ async def test_success_publishes_queued_running_progress_in_order_then_succeeded
     assert events[-1].result == {"counted": 3}
     assert {e.task_id for e in events} == {task_id}
     assert len({e.event_id for e in events}) == len(events)
+
+
+async def test_progress_reported_inside_the_process_pool_arrives_in_order_before_the_outcome(
+    kinds, start_worker, submitter
+):
+    kind = kinds()
+    registry = TaskRegistry()
+
+    @registry.task(kind)
+    async def count(ctx: TaskContext, payload: Steps) -> int:
+        counted = await ctx.run_in_process(count_in_pool, payload.steps)
+        await ctx.progress(100, "after the pool")
+        return counted
+
+    await start_worker(registry, progress_interval_s=0)
+    task_id = await submitter.submit(kind, {"steps": 4})
+    events = await all_events(submitter, task_id)
+
+    assert [(e.state, e.message) for e in events[1:]] == [
+        ("running", None),
+        ("progress", "pool step 1"),
+        ("progress", "pool step 2"),
+        ("progress", "pool step 3"),
+        ("progress", "pool step 4"),
+        ("progress", "after the pool"),
+        ("succeeded", None),
+    ]
+    assert events[-1].result == 4
+
+
+async def test_a_pool_job_shorter_than_the_progress_interval_publishes_no_progress(
+    kinds, start_worker, submitter
+):
+    kind = kinds()
+    registry = TaskRegistry()
+
+    @registry.task(kind)
+    async def count(ctx: TaskContext, payload: Steps) -> int:
+        return await ctx.run_in_process(count_in_pool, payload.steps)
+
+    await start_worker(registry, progress_interval_s=3600)
+    task_id = await submitter.submit(kind, {"steps": 4})
+    events = await all_events(submitter, task_id)
+
+    # The reports wait for the hour to end; the job ends first, and its outcome supersedes them.
+    assert [(e.state, e.message) for e in events[1:]] == [("running", None), ("succeeded", None)]
 
 
 async def test_retryable_error_goes_through_delay_tiers_then_succeeds(
