@@ -36,6 +36,9 @@ class TaskDisplay:
 
     def state(self, event: Mapping[str, Any]) -> None:
         """A state change: its line, and for a task that succeeded its result."""
+        if event.get("state") == "succeeded":
+            # Workers publish no progress for short jobs and none at 100%: success fills the bar.
+            self._bar.update(100.0)
         self._bar.clear()
         print(status_line(event), flush=True)
         if event.get("state") == "succeeded" and event.get("result") is not None:

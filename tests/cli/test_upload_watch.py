@@ -75,7 +75,7 @@ async def test_upload_watch_follows_the_task_to_success(tmp_path, gateway_proces
     assert states(result.stdout) == ["queued", "running", "succeeded"]
     outputs = result_after_success(result.stdout)["outputs"]
     assert {(output["format"], output["size_px"]) for output in outputs} >= {("JPEG", 256)}
-    # Off a terminal the bar is one line per update; the last one is full.
+    # Off a terminal the bar is one line per update; success fills it.
     assert "[" + "#" * 30 + "] 100%" in result.stderr
 
 

@@ -202,6 +202,8 @@ def worker_process(
             "TASKGATE_TEST_KIND_PREFIX": kind_prefix,
             "WORKER_PROCESSES": "1",
             "SHUTDOWN_GRACE_S": "5",
+            # Every progress report at once: a test image renders faster than the default interval.
+            "PROGRESS_INTERVAL_S": "0",
         }
         argv = [sys.executable, "-m", "workers", "--tasks", TEST_TASKS]
         if orders:
