@@ -7,12 +7,16 @@ import asyncio
 import ctypes
 import ctypes.util
 import itertools
+import logging
 import multiprocessing
 import signal
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.queues import SimpleQueue
 from typing import Any, TypeVar
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 # Called on the event loop with (percent, message) for each report of one job.
@@ -32,24 +36,33 @@ class TaskPool:
     Processes start through a forkserver that has imported ``preload``: they do
     not inherit the worker's event loop, sockets and threads. A job's
     :func:`report_progress` calls travel over one pipe shared by the pool, which
-    the event loop reads directly (no thread in between).
+    the event loop reads directly (no thread in between). A pool process that
+    dies (a crash in a C library, the OOM killer) breaks the executor: the jobs
+    it had fail with BrokenProcessPool, and the next job starts a new pool.
     """
 
     def __init__(
         self, processes: int, preload: tuple[str, ...] = ("workers.forkserver_preload",)
     ) -> None:
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(list(preload))
-        self._reports: SimpleQueue[tuple[int, float, str]] = context.SimpleQueue()
-        self._executor = ProcessPoolExecutor(
-            max_workers=processes,
-            mp_context=context,
-            initializer=_init_process,
-            initargs=(self._reports,),
-        )
+        self._processes = processes
+        self._context = multiprocessing.get_context("forkserver")
+        self._context.set_forkserver_preload(list(preload))
         self._listeners: dict[int, ProgressListener] = {}
         self._job_ids = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._reports, self._executor = self._start()
+
+    def _start(self) -> tuple[SimpleQueue[tuple[int, float, str]], ProcessPoolExecutor]:
+        # A new report pipe too: a process killed in the middle of a report may have
+        # left half a message in the old one, or its lock held.
+        reports: SimpleQueue[tuple[int, float, str]] = self._context.SimpleQueue()
+        executor = ProcessPoolExecutor(
+            max_workers=self._processes,
+            mp_context=self._context,
+            initializer=_init_process,
+            initargs=(reports,),
+        )
+        return reports, executor
 
     async def run(
         self, fn: Callable[..., T], *args: Any, on_progress: ProgressListener | None = None
@@ -62,12 +75,26 @@ class TaskPool:
         job_id = next(self._job_ids)
         if on_progress is not None:
             self._listeners[job_id] = on_progress
+        executor = self._executor
         try:
-            return await loop.run_in_executor(self._executor, _run_job, job_id, fn, args)
+            return await loop.run_in_executor(executor, _run_job, job_id, fn, args)
+        except BrokenProcessPool:
+            if executor is self._executor:
+                logger.error("a process of the pool died; starting a new pool")
+                self._restart(loop)
+            raise
         finally:
             # A job writes its reports before its result: they are all in the pipe by now.
             self._read_reports()
             self._listeners.pop(job_id, None)
+
+    def _restart(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.remove_reader(self._report_fd)
+        broken, old_reports = self._executor, self._reports
+        self._reports, self._executor = self._start()
+        loop.add_reader(self._report_fd, self._read_reports)
+        broken.shutdown(wait=False, cancel_futures=True)
+        old_reports.close()
 
     async def shutdown(self) -> None:
         """Stop reading reports; wait, off the loop, for jobs already running to end."""
@@ -97,9 +124,11 @@ def report_progress(percent: float, message: str = "") -> None:
     job. Called anywhere else (directly, in a test) it does nothing.
     """
     if _reports is not None and _job_id is not None:
-        _reports.put((_job_id, float(percent), message))
+        _reports.put((_job_id, float(percent), message[:_MAX_MESSAGE_CHARS]))
 
 
+# A short report is one write, which a pipe keeps whole even if its writer is killed.
+_MAX_MESSAGE_CHARS = 500
 # A pool process's side: where its reports go, and which job it is running.
 _reports: SimpleQueue[tuple[int, float, str]] | None = None
 _job_id: int | None = None

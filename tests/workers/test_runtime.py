@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 
 import aiormq
 import msgspec
@@ -26,6 +28,14 @@ TIMEOUT_S = 30
 
 class Steps(msgspec.Struct):
     steps: int
+
+
+def die_on_first_call(marker: str) -> str:
+    """Runs in a pool process and kills it the first time, as a crash in a C library would."""
+    if not os.path.exists(marker):
+        open(marker, "x").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return "survived"
 
 
 def count_in_pool(steps: int) -> int:
@@ -115,6 +125,30 @@ async def test_a_pool_job_shorter_than_the_progress_interval_publishes_no_progre
 
     # The reports wait for the hour to end; the job ends first, and its outcome supersedes them.
     assert [(e.state, e.message) for e in events[1:]] == [("running", None), ("succeeded", None)]
+
+
+async def test_a_pool_process_that_dies_fails_its_attempt_and_the_retry_gets_a_new_pool(
+    kinds, start_worker, submitter, tmp_path
+):
+    kind = kinds()
+    registry = TaskRegistry()
+
+    @registry.task(kind)
+    async def crash(ctx: TaskContext, marker: str) -> str:
+        return await ctx.run_in_process(die_on_first_call, marker)
+
+    await start_worker(registry)
+    task_id = await submitter.submit(kind, str(tmp_path / "crashed-once"))
+    events = await all_events(submitter, task_id)
+
+    assert [(e.state, e.attempt) for e in events[1:]] == [
+        ("running", 1),
+        ("retrying", 1),
+        ("running", 2),
+        ("succeeded", 2),
+    ]
+    assert "terminated abruptly" in (events[2].error or "")
+    assert events[-1].result == "survived"
 
 
 async def test_retryable_error_goes_through_delay_tiers_then_succeeds(
