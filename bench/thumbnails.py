@@ -10,6 +10,7 @@ the machine hits both sides alike; the figure is the median ratio of the rounds.
     python bench/thumbnails.py                      # starts a private broker
     AMQP_URL=amqp://... python bench/thumbnails.py  # uses that broker
     python bench/thumbnails.py --images 60 --rounds 7 --processes 2
+    python bench/thumbnails.py --cpu                # and CPU per image of each process
 """
 
 from __future__ import annotations
@@ -123,14 +124,71 @@ class Taskgate:
         await self.connection.close()
 
 
+class CpuMeter:
+    """CPU seconds spent by the taskgate side's processes, read from /proc (Linux only)."""
+
+    def __init__(self, worker_pid: int, broker_pid: int | None) -> None:
+        self.worker_pid = worker_pid
+        self.broker_pid = broker_pid
+        self.spent: dict[str, float] = {}
+
+    def sample(self) -> dict[str, float]:
+        parents = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                stat = _proc_stat(int(entry))
+                if stat:
+                    parents[int(entry)] = int(stat[1])
+        pool = [pid for pid, ppid in parents.items() if ppid == self.worker_pid]
+        pool += [pid for pid, ppid in parents.items() if ppid in pool]
+        found = {
+            "worker main process": _cpu_s(self.worker_pid),
+            "worker pool processes": sum(map(_cpu_s, pool)),
+            "this process (submitter)": _cpu_s(os.getpid()),
+        }
+        if self.broker_pid is not None:
+            found["broker"] = _cpu_s(self.broker_pid)
+        return found
+
+    def add(self, before: dict[str, float], after: dict[str, float]) -> None:
+        for name, value in after.items():
+            self.spent[name] = self.spent.get(name, 0.0) + value - before.get(name, 0.0)
+
+
+def _proc_stat(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
+
+
+def _cpu_s(pid: int) -> float:
+    stat = _proc_stat(pid)
+    return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK") if stat else 0.0
+
+
 async def compare(
-    url: str, storage: Path, names: list[str], processes: int, rounds: int
+    url: str,
+    storage: Path,
+    names: list[str],
+    processes: int,
+    rounds: int,
+    meter: CpuMeter | None = None,
 ) -> list[tuple[float, float]]:
     """(plain, taskgate) images/s per round; the two sides alternate, each warm."""
     paths = [str(storage / name) for name in names]
     plain = PlainLoop(processes, storage.parent / "plain")
     taskgate = await Taskgate.create(url)
     loop = asyncio.get_running_loop()
+
+    async def taskgate_round() -> float:
+        before = meter.sample() if meter else {}
+        rate = await taskgate.run(names)
+        if meter:
+            meter.add(before, meter.sample())
+        return rate
+
     try:
         # Warm-up: pool processes started, first images decoded, on both sides.
         await loop.run_in_executor(None, plain.run, paths[:processes])
@@ -140,9 +198,9 @@ async def compare(
             # Alternate which side goes first, so neither always inherits a warm page cache.
             if i % 2 == 0:
                 base = await loop.run_in_executor(None, plain.run, paths)
-                ours = await taskgate.run(names)
+                ours = await taskgate_round()
             else:
-                ours = await taskgate.run(names)
+                ours = await taskgate_round()
                 base = await loop.run_in_executor(None, plain.run, paths)
             print(
                 f"round {i + 1}: plain {base:6.1f}  taskgate {ours:6.1f} images/s  "
@@ -182,6 +240,9 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=40, help="images per round and side")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--cpu", action="store_true", help="also print CPU per image of each taskgate process"
+    )
     args = parser.parse_args()
     import uvloop
 
@@ -199,8 +260,11 @@ def main() -> int:
             url = node.amqp_url
         try:
             worker = start_worker(url, storage, args.processes)
+            meter = CpuMeter(worker.pid, node.pid if node else None) if args.cpu else None
             try:
-                results = uvloop.run(compare(url, storage, names, args.processes, args.rounds))
+                results = uvloop.run(
+                    compare(url, storage, names, args.processes, args.rounds, meter)
+                )
             finally:
                 worker.send_signal(signal.SIGTERM)
                 worker.wait(60)
@@ -220,6 +284,10 @@ def main() -> int:
         f"range {min(o / b for b, o in results):.2f}-{max(o / b for b, o in results):.2f}x  "
         f"(target >= 0.9x)"
     )
+    if meter is not None:
+        print(f"\nCPU per image on the taskgate side ({args.rounds * args.images} images):")
+        for name, spent_s in meter.spent.items():
+            print(f"  {name:<26} {spent_s * 1000 / (args.rounds * args.images):7.2f} ms")
     return 0
 
 
