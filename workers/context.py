@@ -85,14 +85,16 @@ class TaskContext:
         )
         try:
             result = await self._pool().run(fn, *args, on_progress=throttle)
-        except BaseException:
             throttle.close()
+            for future in confirms:
+                await confirmed(future)
+        except BaseException:
+            # Nobody waits for the other confirms now; a lost channel fails them all.
             for future in confirms:
                 forget(future)
             raise
-        throttle.close()
-        for future in confirms:
-            await confirmed(future)
+        finally:
+            throttle.close()
         if lost:
             raise lost[0]
         return result
