@@ -27,7 +27,7 @@ import aio_pika
 from aio_pika.patterns import RPC
 
 import rpc as taskgate_rpc
-from rpc.node import BrokerNode, NodeConfig
+from infra.node import BrokerNode, NodeConfig
 
 READY = "ready"
 

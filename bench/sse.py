@@ -1398,7 +1398,7 @@ def run_with_broker(args: argparse.Namespace) -> tuple[list[SideResult], Bench]:
         url = os.environ.get("AMQP_URL")
         try:
             if url is None:
-                from rpc.node import BrokerNode, NodeConfig
+                from infra.node import BrokerNode, NodeConfig
 
                 node = BrokerNode(NodeConfig.on_free_ports(tmp / "broker"))
                 node.start()

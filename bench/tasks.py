@@ -32,8 +32,8 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 sys.path.insert(0, str(REPO))
 
+from infra.node import BrokerNode, NodeConfig  # noqa: E402
 from rpc.connection import connect_wire  # noqa: E402
-from rpc.node import BrokerNode, NodeConfig  # noqa: E402
 from rpc.wire import WireConnection  # noqa: E402
 from workers import TaskContext, TaskRegistry, TaskSubmitter  # noqa: E402
 from workers.topology import STATUS_JOURNAL_QUEUE, TERMINAL_BINDING_KEYS  # noqa: E402

@@ -33,8 +33,8 @@ sys.path.insert(0, str(REPO))
 
 from PIL import Image, ImageDraw, ImageOps  # noqa: E402
 
+from infra.node import BrokerNode, NodeConfig  # noqa: E402
 from rpc.connection import connect_wire  # noqa: E402
-from rpc.node import BrokerNode, NodeConfig  # noqa: E402
 from rpc.wire import WireConnection  # noqa: E402
 from workers import TaskSubmitter  # noqa: E402
 from workers.topology import TERMINAL_BINDING_KEYS, dead_queue, task_queue  # noqa: E402

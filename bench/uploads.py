@@ -60,7 +60,8 @@ import httpx  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from gateway.tokens import mint  # noqa: E402
-from rpc.node import BrokerNode, NodeConfig, free_port  # noqa: E402
+from infra.node import BrokerNode, NodeConfig  # noqa: E402
+from infra.ports import free_port  # noqa: E402
 from workers.topology import dead_queue, task_queue  # noqa: E402
 
 IMAGE_SIZE = (600, 450)

@@ -9,7 +9,7 @@ import signal
 
 import uvicorn
 
-from rpc.logs import configure_logging
+from infra.logs import configure_logging
 
 from .shutdown import Server
 

@@ -1,6 +1,6 @@
 """The SQLite task store: one file in WAL mode, shared by every gateway process on a host.
 
-Writes run on one dedicated thread (``workers.sqlite.SqliteThread``), so a
+Writes run on one dedicated thread (``infra.sqlite.SqliteThread``), so a
 writer that waits for another process's lock never stalls the event loop.
 Reads run on the event loop with a second connection: in WAL mode a reader
 never waits for a writer, and a thread hop would cost more than the indexed query.
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import astuple
 from pathlib import Path
 
+from infra.sqlite import SqliteThread, connect, write_transaction
 from workers.messages import StatusEvent
-from workers.sqlite import SqliteThread, connect, write_transaction
 
 from .store import StoredEvent, TaskSummary, apply_event
 

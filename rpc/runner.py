@@ -7,23 +7,19 @@ calls in flight and exits 0.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import logging
-import signal
 import sys
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+
+from infra.logs import configure_logging
+from infra.metrics import serve_metrics_from_env
+from infra.process import exit_requested, run
 
 from .connection import connect_until_up, connect_wire
-from .logs import configure_logging
-from .metrics import serve_metrics_from_env
 from .server import RpcServer
 from .settings import RpcSettings
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 
 def load_server(spec: str) -> RpcServer:
@@ -57,24 +53,6 @@ async def serve(server: RpcServer, settings: RpcSettings) -> None:
         await server.stop(settings.shutdown_grace_s)
     finally:
         await connection.close()
-
-
-def exit_requested() -> asyncio.Event:
-    """An event that SIGTERM or SIGINT sets; call it from the running loop."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    return stop
-
-
-def run(main: Coroutine[Any, Any, T]) -> T:
-    """Run a process's main coroutine on uvloop where it is installed."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main)
-    return uvloop.run(main)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,10 +19,11 @@ from typing import Any, TypeVar, get_type_hints
 
 import msgspec
 
+from infra.logs import log_context
+
 from . import codec
 from .connection import BROKER_ERRORS, CONNECTION_ERRORS, cancel_consumers, close_channels
 from .errors import ServiceError
-from .logs import log_context
 from .metrics import SERVER_SECONDS
 from .publish import persistent_copy, publish_confirmed
 from .topology import DEAD_EXCHANGE, DEAD_QUEUE, REASON_HEADER, method_queue

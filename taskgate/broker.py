@@ -1,11 +1,11 @@
 """``taskgate broker start|stop|status|restart``: the private RabbitMQ node, through
-``rpc.node`` (the same node ``scripts/broker`` manages)."""
+``infra.node`` (the same node ``scripts/broker`` manages)."""
 
 from __future__ import annotations
 
 import argparse
 
-from rpc import node
+from infra import node
 
 from . import exits
 from .commands import Subcommands, describe

@@ -4,7 +4,7 @@ consumers and message rates.
 The figures come from the management HTTP API when the node has the plugin, as
 the broker script's node does unless TASKGATE_MANAGEMENT_PORT is empty. Without
 it they come from ``rabbitmqctl list_queues``, run against the private node with
-the environment ``rpc.node`` gives it; rabbitmqctl knows no rates, shown as "-".
+the environment ``infra.node`` gives it; rabbitmqctl knows no rates, shown as "-".
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import httpx
 
-from rpc import node
+from infra import node
 from rpc.settings import DEFAULT_AMQP_URL
 
 from . import exits
@@ -152,7 +152,7 @@ def from_rabbitmqctl(broker: node.BrokerNode, vhost: str) -> list[QueueStats]:
 
 
 def private_node_config() -> node.NodeConfig:
-    """The node the broker script manages, read from TASKGATE_* as ``rpc.node`` reads it."""
+    """The node the broker script manages, read from TASKGATE_* as ``infra.node`` reads it."""
     try:
         return node.config_from_env()
     except ValueError as exc:  # a port that is not a number

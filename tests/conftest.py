@@ -16,7 +16,7 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 
 import rpc
-from rpc.node import BrokerNode, NodeConfig
+from infra.node import BrokerNode, NodeConfig
 from workers.access import ROLES, create_users
 
 

@@ -1,4 +1,4 @@
-"""The private RabbitMQ node used by the test suite (rpc.node)."""
+"""The private RabbitMQ node used by the test suite (infra.node)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 import aio_pika
 import pytest
 
-from rpc.node import BrokerNode, NodeConfig, PortInUseError, free_port
+from infra.node import BrokerNode, NodeConfig, PortInUseError
+from infra.ports import free_port
 
 
 async def test_broker_accepts_amqp_connection(amqp_url: str) -> None:

@@ -15,10 +15,10 @@ import importlib
 import logging
 import sys
 
+from infra.logs import configure_logging
+from infra.metrics import serve_metrics_from_env
+from infra.process import exit_requested, run
 from rpc.connection import connect_until_up, connect_wire
-from rpc.logs import configure_logging
-from rpc.metrics import serve_metrics_from_env
-from rpc.runner import exit_requested, run
 from rpc.wire import WireConnection
 
 from .events import EventConsumers

@@ -90,7 +90,7 @@ def env_lines(urls: dict[str, str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rpc.node import BrokerNode, config_from_env
+    from infra.node import BrokerNode, config_from_env
 
     parser = argparse.ArgumentParser(prog="python -m workers.access", description=__doc__)
     parser.add_argument("command", choices=["setup"])

@@ -15,9 +15,9 @@ from typing import Any
 
 import msgspec
 
+from infra.process import run
 from rpc.connection import BROKER_ERRORS, connect_wire
 from rpc.publish import persistent_copy
-from rpc.runner import run
 from rpc.wire import Channel, ChannelClosed, Delivery, WireConnection
 
 from .messages import new_event, task_decoder

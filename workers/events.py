@@ -17,9 +17,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from infra.logs import log_context
 from rpc.connection import CONNECTION_ERRORS, cancel_consumers, close_channels
 from rpc.errors import BrokerUnavailable
-from rpc.logs import log_context
 from rpc.publish import persistent_copy
 from rpc.wire import Channel, Delivery, RobustChannel, WireConnection
 

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import msgspec
 
+from infra.sqlite import SqliteThread, connect, write_transaction
+
 from .messages import StatusEvent, encoder, event_decoder
-from .sqlite import SqliteThread, connect, write_transaction
 
 FILE_NAME = ".outcomes.sqlite3"
 _SCHEMA = "CREATE TABLE IF NOT EXISTS task_outcomes (task_id TEXT PRIMARY KEY, event BLOB NOT NULL)"

@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator
 import aio_pika
 import pytest
 
-from rpc.node import BrokerNode, NodeConfig, free_port
+from infra.node import BrokerNode, NodeConfig
+from infra.ports import free_port
 
 from .conftest import taskgate
 

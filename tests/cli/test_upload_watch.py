@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from gateway.tokens import mint
-from rpc.node import free_port
+from infra.ports import free_port
 
 from ..gateway.conftest import GatewayProcess, jpeg_bytes
 from .conftest import finish, start_cli, taskgate

@@ -23,7 +23,7 @@ from PIL import Image
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from gateway.tokens import mint
-from rpc.node import free_port
+from infra.ports import free_port
 
 from ..helpers import eventually
 

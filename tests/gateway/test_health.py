@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from gateway.settings import GatewaySettings
-from rpc.node import free_port
+from infra.ports import free_port
 
 from .conftest import wait_ready
 

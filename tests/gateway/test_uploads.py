@@ -11,7 +11,7 @@ from pathlib import Path
 from PIL import Image
 
 from gateway.settings import GatewaySettings
-from rpc.node import free_port
+from infra.ports import free_port
 
 from .conftest import jpeg_bytes, read_stream, upload, wait_ready
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from rpc.logs import ContextFilter, JsonFormatter, log_context
+from infra.logs import ContextFilter, JsonFormatter, log_context
 
 
 def test_json_log_lines_carry_the_context_of_their_work():

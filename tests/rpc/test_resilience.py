@@ -118,7 +118,7 @@ async def test_broker_restart_mid_traffic_client_and_server_recover(
 
 
 async def test_server_process_waits_for_an_absent_broker_and_stops_cleanly():
-    from rpc.node import free_port
+    from infra.ports import free_port
 
     from .conftest import ServerProcess
 

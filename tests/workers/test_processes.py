@@ -10,7 +10,7 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
-from rpc.node import free_port
+from infra.ports import free_port
 from workers import StatusEvent, TaskSubmitter
 
 from ..helpers import eventually

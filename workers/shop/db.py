@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..sqlite import SqliteThread, write_transaction
+from infra.sqlite import SqliteThread, write_transaction
+
 from .contracts import CartLine, OrderCreated, UnknownSku
 from .pricing import Product
 

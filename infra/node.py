@@ -16,12 +16,13 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .ports import accepts_connections, free_port, port_in_use
 
 logger = logging.getLogger(__name__)
 
@@ -63,36 +64,6 @@ def ensure_installed() -> None:
             raise RuntimeError(f"installing rabbitmq-server failed: {exc}") from exc
     if not RABBITMQ_SERVER.exists():
         raise RuntimeError(f"rabbitmq-server installed but {RABBITMQ_SERVER} is still missing")
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def port_in_use(port: int) -> bool:
-    """True if something listens on ``port`` (any interface, IPv4 or dual-stack).
-
-    Uses SO_REUSEADDR like Erlang's listeners, so TIME_WAIT leftovers of a
-    previous run of our own node do not count as "in use".
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("0.0.0.0", port))
-        except OSError:
-            return True
-    return False
-
-
-def _accepts_connections(port: int, timeout_s: float = 1.0) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
 
 
 def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
@@ -307,7 +278,7 @@ class BrokerNode:
                 start_new_session=True,
             )
         try:
-            while not _accepts_connections(cfg.amqp_port):
+            while not accepts_connections(cfg.amqp_port):
                 if self._proc.poll() is not None:
                     raise self._failure(f"exited with code {self._proc.returncode} during boot")
                 if time.monotonic() > deadline:
@@ -438,9 +409,9 @@ def config_from_env() -> NodeConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m rpc.node start|stop|status|restart``; config from TASKGATE_* env."""
+    """``python -m infra.node start|stop|status|restart``; config from TASKGATE_* env."""
     parser = argparse.ArgumentParser(
-        prog="python -m rpc.node",
+        prog="python -m infra.node",
         description="Manage the private RabbitMQ node under $TASKGATE_VAR/broker.",
     )
     parser.add_argument("command", choices=["start", "stop", "status", "restart"])
