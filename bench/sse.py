@@ -792,9 +792,16 @@ class Publisher:
 
     async def open(self) -> None:
         import rpc
+        from workers.topology import STATUS_EXCHANGE
 
-        self._connection = await rpc.connect(self._url, name="bench-sse-publisher")
-        self._channel = await self._connection.channel(publisher_confirms=True)
+        async def declare(channel: Any) -> None:
+            # Only the exchange: the journal is the gateway's to declare (see --sides).
+            await channel.exchange_declare(STATUS_EXCHANGE, exchange_type="topic", durable=True)
+
+        # The workers' own path: rpc.wire and a robust confirming channel (an aio-pika
+        # channel here made every publish fail, and the bench printed a table of zeros).
+        self._connection = await rpc.connect_wire(self._url, name="bench-sse-publisher")
+        self._channel = await self._connection.open_channel(declare, publisher_confirms=True)
 
     async def close(self) -> None:
         if self._connection is not None:
