@@ -18,7 +18,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -162,7 +162,7 @@ class Medians:
         )
 
 
-def check_measured(counts: dict[str, float]) -> int:
+def check_measured(counts: Mapping[str, float]) -> int:
     """Print what each side measured; 0 if every count is > 0, else 1 (say which was not).
 
     A benchmark whose side measured nothing must not pass for one that ran: its

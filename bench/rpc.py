@@ -175,8 +175,8 @@ def main() -> int:
     args = parse_args(parser, tiny={"seconds": 0.5})
 
     if args.serve:
-        server = serve_taskgate if args.serve == "taskgate" else serve_aio_pika
-        run(server(args.url), args.loop)
+        serve = serve_taskgate if args.serve == "taskgate" else serve_aio_pika
+        run(serve(args.url), args.loop)
         return 0
 
     with broker("bench-rpc-") as (url, _, _):
