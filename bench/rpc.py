@@ -6,6 +6,7 @@ process, on the same broker, in the same run, at 1 and 64 calls in flight.
     python bench/rpc.py                      # starts a private broker
     AMQP_URL=amqp://... python bench/rpc.py  # uses that broker
     python bench/rpc.py --seconds 5 --reply-mode queue
+    python bench/rpc.py --tiny               # seconds: checks that it works
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +27,7 @@ import aio_pika
 from aio_pika.patterns import RPC
 
 import rpc as taskgate_rpc
-from infra.node import BrokerNode, NodeConfig
+from bench.common import broker, check_measured, parse_args, percentile_ms, run, stop_process
 
 READY = "ready"
 
@@ -44,8 +44,7 @@ class Result:
         return self.calls / self.seconds
 
     def pct_ms(self, q: float) -> float:
-        ordered = sorted(self.latencies_s)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+        return percentile_ms(self.latencies_s, q)
 
 
 async def drive(call, in_flight: int, seconds: float) -> Result:
@@ -151,22 +150,6 @@ def start_server(kind: str, url: str, loop: str) -> subprocess.Popen[str]:
     return child
 
 
-def stop_server(child: subprocess.Popen[str]) -> None:
-    child.send_signal(signal.SIGTERM)
-    try:
-        child.wait(10)
-    except subprocess.TimeoutExpired:
-        child.kill()
-
-
-def run(coro, loop: str):
-    if loop == "uvloop":
-        import uvloop
-
-        return uvloop.run(coro)
-    return asyncio.run(coro)
-
-
 def report(name: str, results: list[Result]) -> None:
     for r in results:
         print(
@@ -189,35 +172,25 @@ def main() -> int:
     parser.add_argument("--reply-mode", choices=["direct", "queue"], default="queue")
     parser.add_argument("--serve", choices=["taskgate", "aio-pika"], help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parse_args(parser, tiny={"seconds": 0.5})
 
     if args.serve:
-        server = serve_taskgate if args.serve == "taskgate" else serve_aio_pika
-        run(server(args.url), args.loop)
+        serve = serve_taskgate if args.serve == "taskgate" else serve_aio_pika
+        run(serve(args.url), args.loop)
         return 0
 
-    node = None
-    url = os.environ.get("AMQP_URL")
-    with tempfile.TemporaryDirectory(prefix="bench-broker-") as tmp:
-        if url is None:
-            node = BrokerNode(NodeConfig.on_free_ports(Path(tmp)))
-            node.start()
-            url = node.amqp_url
-        try:
-            figures = {}
-            for name, kind, bench in (
-                ("aio_pika.patterns.RPC", "aio-pika", bench_aio_pika),
-                (f"taskgate ({args.reply_mode})", "taskgate", bench_taskgate),
-            ):
-                server = start_server(kind, url, args.loop)
-                try:
-                    figures[name] = run(bench(url, args), args.loop)
-                finally:
-                    stop_server(server)
-                report(name, figures[name])
-        finally:
-            if node is not None:
-                node.stop()
+    with broker("bench-rpc-") as (url, _, _):
+        figures = {}
+        for name, kind, bench in (
+            ("aio_pika.patterns.RPC", "aio-pika", bench_aio_pika),
+            (f"taskgate ({args.reply_mode})", "taskgate", bench_taskgate),
+        ):
+            server = start_server(kind, url, args.loop)
+            try:
+                figures[name] = run(bench(url, args), args.loop)
+            finally:
+                stop_process(server, 10)
+            report(name, figures[name])
 
     (base1, base64), (ours1, ours64) = figures.values()
     print(f"\nloop={args.loop}, {os.cpu_count()} cores, {args.seconds:g} s per measurement")
@@ -226,7 +199,13 @@ def main() -> int:
         f"p50 at 1 in flight: {ours1.pct_ms(0.5):.3f} ms vs baseline {base1.pct_ms(0.5):.3f} ms "
         f"(ratio {ours1.pct_ms(0.5) / base1.pct_ms(0.5):.2f}, target <= 1)"
     )
-    return 0
+    return check_measured(
+        {
+            f"{side}.calls.{r.in_flight}": r.calls
+            for side, results in zip(("aio_pika", "taskgate"), figures.values(), strict=True)
+            for r in results
+        }
+    )
 
 
 if __name__ == "__main__":

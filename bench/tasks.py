@@ -12,6 +12,7 @@ project's venv with the ``bench`` extra (``pip install -e '.[bench]'``):
     python bench/tasks.py                      # starts a private broker
     AMQP_URL=amqp://... python bench/tasks.py  # uses that broker
     python bench/tasks.py --tasks 5000
+    python bench/tasks.py --tiny               # seconds: checks that it works
 """
 
 from __future__ import annotations
@@ -20,11 +21,8 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,7 +30,14 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 sys.path.insert(0, str(REPO))
 
-from infra.node import BrokerNode, NodeConfig  # noqa: E402
+from bench.common import (  # noqa: E402
+    Medians,
+    alternate,
+    broker,
+    check_measured,
+    parse_args,
+    stop_process,
+)
 from rpc.connection import connect_wire  # noqa: E402
 from rpc.wire import WireConnection  # noqa: E402
 from workers import TaskContext, TaskRegistry, TaskSubmitter  # noqa: E402
@@ -121,25 +126,20 @@ async def compare(url: str, n: int, warmup: int, rounds: int) -> list[tuple[floa
     taskgate = await Taskgate.create(url)
     celery_task = make_celery(url).tasks[NOOP]
     loop = asyncio.get_running_loop()
+
+    async def celery(n: int) -> float:
+        return await loop.run_in_executor(None, celery_burst, celery_task, n)
+
     try:
         await taskgate.burst(warmup)
-        await loop.run_in_executor(None, celery_burst, celery_task, warmup)
-        results = []
-        for i in range(rounds):
-            # Alternate which side goes first, so neither always follows the other's backlog.
-            if i % 2 == 0:
-                ours = await taskgate.burst(n)
-                base = await loop.run_in_executor(None, celery_burst, celery_task, n)
-            else:
-                base = await loop.run_in_executor(None, celery_burst, celery_task, n)
-                ours = await taskgate.burst(n)
-            print(
-                f"round {i + 1}: taskgate {ours:>7,.0f}  celery {base:>7,.0f} tasks/s  "
-                f"ratio {ours / base:.2f}x",
-                flush=True,
-            )
-            results.append((base, ours))
-        return results
+        await celery(warmup)
+        return await alternate(
+            rounds,
+            lambda: celery(n),
+            lambda: taskgate.burst(n),
+            ("celery", "taskgate"),
+            "tasks/s",
+        )
     finally:
         await taskgate.close()
 
@@ -178,15 +178,6 @@ def start_celery_worker(url: str) -> subprocess.Popen[bytes]:
     )
 
 
-def stop(child: subprocess.Popen[bytes]) -> None:
-    child.send_signal(signal.SIGTERM)
-    try:
-        child.wait(30)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        child.wait()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -195,7 +186,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parse_args(parser, tiny={"tasks": 50, "warmup": 10, "rounds": 1})
     if args.serve:
         serve_taskgate()
         return 0
@@ -206,32 +197,22 @@ def main() -> int:
         return 2
     import uvloop
 
-    node = None
-    url = os.environ.get("AMQP_URL")
-    with tempfile.TemporaryDirectory(prefix="bench-tasks-") as tmp:
-        if url is None:
-            node = BrokerNode(NodeConfig.on_free_ports(Path(tmp) / "broker"))
-            node.start()
-            url = node.amqp_url
-        workers = [start_taskgate_worker(url, Path(tmp) / "storage"), start_celery_worker(url)]
+    with broker("bench-tasks-") as (url, _, tmp):
+        workers = [start_taskgate_worker(url, tmp / "storage"), start_celery_worker(url)]
         try:
             results = uvloop.run(compare(url, args.tasks, args.warmup, args.rounds))
         finally:
             for worker in workers:
-                stop(worker)
-            if node is not None:
-                node.stop()
-    base = statistics.median(b for b, _ in results)
-    ours = statistics.median(o for _, o in results)
-    ratios = [o / b for b, o in results]
+                stop_process(worker)
+    m = Medians.of(results)
     print(
-        f"\ntaskgate  {ours:>9,.0f} tasks/s  (median of {args.rounds} rounds of {args.tasks} "
+        f"\ntaskgate  {m.ours:>9,.0f} tasks/s  (median of {args.rounds} rounds of {args.tasks} "
         f"no-op tasks, 1 worker process)\n"
-        f"celery    {base:>9,.0f} tasks/s  (prefork x{os.cpu_count()}, rpc:// backend)\n\n"
-        f"{os.cpu_count()} cores; ratio taskgate/celery: median {statistics.median(ratios):.2f}x, "
-        f"range {min(ratios):.2f}-{max(ratios):.2f}x  (target >= 3x)"
+        f"celery    {m.base:>9,.0f} tasks/s  (prefork x{os.cpu_count()}, rpc:// backend)\n\n"
+        f"{os.cpu_count()} cores; ratio taskgate/celery: median {m.ratio:.2f}x, "
+        f"range {m.low:.2f}-{m.high:.2f}x  (target >= 3x)"
     )
-    return 0
+    return check_measured({"celery.tasks_per_s": m.base, "taskgate.tasks_per_s": m.ours})
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ the machine hits both sides alike; the figure is the median ratio of the rounds.
     AMQP_URL=amqp://... python bench/thumbnails.py  # uses that broker
     python bench/thumbnails.py --images 60 --rounds 7 --processes 2
     python bench/thumbnails.py --cpu                # and CPU per image of each process
+    python bench/thumbnails.py --tiny               # seconds: checks that it works
 """
 
 from __future__ import annotations
@@ -19,11 +20,8 @@ import argparse
 import asyncio
 import io
 import os
-import signal
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -33,7 +31,15 @@ sys.path.insert(0, str(REPO))
 
 from PIL import Image, ImageDraw, ImageOps  # noqa: E402
 
-from infra.node import BrokerNode, NodeConfig  # noqa: E402
+from bench.common import (  # noqa: E402
+    Medians,
+    alternate,
+    broker,
+    check_measured,
+    parse_args,
+    stop_process,
+)
+from bench.procfs import CpuWindow, descendants  # noqa: E402
 from rpc.connection import connect_wire  # noqa: E402
 from rpc.wire import WireConnection  # noqa: E402
 from workers import TaskSubmitter  # noqa: E402
@@ -124,48 +130,17 @@ class Taskgate:
         await self.connection.close()
 
 
-class CpuMeter:
-    """CPU seconds spent by the taskgate side's processes, read from /proc (Linux only)."""
+def cpu_window(worker_pid: int, broker_pid: int | None) -> CpuWindow:
+    """CPU of the taskgate side's processes; the worker's pool is looked up at each sample."""
 
-    def __init__(self, worker_pid: int, broker_pid: int | None) -> None:
-        self.worker_pid = worker_pid
-        self.broker_pid = broker_pid
-        self.spent: dict[str, float] = {}
-
-    def sample(self) -> dict[str, float]:
-        parents = {}
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                stat = _proc_stat(int(entry))
-                if stat:
-                    parents[int(entry)] = int(stat[1])
-        pool = [pid for pid, ppid in parents.items() if ppid == self.worker_pid]
-        pool += [pid for pid, ppid in parents.items() if ppid in pool]
-        found = {
-            "worker main process": _cpu_s(self.worker_pid),
-            "worker pool processes": sum(map(_cpu_s, pool)),
-            "this process (submitter)": _cpu_s(os.getpid()),
+    def pids() -> dict[str, list[int]]:
+        return {
+            "worker main process": [worker_pid],
+            "worker pool processes": descendants(worker_pid),
+            "broker": [broker_pid] if broker_pid is not None else [],
         }
-        if self.broker_pid is not None:
-            found["broker"] = _cpu_s(self.broker_pid)
-        return found
 
-    def add(self, before: dict[str, float], after: dict[str, float]) -> None:
-        for name, value in after.items():
-            self.spent[name] = self.spent.get(name, 0.0) + value - before.get(name, 0.0)
-
-
-def _proc_stat(pid: int) -> list[str]:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return []
-
-
-def _cpu_s(pid: int) -> float:
-    stat = _proc_stat(pid)
-    return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK") if stat else 0.0
+    return CpuWindow(pids, own_name="this process (submitter)")
 
 
 async def compare(
@@ -174,7 +149,7 @@ async def compare(
     names: list[str],
     processes: int,
     rounds: int,
-    meter: CpuMeter | None = None,
+    meter: CpuWindow | None = None,
 ) -> list[tuple[float, float]]:
     """(plain, taskgate) images/s per round; the two sides alternate, each warm."""
     paths = [str(storage / name) for name in names]
@@ -182,33 +157,24 @@ async def compare(
     taskgate = await Taskgate.create(url)
     loop = asyncio.get_running_loop()
 
+    async def plain_round() -> float:
+        return await loop.run_in_executor(None, plain.run, paths)
+
     async def taskgate_round() -> float:
-        before = meter.sample() if meter else {}
+        if meter:
+            meter.begin()
         rate = await taskgate.run(names)
         if meter:
-            meter.add(before, meter.sample())
+            meter.end()
         return rate
 
     try:
         # Warm-up: pool processes started, first images decoded, on both sides.
         await loop.run_in_executor(None, plain.run, paths[:processes])
         await taskgate.run(names[:processes])
-        results = []
-        for i in range(rounds):
-            # Alternate which side goes first, so neither always inherits a warm page cache.
-            if i % 2 == 0:
-                base = await loop.run_in_executor(None, plain.run, paths)
-                ours = await taskgate_round()
-            else:
-                ours = await taskgate_round()
-                base = await loop.run_in_executor(None, plain.run, paths)
-            print(
-                f"round {i + 1}: plain {base:6.1f}  taskgate {ours:6.1f} images/s  "
-                f"ratio {ours / base:.2f}x",
-                flush=True,
-            )
-            results.append((base, ours))
-        return results
+        return await alternate(
+            rounds, plain_round, taskgate_round, ("plain", "taskgate"), "images/s"
+        )
     finally:
         plain.pool.shutdown()
         await taskgate.close()
@@ -243,52 +209,36 @@ def main() -> int:
     parser.add_argument(
         "--cpu", action="store_true", help="also print CPU per image of each taskgate process"
     )
-    args = parser.parse_args()
+    args = parse_args(parser, tiny={"images": 2, "rounds": 1, "processes": 1})
     import uvloop
 
-    node = None
-    url = os.environ.get("AMQP_URL")
-    with tempfile.TemporaryDirectory(prefix="bench-thumbnails-") as tmp:
-        storage = Path(tmp) / "storage"
+    with broker("bench-thumbnails-") as (url, broker_pid, tmp):
+        storage = tmp / "storage"
         storage.mkdir()
         names = [f"photo-{i}.jpg" for i in range(args.images)]
         for i, name in enumerate(names):
             make_photo(storage / name, i)
-        if url is None:
-            node = BrokerNode(NodeConfig.on_free_ports(Path(tmp) / "broker"))
-            node.start()
-            url = node.amqp_url
+        worker = start_worker(url, storage, args.processes)
+        meter = cpu_window(worker.pid, broker_pid) if args.cpu else None
         try:
-            worker = start_worker(url, storage, args.processes)
-            meter = CpuMeter(worker.pid, node.pid if node else None) if args.cpu else None
-            try:
-                results = uvloop.run(
-                    compare(url, storage, names, args.processes, args.rounds, meter)
-                )
-            finally:
-                worker.send_signal(signal.SIGTERM)
-                worker.wait(60)
+            results = uvloop.run(compare(url, storage, names, args.processes, args.rounds, meter))
         finally:
-            if node is not None:
-                node.stop()
-    base = statistics.median(b for b, _ in results)
-    ours = statistics.median(o for _, o in results)
-    ratio = statistics.median(o / b for b, o in results)
+            stop_process(worker, 60)
+    m = Medians.of(results)
     print(
-        f"\nplain Pillow  {base:6.1f} images/s  (median of {args.rounds} rounds; "
+        f"\nplain Pillow  {m.base:6.1f} images/s  (median of {args.rounds} rounds; "
         f"a pool of {args.processes} processes)\n"
-        f"taskgate      {ours:6.1f} images/s  (1 worker, pool of {args.processes}, "
+        f"taskgate      {m.ours:6.1f} images/s  (1 worker, pool of {args.processes}, "
         f"through the broker)\n\n"
         f"{args.images} images 2400x1600 JPEG per round -> {len(SIZES_PX)} sizes x (WebP, JPEG), "
-        f"{os.cpu_count()} cores; ratio taskgate/plain: median {ratio:.2f}x, "
-        f"range {min(o / b for b, o in results):.2f}-{max(o / b for b, o in results):.2f}x  "
-        f"(target >= 0.9x)"
+        f"{os.cpu_count()} cores; ratio taskgate/plain: median {m.ratio:.2f}x, "
+        f"range {m.low:.2f}-{m.high:.2f}x  (target >= 0.9x)"
     )
     if meter is not None:
         print(f"\nCPU per image on the taskgate side ({args.rounds * args.images} images):")
         for name, spent_s in meter.spent.items():
             print(f"  {name:<26} {spent_s * 1000 / (args.rounds * args.images):7.2f} ms")
-    return 0
+    return check_measured({"plain.images_per_s": m.base, "taskgate.images_per_s": m.ours})
 
 
 if __name__ == "__main__":

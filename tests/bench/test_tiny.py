@@ -1,0 +1,93 @@
+"""Every benchmark's tiny mode runs against the session's broker and measures each side.
+
+A bench that measures nothing must fail: bench/sse.py once published nothing
+for months and still printed its table (every figure zero, exit status 0).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.common import check_measured
+
+REPO = Path(__file__).resolve().parents[2]
+# Each tiny run takes seconds on an idle machine; this bounds a loaded or stuck one.
+TINY_TIMEOUT_S = 100
+MEASURED = re.compile(r"^measured: (.*)$", re.MULTILINE)
+
+
+def run_tiny(script: str, amqp_url: str) -> dict[str, float]:
+    """Run ``python bench/<script> --tiny`` as the README does; what it measured, by name."""
+    done = subprocess.run(
+        [sys.executable, f"bench/{script}", "--tiny"],
+        cwd=REPO,
+        env={**os.environ, "AMQP_URL": amqp_url},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=TINY_TIMEOUT_S,
+    )
+    output = f"--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
+    assert done.returncode == 0, output
+    found = MEASURED.search(done.stdout)
+    assert found is not None, output
+    return {
+        name: float(value) for name, value in (pair.split("=") for pair in found.group(1).split())
+    }
+
+
+def assert_measured(measured: dict[str, float], expected: set[str]) -> None:
+    assert set(measured) == expected
+    assert all(value > 0 for value in measured.values()), measured
+
+
+@pytest.mark.timeout(TINY_TIMEOUT_S + 20)
+def test_rpc_tiny_makes_calls_on_both_sides(amqp_url: str) -> None:
+    measured = run_tiny("rpc.py", amqp_url)
+    assert_measured(
+        measured,
+        {f"{side}.calls.{n}" for side in ("aio_pika", "taskgate") for n in (1, 64)},
+    )
+
+
+@pytest.mark.timeout(TINY_TIMEOUT_S + 20)
+def test_sse_tiny_delivers_events_on_both_sides(amqp_url: str) -> None:
+    measured = run_tiny("sse.py", amqp_url)
+    assert_measured(
+        measured,
+        {
+            f"{side}.{what}"
+            for side in ("baseline", "taskgate")
+            for what in ("streams_held", "deliveries")
+        },
+    )
+
+
+@pytest.mark.timeout(TINY_TIMEOUT_S + 20)
+def test_tasks_tiny_runs_tasks_on_both_sides(amqp_url: str) -> None:
+    measured = run_tiny("tasks.py", amqp_url)
+    assert_measured(measured, {"celery.tasks_per_s", "taskgate.tasks_per_s"})
+
+
+@pytest.mark.timeout(TINY_TIMEOUT_S + 20)
+def test_thumbnails_tiny_makes_thumbnails_on_both_sides(amqp_url: str) -> None:
+    measured = run_tiny("thumbnails.py", amqp_url)
+    assert_measured(measured, {"plain.images_per_s", "taskgate.images_per_s"})
+
+
+@pytest.mark.timeout(TINY_TIMEOUT_S + 20)
+def test_uploads_tiny_gets_202s_on_both_sides(amqp_url: str) -> None:
+    measured = run_tiny("uploads.py", amqp_url)
+    assert_measured(measured, {"seed_style.202s", "taskgate.202s"})
+
+
+def test_a_side_that_measured_nothing_fails_the_bench(capsys: pytest.CaptureFixture[str]) -> None:
+    assert check_measured({"baseline.calls": 12, "taskgate.calls": 0}) == 1
+    assert "taskgate.calls is 0" in capsys.readouterr().err
+    assert check_measured({"baseline.calls": 12, "taskgate.calls": 3}) == 0
