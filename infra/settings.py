@@ -79,7 +79,7 @@ def var_of(field: dataclasses.Field[Any]) -> Var | None:
 
 @dataclass(frozen=True)
 class Settings:
-    """Root of every settings class: ``from_env`` and nothing else."""
+    """Root of every settings class: ``from_env``, and Paths made from strings."""
 
     # The processes that read this class's variables, for the reference table.
     read_by: ClassVar[tuple[str, ...]] = ()
