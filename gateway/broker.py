@@ -96,7 +96,9 @@ class BrokerLink:
                     reconnect_interval_s=self._settings.reconnect_interval_s,
                 )
                 self._client = await rpc.RpcClient.create(
-                    self._wire_connection, default_timeout_s=self._settings.rpc_timeout_s
+                    self._wire_connection,
+                    reply_mode=self._settings.rpc_reply_mode,
+                    default_timeout_s=self._settings.rpc_timeout_s,
                 )
                 for attach in self._attach:
                     await attach(self._connection)

@@ -2,80 +2,72 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from rpc.settings import DEFAULT_AMQP_URL
-from workers.settings import DEFAULT_DATABASE_PATH
-from workers.topology import DEFAULT_QUEUE_MAX_LENGTH
+from infra.settings import ServiceSettings, Var, setting
+from rpc.settings import RPC_REPLY_MODE, RPC_TIMEOUT_S, ReplyMode
+from workers.settings import MAX_PIXELS, STORAGE_DIR, TASK_QUEUE_MAX_LENGTH
+
+# Read by the web process and the CLI (``taskgate token``).
+SECRET_KEY = Var(
+    "SECRET_KEY",
+    "",
+    "Signs access tokens (HS256); the gateway refuses to start without one. Never in code.",
+    secret=True,
+)
 
 
-@dataclass(frozen=True, slots=True)
-class GatewaySettings:
+@dataclass(frozen=True)
+class GatewaySettings(ServiceSettings):
     """What the web process needs to know; defaults run on one laptop."""
 
-    amqp_url: str = DEFAULT_AMQP_URL
-    # Signs access tokens (HS256); from SECRET_KEY, never from code. The app refuses to
-    # start without one.
-    secret_key: str = field(default="", repr=False)
-    # Set the session cookie's Secure flag (on whenever the gateway is served over HTTPS).
-    cookie_secure: bool = False
-    # Origins of a separate front-end allowed to call the API with credentials (CORS).
-    cors_origins: tuple[str, ...] = ()
-    reconnect_interval_s: float = 1.0
-    rpc_timeout_s: float = 5.0
-    # SQLite file of the task store (tasks and their status events).
-    database_path: Path = DEFAULT_DATABASE_PATH
-    # Uploads and task outputs; the workers must see the same directory.
-    storage_dir: Path = Path("./var/storage")
-    max_upload_bytes: int = 20 * 1024 * 1024
-    max_pixels: int = 40_000_000
-    # The task kind an upload creates.
-    upload_kind: str = "images.thumbnail"
-    # Must match the workers' TASK_QUEUE_MAX_LENGTH (the broker refuses other arguments).
-    queue_max_length: int = DEFAULT_QUEUE_MAX_LENGTH
-    # How long an upload waits for the broker's confirm before answering 503.
-    publish_timeout_s: float = 1.0
-    # SSE: heartbeat comment interval, per-write timeout, events buffered per
-    # subscriber before a slow one is cut off, and the reconnect delay sent to clients.
-    sse_ping_s: float = 15.0
-    sse_send_timeout_s: float = 10.0
-    sse_buffer_events: int = 256
-    sse_retry_ms: int = 2_000
-    # Open SSE streams a user may hold, and a process (429 / 503 beyond them).
-    sse_max_per_user: int = 16
-    sse_max_streams: int = 40_000
+    read_by = ("web",)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "database_path", Path(self.database_path))
-        object.__setattr__(self, "storage_dir", Path(self.storage_dir))
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewaySettings:
-        env = os.environ if environ is None else environ
-        default = cls()
-        return cls(
-            amqp_url=env.get("AMQP_URL", default.amqp_url),
-            secret_key=env.get("SECRET_KEY", ""),
-            cookie_secure=env.get("COOKIE_SECURE", "") in {"1", "true", "yes"},
-            cors_origins=tuple(o for o in env.get("CORS_ORIGINS", "").split(",") if o.strip()),
-            reconnect_interval_s=float(
-                env.get("AMQP_RECONNECT_INTERVAL_S", default.reconnect_interval_s)
-            ),
-            rpc_timeout_s=float(env.get("RPC_TIMEOUT_S", default.rpc_timeout_s)),
-            database_path=Path(env.get("DATABASE_PATH", str(default.database_path))),
-            storage_dir=Path(env.get("STORAGE_DIR", str(default.storage_dir))),
-            max_upload_bytes=int(env.get("MAX_UPLOAD_BYTES", default.max_upload_bytes)),
-            max_pixels=int(env.get("MAX_PIXELS", default.max_pixels)),
-            upload_kind=env.get("UPLOAD_KIND", default.upload_kind),
-            queue_max_length=int(env.get("TASK_QUEUE_MAX_LENGTH", default.queue_max_length)),
-            publish_timeout_s=float(env.get("PUBLISH_TIMEOUT_S", default.publish_timeout_s)),
-            sse_ping_s=float(env.get("SSE_PING_S", default.sse_ping_s)),
-            sse_send_timeout_s=float(env.get("SSE_SEND_TIMEOUT_S", default.sse_send_timeout_s)),
-            sse_buffer_events=int(env.get("SSE_BUFFER_EVENTS", default.sse_buffer_events)),
-            sse_retry_ms=int(env.get("SSE_RETRY_MS", default.sse_retry_ms)),
-            sse_max_per_user=int(env.get("SSE_MAX_PER_USER", default.sse_max_per_user)),
-            sse_max_streams=int(env.get("SSE_MAX_STREAMS", default.sse_max_streams)),
-        )
+    host: str = setting("HOST", "127.0.0.1", "The address the gateway listens on.")
+    port: int = setting("PORT", 8000, "The port the gateway listens on.")
+    secret_key: str = setting(SECRET_KEY)
+    cookie_secure: bool = setting(
+        "COOKIE_SECURE",
+        False,
+        "Set the session cookie's Secure flag (on whenever the gateway is served over HTTPS).",
+    )
+    cors_origins: tuple[str, ...] = setting(
+        "CORS_ORIGINS",
+        (),
+        "Origins of a separate front-end allowed to call the API with credentials (CORS).",
+    )
+    rpc_timeout_s: float = setting(RPC_TIMEOUT_S)
+    rpc_reply_mode: ReplyMode = setting(RPC_REPLY_MODE)
+    storage_dir: Path = setting(STORAGE_DIR)
+    max_upload_bytes: int = setting(
+        "MAX_UPLOAD_BYTES", 20 * 1024 * 1024, "Largest upload accepted (413 beyond)."
+    )
+    max_pixels: int = setting(MAX_PIXELS)
+    upload_kind: str = setting(
+        "UPLOAD_KIND", "images.thumbnail", "The task kind an upload creates."
+    )
+    queue_max_length: int = setting(TASK_QUEUE_MAX_LENGTH)
+    publish_timeout_s: float = setting(
+        "PUBLISH_TIMEOUT_S",
+        1.0,
+        "How long an upload waits for the broker's confirm before answering 503.",
+    )
+    sse_ping_s: float = setting("SSE_PING_S", 15.0, "Interval of the SSE heartbeat comment.")
+    sse_send_timeout_s: float = setting(
+        "SSE_SEND_TIMEOUT_S", 10.0, "How long one SSE write may take before the stream is cut."
+    )
+    sse_buffer_events: int = setting(
+        "SSE_BUFFER_EVENTS",
+        256,
+        "Events buffered per SSE subscriber before a slow one is cut off.",
+    )
+    sse_retry_ms: int = setting(
+        "SSE_RETRY_MS", 2_000, "The reconnect delay the SSE stream tells clients."
+    )
+    sse_max_per_user: int = setting(
+        "SSE_MAX_PER_USER", 16, "Open SSE streams one user may hold (429 beyond)."
+    )
+    sse_max_streams: int = setting(
+        "SSE_MAX_STREAMS", 40_000, "Open SSE streams one web process may hold (503 beyond)."
+    )

@@ -11,7 +11,6 @@ import contextlib
 import contextvars
 import json
 import logging
-import os
 import sys
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
@@ -58,9 +57,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
-def configure_logging(level: int = logging.INFO) -> bool:
-    """Log to stderr in the format LOG_FORMAT asks for; True if that is JSON."""
-    as_json = os.environ.get("LOG_FORMAT", "text").lower() == "json"
+def configure_logging(log_format: str = "text", level: int = logging.INFO) -> bool:
+    """Log to stderr as ``text`` or ``json`` (the process's LOG_FORMAT); True if JSON."""
+    as_json = log_format == "json"
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(ContextFilter())
     handler.setFormatter(JsonFormatter() if as_json else logging.Formatter(TEXT_FORMAT))

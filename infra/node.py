@@ -398,13 +398,15 @@ class BrokerNode:
 
 
 def config_from_env() -> NodeConfig:
-    var_dir = Path(os.environ.get("TASKGATE_VAR", "./var"))
-    management = os.environ.get("TASKGATE_MANAGEMENT_PORT", "15672")
+    """The node's config from TASKGATE_* (``infra.settings.NodeSettings``)."""
+    from .settings import NodeSettings
+
+    settings = NodeSettings.from_env()
     return NodeConfig(
-        base_dir=var_dir / "broker",
-        amqp_port=int(os.environ.get("TASKGATE_AMQP_PORT", "5672")),
-        dist_port=int(os.environ.get("TASKGATE_DIST_PORT", "25672")),
-        management_port=int(management) if management.strip() else None,
+        base_dir=settings.var_dir / "broker",
+        amqp_port=settings.amqp_port,
+        dist_port=settings.dist_port,
+        management_port=settings.management_port,
     )
 
 

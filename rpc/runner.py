@@ -12,7 +12,7 @@ import logging
 import sys
 
 from infra.logs import configure_logging
-from infra.metrics import serve_metrics_from_env
+from infra.metrics import serve_metrics
 from infra.process import exit_requested, run
 
 from .connection import connect_until_up, connect_wire
@@ -59,9 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rpc", description=__doc__)
     parser.add_argument("server", help="the RpcServer to run, as module:attribute")
     args = parser.parse_args(argv)
-    configure_logging()
-    serve_metrics_from_env()
     settings = RpcSettings.from_env()
+    configure_logging(settings.log_format)
+    serve_metrics(settings.metrics_port, settings.metrics_host)
     run(serve(load_server(args.server), settings))
     return 0
 

@@ -14,6 +14,8 @@ from . import exits
 from .commands import Subcommands, describe
 from .errors import CommandError, usage_error
 from .output import print_json
+from .settings import CliSettings
+from .settings import load as load_settings
 
 # The ways a call can fail, each with a message fit for the user.
 CALL_ERRORS = (
@@ -76,21 +78,12 @@ def parse_params(text: str) -> dict[str, Any]:
     return params
 
 
-def load_settings() -> rpc.RpcSettings:
-    try:
-        return rpc.RpcSettings.from_env()
-    except ValueError as exc:  # e.g. RPC_TIMEOUT_S or RPC_REPLY_MODE with a bad value
-        raise usage_error(str(exc)) from None
-
-
-async def call(
-    settings: rpc.RpcSettings, method: str, params: dict[str, Any], timeout_s: float
-) -> Any:
+async def call(settings: CliSettings, method: str, params: dict[str, Any], timeout_s: float) -> Any:
     """The result of one call, over a connection of its own."""
     connection = await rpc.connect_wire(settings.amqp_url, name="taskgate-cli")
     try:
         async with await rpc.RpcClient.create(
-            connection, reply_mode=settings.reply_mode, default_timeout_s=timeout_s
+            connection, reply_mode=settings.rpc_reply_mode, default_timeout_s=timeout_s
         ) as client:
             return await client.call(method, params)
     finally:
@@ -100,7 +93,7 @@ async def call(
 def run(args: argparse.Namespace) -> int:
     params = parse_params(args.params)
     settings = load_settings()
-    timeout_s = settings.default_timeout_s if args.timeout is None else args.timeout
+    timeout_s = settings.rpc_timeout_s if args.timeout is None else args.timeout
     if timeout_s <= 0:
         raise usage_error("--timeout must be positive")
     try:

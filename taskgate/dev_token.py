@@ -7,11 +7,10 @@ The secret itself is never printed, not even in errors.
 from __future__ import annotations
 
 import argparse
-import os
 
 from gateway.tokens import mint
 
-from . import exits
+from . import exits, settings
 from .commands import Subcommands, describe
 from .errors import usage_error
 
@@ -44,7 +43,7 @@ def add_parser(commands: Subcommands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    secret = os.environ.get("SECRET_KEY", "")
+    secret = settings.load().secret_key
     if not secret:
         raise usage_error("SECRET_KEY is not set: export the gateway's secret key first")
     if not args.user.strip():

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 from urllib.parse import quote
 
 import httpx
 
+from . import settings
 from .errors import CommandError
 
-DEFAULT_GATEWAY_URL = "http://127.0.0.1:8000"
 # Reads may wait long on an SSE stream: the gateway sends a heartbeat every SSE_PING_S
 # (15 s by default), so a minute of silence means the connection is dead.
 TIMEOUT = httpx.Timeout(connect=5.0, read=60.0, write=30.0, pool=5.0)
@@ -21,26 +20,30 @@ def gateway_options() -> argparse.ArgumentParser:
     options = argparse.ArgumentParser(add_help=False)
     options.add_argument(
         "--url",
-        default=os.environ.get("TASKGATE_URL", DEFAULT_GATEWAY_URL),
-        help=f"the gateway (default: $TASKGATE_URL, else {DEFAULT_GATEWAY_URL})",
+        help=f"the gateway (default: $TASKGATE_URL, else {settings.DEFAULT_GATEWAY_URL})",
     )
     options.add_argument(
         "--token",
-        default=os.environ.get("TASKGATE_TOKEN") or None,
         help="Bearer token (default: $TASKGATE_TOKEN; mint one with: taskgate token USER)",
     )
     return options
 
 
+def gateway_url(args: argparse.Namespace) -> str:
+    """``--url``, else TASKGATE_URL, else the default."""
+    return str(args.url) if args.url else settings.load().gateway_url
+
+
 def open_client(args: argparse.Namespace) -> httpx.Client:
-    """A client for ``args.url`` that authenticates with ``args.token`` when there is one."""
-    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
-    return httpx.Client(base_url=args.url, headers=headers, timeout=TIMEOUT)
+    """A client for the gateway that authenticates with the token when there is one."""
+    token = args.token or settings.load().token
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=gateway_url(args), headers=headers, timeout=TIMEOUT)
 
 
 def absolute_url(args: argparse.Namespace, path: str) -> str:
-    """``path`` (as the gateway writes it, from its root) on the gateway at ``args.url``."""
-    return args.url.rstrip("/") + path
+    """``path`` (as the gateway writes it, from its root) on the gateway of ``args``."""
+    return gateway_url(args).rstrip("/") + path
 
 
 def task_path(task_id: str, suffix: str = "") -> str:
@@ -68,4 +71,4 @@ def check(response: httpx.Response) -> httpx.Response:
 
 
 def unreachable(args: argparse.Namespace, exc: httpx.TransportError) -> CommandError:
-    return CommandError(f"cannot reach the gateway at {args.url}: {exc}")
+    return CommandError(f"cannot reach the gateway at {gateway_url(args)}: {exc}")

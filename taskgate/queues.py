@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,9 +20,8 @@ from urllib.parse import quote
 import httpx
 
 from infra import node
-from rpc.settings import DEFAULT_AMQP_URL
 
-from . import exits
+from . import exits, settings
 from .amqp_address import AmqpAddress
 from .commands import Subcommands, describe
 from .errors import CommandError, usage_error
@@ -155,8 +153,8 @@ def private_node_config() -> node.NodeConfig:
     """The node the broker script manages, read from TASKGATE_* as ``infra.node`` reads it."""
     try:
         return node.config_from_env()
-    except ValueError as exc:  # a port that is not a number
-        raise usage_error(f"TASKGATE_*_PORT: {exc}") from None
+    except ValueError as exc:  # a port that is not a number; the message names it
+        raise usage_error(str(exc)) from None
 
 
 def private_node(config: node.NodeConfig, address: AmqpAddress) -> node.BrokerNode:
@@ -181,7 +179,7 @@ def collect(args: argparse.Namespace, address: AmqpAddress) -> list[QueueStats]:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        address = AmqpAddress.parse(os.environ.get("AMQP_URL", DEFAULT_AMQP_URL))
+        address = AmqpAddress.parse(settings.load().amqp_url)
     except ValueError as exc:
         raise usage_error(f"AMQP_URL: {exc}") from None
     queues = sorted(collect(args, address), key=lambda queue: queue.name)

@@ -16,7 +16,7 @@ import logging
 import sys
 
 from infra.logs import configure_logging
-from infra.metrics import serve_metrics_from_env
+from infra.metrics import serve_metrics
 from infra.process import exit_requested, run
 from rpc.connection import connect_until_up, connect_wire
 from rpc.wire import WireConnection
@@ -112,9 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         help="run the order.created consumers (default: only when --tasks is not given)",
     )
     args = parser.parse_args(argv)
-    configure_logging()
-    serve_metrics_from_env()
     settings = WorkerSettings.from_env()
+    configure_logging(settings.log_format)
+    serve_metrics(settings.metrics_port, settings.metrics_host)
     registry = TaskRegistry()
     for spec in args.tasks or [DEFAULT_TASKS]:
         registry.include(load_registry(spec))

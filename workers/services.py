@@ -8,12 +8,10 @@ with a small catalogue on first use). ``system.ping`` is built in.
 from __future__ import annotations
 
 import asyncio
-import os
-from pathlib import Path
 
 from rpc import RpcServer
+from rpc.settings import RpcSettings
 
-from .settings import DEFAULT_DATABASE_PATH
 from .shop.contracts import Cart, Quote, StockLevels, StockQuery
 from .shop.db import ShopDb
 from .shop.pricing import quote_cart
@@ -29,7 +27,8 @@ async def shop_db() -> ShopDb:
     global _db
     async with _opening:
         if _db is None:
-            _db = await ShopDb.open(Path(os.environ.get("DATABASE_PATH", DEFAULT_DATABASE_PATH)))
+            # The rpc process's DATABASE_PATH: this module is served by ``python -m rpc``.
+            _db = await ShopDb.open(RpcSettings.from_env().database_path)
     return _db
 
 

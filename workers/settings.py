@@ -1,94 +1,82 @@
-"""Worker settings, read once from the environment."""
+"""Worker settings, and the task variables the web process and the CLI share."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+
+from infra.settings import ServiceSettings, Var, setting
 
 from .topology import DEFAULT_QUEUE_MAX_LENGTH
 
-DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
-# The SQLite file of the gateway's task store and the shop's tables.
-DEFAULT_DATABASE_PATH = Path("./var/taskgate.db")
+# Read by the web process and the workers (and TASK_QUEUE_MAX_LENGTH by the CLI).
+STORAGE_DIR = Var(
+    "STORAGE_DIR",
+    Path("./var/storage"),
+    "Uploads and task outputs; the web process and the workers must see the same directory.",
+)
+TASK_QUEUE_MAX_LENGTH = Var(
+    "TASK_QUEUE_MAX_LENGTH",
+    DEFAULT_QUEUE_MAX_LENGTH,
+    "Messages a task queue holds before publishes are refused; the same in every process "
+    "(the broker refuses a queue declared with other arguments).",
+)
+MAX_PIXELS = Var("MAX_PIXELS", 40_000_000, "Largest image (width x height) accepted and decoded.")
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.replace(" ", "").split(",") if part)
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerSettings:
+@dataclass(frozen=True)
+class WorkerSettings(ServiceSettings):
     """How workers consume, retry, store and shut down."""
 
-    amqp_url: str = DEFAULT_AMQP_URL
-    storage_dir: Path = Path("./var/storage")
-    # Unacked task messages the broker may push, and handlers run at once.
-    prefetch: int = 16
-    concurrency: int = 8
-    # Size of the process pool for CPU-bound work (Pillow).
-    processes: int = field(default_factory=lambda: os.cpu_count() or 1)
-    # Fixed delay tiers; attempt n waits retry_delays_ms[n - 1] (the last tier repeats).
-    retry_delays_ms: tuple[int, ...] = (1_000, 5_000, 30_000, 120_000)
-    max_attempts: int = 5
-    # Must match every other process that declares the task queues (TASK_QUEUE_MAX_LENGTH).
-    queue_max_length: int = DEFAULT_QUEUE_MAX_LENGTH
-    thumbnail_sizes: tuple[int, ...] = (800, 256, 64)
-    max_pixels: int = 40_000_000
-    shutdown_grace_s: float = 30.0
-    # Progress reported from a pool job: the latest report of each interval is published,
-    # so a job shorter than this publishes none (0: every report at once).
-    progress_interval_s: float = 0.25
-    reconnect_interval_s: float = 1.0
-    database_path: Path = DEFAULT_DATABASE_PATH
-    # The email provider's HTTP API; without a URL, confirmations are only logged.
-    email_api_url: str = ""
-    email_api_key: str = ""
-    email_timeout_s: float = 5.0
-    email_attempts: int = 4
+    read_by = ("worker",)
+
+    storage_dir: Path = setting(STORAGE_DIR)
+    prefetch: int = setting("WORKER_PREFETCH", 16, "Unacked task messages the broker may push.")
+    concurrency: int = setting("WORKER_CONCURRENCY", 8, "Task handlers run at once.")
+    processes: int = setting(
+        "WORKER_PROCESSES",
+        factory=lambda: os.cpu_count() or 1,
+        shown="the number of CPUs",
+        doc="Size of the process pool for CPU-bound work (Pillow).",
+    )
+    retry_delays_ms: tuple[int, ...] = setting(
+        "RETRY_DELAYS_MS",
+        (1_000, 5_000, 30_000, 120_000),
+        "Fixed retry delay tiers; attempt n waits the n-th (the last tier repeats).",
+    )
+    max_attempts: int = setting("MAX_ATTEMPTS", 5, "Attempts before a task is dead-lettered.")
+    queue_max_length: int = setting(TASK_QUEUE_MAX_LENGTH)
+    thumbnail_sizes: tuple[int, ...] = setting(
+        "THUMBNAIL_SIZES", (800, 256, 64), "Longest side of each thumbnail made, in pixels."
+    )
+    max_pixels: int = setting(MAX_PIXELS)
+    shutdown_grace_s: float = setting(
+        "SHUTDOWN_GRACE_S",
+        30.0,
+        "On SIGTERM, how long tasks in flight may take; the rest go back to the queue.",
+    )
+    progress_interval_s: float = setting(
+        "PROGRESS_INTERVAL_S",
+        0.25,
+        "Progress from a pool job: the latest report of each interval is published "
+        "(0: every report).",
+    )
+    email_api_url: str = setting(
+        "EMAIL_API_URL", "", "The email provider's HTTP API; unset: confirmations are only logged."
+    )
+    email_api_key: str = setting("EMAIL_API_KEY", "", "The email provider's API key.", secret=True)
+    email_timeout_s: float = setting("EMAIL_TIMEOUT_S", 5.0, "Timeout of one email API request.")
+    email_attempts: int = setting("EMAIL_ATTEMPTS", 4, "Attempts to send one email.")
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "storage_dir", Path(self.storage_dir))
-        object.__setattr__(self, "database_path", Path(self.database_path))
+        super().__post_init__()
         if not self.retry_delays_ms or min(self.retry_delays_ms) <= 0:
             raise ValueError("RETRY_DELAYS_MS needs at least one positive delay")
         if self.max_attempts < 1:
             raise ValueError("MAX_ATTEMPTS must be at least 1")
         if not self.thumbnail_sizes or min(self.thumbnail_sizes) <= 0:
             raise ValueError("THUMBNAIL_SIZES needs at least one positive size")
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
-        """Build settings from ``AMQP_URL``, ``STORAGE_DIR``, ``WORKER_*`` and related variables."""
-        env = os.environ if environ is None else environ
-        default = cls()
-        return cls(
-            amqp_url=env.get("AMQP_URL", default.amqp_url),
-            storage_dir=Path(env.get("STORAGE_DIR", str(default.storage_dir))),
-            prefetch=int(env.get("WORKER_PREFETCH", default.prefetch)),
-            concurrency=int(env.get("WORKER_CONCURRENCY", default.concurrency)),
-            processes=int(env.get("WORKER_PROCESSES", default.processes)),
-            retry_delays_ms=_ints(env["RETRY_DELAYS_MS"])
-            if "RETRY_DELAYS_MS" in env
-            else default.retry_delays_ms,
-            max_attempts=int(env.get("MAX_ATTEMPTS", default.max_attempts)),
-            queue_max_length=int(env.get("TASK_QUEUE_MAX_LENGTH", default.queue_max_length)),
-            thumbnail_sizes=_ints(env["THUMBNAIL_SIZES"])
-            if "THUMBNAIL_SIZES" in env
-            else default.thumbnail_sizes,
-            max_pixels=int(env.get("MAX_PIXELS", default.max_pixels)),
-            shutdown_grace_s=float(env.get("SHUTDOWN_GRACE_S", default.shutdown_grace_s)),
-            progress_interval_s=float(env.get("PROGRESS_INTERVAL_S", default.progress_interval_s)),
-            reconnect_interval_s=float(
-                env.get("AMQP_RECONNECT_INTERVAL_S", default.reconnect_interval_s)
-            ),
-            database_path=Path(env.get("DATABASE_PATH", str(default.database_path))),
-            email_api_url=env.get("EMAIL_API_URL", default.email_api_url),
-            email_api_key=env.get("EMAIL_API_KEY", default.email_api_key),
-            email_timeout_s=float(env.get("EMAIL_TIMEOUT_S", default.email_timeout_s)),
-            email_attempts=int(env.get("EMAIL_ATTEMPTS", default.email_attempts)),
-        )
 
     def retry_delay_ms(self, attempt: int) -> int:
         """Delay before the attempt after ``attempt`` (1-based)."""
