@@ -33,6 +33,7 @@ class Publisher:
         self._timeout_s = timeout_s
         self._declared: set[str] = set()
         self._channel: RobustChannel | None = None
+        self._started = asyncio.Event()
 
     @property
     def ready(self) -> bool:
@@ -40,6 +41,7 @@ class Publisher:
 
     async def start(self, connection: WireConnection) -> None:
         self._channel = await connection.open_channel(self._reset, publisher_confirms=True)
+        self._started.set()
 
     async def close(self) -> None:
         await close_channels(self._channel)
@@ -101,12 +103,17 @@ class Publisher:
     async def dead_letter(
         self, message: Message, queue: str, reason: str, *, source_queue: str
     ) -> bool:
-        """Copy ``message`` to ``queue`` with ``reason`` (rpc.dead_letter); True once confirmed."""
-        channel = self._channel
-        if channel is None or channel.is_closed:
-            return False
+        """Copy ``message`` to ``queue`` with ``reason`` (rpc.dead_letter); True once confirmed.
+
+        The status feed starts consuming before this publisher connects: a poison
+        message met then waits (within the timeout) for it rather than losing its reason.
+        """
         try:
             async with _confirmed_within(self._timeout_s):
+                await self._started.wait()
+                channel = self._channel
+                if channel is None or channel.is_closed:
+                    return False
                 return await dead_letter(channel, message, queue, reason, source_queue=source_queue)
         except BrokerUnavailable:
             return False
