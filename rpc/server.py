@@ -217,7 +217,7 @@ class RpcServer:
         buried = await dead_letter(
             self._dead_channel,
             message,
-            message.routing_key,
+            message.routing_key,  # the fanout ignores it; it keeps the method's queue name
             reason,
             source_queue=message.routing_key or "",
             exchange=DEAD_EXCHANGE,
