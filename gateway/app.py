@@ -16,8 +16,6 @@ from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from workers.shop.db import ShopDb
-
 from .auth import close_session, get_session, open_session
 from .broker import BrokerLink
 from .errors import EXCEPTION_HANDLERS, RETRY_AFTER_S
@@ -27,6 +25,7 @@ from .hub import Hub
 from .limits import StreamLimiter
 from .metrics import SSE_CONNECTIONS, metrics
 from .notifications import NotificationFeed, notification_stream, send_notification
+from .order_store import OrderStore
 from .orders import create_order, get_order
 from .publisher import Publisher
 from .rpc_proxy import call_method
@@ -111,14 +110,14 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         settings.storage_dir.mkdir(parents=True, exist_ok=True)
         store = await SqliteTaskStore.open(settings.database_path)
-        shop = await ShopDb.open(settings.database_path)
+        orders = await OrderStore.open(settings.database_path)
         hub = Hub(capacity=settings.sse_buffer_events)
         notifications = Hub(capacity=settings.sse_buffer_events)
-        feed = StatusFeed(store, hub)
-        notification_feed = NotificationFeed(notifications)
         publisher = Publisher(
             queue_max_length=settings.queue_max_length, timeout_s=settings.publish_timeout_s
         )
+        feed = StatusFeed(store, hub, publisher)
+        notification_feed = NotificationFeed(notifications)
         broker = BrokerLink(
             settings,
             attach=[feed.start, notification_feed.start],
@@ -126,7 +125,7 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         )
         app.state.settings = settings
         app.state.store = store
-        app.state.shop = shop
+        app.state.orders = orders
         app.state.hub = hub
         app.state.notifications = notifications
         app.state.feed = feed
@@ -155,7 +154,7 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
             await notification_feed.close()
             await publisher.close()
             await broker.close()
-            await shop.close()
+            await orders.close()
             await store.close()
 
     routes = [

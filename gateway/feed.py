@@ -26,9 +26,10 @@ from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
 
 from rpc.connection import CONNECTION_ERRORS, close_channels, open_channel
+from rpc.dead_letter import Letter
+from rpc.wire import Properties
 from workers.messages import StatusEvent, event_decoder
 from workers.topology import (
-    REASON_HEADER,
     STATUS_DEAD_QUEUE,
     STATUS_EXCHANGE,
     STATUS_JOURNAL_QUEUE,
@@ -37,6 +38,7 @@ from workers.topology import (
 
 from .hub import Hub
 from .metrics import EVENTS_RECORDED, TASKS_FINISHED
+from .publisher import Publisher
 from .store import TaskStore
 
 logger = logging.getLogger(__name__)
@@ -58,9 +60,10 @@ class _Delivery:
 class StatusFeed:
     """Consumes the live queue and the journal; create, then ``await feed.start(connection)``."""
 
-    def __init__(self, store: TaskStore, hub: Hub) -> None:
+    def __init__(self, store: TaskStore, hub: Hub, publisher: Publisher) -> None:
         self._store = store
         self._hub = hub
+        self._publisher = publisher
         self._inbox: asyncio.Queue[_Delivery] = asyncio.Queue()
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._channel: AbstractRobustChannel | None = None
@@ -128,7 +131,7 @@ class StatusFeed:
                 key = delivery.message.routing_key
                 logger.warning("undecodable status event (%s): %s", key, exc)
                 if delivery.from_journal:
-                    await _bury(delivery.message, f"undecodable status event: {exc}")
+                    await self._bury(delivery.message, f"undecodable status event: {exc}")
         stored = await self._store.record(events) if events else []
         kinds = {event.task_id: event.kind for event, _ in events}
         for event in stored:
@@ -143,6 +146,34 @@ class StatusFeed:
             if event.terminal:
                 TASKS_FINISHED.labels(kinds[event.task_id], event.state).inc()
         await _settle(batch, requeue=None)
+
+    async def _bury(self, message: DeliveredMessage, reason: str) -> None:
+        """Move an unusable journal message to ``status.dead`` with the reason in a header.
+
+        If that fails, the journal's own dead-lettering takes it (without the reason):
+        it is never acked unburied, nor requeued to come back forever.
+        """
+        properties = message.header.properties
+        letter = Letter(
+            message.body,
+            Properties(
+                content_type=properties.content_type,
+                message_id=properties.message_id,
+                correlation_id=properties.correlation_id,
+                message_type=properties.message_type,
+                timestamp=properties.timestamp,
+                headers=dict(properties.headers or {}),
+            ),
+        )
+        buried = await self._publisher.dead_letter(
+            letter, STATUS_DEAD_QUEUE, reason, source_queue=STATUS_JOURNAL_QUEUE
+        )
+        if not buried:
+            assert message.delivery_tag is not None  # a Deliver always has one
+            try:
+                await message.channel.basic_nack(message.delivery_tag, requeue=False)
+            except CONNECTION_ERRORS:
+                pass
 
 
 async def _settle(batch: list[_Delivery], *, requeue: bool | None) -> None:
@@ -163,19 +194,3 @@ async def _settle(batch: list[_Delivery], *, requeue: bool | None) -> None:
                 await message.channel.basic_nack(message.delivery_tag, multiple=True, requeue=True)
         except CONNECTION_ERRORS:
             pass
-
-
-async def _bury(message: DeliveredMessage, reason: str) -> None:
-    """Copy an unusable journal message to ``status.dead`` with the reason in a header."""
-    properties = aiormq.spec.Basic.Properties(
-        content_type=message.header.properties.content_type,
-        message_id=message.header.properties.message_id,
-        headers={REASON_HEADER: reason},
-        delivery_mode=2,
-    )
-    try:
-        await message.channel.basic_publish(
-            message.body, exchange="", routing_key=STATUS_DEAD_QUEUE, properties=properties
-        )
-    except CONNECTION_ERRORS:
-        pass

@@ -1,7 +1,7 @@
 """``POST /orders`` and ``GET /orders/{id}``: priced over RPC, stock-checked, announced once.
 
 An order is accepted in this order: validate the body; answer a repeated
-``Idempotency-Key`` from the database; price the cart (``orders.quote``) and
+``Idempotency-Key`` from the gateway's order store; price the cart (``orders.quote``) and
 check stock (``inventory.check``) over RPC; store the order and its ``queued``
 status event; publish ``order.created`` with a confirm; answer 201. If the
 publish fails, the order and its event are removed and the answer is 503.
@@ -21,12 +21,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from rpc.errors import BrokerUnavailable, RpcError
-from workers.events import declare_event_queue
 from workers.messages import encoder, new_event, new_task_id
-from workers.shop.consumers import ORDER_QUEUES
 from workers.shop.contracts import (
     ORDER_CREATED,
     ORDER_KIND,
+    ORDER_QUEUES,
     ORDERS_EXCHANGE,
     Cart,
     OrderCreated,
@@ -35,12 +34,13 @@ from workers.shop.contracts import (
     StockLevels,
     StockQuery,
 )
-from workers.shop.db import IdempotencyConflict, ShopDb
+from workers.topology import declare_event_queue
 
 from .auth import authenticate
 from .bodies import decode_json, read_body
 from .errors import HttpError, unavailable
 from .metrics import TASKS_ACCEPTED
+from .order_store import IdempotencyConflict, OrderStore
 from .publisher import Publisher
 from .rpc_errors import http_error
 from .store import TaskStore
@@ -53,7 +53,7 @@ MAX_IDEMPOTENCY_KEY = 200
 
 async def create_order(request: Request) -> JSONResponse:
     state = request.app.state
-    shop: ShopDb = state.shop
+    orders: OrderStore = state.orders
     publisher: Publisher = state.publisher
     user = authenticate(request)
     if not publisher.ready:
@@ -66,7 +66,7 @@ async def create_order(request: Request) -> JSONResponse:
     request_hash = hashlib.sha256(encoder.encode(order_request)).hexdigest()
     if key is not None:
         try:
-            earlier = await shop.order_for_key(user.user_id, key, request_hash)
+            earlier = await orders.order_for_key(user.user_id, key, request_hash)
         except IdempotencyConflict as exc:
             raise HttpError(409, "idempotency_conflict", str(exc)) from None
         if earlier is not None:
@@ -78,7 +78,7 @@ async def create_order(request: Request) -> JSONResponse:
         order_id=order_id, email=order_request.email, quote=quote, created_at=time.time()
     )
     try:
-        body, created = await shop.create_order(
+        body, created = await orders.create_order(
             encoder.encode(order),
             order_id,
             owner=user.user_id,
@@ -89,17 +89,17 @@ async def create_order(request: Request) -> JSONResponse:
         raise HttpError(409, "idempotency_conflict", str(exc)) from None
     if not created:
         return _created(_order_decoder.decode(body))
-    await _announce(state.store, publisher, shop, order, body, owner=user.user_id)
+    await _announce(state.store, publisher, orders, order, body, owner=user.user_id)
     TASKS_ACCEPTED.labels(ORDER_KIND).inc()
     return _created(order)
 
 
 async def get_order(request: Request) -> JSONResponse:
     user = authenticate(request)
-    shop: ShopDb = request.app.state.shop
+    orders: OrderStore = request.app.state.orders
     store: TaskStore = request.app.state.store
     order_id = request.path_params["order_id"]
-    stored = await shop.get_order(order_id)
+    stored = await orders.get_order(order_id)
     if stored is None or stored.owner != user.user_id:
         raise HttpError(404, "not_found", f"no order {order_id!r}")
     summary = await store.get_task(order_id)
@@ -137,7 +137,7 @@ async def _price(request: Request, order: OrderRequest) -> Quote:
 async def _announce(
     store: TaskStore,
     publisher: Publisher,
-    shop: ShopDb,
+    orders: OrderStore,
     order: OrderCreated,
     body: bytes,
     *,
@@ -158,7 +158,7 @@ async def _announce(
         )
     except BrokerUnavailable as exc:
         await store.discard_task(order.order_id)
-        await shop.delete_order(order.order_id)
+        await orders.delete_order(order.order_id)
         raise unavailable(str(exc)) from None
 
 

@@ -13,13 +13,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 
 from rpc.connection import CONNECTION_ERRORS, close_channels
+from rpc.dead_letter import Message, dead_letter
 from rpc.errors import BrokerUnavailable
+from rpc.publish import publish_confirmed
 from rpc.wire import Channel, Properties, RobustChannel, WireConnection
 from workers.errors import UnknownKind
-from workers.messages import TaskMessage
-from workers.status import publish_confirmed
-from workers.submit import publish_task
-from workers.topology import declare_kind
+from workers.messages import TaskMessage, encoder, task_properties
+from workers.topology import TASKS_EXCHANGE, declare_kind
 
 # Declares what a publish needs on first use (once per channel).
 Declare = Callable[[Channel], Awaitable[None]]
@@ -33,6 +33,7 @@ class Publisher:
         self._timeout_s = timeout_s
         self._declared: set[str] = set()
         self._channel: RobustChannel | None = None
+        self._started = asyncio.Event()
 
     @property
     def ready(self) -> bool:
@@ -40,6 +41,7 @@ class Publisher:
 
     async def start(self, connection: WireConnection) -> None:
         self._channel = await connection.open_channel(self._reset, publisher_confirms=True)
+        self._started.set()
 
     async def close(self) -> None:
         await close_channels(self._channel)
@@ -52,7 +54,16 @@ class Publisher:
 
         async with _confirmed_within(self._timeout_s):
             channel = await self._ready_channel(f"kind:{message.kind}", declare)
-            await publish_task(channel, message)
+            routed = await publish_confirmed(
+                channel,
+                encoder.encode(message),
+                exchange=TASKS_EXCHANGE,
+                routing_key=message.kind,
+                properties=task_properties(message),
+                mandatory=True,
+            )
+        if not routed:
+            raise UnknownKind(f"no queue is bound to {TASKS_EXCHANGE!r} for {message.kind!r}")
 
     async def publish(
         self,
@@ -75,17 +86,37 @@ class Publisher:
         )
         async with _confirmed_within(self._timeout_s):
             channel = await self._ready_channel(f"exchange:{exchange}", declare)
-            try:
-                await publish_confirmed(
-                    channel,
-                    body,
-                    exchange=exchange,
-                    routing_key=routing_key,
-                    properties=properties,
-                    mandatory=mandatory,
-                )
-            except UnknownKind as exc:
-                raise BrokerUnavailable(f"nothing consumes {routing_key!r} yet: {exc}") from exc
+            routed = await publish_confirmed(
+                channel,
+                body,
+                exchange=exchange,
+                routing_key=routing_key,
+                properties=properties,
+                mandatory=mandatory,
+            )
+        if not routed:
+            raise BrokerUnavailable(
+                f"nothing consumes {routing_key!r} yet: "
+                f"no queue is bound to {exchange!r} for {routing_key!r}"
+            )
+
+    async def dead_letter(
+        self, message: Message, queue: str, reason: str, *, source_queue: str
+    ) -> bool:
+        """Copy ``message`` to ``queue`` with ``reason`` (rpc.dead_letter); True once confirmed.
+
+        The status feed starts consuming before this publisher connects: a poison
+        message met then waits (within the timeout) for it rather than losing its reason.
+        """
+        try:
+            async with _confirmed_within(self._timeout_s):
+                await self._started.wait()
+                channel = self._channel
+                if channel is None or channel.is_closed:
+                    return False
+                return await dead_letter(channel, message, queue, reason, source_queue=source_queue)
+        except BrokerUnavailable:
+            return False
 
     async def _ready_channel(self, key: str, declare: Declare) -> RobustChannel:
         channel = self._channel

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from workers import images
 from workers.errors import InvalidInput
+from workers.image_contracts import ALLOWED_FORMATS, Probe, probe
 
 from .errors import HttpError
 
 # Accepted formats (the worker's allow-list) and the extension a stored file gets.
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp"}
-assert set(EXTENSIONS) == set(images.ALLOWED_FORMATS)
+assert set(EXTENSIONS) == set(ALLOWED_FORMATS)
 
 _SIGNATURES = (
     (b"\xff\xd8\xff", "JPEG"),
@@ -40,13 +40,13 @@ def sniff_format(head: bytes) -> str:
     )
 
 
-def probe_image(path: Path, max_pixels: int) -> images.Probe:
+def probe_image(path: Path, max_pixels: int) -> Probe:
     """Pillow's view of the file's header; HttpError 422 if it is corrupt or too large.
 
     It reads the header only (no pixels), fast enough to run on the event loop:
     a thread hop costs more than the read.
     """
     try:
-        return images.probe(str(path), max_pixels)
+        return probe(str(path), max_pixels)
     except InvalidInput as exc:
         raise HttpError(422, "invalid_image", str(exc)) from None

@@ -7,6 +7,8 @@ import re
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse
 
+from workers.messages import TASK_ID_PATTERN
+
 from .auth import authenticate
 from .errors import HttpError
 from .settings import GatewaySettings
@@ -15,7 +17,7 @@ from .views import task_view
 
 # Names the workers give their outputs; anything else (dotfiles, paths) is not served.
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_TASK_ID = re.compile(TASK_ID_PATTERN)
 
 
 async def owned_task(request: Request, task_id: str, user_id: str) -> TaskSummary:

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from rpc.errors import BrokerUnavailable
-from workers.builtin import ThumbnailOptions, ThumbnailRequest
+from workers.image_contracts import ThumbnailOptions, ThumbnailRequest
 from workers.messages import StatusEvent, TaskMessage, encoder, new_event, new_task_id
 
 from .auth import authenticate

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import BrokerUnavailable
-from .wire import Channel, Properties, PublishNacked, WireError
+from .wire import Channel, Properties, PublishNacked, RobustChannel, WireError
 
 
 async def publish_confirmed(
-    channel: Channel,
+    channel: Channel | RobustChannel,
     body: bytes,
     *,
     exchange: str,
@@ -20,10 +20,12 @@ async def publish_confirmed(
     """Publish on a confirming channel; True once the broker has it, False if returned unroutable.
 
     Only a ``mandatory`` message can come back unroutable (it needs a ``message_id``
-    to be matched to its publish). Raises BrokerUnavailable if the channel is down
-    or the broker nacks.
+    to be matched to its publish); callers that publish one say what False means
+    to them. Raises BrokerUnavailable if the channel is down or the broker nacks.
     """
     try:
+        if isinstance(channel, RobustChannel):
+            channel = await channel.get_underlay_channel()
         routed = await channel.basic_publish(
             body,
             exchange=exchange,

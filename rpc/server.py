@@ -22,11 +22,11 @@ import msgspec
 from infra.logs import log_context
 
 from . import codec
-from .connection import BROKER_ERRORS, CONNECTION_ERRORS, cancel_consumers, close_channels
+from .connection import CONNECTION_ERRORS, cancel_consumers, close_channels
+from .dead_letter import dead_letter
 from .errors import ServiceError
 from .metrics import SERVER_SECONDS
-from .publish import persistent_copy, publish_confirmed
-from .topology import DEAD_EXCHANGE, DEAD_QUEUE, REASON_HEADER, method_queue
+from .topology import DEAD_EXCHANGE, DEAD_QUEUE, method_queue
 from .wire import Channel, Delivery, Properties, RobustChannel, WireConnection
 
 logger = logging.getLogger(__name__)
@@ -213,26 +213,18 @@ class RpcServer:
 
     async def _dead_letter(self, message: Delivery, reason: str) -> None:
         """Move a request to ``rpc.dead`` with ``reason``; ack only once the broker has it."""
-        properties = message.properties
-        headers = dict(properties.headers or {})
-        headers[REASON_HEADER] = reason
-        headers["x-taskgate-queue"] = message.routing_key or ""
-        logger.warning("dead-lettering request %s: %s", properties.message_id, reason)
         assert self._dead_channel is not None
-        try:
-            dead = await self._dead_channel.get_underlay_channel()
-            await publish_confirmed(
-                dead,
-                message.body,
-                exchange=DEAD_EXCHANGE,
-                routing_key=message.routing_key,
-                properties=persistent_copy(properties, headers),
-            )
+        buried = await dead_letter(
+            self._dead_channel,
+            message,
+            message.routing_key,  # the fanout ignores it; it keeps the method's queue name
+            reason,
+            source_queue=message.routing_key or "",
+            exchange=DEAD_EXCHANGE,
+        )
+        if buried:
             message.ack()
-        except BROKER_ERRORS:
-            logger.warning(
-                "could not dead-letter %s; it will be redelivered", properties.message_id
-            )
+        # Otherwise it stays unacked: the broker redelivers it once the channel goes.
 
 
 async def _declare_dead_letters(channel: Channel) -> None:

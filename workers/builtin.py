@@ -2,31 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-import msgspec
-
 from . import images
 from .context import TaskContext
 from .errors import InvalidInput
+from .image_contracts import ThumbnailRequest
 from .registry import TaskRegistry
 from .storage import resolve_input
 
 registry = TaskRegistry()
-
-
-class ThumbnailOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    # None: WorkerSettings.thumbnail_sizes.
-    sizes_px: list[Annotated[int, msgspec.Meta(ge=1, le=8192)]] | None = None
-    quality: Annotated[int, msgspec.Meta(ge=1, le=95)] = 82
-    watermark: Annotated[str, msgspec.Meta(max_length=200)] | None = None
-
-
-class ThumbnailRequest(msgspec.Struct, frozen=True):
-    """Payload of ``images.thumbnail``: a file name relative to STORAGE_DIR, and options."""
-
-    file: str
-    options: ThumbnailOptions = ThumbnailOptions()
 
 
 @registry.task("images.thumbnail")

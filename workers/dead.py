@@ -17,12 +17,13 @@ import msgspec
 
 from infra.process import run
 from rpc.connection import BROKER_ERRORS, connect_wire
-from rpc.publish import persistent_copy
+from rpc.publish import persistent_copy, publish_confirmed
 from rpc.wire import Channel, ChannelClosed, Delivery, WireConnection
 
+from .errors import UnknownKind
 from .messages import new_event, task_decoder
 from .settings import WorkerSettings
-from .status import publish_confirmed, publish_status
+from .status import publish_status
 from .topology import (
     ATTEMPT_HEADER,
     QUEUE_HEADER,
@@ -91,7 +92,7 @@ async def replay(
             task_id = _task_id(message)
             if task_id is not None:
                 await publish_status(channel, new_event(kind, task_id, "queued", 1))
-            await publish_confirmed(
+            routed = await publish_confirmed(
                 channel,
                 message.body,
                 exchange=TASKS_EXCHANGE,
@@ -99,6 +100,8 @@ async def replay(
                 properties=persistent_copy(properties, headers),
                 mandatory=True,
             )
+            if not routed:
+                raise UnknownKind(f"no queue is bound to {TASKS_EXCHANGE!r} for {kind!r}")
             raw.basic_ack(message.delivery_tag)
             replayed += 1
             if on_replayed is not None:

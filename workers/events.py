@@ -19,23 +19,16 @@ from typing import Any
 
 from infra.logs import log_context
 from rpc.connection import CONNECTION_ERRORS, cancel_consumers, close_channels
+from rpc.dead_letter import dead_letter
 from rpc.errors import BrokerUnavailable
-from rpc.publish import persistent_copy
 from rpc.wire import Channel, Delivery, RobustChannel, WireConnection
 
 from .deliveries import describe, nack_requeue, traceback_summary
 from .errors import PermanentError
 from .messages import StatusEvent
 from .metrics import EVENTS_CONSUMED
-from .status import publish_confirmed, publish_status
-from .topology import (
-    QUEUE_HEADER,
-    REASON_HEADER,
-    TRACEBACK_HEADER,
-    Declaring,
-    declare_status,
-    declare_work_queue,
-)
+from .status import publish_status
+from .topology import declare_event_queue, declare_status
 
 logger = logging.getLogger(__name__)
 
@@ -137,8 +130,8 @@ class EventConsumers:
             try:
                 await subscriber.handle(message.body, context)
             except PermanentError as exc:
-                await self._dead_letter(subscriber, message, exc)
-                EVENTS_CONSUMED.labels(subscriber.queue, "dead").inc()
+                buried = await self._dead_letter(subscriber, message, exc)
+                EVENTS_CONSUMED.labels(subscriber.queue, "dead" if buried else "retry").inc()
             except Exception:
                 logger.exception("%s failed; the message goes back to its queue", subscriber.queue)
                 nack_requeue(message)
@@ -149,26 +142,22 @@ class EventConsumers:
 
     async def _dead_letter(
         self, subscriber: Subscriber, message: Delivery, exc: BaseException
-    ) -> None:
-        reason = describe(exc)
-        logger.warning("dead-lettering a message of %s: %s", subscriber.queue, reason)
-        headers = dict(message.properties.headers or {})
-        headers.update(
-            {
-                REASON_HEADER: reason,
-                TRACEBACK_HEADER: traceback_summary(exc),
-                QUEUE_HEADER: subscriber.queue,
-            }
-        )
+    ) -> bool:
+        """Move the message to the subscriber's dead queue; back to its queue if that fails."""
         assert self._publish_channel is not None
-        await publish_confirmed(
+        buried = await dead_letter(
             self._publish_channel,
-            message.body,
-            exchange="",
-            routing_key=subscriber.dead_queue,
-            properties=persistent_copy(message.properties, headers),
+            message,
+            subscriber.dead_queue,
+            describe(exc),
+            source_queue=subscriber.queue,
+            traceback=traceback_summary(exc),
         )
-        message.ack()
+        if buried:
+            message.ack()
+        else:
+            nack_requeue(message)
+        return buried
 
 
 async def declare_subscriber(channel: Channel, subscriber: Subscriber) -> None:
@@ -180,18 +169,3 @@ async def declare_subscriber(channel: Channel, subscriber: Subscriber) -> None:
         routing_key=subscriber.routing_key,
         exchange_type=subscriber.exchange_type,
     )
-
-
-async def declare_event_queue(
-    channel: Declaring,
-    queue: str,
-    *,
-    exchange: str,
-    routing_key: str,
-    exchange_type: str = "topic",
-) -> None:
-    """An event consumer's queue, as its consumers declare it; publishers declare it too,
-    so no event is published before the queue that keeps it exists."""
-    await channel.exchange_declare(exchange, exchange_type=exchange_type, durable=True)
-    await declare_work_queue(channel, queue)
-    await channel.queue_bind(queue, exchange, routing_key=routing_key)

@@ -12,30 +12,13 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from .errors import InvalidInput
+from .image_contracts import DECODE_ERRORS, Probe, open_image
 from .pool import report_progress
 
-ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
 OUTPUT_FORMATS = (("WEBP", "webp"), ("JPEG", "jpg"))
-# What Pillow raises on a truncated or corrupt file, besides its own errors.
-_DECODE_ERRORS = (
-    OSError,
-    SyntaxError,
-    ValueError,
-    EOFError,
-    IndexError,
-    Image.DecompressionBombError,
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Probe:
-    format: str
-    width: int
-    height: int
-    mode: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,12 +35,6 @@ class Output:
 class Rendering:
     source: Probe
     outputs: list[Output]
-
-
-def probe(path: str, max_pixels: int) -> Probe:
-    """Check format and declared size from the header only, before any decoding."""
-    with _open(path, max_pixels) as img:
-        return Probe(img.format or "?", img.width, img.height, img.mode)
 
 
 def render_thumbnails(
@@ -77,7 +54,7 @@ def render_thumbnails(
     """
     sizes_px = tuple(sorted(set(sizes_px), reverse=True))
     os.makedirs(out_dir, exist_ok=True)
-    with _open(path, max_pixels) as img:
+    with open_image(path, max_pixels) as img:
         source = Probe(img.format or "?", img.width, img.height, img.mode)
         if img.format == "JPEG":
             # DCT scaling: decode at the smallest scale still >= the largest thumbnail.
@@ -88,7 +65,7 @@ def render_thumbnails(
                 img.load()
                 icc_profile = img.info.get("icc_profile")
                 base = ImageOps.exif_transpose(img)
-        except _DECODE_ERRORS as exc:
+        except DECODE_ERRORS as exc:
             raise InvalidInput(f"corrupt or truncated {img.format} image: {exc}") from None
         except Image.DecompressionBombWarning as exc:
             raise InvalidInput(f"image too large: {exc}") from None
@@ -117,28 +94,6 @@ def render_thumbnails(
         if step < steps:
             report_progress(round(100 * step / steps), f"wrote {size_px} px as WebP and JPEG")
     return Rendering(source, outputs)
-
-
-def _open(path: str, max_pixels: int) -> Image.Image:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path, formats=ALLOWED_FORMATS)
-    except UnidentifiedImageError:
-        raise InvalidInput(
-            f"not a readable image in an accepted format ({', '.join(ALLOWED_FORMATS)})"
-        ) from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InvalidInput(f"image too large (decompression bomb): {exc}") from None
-    except _DECODE_ERRORS as exc:
-        raise InvalidInput(f"corrupt image header: {exc}") from None
-    pixels = img.width * img.height
-    if pixels > max_pixels:
-        img.close()
-        raise InvalidInput(
-            f"image too large: {img.width}x{img.height} = {pixels} pixels, limit {max_pixels}"
-        )
-    return img
 
 
 def _encode(image: Image.Image, fmt: str, quality: int, icc_profile: bytes | None) -> bytes:

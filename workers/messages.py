@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
 
+from rpc.wire import Properties
+
+from .topology import ATTEMPT_HEADER, CONTENT_TYPE, TASK_MESSAGE_TYPE
+
 # Task ids name directories under STORAGE_DIR, so they must be plain names.
-TaskId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
+TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+TaskId = Annotated[str, msgspec.Meta(pattern=TASK_ID_PATTERN)]
 
 State = Literal["queued", "running", "progress", "succeeded", "failed", "retrying", "dead"]
 TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "dead"})
@@ -72,6 +78,18 @@ def new_event(kind: str, task_id: str, state: State, attempt: int, **fields: Any
         attempt=attempt,
         timestamp=time.time(),
         **fields,
+    )
+
+
+def task_properties(message: TaskMessage) -> Properties:
+    """The properties a task message is published with: persistent, its id, attempt 1."""
+    return Properties(
+        content_type=CONTENT_TYPE,
+        message_id=message.task_id,
+        message_type=TASK_MESSAGE_TYPE,
+        timestamp=datetime.now(UTC),
+        delivery_mode=2,
+        headers={ATTEMPT_HEADER: 1},
     )
 
 

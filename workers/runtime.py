@@ -18,8 +18,9 @@ import msgspec
 
 from infra.logs import log_context
 from rpc.connection import CONNECTION_ERRORS, cancel_consumers, close_channels
+from rpc.dead_letter import dead_letter
 from rpc.errors import BrokerUnavailable
-from rpc.publish import persistent_copy
+from rpc.publish import persistent_copy, publish_confirmed
 from rpc.wire import Channel, Delivery, RobustChannel, WireConnection
 
 from .context import TaskContext
@@ -31,12 +32,9 @@ from .outcomes import OutcomeLog
 from .pool import TaskPool
 from .registry import Task, TaskRegistry
 from .settings import WorkerSettings
-from .status import confirmed, forget, publish_confirmed, publish_status, publish_status_soon
+from .status import confirmed, forget, publish_status, publish_status_soon
 from .topology import (
     ATTEMPT_HEADER,
-    QUEUE_HEADER,
-    REASON_HEADER,
-    TRACEBACK_HEADER,
     dead_queue,
     declare_kind,
     declare_retry_tiers,
@@ -318,24 +316,18 @@ class Worker:
         tb: str = "",
     ) -> None:
         """Move the message to ``tasks.<kind>.dead`` with why; publish ``dead``; then ack."""
-        logger.warning("dead-lettering a %s task (%s): %s", task.kind, task_id, reason)
-        headers = dict(message.properties.headers or {})
-        headers.update(
-            {
-                REASON_HEADER: reason,
-                TRACEBACK_HEADER: tb,
-                ATTEMPT_HEADER: attempt,
-                QUEUE_HEADER: task_queue(task.kind),
-            }
-        )
         assert self._publish_channel is not None
-        await publish_confirmed(
+        buried = await dead_letter(
             self._publish_channel,
-            message.body,
-            exchange="",
-            routing_key=dead_queue(task.kind),
-            properties=persistent_copy(message.properties, headers),
+            message,
+            dead_queue(task.kind),
+            reason,
+            source_queue=task_queue(task.kind),
+            traceback=tb,
+            headers={ATTEMPT_HEADER: attempt},
         )
+        if not buried:
+            raise BrokerUnavailable(f"could not dead-letter a {task.kind} task")
         if task_id is not None:
             await self._publish(new_event(task.kind, task_id, "dead", attempt, error=reason))
         message.ack()

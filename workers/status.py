@@ -1,47 +1,16 @@
-"""Confirmed publishing on a robust channel, and the publisher of task status events."""
+"""The publisher of task status events: confirmed one at a time, or queued for the next write."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
 
-import rpc.publish
 from rpc.errors import BrokerUnavailable
+from rpc.publish import publish_confirmed
 from rpc.wire import Properties, PublishNacked, RobustChannel, WireError
 
-from .errors import UnknownKind
 from .messages import StatusEvent, encoder
 from .topology import CONTENT_TYPE, STATUS_EXCHANGE, STATUS_MESSAGE_TYPE, status_routing_key
-
-
-async def publish_confirmed(
-    channel: RobustChannel,
-    body: bytes,
-    *,
-    exchange: str,
-    routing_key: str,
-    properties: Properties,
-    mandatory: bool = False,
-) -> None:
-    """Publish on a confirming channel and return once the broker has the message.
-
-    Raises BrokerUnavailable if the channel is down or the broker nacks, and
-    UnknownKind if a mandatory message was returned unroutable.
-    """
-    try:
-        raw = await channel.get_underlay_channel()
-    except WireError as exc:
-        raise BrokerUnavailable(f"lost the broker while publishing to {exchange!r}: {exc}") from exc
-    routed = await rpc.publish.publish_confirmed(
-        raw,
-        body,
-        exchange=exchange,
-        routing_key=routing_key,
-        properties=properties,
-        mandatory=mandatory,
-    )
-    if not routed:
-        raise UnknownKind(f"no queue is bound to {exchange!r} for {routing_key!r}")
 
 
 async def publish_status(channel: RobustChannel, event: StatusEvent) -> None:

@@ -16,24 +16,29 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
 from rpc.connection import CONNECTION_ERRORS, close_channels
 from rpc.errors import BrokerUnavailable
-from rpc.wire import Channel, Delivery, Properties, RobustChannel, WireConnection
+from rpc.publish import publish_confirmed
+from rpc.wire import Channel, Delivery, RobustChannel, WireConnection
 
-from .errors import WaitTimeout
-from .messages import StatusEvent, TaskMessage, encoder, event_decoder, new_event, new_task_id
-from .status import publish_confirmed, publish_status
+from .errors import UnknownKind, WaitTimeout
+from .messages import (
+    StatusEvent,
+    TaskMessage,
+    encoder,
+    event_decoder,
+    new_event,
+    new_task_id,
+    task_properties,
+)
+from .status import publish_status
 from .topology import (
-    ATTEMPT_HEADER,
-    CONTENT_TYPE,
     DEFAULT_QUEUE_MAX_LENGTH,
     STATUS_EXCHANGE,
-    TASK_MESSAGE_TYPE,
     TASKS_EXCHANGE,
     declare_kind,
     declare_status,
@@ -48,22 +53,16 @@ async def publish_task(channel: RobustChannel, message: TaskMessage) -> None:
     The kind's queue must be declared. Raises BrokerUnavailable if the broker is
     down or refuses the message (a full queue nacks), UnknownKind if unroutable.
     """
-    properties = Properties(
-        content_type=CONTENT_TYPE,
-        message_id=message.task_id,
-        message_type=TASK_MESSAGE_TYPE,
-        timestamp=datetime.now(UTC),
-        delivery_mode=2,
-        headers={ATTEMPT_HEADER: 1},
-    )
-    await publish_confirmed(
+    routed = await publish_confirmed(
         channel,
         encoder.encode(message),
         exchange=TASKS_EXCHANGE,
         routing_key=message.kind,
-        properties=properties,
+        properties=task_properties(message),
         mandatory=True,
     )
+    if not routed:
+        raise UnknownKind(f"no queue is bound to {TASKS_EXCHANGE!r} for {message.kind!r}")
 
 
 @dataclass(eq=False)

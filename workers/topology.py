@@ -13,6 +13,11 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Any, Protocol
 
+# Dead letters of every kind carry the same headers: rpc.dead_letter writes them.
+from rpc.topology import QUEUE_HEADER as QUEUE_HEADER
+from rpc.topology import REASON_HEADER as REASON_HEADER
+from rpc.topology import TRACEBACK_HEADER as TRACEBACK_HEADER
+
 
 class Declaring(Protocol):
     """A channel that can declare: rpc.wire's, or aiormq's (the gateway's consumers)."""
@@ -37,9 +42,6 @@ STATUS_JOURNAL_QUEUE = "status.journal"
 STATUS_DEAD_QUEUE = "status.dead"
 
 ATTEMPT_HEADER = "x-taskgate-attempt"
-REASON_HEADER = "x-taskgate-reason"
-TRACEBACK_HEADER = "x-taskgate-traceback"
-QUEUE_HEADER = "x-taskgate-queue"
 REPLAYED_HEADER = "x-taskgate-replayed"
 
 # Bindings on ``status`` for a process that only awaits outcomes (a third of the traffic).
@@ -141,6 +143,21 @@ async def declare_work_queue(
             **(arguments or {}),
         },
     )
+
+
+async def declare_event_queue(
+    channel: Declaring,
+    queue: str,
+    *,
+    exchange: str,
+    routing_key: str,
+    exchange_type: str = "topic",
+) -> None:
+    """An event consumer's queue, as its consumers declare it; publishers declare it too,
+    so no event is published before the queue that keeps it exists."""
+    await channel.exchange_declare(exchange, exchange_type=exchange_type, durable=True)
+    await declare_work_queue(channel, queue)
+    await channel.queue_bind(queue, exchange, routing_key=routing_key)
 
 
 async def declare_retry_tiers(channel: Declaring, delays_ms: tuple[int, ...]) -> None:

@@ -1,20 +1,24 @@
-"""One AMQP channel: synchronous methods, publishing with confirms, consumers, batched acks."""
+"""One AMQP channel: its state, batched acks, and the frames the broker sends it.
+
+Its synchronous methods are in methods.py, publishing with confirms and returns
+in publishing.py, the Delivery it hands to consumers in delivery.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pamqp import commands
 from pamqp.base import Frame
 
 from . import codec
-from .codec import Properties
-from .errors import ChannelClosed, PublishNacked, WireError
+from .delivery import Consumer, Delivery, ReturnHandler
+from .errors import ChannelClosed
+from .methods import SyncMethods
+from .publishing import Publishing
 
 if TYPE_CHECKING:
     from .protocol import AmqpProtocol
@@ -23,55 +27,11 @@ logger = logging.getLogger(__name__)
 
 # The consumer tag a Basic.GetOk's message carries until it is complete.
 _GET = "\0get"
-Consumer = Callable[["Delivery"], Awaitable[None] | None]
-ReturnHandler = Callable[["Delivery"], None]
+
+__all__ = ["Channel", "Consumer", "Delivery", "ReturnHandler"]
 
 
-class Delivery:
-    """A message the broker delivered (Basic.Deliver) or returned unroutable (Basic.Return)."""
-
-    __slots__ = (
-        "body",
-        "channel",
-        "consumer_tag",
-        "delivery_tag",
-        "exchange",
-        "properties",
-        "redelivered",
-        "reply_code",
-        "reply_text",
-        "routing_key",
-    )
-
-    def __init__(
-        self,
-        channel: Channel,
-        exchange: str,
-        routing_key: str,
-        *,
-        consumer_tag: str = "",
-        delivery_tag: int = 0,
-        redelivered: bool = False,
-        reply_code: int = 0,
-        reply_text: str = "",
-    ) -> None:
-        self.channel = channel
-        self.consumer_tag = consumer_tag
-        self.delivery_tag = delivery_tag
-        self.redelivered = redelivered
-        self.exchange = exchange
-        self.routing_key = routing_key
-        self.reply_code = reply_code
-        self.reply_text = reply_text
-        self.properties = Properties()
-        self.body = b""
-
-    def ack(self) -> None:
-        """Acknowledge this delivery (batched per write; a no-op once the channel is gone)."""
-        self.channel.basic_ack(self.delivery_tag)
-
-
-class Channel:
+class Channel(SyncMethods, Publishing):
     """A channel on an :class:`AmqpProtocol`; open it with ``await protocol.channel()``."""
 
     def __init__(self, protocol: AmqpProtocol, number: int) -> None:
@@ -103,189 +63,6 @@ class Channel:
     @property
     def is_closed(self) -> bool:
         return self.closed is not None
-
-    # --- synchronous methods ----------------------------------------------------------
-
-    async def _call(self, frame: Frame) -> Any:
-        if self.closed is not None:
-            raise self.closed
-        async with self._lock:
-            if self.closed is not None:
-                raise self.closed
-            self._waiter = self._protocol.loop.create_future()
-            if self._acks:
-                # Acks wait for the next write, but must not land after a Close or Cancel.
-                self._protocol.send_frames(self.take_ack_frames())
-            self._protocol.send_frame(self.number, frame)
-            try:
-                return await self._waiter
-            finally:
-                self._waiter = None
-
-    async def open(self) -> None:
-        await self._call(commands.Channel.Open())
-
-    async def confirm_select(self) -> None:
-        await self._call(commands.Confirm.Select())
-        self._confirming = True
-
-    async def basic_qos(self, prefetch_count: int) -> None:
-        await self._call(commands.Basic.Qos(prefetch_count=prefetch_count))
-
-    async def exchange_declare(
-        self,
-        exchange: str,
-        exchange_type: str = "direct",
-        *,
-        durable: bool = False,
-        auto_delete: bool = False,
-        arguments: dict[str, Any] | None = None,
-    ) -> None:
-        await self._call(
-            commands.Exchange.Declare(
-                exchange=exchange,
-                exchange_type=exchange_type,
-                durable=durable,
-                auto_delete=auto_delete,
-                arguments=arguments,
-            )
-        )
-
-    async def queue_declare(
-        self,
-        queue: str = "",
-        *,
-        durable: bool = False,
-        exclusive: bool = False,
-        auto_delete: bool = False,
-        arguments: dict[str, Any] | None = None,
-        passive: bool = False,
-    ) -> commands.Queue.DeclareOk:
-        """Declare a queue (``passive``: check it exists; a missing one closes the channel, 404)."""
-        ok: commands.Queue.DeclareOk = await self._call(
-            commands.Queue.Declare(
-                queue=queue,
-                passive=passive,
-                durable=durable,
-                exclusive=exclusive,
-                auto_delete=auto_delete,
-                arguments=arguments,
-            )
-        )
-        return ok
-
-    async def queue_bind(self, queue: str, exchange: str, routing_key: str = "") -> None:
-        await self._call(
-            commands.Queue.Bind(queue=queue, exchange=exchange, routing_key=routing_key)
-        )
-
-    async def basic_consume(
-        self, queue: str, consumer: Consumer, *, no_ack: bool = False, exclusive: bool = False
-    ) -> str:
-        """Start ``consumer`` on ``queue``; returns the consumer tag.
-
-        A consumer returning an awaitable runs as a task; a plain function runs inline.
-        """
-        self._next_consumer = consumer
-        ok: commands.Basic.ConsumeOk = await self._call(
-            commands.Basic.Consume(queue=queue, no_ack=no_ack, exclusive=exclusive)
-        )
-        assert ok.consumer_tag is not None
-        return ok.consumer_tag
-
-    async def queue_purge(self, queue: str) -> None:
-        await self._call(commands.Queue.Purge(queue=queue))
-
-    async def basic_get(self, queue: str, *, no_ack: bool = False) -> Delivery | None:
-        """One message from ``queue``, or None if it is empty."""
-        result: Delivery | None = await self._call(commands.Basic.Get(queue=queue, no_ack=no_ack))
-        if result is not None and not no_ack:
-            self._unacked.add(result.delivery_tag)
-        return result
-
-    async def basic_cancel(self, consumer_tag: str) -> None:
-        await self._call(commands.Basic.Cancel(consumer_tag=consumer_tag))
-        self._consumers.pop(consumer_tag, None)
-
-    async def close(self) -> None:
-        """Close the channel; the deliveries it had unacked go back to their queues."""
-        if self.closed is not None:
-            return
-        try:
-            await self._call(
-                commands.Channel.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0)
-            )
-        except WireError:
-            pass
-        self.lost(ChannelClosed(200, "closed by the client"))
-
-    # --- publishing ---------------------------------------------------------------------
-
-    def publish(
-        self,
-        body: bytes,
-        *,
-        exchange: str = "",
-        routing_key: str,
-        properties: Properties | None = None,
-        mandatory: bool = False,
-    ) -> asyncio.Future[bool] | None:
-        """Queue a publish for the next write.
-
-        On a confirming channel, returns a future: True once the broker has the
-        message, False if it came back unroutable (``mandatory``); it fails with
-        PublishNacked or the channel's error. Otherwise returns None; an unroutable
-        mandatory message then reaches ``on_return``.
-        """
-        if self.closed is not None:
-            raise self.closed
-        if mandatory and self._confirming and not (properties and properties.message_id):
-            # A return is matched to its publish by message_id.
-            properties = properties.copy() if properties else Properties()
-            properties.message_id = uuid.uuid4().hex
-        protocol = self._protocol
-        protocol.send_frames(
-            codec.publish_frames(
-                self.number,
-                protocol.frame_max,
-                body,
-                exchange,
-                routing_key,
-                properties,
-                mandatory,
-            )
-        )
-        if not self._confirming:
-            return None
-        self._published += 1
-        future: asyncio.Future[bool] = protocol.loop.create_future()
-        message_id = properties.message_id if mandatory and properties else None
-        self._confirms[self._published] = (future, message_id)
-        if message_id:
-            self._mandatory[message_id] = future
-        return future
-
-    async def basic_publish(
-        self,
-        body: bytes,
-        *,
-        exchange: str = "",
-        routing_key: str,
-        properties: Properties | None = None,
-        mandatory: bool = False,
-    ) -> bool | None:
-        """Publish, waiting for the broker's confirm on a confirming channel (see publish)."""
-        await self._protocol.writable()
-        future = self.publish(
-            body,
-            exchange=exchange,
-            routing_key=routing_key,
-            properties=properties,
-            mandatory=mandatory,
-        )
-        if future is None:
-            return None
-        return await future
 
     # --- acknowledgements -----------------------------------------------------------------
 
@@ -384,36 +161,6 @@ class Channel:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("consumer failed", exc_info=task.exception())
-
-    def _on_returned(self, message: Delivery) -> None:
-        message_id = message.properties.message_id
-        future = self._mandatory.pop(message_id, None) if message_id else None
-        if future is not None:
-            if not future.done():
-                future.set_result(False)
-        elif self.on_return is not None:
-            self.on_return(message)
-        else:
-            logger.warning("unroutable message returned: %s", message.reply_text)
-
-    def _on_confirm(self, tag: int, multiple: bool, acked: bool) -> None:
-        # Sequence numbers are the dict's insertion order: a multiple confirm is a prefix.
-        tags = [tag]
-        if multiple:
-            tags = list(itertools.takewhile(lambda t: t <= tag, self._confirms))
-        for t in tags:
-            entry = self._confirms.pop(t, None)
-            if entry is None:
-                continue
-            future, message_id = entry
-            if message_id:
-                self._mandatory.pop(message_id, None)
-            if future.done():
-                continue
-            if acked:
-                future.set_result(True)
-            else:
-                future.set_exception(PublishNacked("the broker refused the message"))
 
     def _on_other_method(self, frame: Frame) -> None:
         if isinstance(frame, commands.Channel.Close):

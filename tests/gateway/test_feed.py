@@ -8,7 +8,7 @@ import uuid
 import aio_pika
 
 from workers.messages import encoder, new_event
-from workers.topology import REASON_HEADER, STATUS_DEAD_QUEUE, STATUS_EXCHANGE
+from workers.topology import REASON_HEADER, STATUS_DEAD_QUEUE, STATUS_EXCHANGE, declare_status
 
 from ..helpers import eventually
 from .conftest import wait_ready
@@ -51,4 +51,34 @@ async def test_an_undecodable_status_event_is_dead_lettered_and_recording_goes_o
         await eventually(found, timeout_s=30, interval_s=0.02)
 
     assert buried[0].body == b'{"not": "an event"'
+    assert "undecodable status event" in buried[0].headers[REASON_HEADER]
+
+
+async def test_poison_waiting_in_the_journal_at_start_is_dead_lettered_with_its_reason(
+    gateway_app, gateway_settings, amqp_url
+):
+    # The feed consumes the journal before the gateway's publisher, which buries, is up.
+    poison_id = uuid.uuid4().hex
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await declare_status(await channel.get_underlay_channel())
+        status = await channel.get_exchange(STATUS_EXCHANGE)
+        await status.publish(
+            aio_pika.Message(b"\xff poison", message_id=poison_id, delivery_mode=2),
+            routing_key="images.thumbnail.y.progress",
+        )
+        async with gateway_app(gateway_settings) as client:
+            await wait_ready(client)
+            dead = await channel.declare_queue(STATUS_DEAD_QUEUE, passive=True)
+            buried: list[aio_pika.abc.AbstractIncomingMessage] = []
+
+            async def found() -> bool:
+                message = await dead.get(fail=False, no_ack=True)
+                if message is not None and message.message_id == poison_id:
+                    buried.append(message)
+                return bool(buried)
+
+            await eventually(found, timeout_s=30, interval_s=0.02)
+
     assert "undecodable status event" in buried[0].headers[REASON_HEADER]

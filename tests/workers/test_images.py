@@ -11,7 +11,8 @@ from PIL import Image, ImageCms
 
 from workers import InvalidInput, TaskRegistry
 from workers.builtin import thumbnail
-from workers.images import Probe, probe, render_thumbnails
+from workers.image_contracts import Probe, probe
+from workers.images import render_thumbnails
 
 from .conftest import get_dead_letters
 

@@ -15,8 +15,15 @@ import respx
 
 from workers.events import EventConsumers, declare_event_queue
 from workers.messages import StatusEvent
-from workers.shop.consumers import ORDER_QUEUES, OrderFulfilment
-from workers.shop.contracts import ORDER_CREATED, ORDERS_EXCHANGE, Cart, CartLine, OrderCreated
+from workers.shop.consumers import OrderFulfilment
+from workers.shop.contracts import (
+    ORDER_CREATED,
+    ORDER_QUEUES,
+    ORDERS_EXCHANGE,
+    Cart,
+    CartLine,
+    OrderCreated,
+)
 from workers.shop.db import ShopDb
 from workers.shop.mailer import Mailer
 from workers.shop.pricing import quote_cart

@@ -23,16 +23,15 @@ from ..messages import StatusEvent, new_event
 from .contracts import (
     ORDER_CREATED,
     ORDER_KIND,
+    ORDER_QUEUES,
     ORDERS_EXCHANGE,
+    SERVICES,
     CartLine,
     OrderCreated,
     order_created_decoder,
 )
 from .db import Completion, ShopDb
 
-SERVICES = ("analytics", "email", "inventory")
-# One durable queue per service, bound to ``orders`` with ``order.created``.
-ORDER_QUEUES = tuple(f"orders.{service}" for service in SERVICES)
 _EVENT_IDS = uuid.UUID("6f1d3c2a-5b7e-4c8d-9a0b-1c2d3e4f5a6b")
 
 

@@ -1,4 +1,4 @@
-"""Wire types of the shop (msgspec Structs, JSON): RPC requests and replies, the order event.
+"""Wire types and broker names of the shop: RPC requests and replies, the order event, its queues.
 
 Money is in integer cents, so no float ever rounds a price.
 """
@@ -11,16 +11,22 @@ import msgspec
 
 from rpc import ServiceError
 
+from ..messages import TASK_ID_PATTERN
+
 Sku = Annotated[str, msgspec.Meta(pattern=r"^[A-Z0-9][A-Z0-9-]{0,31}$", examples=["MUG-01"])]
 Quantity = Annotated[int, msgspec.Meta(ge=1, le=100)]
 Email = Annotated[str, msgspec.Meta(pattern=r"^[^@\s]{1,64}@[^@\s]{1,190}$", max_length=254)]
-OrderId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
+# An order's id is the task id of its status stream.
+OrderId = Annotated[str, msgspec.Meta(pattern=TASK_ID_PATTERN)]
 
 CURRENCY = "EUR"
 ORDERS_EXCHANGE = "orders"
 ORDER_CREATED = "order.created"
 # The kind of an order's status events: routing key ``order.<order_id>.<state>``.
 ORDER_KIND = "order"
+# The services that act on ``order.created``, each on its own durable queue bound to ``orders``.
+SERVICES = ("analytics", "email", "inventory")
+ORDER_QUEUES = tuple(f"orders.{service}" for service in SERVICES)
 
 
 class CartLine(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -1,0 +1,150 @@
+"""A channel's synchronous methods: one request at a time, each answered by its reply frame."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from pamqp import commands
+from pamqp.base import Frame
+
+from .delivery import Consumer, Delivery
+from .errors import ChannelClosed, WireError
+
+if TYPE_CHECKING:
+    from .protocol import AmqpProtocol
+
+
+class SyncMethods:
+    """Declarations, consumers, gets and close: what :class:`Channel` sends and awaits."""
+
+    # Set by Channel.__init__.
+    number: int
+    closed: Exception | None
+    _protocol: AmqpProtocol
+    _lock: asyncio.Lock
+    _waiter: asyncio.Future[Any] | None
+    _consumers: dict[str, Consumer]
+    _next_consumer: Consumer | None
+    _confirming: bool
+    _unacked: set[int]
+    _acks: list[int]
+
+    if TYPE_CHECKING:
+
+        def take_ack_frames(self) -> list[bytes]: ...
+
+        def lost(self, error: Exception) -> None: ...
+
+    async def _call(self, frame: Frame) -> Any:
+        if self.closed is not None:
+            raise self.closed
+        async with self._lock:
+            if self.closed is not None:
+                raise self.closed
+            self._waiter = self._protocol.loop.create_future()
+            if self._acks:
+                # Acks wait for the next write, but must not land after a Close or Cancel.
+                self._protocol.send_frames(self.take_ack_frames())
+            self._protocol.send_frame(self.number, frame)
+            try:
+                return await self._waiter
+            finally:
+                self._waiter = None
+
+    async def open(self) -> None:
+        await self._call(commands.Channel.Open())
+
+    async def confirm_select(self) -> None:
+        await self._call(commands.Confirm.Select())
+        self._confirming = True
+
+    async def basic_qos(self, prefetch_count: int) -> None:
+        await self._call(commands.Basic.Qos(prefetch_count=prefetch_count))
+
+    async def exchange_declare(
+        self,
+        exchange: str,
+        exchange_type: str = "direct",
+        *,
+        durable: bool = False,
+        auto_delete: bool = False,
+        arguments: dict[str, Any] | None = None,
+    ) -> None:
+        await self._call(
+            commands.Exchange.Declare(
+                exchange=exchange,
+                exchange_type=exchange_type,
+                durable=durable,
+                auto_delete=auto_delete,
+                arguments=arguments,
+            )
+        )
+
+    async def queue_declare(
+        self,
+        queue: str = "",
+        *,
+        durable: bool = False,
+        exclusive: bool = False,
+        auto_delete: bool = False,
+        arguments: dict[str, Any] | None = None,
+        passive: bool = False,
+    ) -> commands.Queue.DeclareOk:
+        """Declare a queue (``passive``: check it exists; a missing one closes the channel, 404)."""
+        ok: commands.Queue.DeclareOk = await self._call(
+            commands.Queue.Declare(
+                queue=queue,
+                passive=passive,
+                durable=durable,
+                exclusive=exclusive,
+                auto_delete=auto_delete,
+                arguments=arguments,
+            )
+        )
+        return ok
+
+    async def queue_bind(self, queue: str, exchange: str, routing_key: str = "") -> None:
+        await self._call(
+            commands.Queue.Bind(queue=queue, exchange=exchange, routing_key=routing_key)
+        )
+
+    async def basic_consume(
+        self, queue: str, consumer: Consumer, *, no_ack: bool = False, exclusive: bool = False
+    ) -> str:
+        """Start ``consumer`` on ``queue``; returns the consumer tag.
+
+        A consumer returning an awaitable runs as a task; a plain function runs inline.
+        """
+        self._next_consumer = consumer
+        ok: commands.Basic.ConsumeOk = await self._call(
+            commands.Basic.Consume(queue=queue, no_ack=no_ack, exclusive=exclusive)
+        )
+        assert ok.consumer_tag is not None
+        return ok.consumer_tag
+
+    async def queue_purge(self, queue: str) -> None:
+        await self._call(commands.Queue.Purge(queue=queue))
+
+    async def basic_get(self, queue: str, *, no_ack: bool = False) -> Delivery | None:
+        """One message from ``queue``, or None if it is empty."""
+        result: Delivery | None = await self._call(commands.Basic.Get(queue=queue, no_ack=no_ack))
+        if result is not None and not no_ack:
+            self._unacked.add(result.delivery_tag)
+        return result
+
+    async def basic_cancel(self, consumer_tag: str) -> None:
+        await self._call(commands.Basic.Cancel(consumer_tag=consumer_tag))
+        self._consumers.pop(consumer_tag, None)
+
+    async def close(self) -> None:
+        """Close the channel; the deliveries it had unacked go back to their queues."""
+        if self.closed is not None:
+            return
+        try:
+            await self._call(
+                commands.Channel.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0)
+            )
+        except WireError:
+            pass
+        self.lost(ChannelClosed(200, "closed by the client"))
