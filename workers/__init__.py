@@ -1,7 +1,8 @@
 """Task runtime (consume, ack, retry, dead-letter, progress) and the built-in tasks.
 
-The gateway uses :class:`TaskSubmitter` to submit tasks and follow them, and
-:class:`StatusEvent` plus :mod:`workers.topology` to read the status stream.
+Python programs submit tasks and follow them with :class:`TaskSubmitter`. The
+gateway imports only the contract modules (messages, topology, image and shop
+contracts, settings): ``tests/test_layers.py`` keeps it so.
 """
 
 from .context import TaskContext
