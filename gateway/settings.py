@@ -38,6 +38,12 @@ class GatewaySettings:
     queue_max_length: int = DEFAULT_QUEUE_MAX_LENGTH
     # How long an upload waits for the broker's confirm before answering 503.
     publish_timeout_s: float = 1.0
+    # How long a store write waits (for another process's lock too) before answering 503.
+    store_write_timeout_s: float = 2.0
+    # /readyz: the bound on each check (a confirmed publish, a committed write), and how
+    # long an answer is reused so that frequent polling adds no load.
+    ready_timeout_s: float = 3.0
+    ready_cache_s: float = 1.0
     # SSE: heartbeat comment interval, per-write timeout, events buffered per
     # subscriber before a slow one is cut off, and the reconnect delay sent to clients.
     sse_ping_s: float = 15.0
@@ -72,6 +78,11 @@ class GatewaySettings:
             upload_kind=env.get("UPLOAD_KIND", default.upload_kind),
             queue_max_length=int(env.get("TASK_QUEUE_MAX_LENGTH", default.queue_max_length)),
             publish_timeout_s=float(env.get("PUBLISH_TIMEOUT_S", default.publish_timeout_s)),
+            store_write_timeout_s=float(
+                env.get("STORE_WRITE_TIMEOUT_S", default.store_write_timeout_s)
+            ),
+            ready_timeout_s=float(env.get("READY_TIMEOUT_S", default.ready_timeout_s)),
+            ready_cache_s=float(env.get("READY_CACHE_S", default.ready_cache_s)),
             sse_ping_s=float(env.get("SSE_PING_S", default.sse_ping_s)),
             sse_send_timeout_s=float(env.get("SSE_SEND_TIMEOUT_S", default.sse_send_timeout_s)),
             sse_buffer_events=int(env.get("SSE_BUFFER_EVENTS", default.sse_buffer_events)),
