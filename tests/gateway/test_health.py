@@ -13,14 +13,15 @@ import signal
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 
+import httpx
 import pytest
 
 from gateway.settings import GatewaySettings
 from infra.node import BrokerNode, NodeConfig
 from infra.ports import free_port
 
+from ..helpers import eventually
 from .conftest import jpeg_bytes, upload, wait_ready
 
 
@@ -32,10 +33,10 @@ def unreachable_broker(settings: GatewaySettings) -> GatewaySettings:
     )
 
 
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[BrokerNode]:
-    """A broker node of this test's own, to pause without pausing anyone else's."""
-    node = BrokerNode(NodeConfig.on_free_ports(tmp_path / "broker"))
+@pytest.fixture(scope="module")
+def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerNode]:
+    """A broker node of this module's own, to pause or block without troubling anyone else's."""
+    node = BrokerNode(NodeConfig.on_free_ports(tmp_path_factory.mktemp("broker")))
     try:
         node.start()
         yield node
@@ -99,6 +100,34 @@ async def test_readyz_is_503_while_the_broker_is_paused_and_200_once_it_resumes(
     assert "did not confirm" in paused.json()["errors"]["broker"]
     assert refused.status_code == 503
     assert accepted.status_code == 202, accepted.text
+
+
+async def test_readyz_is_503_while_the_broker_blocks_publishers(
+    gateway_app, gateway_settings, own_broker
+):
+    # A memory alarm: connections stay open and other methods are answered, but the
+    # broker stops reading a connection at its next publish. That first publish (a
+    # probe, or an upload) still gets its confirm, so it is the next check that fails.
+    settings = replace(gateway_settings, amqp_url=own_broker.amqp_url, ready_cache_s=0)
+    answers: list[httpx.Response] = []
+
+    async def not_ready() -> bool:
+        answers.append(await client.get("/readyz"))
+        return answers[-1].status_code == 503
+
+    async with gateway_app(settings) as client:
+        await wait_ready(client)
+        await asyncio.to_thread(
+            own_broker.rabbitmqctl, "set_vm_memory_high_watermark", "absolute", "1"
+        )
+        try:
+            await eventually(not_ready, timeout_s=15, interval_s=0.05)
+        finally:
+            await asyncio.to_thread(own_broker.rabbitmqctl, "set_vm_memory_high_watermark", "0.4")
+        await wait_ready(client)
+
+    assert answers[-1].json()["broker"] == "unresponsive"
+    assert answers[-1].headers["retry-after"] == "1"
 
 
 def last_write_probe(settings: GatewaySettings) -> float:
