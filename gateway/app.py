@@ -12,15 +12,16 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse
+from starlette.responses import FileResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .auth import close_session, get_session, open_session
 from .broker import BrokerLink
-from .errors import EXCEPTION_HANDLERS, RETRY_AFTER_S
+from .errors import EXCEPTION_HANDLERS
 from .fast_streams import StreamsFirst
 from .feed import StatusFeed
+from .health import Readiness, healthz, readyz
 from .hub import Hub
 from .limits import StreamLimiter
 from .metrics import SSE_CONNECTIONS, metrics
@@ -58,34 +59,6 @@ async def page(request: Request) -> FileResponse:
     )
 
 
-async def healthz(request: Request) -> JSONResponse:
-    """The process is up."""
-    return JSONResponse({"status": "ok"})
-
-
-async def readyz(request: Request) -> JSONResponse:
-    """The process can take work: broker connected, status feed consuming, store answering."""
-    state = request.app.state
-    checks = {
-        "broker": "connected"
-        if state.broker.ready and state.publisher.ready and state.feed.ready
-        else "disconnected",
-        "store": "ok",
-    }
-    try:
-        await state.store.ping()
-    except Exception as exc:
-        logger.warning("store check failed: %s", exc)
-        checks["store"] = "unavailable"
-    if checks == {"broker": "connected", "store": "ok"}:
-        return JSONResponse({"status": "ready", **checks})
-    return JSONResponse(
-        {"status": "unavailable", **checks},
-        status_code=503,
-        headers={"Retry-After": str(RETRY_AFTER_S)},
-    )
-
-
 def tune_garbage_collector() -> None:
     """Keep full collections rare and short; each one pauses every stream at once.
 
@@ -109,7 +82,9 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         settings.storage_dir.mkdir(parents=True, exist_ok=True)
-        store = await SqliteTaskStore.open(settings.database_path)
+        store = await SqliteTaskStore.open(
+            settings.database_path, write_timeout_s=settings.store_write_timeout_s
+        )
         orders = await OrderStore.open(settings.database_path)
         hub = Hub(capacity=settings.sse_buffer_events)
         notifications = Hub(capacity=settings.sse_buffer_events)
@@ -131,6 +106,14 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         app.state.feed = feed
         app.state.publisher = publisher
         app.state.broker = broker
+        readiness = Readiness(
+            links=(broker, publisher, feed),
+            publisher=publisher,
+            store=store,
+            timeout_s=settings.ready_timeout_s,
+            cache_s=settings.ready_cache_s,
+        )
+        app.state.readiness = readiness
         limiter = StreamLimiter(
             per_user=settings.sse_max_per_user, per_process=settings.sse_max_streams
         )
@@ -148,6 +131,7 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
             yield
         finally:
             forget_signal()
+            await readiness.close()
             hub.end_all("shutdown")
             notifications.end_all("shutdown")
             await feed.close()

@@ -2,6 +2,8 @@
 
 The body is ``{"error": {"code": "...", "message": "..."}}``; ``code`` is stable
 for programs, ``message`` is for people, and validation errors add ``path``.
+Errors of lower layers that handlers let through get the same shape here: the
+store's ``StoreUnavailable`` is a 503 ``store_unavailable`` with Retry-After.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+
+from .store import StoreUnavailable
 
 # How long a client should wait before retrying a 503.
 RETRY_AFTER_S = 1
@@ -59,4 +63,14 @@ async def handle_starlette_error(request: Request, exc: Exception) -> Response:
     return error_response(HttpError(exc.status_code, code, str(exc.detail), headers=exc.headers))
 
 
-EXCEPTION_HANDLERS = {HttpError: handle_http_error, HTTPException: handle_starlette_error}
+async def handle_store_unavailable(request: Request, exc: Exception) -> Response:
+    """The store cannot take the write now: nothing was stored, the client may retry."""
+    retry = {"Retry-After": str(RETRY_AFTER_S)}
+    return error_response(HttpError(503, "store_unavailable", str(exc), headers=retry))
+
+
+EXCEPTION_HANDLERS = {
+    HttpError: handle_http_error,
+    HTTPException: handle_starlette_error,
+    StoreUnavailable: handle_store_unavailable,
+}

@@ -65,6 +65,25 @@ class Publisher:
         if not routed:
             raise UnknownKind(f"no queue is bound to {TASKS_EXCHANGE!r} for {message.kind!r}")
 
+    async def probe(self) -> None:
+        """A confirmed round trip on this channel within the bound, or BrokerUnavailable.
+
+        An empty transient message to the default exchange for a queue that does not
+        exist: the broker drops it and confirms at once, unless it is down, paused or
+        blocking publishers (a passive declare would still be answered while blocked).
+        """
+        channel = self._channel
+        if channel is None or channel.is_closed:
+            raise BrokerUnavailable("not connected to the broker")
+        async with _confirmed_within(self._timeout_s):
+            await publish_confirmed(
+                channel,
+                b"",
+                exchange="",
+                routing_key="taskgate.readyz-probe",
+                properties=Properties(delivery_mode=1),
+            )
+
     async def publish(
         self,
         body: bytes,

@@ -53,6 +53,21 @@ class GatewaySettings(ServiceSettings):
         1.0,
         "How long an upload waits for the broker's confirm before answering 503.",
     )
+    store_write_timeout_s: float = setting(
+        "STORE_WRITE_TIMEOUT_S",
+        2.0,
+        "How long a store write waits (for another process's lock too) before answering 503.",
+    )
+    ready_timeout_s: float = setting(
+        "READY_TIMEOUT_S",
+        3.0,
+        "/readyz: the bound on each check (a confirmed publish, a committed store write).",
+    )
+    ready_cache_s: float = setting(
+        "READY_CACHE_S",
+        1.0,
+        "/readyz: how long an answer is reused, so frequent polling adds no load.",
+    )
     sse_ping_s: float = setting("SSE_PING_S", 15.0, "Interval of the SSE heartbeat comment.")
     sse_send_timeout_s: float = setting(
         "SSE_SEND_TIMEOUT_S", 10.0, "How long one SSE write may take before the stream is cut."

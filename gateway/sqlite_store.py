@@ -4,19 +4,28 @@ Writes run on one dedicated thread (``infra.sqlite.SqliteThread``), so a
 writer that waits for another process's lock never stalls the event loop.
 Reads run on the event loop with a second connection: in WAL mode a reader
 never waits for a writer, and a thread hop would cost more than the indexed query.
+
+Every write is bounded by ``write_timeout_s``, its wait for the writer thread
+and for another process's lock included; SQLite's "not now" errors (locked,
+read-only, I/O, full) become ``StoreUnavailable``, with nothing written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import astuple
 from pathlib import Path
+from typing import TypeVar
 
 from infra.sqlite import SqliteThread, connect, write_transaction
 from workers.messages import StatusEvent
 
-from .store import StoredEvent, TaskSummary, apply_event
+from .store import StoredEvent, StoreUnavailable, TaskSummary, apply_event
+
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -41,7 +50,25 @@ CREATE TABLE IF NOT EXISTS events (
     body     BLOB NOT NULL,
     PRIMARY KEY (task_id, seq)
 ) WITHOUT ROWID;
+-- One row that the readiness check rewrites: only a commit proves the store takes writes.
+CREATE TABLE IF NOT EXISTS write_probe (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    checked_at REAL NOT NULL
+);
 """
+
+# SQLite's primary result codes that mean "not now" rather than "wrong": the write lock
+# is held (BUSY, LOCKED), the file is read-only, cannot be opened, or the disk failed or is full.
+_UNAVAILABLE_CODES = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+    }
+)
 
 # In the order of TaskSummary's fields.
 _SUMMARY_COLUMNS = (
@@ -57,6 +84,15 @@ def _create_schema(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE tasks ADD COLUMN owner TEXT")
 
 
+def _unavailable(exc: sqlite3.Error) -> StoreUnavailable | None:
+    """The StoreUnavailable that ``exc`` means, if it means one."""
+    # Errors of Python's own (a closed connection) carry no code.
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in _UNAVAILABLE_CODES:  # an extended code's primary part
+        return StoreUnavailable(f"the task store cannot take a write now: {exc}")
+    return None
+
+
 def _summary(row: tuple[object, ...] | None) -> TaskSummary | None:
     return None if row is None else TaskSummary(*row)  # type: ignore[arg-type]
 
@@ -64,13 +100,14 @@ def _summary(row: tuple[object, ...] | None) -> TaskSummary | None:
 class SqliteTaskStore:
     """``TaskStore`` on a SQLite file; create with ``await SqliteTaskStore.open(path)``."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, write_timeout_s: float = 2.0) -> None:
         self._writer = SqliteThread(path, name="task-store")
         self._reader: sqlite3.Connection | None = None
+        self._write_timeout_s = write_timeout_s
 
     @classmethod
-    async def open(cls, path: Path) -> SqliteTaskStore:
-        store = cls(path)
+    async def open(cls, path: Path, *, write_timeout_s: float = 2.0) -> SqliteTaskStore:
+        store = cls(path, write_timeout_s=write_timeout_s)
         await store._writer.run(_create_schema)
         store._reader = connect(path)
         store._reader.execute("PRAGMA query_only=ON")
@@ -84,7 +121,7 @@ class SqliteTaskStore:
     async def record(
         self, events: Sequence[tuple[StatusEvent, bytes]], *, owner: str | None = None
     ) -> list[StoredEvent]:
-        return await self._writer.run(self._record, events, owner)
+        return await self._write(lambda conn: self._record(conn, events, owner))
 
     async def discard_task(self, task_id: str) -> None:
         def discard(conn: sqlite3.Connection) -> None:
@@ -92,7 +129,7 @@ class SqliteTaskStore:
                 conn.execute("DELETE FROM events WHERE task_id = ?", (task_id,))
                 conn.execute("DELETE FROM tasks WHERE task_id = ?", (task_id,))
 
-        await self._writer.run(discard)
+        await self._write(discard)
 
     async def get_task(self, task_id: str) -> TaskSummary | None:
         row = self._read().execute(
@@ -108,8 +145,46 @@ class SqliteTaskStore:
         )
         return [StoredEvent(task_id, seq, state, body) for seq, state, body in rows]
 
-    async def ping(self) -> None:
-        self._read().execute("SELECT 1").fetchone()
+    async def check_write(self) -> None:
+        def probe(conn: sqlite3.Connection) -> None:
+            with write_transaction(conn):
+                conn.execute(
+                    "INSERT OR REPLACE INTO write_probe (id, checked_at) VALUES (1, ?)",
+                    (time.time(),),
+                )
+
+        await self._write(probe)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn(connection)`` on the writer thread within the bound, or StoreUnavailable."""
+        timeout_s = self._write_timeout_s
+        deadline = time.monotonic() + timeout_s
+
+        def bounded(conn: sqlite3.Connection) -> T:
+            # Writes queue for the one writer thread; each waits its turn there and then
+            # for the lock, and the bound covers both, so a held lock answers every
+            # queued request within the bound rather than one bound after another.
+            remaining_s = deadline - time.monotonic()
+            if remaining_s <= 0:
+                raise StoreUnavailable(f"the task store did not take a write within {timeout_s} s")
+            conn.execute(f"PRAGMA busy_timeout = {int(remaining_s * 1000)}")
+            try:
+                return fn(conn)
+            except sqlite3.Error:
+                # A failed COMMIT may leave the transaction open; the next write must not
+                # find it half done.
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+
+        try:
+            return await self._writer.run(bounded)
+        except sqlite3.Error as exc:
+            unavailable = _unavailable(exc)
+            if unavailable is None:
+                raise
+            raise unavailable from exc
 
     def _read(self) -> sqlite3.Connection:
         if self._reader is None:

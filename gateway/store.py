@@ -9,6 +9,10 @@ missed an event and must read the store. Recording is idempotent by
 Next to the events, each task has a summary row (state, progress, result,
 error) that ``apply_event`` keeps up to date. A terminal state is final: a
 later event is recorded (the stream shows it) but does not change the summary.
+
+A backend translates its own errors at the boundary: ``StoreUnavailable`` when
+the store cannot take a write now (read-only, its write lock held beyond the
+bound, an I/O error), which the gateway answers with a JSON 503 and Retry-After.
 """
 
 from __future__ import annotations
@@ -20,6 +24,14 @@ from typing import Protocol
 import msgspec
 
 from workers.messages import TERMINAL_STATES, StatusEvent
+
+
+class StoreError(Exception):
+    """The task store failed."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot take a write now (read-only, locked beyond the bound, I/O error); retry."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +120,7 @@ class TaskStore(Protocol):
     ) -> list[StoredEvent]:
         """Record ``(event, its JSON)`` pairs in order, in one transaction; the stored events.
 
+        Raises StoreUnavailable, with nothing recorded, if the write cannot commit in time.
         A duplicate ``event_id`` is not recorded again; its stored event is returned.
         A task the events create belongs to ``owner``.
         """
@@ -123,8 +136,8 @@ class TaskStore(Protocol):
         """The task's events with a sequence number above ``after_seq``, oldest first."""
         ...
 
-    async def ping(self) -> None:
-        """Raise if the store cannot answer."""
+    async def check_write(self) -> None:
+        """Commit a write within the store's bound, or raise StoreUnavailable."""
         ...
 
     async def close(self) -> None: ...

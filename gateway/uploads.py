@@ -3,7 +3,9 @@
 The order makes every failure clean: the file is written under its task's
 directory, the task and its ``queued`` event are recorded, and only then is the
 task published. If the broker refuses or does not confirm in time, the task
-row and the directory are removed and the client gets a 503 with Retry-After.
+row and the directory are removed and the client gets a 503 with Retry-After;
+if the store cannot take the task (``StoreUnavailable``), the directory goes and
+the app's handler answers the same kind of 503.
 """
 
 from __future__ import annotations
@@ -113,6 +115,9 @@ async def create_upload(request: Request) -> JSONResponse:
 
 async def _discard(store: TaskStore, task_id: str, task_dir: Path, recorded: bool) -> None:
     """Remove what an upload that was not accepted left behind."""
-    if recorded:
-        await store.discard_task(task_id)
-    shutil.rmtree(task_dir, ignore_errors=True)
+    try:
+        if recorded:
+            await store.discard_task(task_id)
+    finally:
+        # Even when the store cannot forget the task: nothing will ever read the file.
+        shutil.rmtree(task_dir, ignore_errors=True)

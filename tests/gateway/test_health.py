@@ -1,13 +1,28 @@
-"""Health and readiness of the web process."""
+"""Health and readiness of the web process.
+
+Ready means a publish would be confirmed and a write would commit; the store's
+side is in test_store_trouble.py.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import signal
+import sqlite3
+from collections.abc import Iterator
 from dataclasses import replace
 
+import httpx
+import pytest
+
 from gateway.settings import GatewaySettings
+from infra.node import BrokerNode, NodeConfig
 from infra.ports import free_port
 
-from .conftest import wait_ready
+from ..helpers import eventually
+from .conftest import jpeg_bytes, upload, wait_ready
 
 
 def unreachable_broker(settings: GatewaySettings) -> GatewaySettings:
@@ -16,6 +31,17 @@ def unreachable_broker(settings: GatewaySettings) -> GatewaySettings:
         amqp_url=f"amqp://guest:guest@127.0.0.1:{free_port()}/",
         reconnect_interval_s=0.1,
     )
+
+
+@pytest.fixture(scope="module")
+def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerNode]:
+    """A broker node of this module's own, to pause or block without troubling anyone else's."""
+    node = BrokerNode(NodeConfig.on_free_ports(tmp_path_factory.mktemp("broker")))
+    try:
+        node.start()
+        yield node
+    finally:
+        node.stop()
 
 
 async def test_healthz_answers_without_a_broker(gateway_app, gateway_settings):
@@ -31,7 +57,12 @@ async def test_readyz_is_503_with_retry_after_while_broker_is_unreachable(
 
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
-    assert response.json() == {"status": "unavailable", "broker": "disconnected", "store": "ok"}
+    assert response.json() == {
+        "status": "unavailable",
+        "broker": "disconnected",
+        "store": "ok",
+        "errors": {"broker": "not connected to the broker"},
+    }
 
 
 async def test_readyz_turns_ready_once_broker_is_connected(gateway_app, gateway_settings):
@@ -42,3 +73,80 @@ async def test_readyz_turns_ready_once_broker_is_connected(gateway_app, gateway_
             "broker": "connected",
             "store": "ok",
         }
+
+
+async def test_readyz_is_503_while_the_broker_is_paused_and_200_once_it_resumes(
+    gateway_app, gateway_settings, own_broker
+):
+    # Connected but frozen: its sockets stay open, nothing is confirmed.
+    settings = replace(gateway_settings, amqp_url=own_broker.amqp_url, ready_cache_s=0)
+    pid = own_broker.pid
+    assert pid is not None
+    async with gateway_app(settings) as client:
+        await wait_ready(client)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            paused = await client.get("/readyz")
+            refused = await upload(client, jpeg_bytes())
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        await wait_ready(client)
+        accepted = await upload(client, jpeg_bytes())
+
+    assert paused.status_code == 503
+    assert paused.headers["retry-after"] == "1"
+    assert paused.json()["broker"] == "unresponsive"
+    assert paused.json()["store"] == "ok"
+    assert "did not confirm" in paused.json()["errors"]["broker"]
+    assert refused.status_code == 503
+    assert accepted.status_code == 202, accepted.text
+
+
+async def test_readyz_is_503_while_the_broker_blocks_publishers(
+    gateway_app, gateway_settings, own_broker
+):
+    # A memory alarm: connections stay open and other methods are answered, but the
+    # broker stops reading a connection at its next publish. That first publish (a
+    # probe, or an upload) still gets its confirm, so it is the next check that fails.
+    settings = replace(gateway_settings, amqp_url=own_broker.amqp_url, ready_cache_s=0)
+    answers: list[httpx.Response] = []
+
+    async def not_ready() -> bool:
+        answers.append(await client.get("/readyz"))
+        return answers[-1].status_code == 503
+
+    async with gateway_app(settings) as client:
+        await wait_ready(client)
+        await asyncio.to_thread(
+            own_broker.rabbitmqctl, "set_vm_memory_high_watermark", "absolute", "1"
+        )
+        try:
+            await eventually(not_ready, timeout_s=15, interval_s=0.05)
+        finally:
+            await asyncio.to_thread(own_broker.rabbitmqctl, "set_vm_memory_high_watermark", "0.4")
+        await wait_ready(client)
+
+    assert answers[-1].json()["broker"] == "unresponsive"
+    assert answers[-1].headers["retry-after"] == "1"
+
+
+def last_write_probe(settings: GatewaySettings) -> float:
+    """When /readyz last committed its probe row."""
+    with contextlib.closing(sqlite3.connect(settings.database_path)) as db:
+        return float(db.execute("SELECT checked_at FROM write_probe").fetchone()[0])
+
+
+@pytest.mark.parametrize(("cache_s", "checks_again"), [(3600, False), (0, True)])
+async def test_readyz_reuses_its_answer_for_ready_cache_s(
+    gateway_app, gateway_settings, cache_s, checks_again
+):
+    # A load balancer polling every instance adds one probe per ready_cache_s, not per poll.
+    settings = replace(gateway_settings, ready_cache_s=cache_s)
+    async with gateway_app(settings) as client:
+        first = await client.get("/readyz")
+        checked_at = last_write_probe(settings)
+        again = await asyncio.gather(*(client.get("/readyz") for _ in range(5)))
+
+    assert (last_write_probe(settings) != checked_at) is checks_again
+    if not checks_again:
+        assert all(response.json() == first.json() for response in again)
