@@ -7,12 +7,13 @@ returns and heartbeats. Everything else in taskgate uses aio-pika.
 
 from .channel import Channel, Delivery
 from .codec import Properties
-from .errors import ChannelClosed, ConnectionLost, PublishNacked, WireError
+from .errors import ChannelClosed, ChannelOutOfStep, ConnectionLost, PublishNacked, WireError
 from .robust import RobustChannel, WireConnection
 
 __all__ = [
     "Channel",
     "ChannelClosed",
+    "ChannelOutOfStep",
     "ConnectionLost",
     "Delivery",
     "Properties",

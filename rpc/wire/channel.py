@@ -16,7 +16,7 @@ from pamqp.base import Frame
 
 from . import codec
 from .delivery import Consumer, Delivery, ReturnHandler
-from .errors import ChannelClosed
+from .errors import ChannelClosed, ChannelOutOfStep
 from .methods import SyncMethods
 from .publishing import Publishing
 
@@ -45,6 +45,9 @@ class Channel(SyncMethods, Publishing):
         self.on_return: ReturnHandler | None = None
         self.close_callbacks: list[Callable[[Exception], None]] = []
         self.closed: Exception | None = None
+        # Closed by us after it fell out of step: until the broker's CloseOk, whatever
+        # else arrives belongs to the calls that were given up, and the number stays taken.
+        self._closing = False
         # Publisher confirms.
         self._confirming = False
         self._published = 0
@@ -98,7 +101,9 @@ class Channel(SyncMethods, Publishing):
     # --- frames from the broker -----------------------------------------------------------
 
     def on_method(self, class_id: int, method_id: int, payload: memoryview) -> None:
-        if (class_id, method_id) == codec.BASIC_DELIVER:
+        if self._closing:
+            self._while_closing(self._protocol.unmarshal(payload))
+        elif (class_id, method_id) == codec.BASIC_DELIVER:
             consumer_tag, tag, redelivered, exchange, routing_key = codec.decode_deliver(payload)
             self._incoming = Delivery(
                 self,
@@ -118,6 +123,8 @@ class Channel(SyncMethods, Publishing):
             self._on_other_method(self._protocol.unmarshal(payload))
 
     def on_header(self, payload: memoryview) -> None:
+        if self._closing:
+            return
         if self._incoming is None:
             raise ValueError("content header without a Deliver or Return")
         self._body_size, self._incoming.properties = codec.decode_header(payload)
@@ -126,6 +133,8 @@ class Channel(SyncMethods, Publishing):
             self._complete()
 
     def on_body(self, payload: memoryview) -> None:
+        if self._closing:
+            return
         if self._incoming is None:
             raise ValueError("content body without a Deliver or Return")
         self._chunks.append(bytes(payload))
@@ -188,9 +197,7 @@ class Channel(SyncMethods, Publishing):
                 redelivered=bool(frame.redelivered),
             )
             return
-        if isinstance(frame, commands.Basic.GetEmpty):
-            frame = None  # type: ignore[assignment]
-        elif isinstance(frame, commands.Basic.ConsumeOk) and self._next_consumer is not None:
+        if isinstance(frame, commands.Basic.ConsumeOk) and self._next_consumer is not None:
             # Registered before the next frame is parsed: deliveries may follow at once.
             self._consumers[frame.consumer_tag or ""] = self._next_consumer
             self._next_consumer = None
@@ -198,14 +205,38 @@ class Channel(SyncMethods, Publishing):
         if waiter is not None and not waiter.done():
             waiter.set_result(frame)
         else:
-            logger.warning("unexpected %r on channel %d", frame, self.number)
+            self.out_of_step(f"{frame.name} arrived with no call waiting")
+
+    def out_of_step(self, reason: str) -> ChannelOutOfStep:
+        """Close a channel whose replies no longer match its calls; the error, to raise."""
+        error = ChannelOutOfStep(reason)
+        if self.closed is not None:
+            return error
+        logger.warning("channel %d: %s; closing it", self.number, error)
+        self._closing = True
+        close = commands.Channel.Close(
+            reply_code=200, reply_text="out of step", class_id=0, method_id=0
+        )
+        self._protocol.send_frame(self.number, close)
+        self.lost(error)
+        return error
+
+    def _while_closing(self, frame: Frame) -> None:
+        """A frame after our Close: only the end of the channel matters now."""
+        if isinstance(frame, commands.Channel.Close):  # the broker closed it first
+            self._protocol.send_frame(self.number, commands.Channel.CloseOk())
+        elif not isinstance(frame, commands.Channel.CloseOk):
+            return
+        self._closing = False
+        self._protocol.forget(self)
 
     def lost(self, error: Exception) -> None:
         """The channel is gone: fail everything waiting on it, tell its owner."""
         if self.closed is not None:
             return
         self.closed = error
-        self._protocol.forget(self)
+        if not self._closing:
+            self._protocol.forget(self)
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(error)
         confirms, self._confirms = self._confirms, {}

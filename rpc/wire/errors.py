@@ -20,5 +20,17 @@ class ChannelClosed(WireError):
         self.text = text
 
 
+class ChannelOutOfStep(WireError):
+    """A call went without its reply (cancelled, timed out) or got another: the channel was closed.
+
+    Its owner opens a new one (a robust channel does so by itself); the call that
+    found the channel out of step, and every later call on it, get this error.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"channel out of step with the broker, closed: {reason}")
+        self.reason = reason
+
+
 class PublishNacked(WireError):
     """The broker refused a confirmed publish (a full queue with reject-publish, an error)."""

@@ -9,7 +9,7 @@ from pamqp import commands
 from pamqp.base import Frame
 
 from .delivery import Consumer, Delivery
-from .errors import ChannelClosed, WireError
+from .errors import ChannelClosed, ChannelOutOfStep, WireError
 
 if TYPE_CHECKING:
     from .protocol import AmqpProtocol
@@ -36,7 +36,17 @@ class SyncMethods:
 
         def lost(self, error: Exception) -> None: ...
 
-    async def _call(self, frame: Frame) -> Any:
+        def out_of_step(self, reason: str) -> ChannelOutOfStep: ...
+
+    async def _call(self, frame: Frame, *replies: type) -> Any:
+        """Send ``frame`` and return its reply, which must be one of ``replies``.
+
+        Replies come in the order of the calls, so a call that goes without its reply
+        (cancelled, timed out) or gets another one leaves the channel out of step: the
+        next call would take the wrong reply (a cancelled ``queue_declare("a")`` made
+        the next ``queue_declare("")`` return "a"). Such a channel is closed at once,
+        and its owner (the robust channel) opens a new one and replays its set-up.
+        """
         if self.closed is not None:
             raise self.closed
         async with self._lock:
@@ -48,19 +58,25 @@ class SyncMethods:
                 self._protocol.send_frames(self.take_ack_frames())
             self._protocol.send_frame(self.number, frame)
             try:
-                return await self._waiter
+                reply = await self._waiter
+            except asyncio.CancelledError:
+                self.out_of_step(f"{frame.name} was cancelled before its reply")
+                raise
             finally:
                 self._waiter = None
+            if not isinstance(reply, replies):
+                raise self.out_of_step(f"{frame.name} was answered by {reply!r}")
+            return reply
 
     async def open(self) -> None:
-        await self._call(commands.Channel.Open())
+        await self._call(commands.Channel.Open(), commands.Channel.OpenOk)
 
     async def confirm_select(self) -> None:
-        await self._call(commands.Confirm.Select())
+        await self._call(commands.Confirm.Select(), commands.Confirm.SelectOk)
         self._confirming = True
 
     async def basic_qos(self, prefetch_count: int) -> None:
-        await self._call(commands.Basic.Qos(prefetch_count=prefetch_count))
+        await self._call(commands.Basic.Qos(prefetch_count=prefetch_count), commands.Basic.QosOk)
 
     async def exchange_declare(
         self,
@@ -78,7 +94,8 @@ class SyncMethods:
                 durable=durable,
                 auto_delete=auto_delete,
                 arguments=arguments,
-            )
+            ),
+            commands.Exchange.DeclareOk,
         )
 
     async def queue_declare(
@@ -100,13 +117,15 @@ class SyncMethods:
                 exclusive=exclusive,
                 auto_delete=auto_delete,
                 arguments=arguments,
-            )
+            ),
+            commands.Queue.DeclareOk,
         )
         return ok
 
     async def queue_bind(self, queue: str, exchange: str, routing_key: str = "") -> None:
         await self._call(
-            commands.Queue.Bind(queue=queue, exchange=exchange, routing_key=routing_key)
+            commands.Queue.Bind(queue=queue, exchange=exchange, routing_key=routing_key),
+            commands.Queue.BindOk,
         )
 
     async def basic_consume(
@@ -118,23 +137,28 @@ class SyncMethods:
         """
         self._next_consumer = consumer
         ok: commands.Basic.ConsumeOk = await self._call(
-            commands.Basic.Consume(queue=queue, no_ack=no_ack, exclusive=exclusive)
+            commands.Basic.Consume(queue=queue, no_ack=no_ack, exclusive=exclusive),
+            commands.Basic.ConsumeOk,
         )
         assert ok.consumer_tag is not None
         return ok.consumer_tag
 
     async def queue_purge(self, queue: str) -> None:
-        await self._call(commands.Queue.Purge(queue=queue))
+        await self._call(commands.Queue.Purge(queue=queue), commands.Queue.PurgeOk)
 
     async def basic_get(self, queue: str, *, no_ack: bool = False) -> Delivery | None:
         """One message from ``queue``, or None if it is empty."""
-        result: Delivery | None = await self._call(commands.Basic.Get(queue=queue, no_ack=no_ack))
-        if result is not None and not no_ack:
-            self._unacked.add(result.delivery_tag)
-        return result
+        reply = await self._call(
+            commands.Basic.Get(queue=queue, no_ack=no_ack), Delivery, commands.Basic.GetEmpty
+        )
+        if not isinstance(reply, Delivery):
+            return None
+        if not no_ack:
+            self._unacked.add(reply.delivery_tag)
+        return reply
 
     async def basic_cancel(self, consumer_tag: str) -> None:
-        await self._call(commands.Basic.Cancel(consumer_tag=consumer_tag))
+        await self._call(commands.Basic.Cancel(consumer_tag=consumer_tag), commands.Basic.CancelOk)
         self._consumers.pop(consumer_tag, None)
 
     async def close(self) -> None:
@@ -143,7 +167,8 @@ class SyncMethods:
             return
         try:
             await self._call(
-                commands.Channel.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0)
+                commands.Channel.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0),
+                commands.Channel.CloseOk,
             )
         except WireError:
             pass

@@ -1,0 +1,104 @@
+"""rpc.wire's synchronous calls against the real broker: a reply answers only its own call.
+
+Replies on a channel come in the order of its calls, so a call that goes without
+its reply, or a reply nobody asked for, would shift every later answer by one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from pamqp import commands, frame
+
+from rpc.wire import Channel, ChannelOutOfStep, WireConnection
+
+
+async def start_call(channel: Channel, call: asyncio.Future[object]) -> None:
+    """Let ``call`` run until its frame is sent and it waits for the reply."""
+    await asyncio.sleep(0)  # one loop turn: the task sends its frame, then awaits
+    assert channel._waiter is not None, "the call has not sent its frame yet"
+
+
+def inject(channel: Channel, method: commands.Frame) -> None:
+    """Hand ``channel`` a method frame as if the broker had sent it."""
+    raw = frame.marshal(method, channel.number)
+    class_id, method_id = method.index >> 16, method.index & 0xFFFF
+    channel.on_method(class_id, method_id, memoryview(raw)[7:-1])
+
+
+async def test_a_declare_cancelled_after_its_frame_left_does_not_answer_the_next_call(
+    connection: WireConnection, unique_name
+):
+    channel = await connection.raw_channel()
+    first = unique_name("first-queue")
+    call = asyncio.ensure_future(channel.queue_declare(first, auto_delete=True))
+    await start_call(channel, call)
+
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+
+    # Before the fix this returned DeclareOk("...first-queue"): the cancelled call's reply.
+    with pytest.raises(ChannelOutOfStep):
+        await channel.queue_declare("", exclusive=True)
+    assert channel.is_closed
+    fresh = await connection.raw_channel()
+    assert (await fresh.queue_declare("", exclusive=True)).queue.startswith("amq.gen-")
+    await fresh.close()
+
+
+async def test_a_robust_channel_out_of_step_is_reopened_with_its_set_up(
+    connection: WireConnection, unique_name
+):
+    set_up: asyncio.Queue[Channel] = asyncio.Queue()
+
+    async def setup(raw: Channel) -> None:
+        await raw.queue_declare(unique_name("set-up"), auto_delete=True)
+        set_up.put_nowait(raw)
+
+    robust = await connection.open_channel(setup)
+    first_raw = set_up.get_nowait()
+    call = asyncio.ensure_future(first_raw.queue_declare(unique_name("given-up")))
+    await start_call(first_raw, call)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+
+    second_raw = await asyncio.wait_for(set_up.get(), 10)
+
+    assert second_raw is not first_raw and first_raw.is_closed
+    assert await robust.get_underlay_channel() is second_raw
+    assert (await second_raw.queue_declare("", exclusive=True)).queue.startswith("amq.gen-")
+    await robust.close()
+
+
+async def test_a_reply_of_another_method_fails_its_call_and_closes_only_its_channel(
+    connection: WireConnection, unique_name
+):
+    channel = await connection.raw_channel()
+    other = await connection.raw_channel()
+    call = asyncio.ensure_future(channel.queue_declare(unique_name("asked"), auto_delete=True))
+    await start_call(channel, call)
+
+    inject(channel, commands.Queue.BindOk())
+
+    with pytest.raises(ChannelOutOfStep, match="Queue.BindOk"):
+        await call
+    assert channel.is_closed and not other.is_closed
+    # The real DeclareOk and the broker's CloseOk arrive after this and are dropped;
+    # the connection, and its other channels, carry on.
+    assert (await other.queue_declare("", exclusive=True)).queue.startswith("amq.gen-")
+    await other.close()
+
+
+async def test_a_reply_with_no_call_waiting_closes_the_channel(connection: WireConnection):
+    channel = await connection.raw_channel()
+
+    inject(
+        channel, commands.Queue.DeclareOk(queue="nobody-asked", message_count=0, consumer_count=0)
+    )
+
+    assert channel.is_closed
+    with pytest.raises(ChannelOutOfStep, match="no call waiting"):
+        await channel.queue_declare("", exclusive=True)
