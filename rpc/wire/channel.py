@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -160,7 +161,13 @@ class Channel(SyncMethods, Publishing):
             logger.warning("delivery for unknown consumer %r", message.consumer_tag)
             return
         self._unacked.add(message.delivery_tag)
-        result = consumer(message)
+        try:
+            result = consumer(message)
+        except Exception as exc:
+            # The consumer's own failure, not the channel's: it stays in step. The traceback
+            # goes out as text, since its frames hold views of the receive buffer.
+            logger.error("consumer failed\n%s", "".join(traceback.format_exception(exc)))
+            return
         if result is not None:
             task = asyncio.ensure_future(result)
             self._tasks.add(task)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import traceback
 from typing import Any, cast
 
 import pamqp.frame
@@ -98,9 +99,22 @@ class AmqpProtocol(asyncio.Protocol):
             position = end + 1
             try:
                 self._dispatch(frame_type, channel, view[start:end])
-            except Exception:
-                logger.exception("failed to handle a frame on channel %d", channel)
+            except Exception as exc:
+                self._frame_failed(channel, exc)
         return position
+
+    def _frame_failed(self, number: int, exc: Exception) -> None:
+        """A frame we could not take leaves its channel (or the connection) in an unknown
+        state, mid-message perhaps: close it, and let its owner open a new one."""
+        # The traceback as text: its frames hold views of the receive buffer, which must
+        # not outlive this call (the buffer is resized after it).
+        trace = "".join(traceback.format_exception(exc))
+        logger.error("could not handle a frame on channel %d; closing it\n%s", number, trace)
+        channel = self._channels.get(number)
+        if channel is None:
+            self._fail(ConnectionLost(f"could not handle a connection frame: {exc!r}"))
+        else:
+            channel.out_of_step(f"could not handle a frame: {exc!r}")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.is_open = False

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from pamqp import commands, frame
+from pamqp import commands, frame, header
 
 from rpc.wire import Channel, ChannelOutOfStep, WireConnection
 
@@ -83,7 +83,7 @@ async def test_a_reply_of_another_method_fails_its_call_and_closes_only_its_chan
 
     inject(channel, commands.Queue.BindOk())
 
-    with pytest.raises(ChannelOutOfStep, match="Queue.BindOk"):
+    with pytest.raises(ChannelOutOfStep, match=r"Queue\.BindOk"):
         await call
     assert channel.is_closed and not other.is_closed
     # The real DeclareOk and the broker's CloseOk arrive after this and are dropped;
@@ -102,3 +102,50 @@ async def test_a_reply_with_no_call_waiting_closes_the_channel(connection: WireC
     assert channel.is_closed
     with pytest.raises(ChannelOutOfStep, match="no call waiting"):
         await channel.queue_declare("", exclusive=True)
+
+
+async def test_a_frame_its_channel_cannot_take_closes_it_and_the_robust_channel_reopens(
+    connection: WireConnection, unique_name
+):
+    set_up: asyncio.Queue[Channel] = asyncio.Queue()
+    queue = unique_name("mid-message")
+
+    async def setup(raw: Channel) -> None:
+        await raw.queue_declare(queue, auto_delete=True)
+        set_up.put_nowait(raw)
+
+    robust = await connection.open_channel(setup, publisher_confirms=True)
+    first_raw = set_up.get_nowait()
+    # A content header with no Deliver before it: the channel cannot place it.
+    stray = frame.marshal(header.ContentHeader(0, 5, commands.Basic.Properties()), first_raw.number)
+    connection._protocol.data_received(stray)  # as if the broker had sent it
+
+    assert first_raw.is_closed  # before the fix: logged, and the channel went on mid-message
+    second_raw = await asyncio.wait_for(set_up.get(), 10)
+    assert await second_raw.basic_publish(b"after", routing_key=queue) is True
+    got = await second_raw.basic_get(queue, no_ack=True)
+    assert got is not None and got.body == b"after"
+    await robust.close()
+
+
+async def test_a_consumer_that_raises_leaves_its_channel_in_step(
+    connection: WireConnection, unique_name
+):
+    queue = unique_name("raising-consumer")
+    channel = await connection.raw_channel()
+    await channel.queue_declare(queue, auto_delete=True)
+    seen: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def consume(delivery) -> None:
+        seen.put_nowait(delivery.body)
+        delivery.ack()
+        if delivery.body == b"bad":
+            raise ValueError("the consumer's own bug")
+
+    await channel.basic_consume(queue, consume)
+    channel.publish(b"bad", routing_key=queue)
+    channel.publish(b"good", routing_key=queue)
+
+    assert [await asyncio.wait_for(seen.get(), 10) for _ in range(2)] == [b"bad", b"good"]
+    assert not channel.is_closed
+    await channel.close()
