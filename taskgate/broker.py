@@ -1,11 +1,13 @@
-"""``taskgate broker start|stop|status|restart``: the private RabbitMQ node, through
-``infra.node`` (the same node ``scripts/broker`` manages)."""
+"""``taskgate broker start|stop|status|restart|rotate-users``: the private RabbitMQ node,
+through ``infra.node``, and its per-process users, through ``workers.access`` (the same
+node and users ``scripts/broker`` manages)."""
 
 from __future__ import annotations
 
 import argparse
 
 from infra import node
+from workers import access
 
 from . import exits
 from .commands import Subcommands, describe
@@ -15,21 +17,32 @@ def add_parser(commands: Subcommands) -> None:
     parser = describe(
         commands,
         "broker",
-        "start, stop or check the private RabbitMQ node",
+        "start, stop or check the private RabbitMQ node; rotate its users' passwords",
         "Manage the private development RabbitMQ node under $TASKGATE_VAR/broker\n"
-        "(the one scripts/broker manages). Config: TASKGATE_VAR (./var),\n"
+        "(the one scripts/broker manages). start and restart also create the broker\n"
+        "users of the web, worker and rpc processes that are missing, and write their\n"
+        "AMQP URLs to $TASKGATE_VAR/broker/users.env; users whose password there still\n"
+        "logs in are kept. rotate-users gives them new passwords and lists the\n"
+        "processes to restart. Config: TASKGATE_VAR (./var),\n"
         "TASKGATE_AMQP_PORT (5672), TASKGATE_DIST_PORT (25672),\n"
         "TASKGATE_MANAGEMENT_PORT (15672; empty disables the management plugin).",
         exits.describe_codes(
             ok="done; status: the node runs",
-            failure="the node did not start or stop (its log's tail is shown)",
+            failure="the node did not start or stop (its log's tail is shown), or its\n"
+            "users could not be made or rotated",
             extra=[(exits.STOPPED, "status: the node is not running")],
         ),
     )
     parser.add_argument(
         "action",
-        choices=["start", "stop", "status", "restart"],
+        choices=["start", "stop", "status", "restart", "rotate-users"],
         help="restart keeps the data (queues, users, messages)",
+    )
+    parser.add_argument(
+        "--role",
+        action="append",
+        choices=[role.name for role in access.ROLES],
+        help="rotate-users: only this user (repeatable; default: all)",
     )
     parser.add_argument(
         "--timeout",
@@ -42,4 +55,9 @@ def add_parser(commands: Subcommands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return node.main([args.action, "--timeout-s", str(args.timeout)])
+    if args.action == "rotate-users":
+        return access.main(["rotate", *(f"--role={role}" for role in args.role or ())])
+    code = node.main([args.action, "--timeout-s", str(args.timeout)])
+    if code != exits.OK or args.action not in ("start", "restart"):
+        return code
+    return access.main(["setup"])

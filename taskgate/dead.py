@@ -19,7 +19,8 @@ def add_parser(commands: Subcommands) -> None:
         "$AMQP_URL:\n"
         "  list    one line per message: id, attempt, reason (they stay in the queue)\n"
         "  show    every header and the body of each message (they stay in the queue)\n"
-        "  replay  move them back to the kind's queue, as attempt 1",
+        "  replay  move them back to the kind's queue, as attempt 1 (its limit is\n"
+        "          $TASK_QUEUE_MAX_LENGTH, as for the workers)",
         exits.describe_codes(
             ok="done (also when there are no dead letters)",
             failure="no dead-letter queue for KIND, or the broker cannot be reached",

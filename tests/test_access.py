@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aio_pika
 import aiormq
 import pytest
 
-from workers.access import role_url
+from workers.access import env_lines, read_env_file, role_url, setup
 from workers.shop.contracts import ORDER_CREATED, ORDERS_EXCHANGE
 from workers.topology import STATUS_EXCHANGE
 
@@ -63,3 +65,19 @@ async def test_the_processes_do_not_use_the_guest_user(role_urls, amqp_url):
         "rpc",
     }
     assert role_url(amqp_url, "web", "p@ss/word").startswith("amqp://web:p%40ss%2Fword@")
+
+
+async def test_setup_keeps_the_users_whose_passwords_still_log_in(broker, role_urls, tmp_path):
+    """What ``scripts/broker start|restart`` runs, while processes are logged in as the users."""
+    env_file = tmp_path / "users.env"
+    env_file.write_text(env_lines(role_urls))
+    written_ns = env_file.stat().st_mtime_ns
+
+    said = await asyncio.to_thread(setup, broker.node.rabbitmqctl, broker.amqp_url, env_file)
+
+    assert said == f"broker users: web, worker, rpc kept (unchanged in {env_file})"
+    assert env_file.stat().st_mtime_ns == written_ns
+    assert read_env_file(env_file) == role_urls
+    for url in role_urls.values():
+        connection = await aio_pika.connect(url)  # still logs in
+        await connection.close()

@@ -6,9 +6,14 @@ exchange; bind a queue, on the queue's side; declare a queue that dead-letters
 to an exchange) and *read* (consume a queue; bind, on the exchange's side).
 The default exchange is ``amq.default``; server-named queues are ``amq.gen-*``.
 
-``python -m workers.access setup FILE`` creates (or re-keys) the users on the
-node that ``scripts/broker`` runs and writes their AMQP URLs to FILE as
-``TASKGATE_<ROLE>_AMQP_URL=...`` lines; the Procfile gives each process its own.
+Users are made once and kept: ``python -m workers.access setup [FILE]`` (run by
+``scripts/broker start|restart``) creates each missing user on the node that
+``scripts/broker`` runs and writes the AMQP URLs to FILE as
+``TASKGATE_<ROLE>_AMQP_URL=...`` lines (the Procfile gives each process its own),
+leaving a user whose password in FILE still logs in, and FILE, as they are: the
+processes logged in with it would be refused at their next reconnect.
+``python -m workers.access rotate [FILE] [--role ROLE]`` gives the users new
+passwords and says which processes must be restarted.
 """
 
 from __future__ import annotations
@@ -17,10 +22,10 @@ import argparse
 import os
 import secrets
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +34,8 @@ class Role:
     configure: str
     write: str
     read: str
+    # The process that logs in as this user (its Procfile command).
+    process: str = ""
 
 
 ROLES = (
@@ -40,6 +47,7 @@ ROLES = (
         write=r"^(amq\.default|amq\.gen-.*|status\.journal|tasks(\..*)?|orders(\..*)?"
         r"|notifications)$",
         read=r"^(amq\.gen-.*|status(\..*)?|tasks(\..*)?|orders(\..*)?|notifications)$",
+        process="python -m gateway",
     ),
     # Workers: consume their task and order queues, publish status events, retries and
     # dead letters. They may bind their queues to ``orders`` (read) but never publish to it.
@@ -48,6 +56,7 @@ ROLES = (
         configure=r"^(status(\..*)?|tasks(\..*)?|orders(\..*)?)$",
         write=r"^(amq\.default|status(\..*)?|tasks(\..*)?|orders\..+)$",
         read=r"^(status(\..*)?|tasks(\..*)?|orders(\..*)?)$",
+        process="python -m workers",
     ),
     # RPC servers: consume their method queues, reply through the default exchange.
     Role(
@@ -55,8 +64,13 @@ ROLES = (
         configure=r"^rpc(\..*)?$",
         write=r"^(amq\.default|rpc(\..*)?)$",
         read=r"^rpc(\..*)?$",
+        process="python -m rpc workers.services:server",
     ),
 )
+
+
+# rabbitmqctl <args> -> its stdout; raises RuntimeError on a non-zero exit (BrokerNode.rabbitmqctl).
+Rabbitmqctl = Callable[..., str]
 
 
 def role_url(base_url: str, user: str, password: str) -> str:
@@ -69,41 +83,203 @@ def role_url(base_url: str, user: str, password: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
 
 
-def create_users(rabbitmqctl: Callable[..., str], base_url: str) -> dict[str, str]:
-    """Create or re-key one user per role with a fresh password; role name -> AMQP URL."""
-    existing = set(rabbitmqctl("list_users", "--quiet", "--no-table-headers").split())
+def create_users(
+    rabbitmqctl: Rabbitmqctl, base_url: str, roles: Iterable[Role] = ROLES
+) -> dict[str, str]:
+    """Create or re-key one user per role with a fresh password; role name -> AMQP URL.
+
+    A re-keyed user's open connections stay open, but are refused at their next login.
+    """
+    existing = _users(rabbitmqctl)
     urls = {}
-    for role in ROLES:
+    for role in roles:
         # Hex: a password starting with "-" would be read as an option by rabbitmqctl.
         password = secrets.token_hex(24)
         if role.name in existing:
             rabbitmqctl("change_password", role.name, password)
         else:
             rabbitmqctl("add_user", role.name, password)
-        rabbitmqctl("set_permissions", "-p", "/", role.name, role.configure, role.write, role.read)
+        _set_permissions(rabbitmqctl, role)
         urls[role.name] = role_url(base_url, role.name, password)
     return urls
+
+
+def keep_users(
+    rabbitmqctl: Rabbitmqctl, base_url: str, known: dict[str, str]
+) -> tuple[dict[str, str], list[str]]:
+    """Each role's URL, keeping the password in ``known`` (role -> URL) where it still logs in.
+
+    Creates (or re-keys) only the users that are missing or whose password is not in
+    ``known``; sets permissions that differ from the role's. Returns the URLs and the
+    names of the roles that got a new password.
+    """
+    existing = _users(rabbitmqctl)
+    permissions = _permissions(rabbitmqctl)
+    urls: dict[str, str] = {}
+    renewed = []
+    for role in ROLES:
+        password = _password(known.get(role.name))
+        if role.name in existing and password and _logs_in(rabbitmqctl, role.name, password):
+            if permissions.get(role.name) != (role.configure, role.write, role.read):
+                _set_permissions(rabbitmqctl, role)
+            urls[role.name] = role_url(base_url, role.name, password)
+        else:
+            urls.update(create_users(rabbitmqctl, base_url, [role]))
+            renewed.append(role.name)
+    return urls, renewed
 
 
 def env_lines(urls: dict[str, str]) -> str:
     return "".join(f"TASKGATE_{name.upper()}_AMQP_URL={url}\n" for name, url in urls.items())
 
 
+def read_env_file(path: Path) -> dict[str, str]:
+    """Role name -> AMQP URL from a file that :func:`write_env_file` wrote ({} if none)."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return {}
+    urls = {}
+    for line in text.splitlines():
+        key, _, url = line.partition("=")
+        if key.startswith("TASKGATE_") and key.endswith("_AMQP_URL"):
+            urls[key.removeprefix("TASKGATE_").removesuffix("_AMQP_URL").lower()] = url.strip()
+    return urls
+
+
+def write_env_file(path: Path, urls: dict[str, str]) -> bool:
+    """Write ``urls`` to ``path`` unless it holds them already; True if it was written."""
+    text = env_lines(urls)
+    try:
+        if path.read_text() == text:
+            return False
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The file holds passwords: readable by its owner only. Replaced whole, so a
+    # process reading it meanwhile sees the old URLs or the new ones.
+    partial = path.with_name(f".{path.name}.new")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.replace(partial, path)
+    return True
+
+
+def setup(rabbitmqctl: Rabbitmqctl, base_url: str, env_file: Path) -> str:
+    """Make the missing users, keep the others; what was done, in a sentence."""
+    urls, renewed = keep_users(rabbitmqctl, base_url, read_env_file(env_file))
+    written = write_env_file(env_file, urls)
+    kept = [name for name in urls if name not in renewed]
+    parts = []
+    if renewed:
+        parts.append(f"new passwords for {', '.join(renewed)}")
+    if kept:
+        parts.append(f"{', '.join(kept)} kept")
+    where = "written to" if written else "unchanged in"
+    return f"broker users: {'; '.join(parts)} ({where} {env_file})"
+
+
+def rotate(
+    rabbitmqctl: Rabbitmqctl, base_url: str, env_file: Path, roles: Iterable[Role] = ROLES
+) -> str:
+    """New passwords for ``roles``; what must be restarted, in a few lines."""
+    roles = list(roles)
+    connections = _connections(rabbitmqctl)
+    urls = {**read_env_file(env_file), **create_users(rabbitmqctl, base_url, roles)}
+    write_env_file(env_file, {role.name: urls[role.name] for role in ROLES if role.name in urls})
+    names = ", ".join(role.name for role in roles)
+    plural = "s" if len(roles) > 1 else ""
+    lines = [
+        f"{names}: new broker password{plural}, written to {env_file}.",
+        "Restart every process that logs in as them: it keeps its open connections, but is",
+        "refused (ACCESS_REFUSED) at its next reconnect, and keeps retrying until restarted.",
+    ]
+    width = max(len(role.process) for role in roles)
+    for role in roles:
+        open_now = connections.get(role.name, 0)
+        plural = "" if open_now == 1 else "s"
+        lines.append(
+            f"  {role.name:<7} {role.process:<{width}}  {open_now} connection{plural} open now"
+        )
+    lines.append("scripts/run reads the file when it starts: stop it (Ctrl-C) and run it again.")
+    return "\n".join(lines)
+
+
+def _users(rabbitmqctl: Rabbitmqctl) -> set[str]:
+    return {
+        line.split("\t")[0]
+        for line in rabbitmqctl("list_users", "--quiet", "--no-table-headers").splitlines()
+        if line
+    }
+
+
+def _permissions(rabbitmqctl: Rabbitmqctl) -> dict[str, tuple[str, ...]]:
+    """User -> (configure, write, read) on the virtual host ``/``."""
+    listed = rabbitmqctl("list_permissions", "-p", "/", "--quiet", "--no-table-headers")
+    return {
+        user: tuple(rest)
+        for user, *rest in (line.split("\t") for line in listed.splitlines() if line)
+    }
+
+
+def _set_permissions(rabbitmqctl: Rabbitmqctl, role: Role) -> None:
+    rabbitmqctl("set_permissions", "-p", "/", role.name, role.configure, role.write, role.read)
+
+
+def _connections(rabbitmqctl: Rabbitmqctl) -> dict[str, int]:
+    """User -> how many AMQP connections it has open now."""
+    counts: dict[str, int] = {}
+    for user in rabbitmqctl("list_connections", "user", "--quiet", "--no-table-headers").split():
+        counts[user] = counts.get(user, 0) + 1
+    return counts
+
+
+def _logs_in(rabbitmqctl: Rabbitmqctl, user: str, password: str) -> bool:
+    try:
+        rabbitmqctl("authenticate_user", user, password)
+    except RuntimeError as exc:
+        # Only a refusal: any other failure (node down, timeout) must not re-key the user.
+        if "failed to authenticate user" in str(exc):
+            return False
+        raise
+    return True
+
+
+def _password(url: str | None) -> str | None:
+    password = urlsplit(url).password if url else None
+    return unquote(password) if password else None
+
+
 def main(argv: list[str] | None = None) -> int:
     from infra.node import BrokerNode, config_from_env
 
     parser = argparse.ArgumentParser(prog="python -m workers.access", description=__doc__)
-    parser.add_argument("command", choices=["setup"])
-    parser.add_argument("env_file", type=Path, help="where to write the users' AMQP URLs")
+    parser.add_argument("command", choices=["setup", "rotate"])
+    parser.add_argument(
+        "env_file",
+        type=Path,
+        nargs="?",
+        help="where the users' AMQP URLs are kept (default: $TASKGATE_VAR/broker/users.env)",
+    )
+    parser.add_argument(
+        "--role",
+        action="append",
+        choices=[role.name for role in ROLES],
+        help="rotate: only this user (repeatable; default: all)",
+    )
     args = parser.parse_args(argv)
     node = BrokerNode(config_from_env())
-    urls = create_users(node.rabbitmqctl, node.amqp_url)
-    args.env_file.parent.mkdir(parents=True, exist_ok=True)
-    # The file holds passwords: readable by its owner only.
-    fd = os.open(args.env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(env_lines(urls))
-    print(f"broker users {', '.join(urls)} written to {args.env_file}")
+    env_file = args.env_file or node.config.base_dir / "users.env"
+    try:
+        if args.command == "setup":
+            print(setup(node.rabbitmqctl, node.amqp_url, env_file))
+        else:
+            chosen = [role for role in ROLES if not args.role or role.name in args.role]
+            print(rotate(node.rabbitmqctl, node.amqp_url, env_file, chosen))
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

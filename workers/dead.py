@@ -65,12 +65,18 @@ async def replay(
     kind: str,
     limit: int | None = None,
     on_replayed: Callable[[str], None] | None = None,
+    *,
+    max_length: int,
 ) -> int:
-    """Move up to ``limit`` dead letters of ``kind`` back to its queue; return how many."""
+    """Move up to ``limit`` dead letters of ``kind`` back to its queue; return how many.
+
+    ``max_length`` is the kind's queue length limit, as every process declares it
+    (``WorkerSettings.queue_max_length``): the broker refuses any other.
+    """
 
     async def declare(raw: Channel) -> None:
         await declare_status(raw)
-        await declare_kind(raw, kind)
+        await declare_kind(raw, kind, max_length=max_length)
 
     channel = await connection.open_channel(declare, publisher_confirms=True)
     replayed = 0
@@ -105,7 +111,7 @@ async def replay(
             raw.basic_ack(message.delivery_tag)
             replayed += 1
             if on_replayed is not None:
-                on_replayed(task_id or str(properties.message_id))
+                on_replayed(_label(message))
     finally:
         await channel.close()
     return replayed
@@ -116,6 +122,22 @@ def _task_id(message: Delivery) -> str | None:
         return task_decoder.decode(message.body).task_id
     except msgspec.DecodeError:
         return None
+
+
+def _label(message: Delivery) -> str:
+    """What names a dead letter to an operator: its message_id, else its task's id,
+    else the start of its body."""
+    if message.properties.message_id:
+        return str(_text(message.properties.message_id))
+    task_id = _task_id(message)
+    if task_id is not None:
+        return task_id
+    body = message.body[:_BODY_LABEL_BYTES].decode(errors="replace")
+    more = "..." if len(message.body) > _BODY_LABEL_BYTES else ""
+    return f"(no message_id, body {body!r}{more})"
+
+
+_BODY_LABEL_BYTES = 60
 
 
 def _text(value: Any) -> Any:
@@ -129,9 +151,9 @@ def _print_message(message: Delivery, *, full: bool) -> None:
         attempt = _text(headers.get(ATTEMPT_HEADER))
         # No reason header: the broker buried it itself (x-delivery-limit), see x-death.
         reason = _text(headers.get(REASON_HEADER) or "dead-lettered by the broker (see x-death)")
-        print(f"{_text(properties.message_id)}\tattempt={attempt}\t{reason}")
+        print(f"{_label(message)}\tattempt={attempt}\t{reason}")
         return
-    print(f"--- {properties.message_id}")
+    print(f"--- {_label(message)}")
     for key, value in sorted(headers.items()):
         if key != "x-death":
             print(f"{key}: {_text(value)}")
@@ -143,7 +165,11 @@ async def _run(args: argparse.Namespace, settings: WorkerSettings) -> int:
     try:
         if args.command == "replay":
             count = await replay(
-                connection, args.kind, args.limit, on_replayed=lambda t: print(f"replayed {t}")
+                connection,
+                args.kind,
+                args.limit,
+                on_replayed=lambda label: print(f"replayed {label}"),
+                max_length=settings.queue_max_length,
             )
             print(f"replayed {count} dead letters of {args.kind}")
             return 0
@@ -154,6 +180,14 @@ async def _run(args: argparse.Namespace, settings: WorkerSettings) -> int:
             _print_message(message, full=args.command == "show")
         return 0
     except ChannelClosed as exc:
+        if exc.code == 406:
+            # The kind's queue exists with other arguments than ours.
+            print(
+                f"error: {exc}\n(TASK_QUEUE_MAX_LENGTH, {settings.queue_max_length} here, "
+                "must be the workers')",
+                file=sys.stderr,
+            )
+            return 1
         if exc.code != 404:
             raise
         print(f"error: no dead-letter queue for {args.kind!r}", file=sys.stderr)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import itertools
 import logging
 import multiprocessing
+import multiprocessing.connection
+import os
 import signal
+import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -34,7 +36,8 @@ class TaskPool:
     """``processes`` pool processes whose jobs can report progress to the loop.
 
     Processes start through a forkserver that has imported ``preload``: they do
-    not inherit the worker's event loop, sockets and threads. A job's
+    not inherit the worker's event loop, sockets and threads, and none of them
+    outlives the worker, however it ends. A job's
     :func:`report_progress` calls travel over one pipe shared by the pool, which
     the event loop reads directly (no thread in between). A pool process that
     dies (a crash in a C library, the OOM killer) breaks the executor: the jobs
@@ -149,16 +152,43 @@ def _init_process(reports: SimpleQueue[tuple[int, float, str]]) -> None:
     # Ctrl-C reaches the whole process group; the parent decides when the pool stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent()
+    _exit_with_worker()
     _keep_freed_memory()
 
 
 def die_with_parent() -> None:
-    """Have the kernel kill this process when its parent dies (Linux), even by SIGKILL."""
+    """Have the kernel kill this process when its parent dies (Linux), even by SIGKILL.
+
+    Only a parent alive when this runs counts: the forkserver calls it first thing,
+    and a worker killed before that leaves it to :func:`_exit_with_worker`.
+    """
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        _libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         pass  # not Linux: a parent killed hard may leave its pool behind
+
+
+def _exit_with_worker() -> None:
+    """Exit as soon as the worker is gone, from a thread that waits for it.
+
+    The parent-death signal reaches a pool process through the forkserver only, and
+    a worker killed while its forkserver starts leaves one that never asked for it in
+    time: it still forks the processes the worker had asked for (their start data is
+    already in the pipe), and each holds the pipes whose closing would tell the
+    forkserver and the resource tracker to exit. So each waits for the worker itself:
+    the worker keeps the other end of its sentinel pipe open until it dies.
+    """
+    worker = multiprocessing.parent_process()
+    if worker is None:
+        return
+    threading.Thread(
+        target=_exit_when_ready, args=(worker.sentinel,), name="exit-with-worker", daemon=True
+    ).start()
+
+
+def _exit_when_ready(sentinel: int) -> None:
+    multiprocessing.connection.wait([sentinel])
+    os._exit(1)
 
 
 def _keep_freed_memory() -> None:
@@ -168,8 +198,17 @@ def _keep_freed_memory() -> None:
     every image pays its page faults again: about 10% of thumbnail throughput.
     """
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = _libc()
         libc.mallopt(_M_MMAP_THRESHOLD, _KEEP_BYTES)
         libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES)
     except (OSError, AttributeError):
         pass  # not glibc: keep the defaults
+
+
+def _libc() -> ctypes.CDLL:
+    """The C library the interpreter already has loaded.
+
+    Not ``ctypes.util.find_library``: it runs ``ldconfig`` in a child process, which
+    would delay the forkserver's :func:`die_with_parent` by tens of milliseconds.
+    """
+    return ctypes.CDLL(None, use_errno=True)

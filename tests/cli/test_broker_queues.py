@@ -1,22 +1,28 @@
-"""``taskgate broker`` and ``taskgate queues`` on a private node of this module's own.
+"""``taskgate broker``, ``scripts/broker`` and ``taskgate queues`` on a private node of
+this module's own.
 
 The session's broker has no management plugin (it boots faster without), so this
 module starts a node with it, through ``taskgate broker start``, and stops it
-with ``taskgate broker stop``.
+with ``taskgate broker stop``. Its broker users are this node's own: tests here may
+restart the node and rotate the users' passwords.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import sys
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 
 import aio_pika
+import aiormq
 import pytest
 
 from infra.node import BrokerNode, NodeConfig
 from infra.ports import free_port
+from workers.access import read_env_file
 
-from .conftest import taskgate
+from .conftest import REPO, CliResult, cli_env, finish, taskgate
 
 HEADER = ["name", "ready", "unacked", "consumers", "publish/s", "deliver/s"]
 
@@ -57,7 +63,9 @@ async def queue_with_two_messages(node_env: dict[str, str]) -> str:
         channel = await connection.channel()  # publisher confirms: both are in once this returns
         await channel.declare_queue(name, durable=True)
         for body in (b"one", b"two"):
-            await channel.default_exchange.publish(aio_pika.Message(body), routing_key=name)
+            # Persistent: the node may have been restarted when a test counts them.
+            message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+            await channel.default_exchange.publish(message, routing_key=name)
     finally:
         await connection.close()
     return name
@@ -127,3 +135,115 @@ async def test_queues_reports_an_unreachable_management_api(node_env):
 
     assert result.code == 1
     assert f"cannot reach the management API at {url}" in result.stderr
+
+
+async def scripts_broker(*args: str, env: Mapping[str, str]) -> CliResult:
+    """Run ``scripts/broker ARGS`` with this interpreter to its end."""
+    process = await asyncio.create_subprocess_exec(
+        "bash",
+        str(REPO / "scripts" / "broker"),
+        *args,
+        cwd=REPO,
+        env={**cli_env(env), "PYTHON": sys.executable},
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    return await finish(process)
+
+
+def node_config(node_env: Mapping[str, str]) -> NodeConfig:
+    return NodeConfig(
+        base_dir=Path(node_env["TASKGATE_VAR"]) / "broker",
+        amqp_port=int(node_env["TASKGATE_AMQP_PORT"]),
+        dist_port=int(node_env["TASKGATE_DIST_PORT"]),
+        management_port=int(node_env["TASKGATE_MANAGEMENT_PORT"]),
+    )
+
+
+def users_env(node_env: Mapping[str, str]) -> Path:
+    return Path(node_env["TASKGATE_VAR"]) / "broker" / "users.env"
+
+
+async def logs_in(url: str) -> bool:
+    try:
+        connection = await aio_pika.connect(url)
+    except aiormq.exceptions.ProbableAuthenticationError:
+        return False
+    await connection.close()
+    return True
+
+
+async def test_broker_start_and_restart_keep_the_users_their_processes_log_in_as(node_env):
+    path = users_env(node_env)
+    urls = read_env_file(path)  # made by the fixture's taskgate broker start
+    written_ns = path.stat().st_mtime_ns
+    assert set(urls) == {"web", "worker", "rpc"}
+
+    for run in (
+        lambda: scripts_broker("start", env=node_env),
+        lambda: scripts_broker("restart", env=node_env),
+        lambda: taskgate("broker", "start", env=node_env),
+    ):
+        result = await run()
+        assert result.code == 0, result.stderr
+        assert "web, worker, rpc kept (unchanged in" in result.stdout
+
+    assert path.stat().st_mtime_ns == written_ns
+    assert read_env_file(path) == urls
+    for url in urls.values():
+        assert await logs_in(url)  # as a process does after its connection dropped
+
+
+async def test_broker_rotate_users_gives_new_passwords_and_says_what_to_restart(node_env):
+    path = users_env(node_env)
+    old = read_env_file(path)
+    worker = await aio_pika.connect(old["worker"])
+    try:
+        result = await scripts_broker("rotate-users", env=node_env)
+    finally:
+        await worker.close()
+
+    assert result.code == 0, result.stderr
+    new = read_env_file(path)
+    assert all(new[role] != old[role] for role in old)
+    for role in old:
+        assert not await logs_in(old[role])
+        assert await logs_in(new[role])
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert "Restart every process that logs in as them" in result.stdout
+    assert "  worker  python -m workers" in result.stdout
+    assert "1 connection open now" in result.stdout
+
+    only_rpc = await taskgate("broker", "rotate-users", "--role", "rpc", env=node_env)
+
+    assert only_rpc.code == 0, only_rpc.stderr
+    assert "python -m rpc workers.services:server" in only_rpc.stdout
+    after = read_env_file(path)
+    assert after["rpc"] != new["rpc"]
+    assert {role: after[role] for role in ("web", "worker")} == {
+        role: new[role] for role in ("web", "worker")
+    }
+
+
+async def test_broker_start_makes_a_missing_user_or_users_file_again(node_env):
+    path = users_env(node_env)
+    before = read_env_file(path)
+    node = BrokerNode(node_config(node_env))
+    await asyncio.to_thread(node.rabbitmqctl, "delete_user", "rpc")
+
+    recreated = await taskgate("broker", "start", env=node_env)
+
+    assert recreated.code == 0, recreated.stderr
+    assert "new passwords for rpc; web, worker kept" in recreated.stdout
+    after = read_env_file(path)
+    assert after["rpc"] != before["rpc"] and await logs_in(after["rpc"])
+    assert {role: after[role] for role in ("web", "worker")} == {
+        role: before[role] for role in ("web", "worker")
+    }
+
+    path.unlink()
+    rewritten = await scripts_broker("start", env=node_env)
+
+    assert rewritten.code == 0, rewritten.stderr
+    assert all([await logs_in(url) for url in read_env_file(path).values()])

@@ -13,7 +13,7 @@ PREFIX = os.environ.get("TASKGATE_TEST_KIND_PREFIX", "test")
 
 registry = TaskRegistry()
 # The kinds are f"{PREFIX}.{name}" for these names.
-TEST_TASK_NAMES = ("block", "slow", "flag")
+TEST_TASK_NAMES = ("block", "slow", "flag", "pooled")
 
 
 class Slow(msgspec.Struct):
@@ -46,3 +46,9 @@ async def needs_flag(ctx: TaskContext, payload: Flag) -> dict:
     if not (ctx.storage_dir / payload.flag).exists():
         raise RetryableError(f"{payload.flag} is missing")
     return {"flag": payload.flag}
+
+
+@registry.task(f"{PREFIX}.pooled")
+async def pooled(ctx: TaskContext, payload: dict) -> dict:
+    """Run a job in the process pool: a fresh worker starts its pool for it."""
+    return {"pool_pid": await ctx.run_in_process(os.getpid)}
