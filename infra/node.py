@@ -14,7 +14,6 @@ import itertools
 import logging
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import debian
 from .ports import accepts_connections, free_port, port_in_use
 
 logger = logging.getLogger(__name__)
@@ -46,24 +46,7 @@ def ensure_installed() -> None:
     Needs root (or passwordless apt). If the package starts a system service on
     5672, that node is the system's business; ours never use its ports.
     """
-    if RABBITMQ_SERVER.exists():
-        return
-    apt = shutil.which("apt-get")
-    if apt is None:
-        raise RuntimeError(f"{RABBITMQ_SERVER} is missing and apt-get is not available")
-    sudo = [] if os.geteuid() == 0 or not shutil.which("sudo") else ["sudo", "-n"]
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    logger.info("installing rabbitmq-server with apt-get")
-    for cmd in (
-        [apt, "update"],
-        [apt, "install", "-y", "--no-install-recommends", "rabbitmq-server"],
-    ):
-        try:
-            subprocess.run([*sudo, *cmd], env=env, check=True)
-        except subprocess.CalledProcessError as exc:
-            raise RuntimeError(f"installing rabbitmq-server failed: {exc}") from exc
-    if not RABBITMQ_SERVER.exists():
-        raise RuntimeError(f"rabbitmq-server installed but {RABBITMQ_SERVER} is still missing")
+    debian.ensure([f"{RABBITMQ_SERVER}:rabbitmq-server"])
 
 
 def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
