@@ -10,12 +10,12 @@ Stdlib only, so it can run before the project's dependencies are installed.
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -66,47 +66,50 @@ def ensure(specs: Sequence[str]) -> None:
         raise InstallError(f"{', '.join(packages)} missing and apt-get is not available")
     sudo = [] if os.geteuid() == 0 or not shutil.which("sudo") else ["sudo", "-n"]
     logger.info("installing Debian packages with apt-get: %s", " ".join(packages))
-    _apt([*sudo, apt, "update"], "updating package lists")
-    _apt([*sudo, apt, "install", "-y", "--no-install-recommends", *packages], "installing")
+    _apt(sudo, apt, ["update"], "updating package lists")
+    _apt(sudo, apt, ["install", "-y", "--no-install-recommends", *packages], "installing")
     still = missing(specs)
     if still:
         raise InstallError(f"apt-get finished but {', '.join(still)} is still missing")
 
 
-def _apt(cmd: list[str], doing: str) -> None:
+def _apt(sudo: list[str], apt: str, args: list[str], doing: str) -> None:
     """Run apt-get, logging its machine-readable progress (APT::Status-Fd) in steps."""
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    # Status lines go to stdout (sudo closes any other descriptor we could pass).
-    proc = subprocess.Popen(
-        [*cmd, "-q", "-o", "APT::Status-Fd=1", "-o", "Dpkg::Use-Pty=0"],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
-    )
-    assert proc.stdout is not None
-    output: collections.deque[str] = collections.deque(maxlen=_ERROR_TAIL_LINES)
-    next_percent = 0.0
-    for line in proc.stdout:
-        # "dlstatus:3:42.5:Retrieving file 3 of 40" / "pmstatus:pkg:60.0:Unpacking pkg"
-        kind, _, rest = line.rstrip("\n").partition(":")
-        _, _, rest = rest.partition(":")
-        percent_text, _, what = rest.partition(":")
-        if kind in ("dlstatus", "pmstatus"):
+    # apt-get writes status lines to fd 3, our pipe, and everything else (its output and
+    # dpkg's) to a file shown if it fails. The shell moves the descriptors inside sudo,
+    # which closes any we pass; apt marks the status fd close-on-exec, so it must not be
+    # stdout, which dpkg's maintainer scripts write to.
+    shell = ["sh", "-c", 'exec "$@" 3>&1 1>&2', "sh"]
+    with tempfile.TemporaryFile() as output:
+        proc = subprocess.Popen(
+            [*sudo, *shell, apt, "-q", "-o", "APT::Status-Fd=3", *args],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=output,
+            text=True,
+            errors="replace",
+        )
+        assert proc.stdout is not None
+        next_percent = {"dlstatus": 0.0, "pmstatus": 0.0}  # downloading, then unpacking
+        for line in proc.stdout:
+            # "dlstatus:3:42.5:Retrieving file 3 of 40" / "pmstatus:pkg:60.0:Unpacking pkg"
+            kind, _, rest = line.rstrip("\n").partition(":")
+            percent_text, _, what = rest.partition(":")[2].partition(":")
             try:
                 percent = float(percent_text)
             except ValueError:
                 continue
-            if percent >= next_percent:
+            if kind in next_percent and percent >= next_percent[kind]:
                 logger.info("apt-get: %s %3.0f%% %s", doing, percent, what)
-                next_percent = percent + _PROGRESS_STEP_PERCENT
-        else:
-            output.append(line.rstrip("\n"))
-    if proc.wait() != 0:
-        tail = "\n".join(output)
-        raise InstallError(f"{' '.join(cmd)} failed with code {proc.returncode}:\n{tail}")
+                next_percent[kind] = percent + _PROGRESS_STEP_PERCENT
+        if proc.wait() != 0:
+            output.seek(0)
+            lines = output.read().decode(errors="replace").splitlines()
+            tail = "\n".join(lines[-_ERROR_TAIL_LINES:])
+            command = " ".join(["apt-get", *args])
+            raise InstallError(f"{command} failed with code {proc.returncode}:\n{tail}")
 
 
 def main(argv: list[str] | None = None) -> int:
