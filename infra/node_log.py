@@ -1,0 +1,71 @@
+"""Why a RabbitMQ node failed to boot, in a few lines read from its logs.
+
+Stdlib only, so it can run before the project's dependencies are installed.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+_MAX_LINES = 12
+# "2026-12-07 18:33:32.686810+00:00 [error] <0.223.0> text"
+_PREFIX = re.compile(r"^\S+ \S+ \[(\w+)\] <[\d.]+> ?")
+
+
+def size(path: Path) -> int:
+    """Where the next boot's lines will start (the logs are appended to across restarts)."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _lines(path: Path, start: int) -> list[tuple[str, str]]:
+    """(level, text) of each line from byte ``start``; level "" where there is no log prefix."""
+    try:
+        with path.open("rb") as f:
+            f.seek(start)
+            raw = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return []
+    lines = []
+    for line in raw:
+        match = _PREFIX.match(line)
+        lines.append((match.group(1), line[match.end() :]) if match else ("", line))
+    return lines
+
+
+def _startup_error(lines: list[tuple[str, str]]) -> list[str]:
+    """The "Error during startup" block RabbitMQ writes under BOOT FAILED."""
+    texts = [text for _, text in lines]
+    for i, text in enumerate(texts):
+        if text.startswith("Error during startup"):
+            block = []
+            for line in texts[i:]:
+                if not line.strip():
+                    break
+                block.append(line)
+            return block
+    return []
+
+
+def first_errors(logs: dict[Path, int]) -> list[str]:
+    """The first lines that say what went wrong, at most ~12; [] if the logs say nothing.
+
+    ``logs`` maps the start script's console log, then the node's own log, to the
+    offset where this boot's lines begin.
+    """
+    lines_of = {path: _lines(path, start) for path, start in logs.items()}
+    for lines in lines_of.values():
+        block = _startup_error(lines)
+        if block:
+            return block[:_MAX_LINES]
+    for lines in reversed(lines_of.values()):
+        errors = [text for level, text in lines if level in ("error", "critical", "alert")]
+        errors += [text for level, text in lines if not level and "Kernel pid terminated" in text]
+        if errors:
+            return errors[:_MAX_LINES]
+    # Nothing marked as an error: the console's last words (e.g. the start script's own).
+    console = next(iter(lines_of.values()), [])
+    return [text for _, text in console if text.strip()][-_MAX_LINES:]
