@@ -9,6 +9,10 @@ import re
 from pathlib import Path
 
 _MAX_LINES = 12
+_MAX_LINE_CHARS = 200  # an Erlang term can fill a screen on one line
+_STARTUP_ERROR = ("Error during startup", "Exception during startup")
+# Said before the crash reports, and clearer than them (e.g. epmd or a port is unusable).
+_HINTS = ("register/listen error", "eaddrinuse")
 # "2026-12-07 18:33:32.686810+00:00 [error] <0.223.0> text"
 _PREFIX = re.compile(r"^\S+ \S+ \[(\w+)\] <[\d.]+> ?")
 
@@ -37,14 +41,16 @@ def _lines(path: Path, start: int) -> list[tuple[str, str]]:
 
 
 def _startup_error(lines: list[tuple[str, str]]) -> list[str]:
-    """The "Error during startup" block RabbitMQ writes under BOOT FAILED."""
+    """The "Error (or Exception) during startup" block RabbitMQ writes under BOOT FAILED."""
     texts = [text for _, text in lines]
     for i, text in enumerate(texts):
-        if text.startswith("Error during startup"):
-            block = []
-            for line in texts[i:]:
+        if text.startswith(_STARTUP_ERROR):
+            block = [text]
+            for line in texts[i + 1 :]:
                 if not line.strip():
-                    break
+                    if len(block) > 1:
+                        break
+                    continue  # "Exception during startup:" has a blank line before its term
                 block.append(line)
             return block
     return []
@@ -57,15 +63,22 @@ def first_errors(logs: dict[Path, int]) -> list[str]:
     offset where this boot's lines begin.
     """
     lines_of = {path: _lines(path, start) for path, start in logs.items()}
-    for lines in lines_of.values():
+    return [line[:_MAX_LINE_CHARS] for line in _explanation(list(lines_of.values()))][:_MAX_LINES]
+
+
+def _explanation(logs: list[list[tuple[str, str]]]) -> list[str]:
+    hints = list(
+        dict.fromkeys(t for lines in logs for _, t in lines if any(h in t for h in _HINTS))
+    )
+    for lines in logs:
         block = _startup_error(lines)
         if block:
-            return block[:_MAX_LINES]
-    for lines in reversed(lines_of.values()):
+            return hints + block
+    for lines in reversed(logs):
         errors = [text for level, text in lines if level in ("error", "critical", "alert")]
         errors += [text for level, text in lines if not level and "Kernel pid terminated" in text]
         if errors:
-            return errors[:_MAX_LINES]
+            return hints + errors
     # Nothing marked as an error: the console's last words (e.g. the start script's own).
-    console = next(iter(lines_of.values()), [])
-    return [text for _, text in console if text.strip()][-_MAX_LINES:]
+    console = logs[0] if logs else []
+    return hints + [text for _, text in console if text.strip()][-_MAX_LINES:]
