@@ -3,6 +3,9 @@
 Everything the node writes (data, logs, Erlang cookie, pid file) lives under
 ``NodeConfig.base_dir``; ``/etc/rabbitmq`` and any system-wide node are never
 touched. Used by the test suite and by ``scripts/broker`` for development.
+Its pieces: ``node_config`` (paths, ports, the files the node reads),
+``node_log`` (why a boot failed), ``epmd`` (stopping the epmd our start
+launched), ``debian`` (installing rabbitmq-server).
 
 Stdlib only, so it can run before the project's dependencies are installed.
 """
