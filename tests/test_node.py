@@ -100,16 +100,22 @@ def test_stop_stops_the_epmd_its_start_launched(tmp_path: Path) -> None:
 
 def test_stop_leaves_an_epmd_someone_else_started(tmp_path: Path) -> None:
     config = own_epmd_config(tmp_path / "b")
-    port = str(config.effective_epmd_port())
-    subprocess.run(["epmd", "-port", port, "-daemon"], check=True)
+    port = config.effective_epmd_port()
+    foreign = subprocess.Popen(["epmd", "-port", str(port)])
     try:
+        deadline = time.monotonic() + 10
+        while not port_in_use(port):  # epmd tells no one when it listens
+            assert foreign.poll() is None and time.monotonic() < deadline, "epmd did not start"
+            time.sleep(0.05)
         node = BrokerNode(config)
         node.start()
         node.stop()
 
-        assert port_in_use(config.effective_epmd_port())
+        assert foreign.poll() is None
+        assert port_in_use(port)
     finally:
-        subprocess.run(["epmd", "-port", port, "-kill"], check=False, capture_output=True)
+        foreign.terminate()
+        foreign.wait()
 
 
 def test_a_session_broker_that_cannot_boot_is_explained_once(tmp_path: Path) -> None:
