@@ -155,7 +155,9 @@ class BrokerNode:
             self._proc = subprocess.Popen(
                 [str(RABBITMQ_SERVER)],
                 cwd=cfg.base_dir,
-                env=self.env(),
+                # The script then execs the VM instead of waiting on it in a shell that
+                # always exits 0: we see the node's own exit status.
+                env={**self.env(), "RUNNING_UNDER_SYSTEMD": "true"},
                 stdin=subprocess.DEVNULL,
                 stdout=console,
                 stderr=subprocess.STDOUT,
@@ -165,8 +167,7 @@ class BrokerNode:
             while not accepts_connections(cfg.amqp_port):
                 if self._proc.poll() is not None:
                     raise self._failure(
-                        f"stopped during boot (rabbitmq-server exited with code "
-                        f"{self._proc.returncode})"
+                        f"stopped during boot with exit status {self._proc.returncode}"
                     )
                 if time.monotonic() > deadline:
                     raise self._failure(f"did not open AMQP port within {timeout_s:g} s")
@@ -198,10 +199,12 @@ class BrokerNode:
             return
         logger.info("stopping RabbitMQ node %s (pid %s)", cfg.node_name, pid)
         try:
-            self.rabbitmqctl("stop", str(cfg.pid_file), timeout_s=timeout_s)
+            # Without the pid file argument: rabbitmqctl would wait for that pid to vanish,
+            # and the VM, our child, stays a zombie until we reap it below.
+            self.rabbitmqctl("stop", timeout_s=timeout_s)
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
             logger.warning("rabbitmqctl stop failed (%s); sending signals", exc)
-        if not self._wait_gone(pid, 5):
+        if not self._wait_gone(pid, 30):
             self._kill()
         self._reap()
         cfg.pid_file.unlink(missing_ok=True)

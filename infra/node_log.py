@@ -13,6 +13,7 @@ _MAX_LINE_CHARS = 200  # an Erlang term can fill a screen on one line
 _STARTUP_ERROR = ("Error during startup", "Exception during startup")
 # Said before the crash reports, and clearer than them (e.g. epmd or a port is unusable).
 _HINTS = ("register/listen error", "eaddrinuse")
+_ERROR_LEVELS = ("error", "critical", "alert", "emergency")
 # "2026-12-07 18:33:32.686810+00:00 [error] <0.223.0> text"
 _PREFIX = re.compile(r"^\S+ \S+ \[(\w+)\] <[\d.]+> ?")
 
@@ -48,7 +49,7 @@ def _startup_error(lines: list[tuple[str, str]]) -> list[str]:
             block = [text]
             for line in texts[i + 1 :]:
                 if not line.strip():
-                    if len(block) > 1:
+                    if len(block) > 1 or not text.rstrip().endswith(":"):
                         break
                     continue  # "Exception during startup:" has a blank line before its term
                 block.append(line)
@@ -67,18 +68,30 @@ def first_errors(logs: dict[Path, int]) -> list[str]:
 
 
 def _explanation(logs: list[list[tuple[str, str]]]) -> list[str]:
-    hints = list(
-        dict.fromkeys(t for lines in logs for _, t in lines if any(h in t for h in _HINTS))
-    )
+    hints = [t for lines in logs for _, t in lines if any(h in t for h in _HINTS)]
+    hints = list(dict.fromkeys(hints))  # the console and the node's log may both say it
     for lines in logs:
         block = _startup_error(lines)
         if block:
-            return hints + block
+            # What the node said before giving up (e.g. which setting is unknown) is clearer
+            # than the startup error's term; crash reports are not, and hints say it better.
+            said = [] if hints else _errors_before_boot_failed(lines)
+            return hints + said[:8] + block
     for lines in reversed(logs):
-        errors = [text for level, text in lines if level in ("error", "critical", "alert")]
+        errors = [text for level, text in lines if level in _ERROR_LEVELS]
         errors += [text for level, text in lines if not level and "Kernel pid terminated" in text]
         if errors:
             return hints + errors
     # Nothing marked as an error: the console's last words (e.g. the start script's own).
     console = logs[0] if logs else []
     return hints + [text for _, text in console if text.strip()][-_MAX_LINES:]
+
+
+def _errors_before_boot_failed(lines: list[tuple[str, str]]) -> list[str]:
+    said = []
+    for level, text in lines:
+        if text.strip() == "BOOT FAILED":
+            return said
+        if level in _ERROR_LEVELS and text.strip():
+            said.append(text)
+    return []

@@ -68,19 +68,26 @@ def own_epmd_config(base_dir: Path) -> NodeConfig:
     return replace(NodeConfig.on_free_ports(base_dir), epmd_port=free_port())
 
 
+class MisconfiguredNode(NodeConfig):
+    """A node whose configuration file sets a setting RabbitMQ does not know: it dies at boot."""
+
+    def write_files(self) -> None:
+        super().write_files()
+        (self.base_dir / "rabbitmq.conf").write_text("no_such_setting = 1\n")
+
+
 def test_a_node_that_cannot_boot_says_why_in_a_few_lines(tmp_path: Path) -> None:
-    config = own_epmd_config(tmp_path / "b")
-    # Where the node's database directory must go, a file: the node dies at boot.
-    config.mnesia_dir.mkdir(parents=True)
-    (config.mnesia_dir / config.node_name).write_text("not a directory\n")
+    config = MisconfiguredNode(
+        base_dir=tmp_path / "b", amqp_port=free_port(), dist_port=free_port(), epmd_port=free_port()
+    )
     node = BrokerNode(config)
 
     with pytest.raises(BootError) as failure:
         node.start(timeout_s=60)
 
     message = str(failure.value)
-    assert "stopped during boot (rabbitmq-server exited with code" in message
-    assert "cannot_create_mnesia_dir" in message
+    assert "stopped during boot with exit status 1" in message
+    assert "no_such_setting" in message
     assert len(message.splitlines()) < 20
     assert not node.is_running()
     assert not port_in_use(config.effective_epmd_port())  # the epmd it started went with it
@@ -128,23 +135,21 @@ def test_a_session_broker_that_cannot_boot_is_explained_once(tmp_path: Path) -> 
         "def test_without_broker(): pass\n"
     )
     pyproject = Path(__file__).parents[1] / "pyproject.toml"
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as not_epmd:
-        not_epmd.bind(("127.0.0.1", 0))
-        not_epmd.listen()
-        # The node's epmd port answers nothing: the node dies at boot, unable to register.
-        env = {**os.environ, "ERL_EPMD_PORT": str(not_epmd.getsockname()[1])}
-        env.pop("AMQP_URL", None)
-        args = ["-p", "no:cacheprovider", "-c", str(pyproject), "--basetemp", str(tmp_path / "t")]
-        inner = subprocess.run(
-            [sys.executable, "-m", "pytest", *args, "--rootdir", str(tmp_path), str(tmp_path)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=110,
-            check=False,
-        )
+    # Erlang distribution bound to an address this host does not have: the node dies at boot.
+    env = {**os.environ, "ERL_ZFLAGS": "-kernel inet_dist_use_interface {192,0,2,1}"}
+    env.pop("AMQP_URL", None)
+    args = ["-p", "no:cacheprovider", "-c", str(pyproject), "--basetemp", str(tmp_path / "t")]
+    inner = subprocess.run(
+        [sys.executable, "-m", "pytest", *args, "--rootdir", str(tmp_path), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
 
     output = inner.stdout
     assert "1 passed, 3 errors" in output, output
-    assert output.count("register/listen error") == 1, output
+    assert output.count("First errors in its log:") == 1, output
+    assert output.count("eaddrnotavail") == 1, output
     assert output.count("did not boot: see the first error above") == 2, output
