@@ -88,7 +88,7 @@ def _explanation(logs: list[list[tuple[str, str]]]) -> list[str]:
 
 
 def _errors_before_boot_failed(lines: list[tuple[str, str]]) -> list[str]:
-    said = []
+    said: list[str] = []
     for level, text in lines:
         if text.strip() == "BOOT FAILED":
             return said
