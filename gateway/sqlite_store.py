@@ -108,15 +108,20 @@ class SqliteTaskStore:
     @classmethod
     async def open(cls, path: Path, *, write_timeout_s: float = 2.0) -> SqliteTaskStore:
         store = cls(path, write_timeout_s=write_timeout_s)
-        await store._writer.run(_create_schema)
-        store._reader = connect(path)
-        store._reader.execute("PRAGMA query_only=ON")
+        try:
+            await store._writer.run(_create_schema)
+            store._reader = connect(path)
+            store._reader.execute("PRAGMA query_only=ON")
+        except BaseException:
+            await store.close()  # no connection left for the garbage collector to find
+            raise
         return store
 
     async def close(self) -> None:
         await self._writer.close()
         if self._reader is not None:
             self._reader.close()
+            self._reader = None
 
     async def record(
         self, events: Sequence[tuple[StatusEvent, bytes]], *, owner: str | None = None

@@ -3,6 +3,9 @@
 Everything the node writes (data, logs, Erlang cookie, pid file) lives under
 ``NodeConfig.base_dir``; ``/etc/rabbitmq`` and any system-wide node are never
 touched. Used by the test suite and by ``scripts/broker`` for development.
+Its pieces: ``node_config`` (paths, ports, the files the node reads),
+``node_log`` (why a boot failed), ``epmd`` (stopping the epmd our start
+launched), ``debian`` (installing rabbitmq-server).
 
 Stdlib only, so it can run before the project's dependencies are installed.
 """
@@ -13,16 +16,17 @@ import argparse
 import itertools
 import logging
 import os
-import secrets
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from .ports import accepts_connections, free_port, port_in_use
+from . import debian, epmd, node_log
+from .node_config import NodeConfig
+from .ports import accepts_connections, port_in_use
+
+__all__ = ["BootError", "BrokerNode", "NodeConfig", "PortInUseError", "ensure_installed"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,11 +37,14 @@ RABBITMQ_SERVER = RABBITMQ_BIN_DIR / "rabbitmq-server"
 RABBITMQCTL = RABBITMQ_BIN_DIR / "rabbitmqctl"
 
 _POLL_INTERVAL_S = 0.2
-_LOG_TAIL_LINES = 40
 
 
 class PortInUseError(RuntimeError):
     """A port the node needs is already taken by some other process."""
+
+
+class BootError(RuntimeError):
+    """The node did not come up; the message says why, from its logs."""
 
 
 def ensure_installed() -> None:
@@ -46,88 +53,7 @@ def ensure_installed() -> None:
     Needs root (or passwordless apt). If the package starts a system service on
     5672, that node is the system's business; ours never use its ports.
     """
-    if RABBITMQ_SERVER.exists():
-        return
-    apt = shutil.which("apt-get")
-    if apt is None:
-        raise RuntimeError(f"{RABBITMQ_SERVER} is missing and apt-get is not available")
-    sudo = [] if os.geteuid() == 0 or not shutil.which("sudo") else ["sudo", "-n"]
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    logger.info("installing rabbitmq-server with apt-get")
-    for cmd in (
-        [apt, "update"],
-        [apt, "install", "-y", "--no-install-recommends", "rabbitmq-server"],
-    ):
-        try:
-            subprocess.run([*sudo, *cmd], env=env, check=True)
-        except subprocess.CalledProcessError as exc:
-            raise RuntimeError(f"installing rabbitmq-server failed: {exc}") from exc
-    if not RABBITMQ_SERVER.exists():
-        raise RuntimeError(f"rabbitmq-server installed but {RABBITMQ_SERVER} is still missing")
-
-
-def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
-
-
-@dataclass(frozen=True)
-class NodeConfig:
-    """Where a node keeps its files and which ports it listens on."""
-
-    base_dir: Path
-    amqp_port: int
-    dist_port: int
-    management_port: int | None = None  # None: management plugin disabled (faster boot)
-    node_name: str = field(default="")  # default: "taskgate-<amqp_port>@localhost"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "base_dir", Path(self.base_dir).absolute())
-        if not self.node_name:
-            object.__setattr__(self, "node_name", f"taskgate-{self.amqp_port}@localhost")
-
-    @classmethod
-    def on_free_ports(cls, base_dir: Path, *, management: bool = False) -> NodeConfig:
-        """A config on currently free ports (for tests)."""
-        return cls(
-            base_dir=Path(base_dir),
-            amqp_port=free_port(),
-            dist_port=free_port(),
-            management_port=free_port() if management else None,
-        )
-
-    @property
-    def amqp_url(self) -> str:
-        return f"amqp://guest:guest@127.0.0.1:{self.amqp_port}/"
-
-    @property
-    def home_dir(self) -> Path:
-        return self.base_dir / "home"
-
-    @property
-    def log_dir(self) -> Path:
-        return self.base_dir / "log"
-
-    @property
-    def mnesia_dir(self) -> Path:
-        return self.base_dir / "mnesia"
-
-    @property
-    def pid_file(self) -> Path:
-        return self.base_dir / "rabbitmq.pid"
-
-    @property
-    def server_log(self) -> Path:
-        """The node's own log file."""
-        return self.log_dir / "rabbit.log"
-
-    @property
-    def console_log(self) -> Path:
-        """stdout/stderr of the start script (early boot failures land here)."""
-        return self.log_dir / "console.log"
+    debian.ensure([f"{RABBITMQ_SERVER}:rabbitmq-server"])
 
 
 class BrokerNode:
@@ -136,6 +62,8 @@ class BrokerNode:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self._proc: subprocess.Popen[bytes] | None = None
+        # Where this boot's lines begin in the console log and the node's log.
+        self._log_starts: dict[Path, int] = {}
 
     def __repr__(self) -> str:
         return f"BrokerNode({self.config.node_name!r}, {self.config.amqp_url!r})"
@@ -178,56 +106,7 @@ class BrokerNode:
 
     def env(self) -> dict[str, str]:
         """Environment for rabbitmq-server and rabbitmqctl aimed at our node."""
-        cfg = self.config
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith("RABBITMQ_") and k not in {"CONF_ENV_FILE", "ERL_LIBS"}
-        }
-        env.update(
-            HOME=str(cfg.home_dir),
-            RABBITMQ_NODENAME=cfg.node_name,
-            RABBITMQ_NODE_PORT=str(cfg.amqp_port),
-            RABBITMQ_DIST_PORT=str(cfg.dist_port),
-            RABBITMQ_MNESIA_BASE=str(cfg.mnesia_dir),
-            RABBITMQ_LOG_BASE=str(cfg.log_dir),
-            RABBITMQ_PID_FILE=str(cfg.pid_file),
-            RABBITMQ_CONFIG_FILE=str(cfg.base_dir / "rabbitmq.conf"),
-            RABBITMQ_ADVANCED_CONFIG_FILE=str(cfg.base_dir / "advanced.config"),
-            RABBITMQ_CONF_ENV_FILE=str(cfg.base_dir / "rabbitmq-env.conf"),
-            RABBITMQ_ENABLED_PLUGINS_FILE=str(cfg.base_dir / "enabled_plugins"),
-        )
-        return env
-
-    def _write_files(self) -> None:
-        cfg = self.config
-        for d in (cfg.base_dir, cfg.home_dir, cfg.log_dir, cfg.mnesia_dir):
-            d.mkdir(parents=True, exist_ok=True)
-        cookie = cfg.home_dir / ".erlang.cookie"
-        if not cookie.exists():  # keep it across restarts
-            fd = os.open(cookie, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_hex(20).upper())
-        conf = [
-            f"listeners.tcp.default = {cfg.amqp_port}",
-            "log.console = false",
-            "log.file = rabbit.log",
-            "log.file.level = info",
-            # CQv2 (opt-in on 3.10, the default from 3.13): the status journal takes every
-            # persistent status event, and v2 spends less broker CPU on each.
-            "classic_queue.default_version = 2",
-        ]
-        if cfg.management_port is not None:
-            conf.append(f"management.tcp.port = {cfg.management_port}")
-        (cfg.base_dir / "rabbitmq.conf").write_text("\n".join(conf) + "\n")
-        (cfg.base_dir / "advanced.config").write_text("[].\n")
-        # No scheduler busy-waiting: spinning Erlang schedulers take CPU from the
-        # Python processes that share these cores (RabbitMQ's runtime tuning guide).
-        (cfg.base_dir / "rabbitmq-env.conf").write_text(
-            'SERVER_ADDITIONAL_ERL_ARGS="+sbwt none +sbwtdcpu none +sbwtdio none"\n'
-        )
-        plugins = "[rabbitmq_management]." if cfg.management_port is not None else "[]."
-        (cfg.base_dir / "enabled_plugins").write_text(plugins + "\n")
+        return self.config.env()
 
     def _check_ports_free(self) -> None:
         cfg = self.config
@@ -241,37 +120,44 @@ class BrokerNode:
                     f"refusing to start RabbitMQ node {cfg.node_name}"
                 )
 
-    def _failure(self, reason: str) -> RuntimeError:
+    def _failure(self, reason: str) -> BootError:
         cfg = self.config
         parts = [f"RabbitMQ node {cfg.node_name} {reason}."]
-        for path in (cfg.console_log, cfg.server_log):
-            tail = _tail(path)
-            if tail:
-                parts.append(f"--- tail of {path} ---\n{tail}")
-        return RuntimeError("\n".join(parts))
+        errors = node_log.first_errors(self._log_starts)
+        if errors:
+            parts.append("First errors in its log:")
+            parts.extend(f"  {line}" for line in errors)
+        parts.append(f"Its logs: {cfg.console_log} and {cfg.server_log}")
+        return BootError("\n".join(parts))
 
     def start(self, timeout_s: float = 90) -> None:
         """Start the node and wait until it accepts AMQP connections.
 
         Returns at once if our node is already running. Raises PortInUseError if
         one of its ports is taken by something else (before launching anything),
-        RuntimeError if the node does not come up within ``timeout_s``.
+        BootError (with the first errors of its log) if the node stops during boot or
+        does not come up within ``timeout_s``.
         """
         cfg = self.config
         if self.is_running():
             logger.info("RabbitMQ node %s already running (pid %s)", cfg.node_name, self.pid)
             return
         self._check_ports_free()
-        self._write_files()
+        cfg.write_files()
         cfg.pid_file.unlink(missing_ok=True)
+        if not epmd.is_running(cfg.effective_epmd_port()):
+            cfg.epmd_marker.touch()  # the epmd our node is about to start is ours to stop
         logger.info("starting RabbitMQ node %s in %s", cfg.node_name, cfg.base_dir)
+        self._log_starts = {p: node_log.size(p) for p in (cfg.console_log, cfg.server_log)}
         started_at = time.monotonic()
         deadline = started_at + timeout_s
         with open(cfg.console_log, "ab") as console:
             self._proc = subprocess.Popen(
                 [str(RABBITMQ_SERVER)],
                 cwd=cfg.base_dir,
-                env=self.env(),
+                # The script then execs the VM instead of waiting on it in a shell that
+                # always exits 0: we see the node's own exit status.
+                env={**self.env(), "RUNNING_UNDER_SYSTEMD": "true"},
                 stdin=subprocess.DEVNULL,
                 stdout=console,
                 stderr=subprocess.STDOUT,
@@ -280,7 +166,9 @@ class BrokerNode:
         try:
             while not accepts_connections(cfg.amqp_port):
                 if self._proc.poll() is not None:
-                    raise self._failure(f"exited with code {self._proc.returncode} during boot")
+                    raise self._failure(
+                        f"stopped during boot with exit status {self._proc.returncode}"
+                    )
                 if time.monotonic() > deadline:
                     raise self._failure(f"did not open AMQP port within {timeout_s:g} s")
                 time.sleep(_POLL_INTERVAL_S)
@@ -291,6 +179,7 @@ class BrokerNode:
                 raise self._failure(f"did not finish booting ({exc})") from None
         except BaseException:
             self._kill()
+            self._release_epmd()
             raise
         logger.info(
             "RabbitMQ node %s up in %.1f s at %s",
@@ -306,16 +195,27 @@ class BrokerNode:
         if pid is None:
             self._reap()
             cfg.pid_file.unlink(missing_ok=True)
+            self._release_epmd()
             return
         logger.info("stopping RabbitMQ node %s (pid %s)", cfg.node_name, pid)
         try:
-            self.rabbitmqctl("stop", str(cfg.pid_file), timeout_s=timeout_s)
+            # Without the pid file argument: rabbitmqctl would wait for that pid to vanish,
+            # and the VM, our child, stays a zombie until we reap it below.
+            self.rabbitmqctl("stop", timeout_s=timeout_s)
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
             logger.warning("rabbitmqctl stop failed (%s); sending signals", exc)
-        if not self._wait_gone(pid, 5):
+        if not self._wait_gone(pid, 30):
             self._kill()
         self._reap()
         cfg.pid_file.unlink(missing_ok=True)
+        self._release_epmd()
+
+    def _release_epmd(self) -> None:
+        """Stop the epmd our start launched, unless another node still uses it."""
+        marker = self.config.epmd_marker
+        if marker.exists():
+            epmd.stop_if_unused(self.config.effective_epmd_port())
+            marker.unlink(missing_ok=True)
 
     def restart(self, timeout_s: float = 90) -> None:
         """Stop and start again, keeping the data (queues, users, ...)."""

@@ -25,9 +25,13 @@ def connect(path: Path) -> sqlite3.Connection:
     """A connection in WAL mode with explicit transactions (see ``write_transaction``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
-    _enable_wal(conn)
-    # Durable against a process crash; a power cut may lose the last commits.
-    conn.execute("PRAGMA synchronous=NORMAL")
+    try:
+        _enable_wal(conn)
+        # Durable against a process crash; a power cut may lose the last commits.
+        conn.execute("PRAGMA synchronous=NORMAL")
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 

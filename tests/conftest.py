@@ -1,7 +1,8 @@
 """Shared fixtures: a private RabbitMQ node for the whole session.
 
 Set AMQP_URL to test against an existing broker instead; tests that need to
-restart the broker are then skipped.
+restart the broker are then skipped. If our node cannot boot, the first test that
+needs it shows why and every other one errors with a one-line pointer to it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 
 import rpc
-from infra.node import BrokerNode, NodeConfig
+from infra.node import BootError, BrokerNode, NodeConfig
 from workers.access import ROLES, create_users
 
 
@@ -28,6 +29,25 @@ class BrokerHandle:
     node: BrokerNode | None
     # AMQP URLs of the least-privilege users by process type (web, worker, rpc).
     role_urls: dict[str, str]
+
+
+_boot_error_shown = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Show why the session's node did not boot once, not again for every test needing it.
+
+    pytest re-raises a session fixture's exception for each dependent test.
+    """
+    report = yield
+    if call.when == "setup" and call.excinfo is not None and call.excinfo.errisinstance(BootError):
+        if item.config.stash.get(_boot_error_shown, False):
+            report.longrepr = "the session's RabbitMQ node did not boot: see the first error above"
+        else:
+            report.longrepr = str(call.excinfo.value)  # what the log says; our stack adds nothing
+            item.config.stash[_boot_error_shown] = True
+    return report
 
 
 @pytest.fixture(scope="session")

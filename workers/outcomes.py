@@ -40,10 +40,14 @@ class OutcomeLog:
     @classmethod
     async def open(cls, storage_dir: Path) -> OutcomeLog:
         log = cls(storage_dir / FILE_NAME)
-        await log._writer.run(_create_schema)
-        # Reads happen on the loop: a WAL reader never waits for a writer, and a
-        # lookup by primary key takes microseconds.
-        log._reader = connect(log._path)
+        try:
+            await log._writer.run(_create_schema)
+            # Reads happen on the loop: a WAL reader never waits for a writer, and a
+            # lookup by primary key takes microseconds.
+            log._reader = connect(log._path)
+        except BaseException:
+            await log.close()  # no connection left for the garbage collector to find
+            raise
         return log
 
     def get(self, task_id: str) -> StatusEvent | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import uuid
 
@@ -34,7 +35,7 @@ async def test_an_undecodable_status_event_is_dead_lettered_and_recording_goes_o
         )
 
         async def recorded() -> bool:
-            with sqlite3.connect(gateway_settings.database_path) as db:
+            with contextlib.closing(sqlite3.connect(gateway_settings.database_path)) as db:
                 rows = db.execute("SELECT 1 FROM tasks WHERE task_id = ?", (good.task_id,))
                 return rows.fetchone() is not None
 

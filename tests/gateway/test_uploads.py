@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import sqlite3
@@ -19,7 +20,8 @@ from .conftest import jpeg_bytes, read_stream, upload, wait_ready
 def stored_task_ids(settings: GatewaySettings) -> list[str]:
     if not settings.database_path.exists():
         return []
-    with sqlite3.connect(settings.database_path) as db:
+    # closing(): a connection's own "with" commits but does not close it.
+    with contextlib.closing(sqlite3.connect(settings.database_path)) as db:
         return [row[0] for row in db.execute("SELECT task_id FROM tasks")]
 
 

@@ -74,7 +74,11 @@ class ShopDb:
     @classmethod
     async def open(cls, path: Path) -> ShopDb:
         db = cls(path)
-        await db._db.run(_create_and_seed)
+        try:
+            await db._db.run(_create_and_seed)
+        except BaseException:
+            await db.close()  # no connection left for the garbage collector to find
+            raise
         return db
 
     async def close(self) -> None:
