@@ -145,7 +145,7 @@ class BrokerNode:
         self._check_ports_free()
         cfg.write_files()
         cfg.pid_file.unlink(missing_ok=True)
-        if not epmd.is_running(cfg.effective_epmd_port()):
+        if not epmd.is_running(cfg.epmd_port):
             cfg.epmd_marker.touch()  # the epmd our node is about to start is ours to stop
         logger.info("starting RabbitMQ node %s in %s", cfg.node_name, cfg.base_dir)
         self._log_starts = {p: node_log.size(p) for p in (cfg.console_log, cfg.server_log)}
@@ -214,7 +214,7 @@ class BrokerNode:
         """Stop the epmd our start launched, unless another node still uses it."""
         marker = self.config.epmd_marker
         if marker.exists():
-            epmd.stop_if_unused(self.config.effective_epmd_port())
+            epmd.stop_if_unused(self.config.epmd_port)
             marker.unlink(missing_ok=True)
 
     def restart(self, timeout_s: float = 90) -> None:
@@ -307,6 +307,7 @@ def config_from_env() -> NodeConfig:
         amqp_port=settings.amqp_port,
         dist_port=settings.dist_port,
         management_port=settings.management_port,
+        epmd_port=settings.epmd_port,
     )
 
 

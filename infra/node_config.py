@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .ports import free_port
 
-# Erlang's port mapper daemon's port when ERL_EPMD_PORT does not say otherwise.
+# Erlang's port mapper daemon's port unless ERL_EPMD_PORT says otherwise.
 DEFAULT_EPMD_PORT = 4369
 
 
@@ -25,8 +25,8 @@ class NodeConfig:
     dist_port: int
     management_port: int | None = None  # None: management plugin disabled (faster boot)
     node_name: str = field(default="")  # default: "taskgate-<amqp_port>@localhost"
-    # The epmd this node registers with; None: ERL_EPMD_PORT from the environment, else 4369.
-    epmd_port: int | None = None
+    # The epmd (Erlang's port mapper) this node registers with.
+    epmd_port: int = DEFAULT_EPMD_PORT
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "base_dir", Path(self.base_dir).absolute())
@@ -78,11 +78,6 @@ class NodeConfig:
         """Exists while the epmd this node uses is one that our start launched."""
         return self.base_dir / "epmd.ours"
 
-    def effective_epmd_port(self) -> int:
-        if self.epmd_port is not None:
-            return self.epmd_port
-        return int(os.environ.get("ERL_EPMD_PORT", DEFAULT_EPMD_PORT))
-
     def env(self) -> dict[str, str]:
         """Environment for rabbitmq-server and rabbitmqctl aimed at this node."""
         env = {
@@ -92,7 +87,7 @@ class NodeConfig:
         }
         env.update(
             HOME=str(self.home_dir),
-            ERL_EPMD_PORT=str(self.effective_epmd_port()),
+            ERL_EPMD_PORT=str(self.epmd_port),
             RABBITMQ_NODENAME=self.node_name,
             RABBITMQ_NODE_PORT=str(self.amqp_port),
             RABBITMQ_DIST_PORT=str(self.dist_port),

@@ -199,6 +199,11 @@ class NodeSettings(Settings):
         15672,
         "The private node's management plugin port; empty disables the plugin.",
     )
+    epmd_port: int = setting(
+        "ERL_EPMD_PORT",
+        4369,
+        "The port of Erlang's port mapper (epmd) the private node registers with.",
+    )
 
 
 def variables(classes: Iterable[type[Settings]]) -> dict[str, tuple[Var, list[str], Any]]:

@@ -90,7 +90,7 @@ def test_a_node_that_cannot_boot_says_why_in_a_few_lines(tmp_path: Path) -> None
     assert "no_such_setting" in message
     assert len(message.splitlines()) < 20
     assert not node.is_running()
-    assert not port_in_use(config.effective_epmd_port())  # the epmd it started went with it
+    assert not port_in_use(config.epmd_port)  # the epmd it started went with it
 
 
 def test_stop_stops_the_epmd_its_start_launched(tmp_path: Path) -> None:
@@ -98,16 +98,16 @@ def test_stop_stops_the_epmd_its_start_launched(tmp_path: Path) -> None:
     node = BrokerNode(config)
     node.start()
     try:
-        assert port_in_use(config.effective_epmd_port())
+        assert port_in_use(config.epmd_port)
     finally:
         node.stop()
 
-    assert not port_in_use(config.effective_epmd_port())
+    assert not port_in_use(config.epmd_port)
 
 
 def test_stop_leaves_an_epmd_someone_else_started(tmp_path: Path) -> None:
     config = own_epmd_config(tmp_path / "b")
-    port = config.effective_epmd_port()
+    port = config.epmd_port
     foreign = subprocess.Popen(["epmd", "-port", str(port)])
     try:
         deadline = time.monotonic() + 10
