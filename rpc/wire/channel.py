@@ -17,7 +17,7 @@ from pamqp.base import Frame
 
 from . import codec
 from .delivery import Consumer, Delivery, ReturnHandler
-from .errors import ChannelClosed, ChannelOutOfStep
+from .errors import BrokerError, ChannelClosed, ChannelLost, ChannelOutOfStep
 from .methods import SyncMethods
 from .publishing import Publishing
 
@@ -184,7 +184,7 @@ class Channel(SyncMethods, Publishing):
             self.lost(ChannelClosed(frame.reply_code or 0, frame.reply_text or ""))
             return
         if isinstance(frame, commands.Channel.CloseOk):
-            self.lost(ChannelClosed(200, "closed by the client"))
+            self.lost(ChannelLost("closed by the client"))
             return
         if isinstance(frame, commands.Basic.Cancel):
             # The broker cancelled a consumer (its queue was deleted): the channel is
@@ -246,11 +246,14 @@ class Channel(SyncMethods, Publishing):
             self._protocol.forget(self)
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(error)
+        # The broker's close answers the call in flight; a publish awaiting its confirm
+        # only lost its channel (another call's failed declaration), and may try again.
+        others = ChannelLost(str(error)) if isinstance(error, BrokerError) else error
         confirms, self._confirms = self._confirms, {}
         self._mandatory.clear()
         for future, _ in confirms.values():
             if not future.done():
-                future.set_exception(error)
+                future.set_exception(others)
         for task in list(self._tasks):
             task.cancel()
         for callback in self.close_callbacks:
