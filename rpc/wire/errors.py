@@ -86,9 +86,16 @@ class BrokerError(WireError):
 
 
 class ChannelClosed(BrokerError):
-    """The broker closed the channel (a failed declaration, a refused permission, ...)."""
+    """The broker closed the channel (a failed declaration, a refused permission, ...).
+
+    ``method`` is the (class id, method id) the broker refused, (60, 40) for a publish.
+    """
 
     where = "channel"
+
+    def __init__(self, code: int, text: str, method: tuple[int, int] = (0, 0)) -> None:
+        super().__init__(code, text)
+        self.method = method
 
 
 class ConnectionClosed(BrokerError):
