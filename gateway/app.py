@@ -93,11 +93,7 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         )
         feed = StatusFeed(store, hub, publisher)
         notification_feed = NotificationFeed(notifications)
-        broker = BrokerLink(
-            settings,
-            attach=[feed.start, notification_feed.start],
-            attach_wire=[publisher.start],
-        )
+        broker = BrokerLink(settings, attach=[feed.start, notification_feed.start, publisher.start])
         app.state.settings = settings
         app.state.store = store
         app.state.orders = orders

@@ -3,11 +3,15 @@
 The body is ``{"error": {"code": "...", "message": "..."}}``; ``code`` is stable
 for programs, ``message`` is for people, and validation errors add ``path``.
 Errors of lower layers that handlers let through get the same shape here: the
-store's ``StoreUnavailable`` is a 503 ``store_unavailable`` with Retry-After.
+store's ``StoreUnavailable`` is a 503 ``store_unavailable`` with Retry-After;
+the broker refusing a declaration or a permission (``BrokerRefused``: 406
+PRECONDITION_FAILED, 403 ACCESS_REFUSED, ...) is a 500 ``broker_refused`` with
+the broker's own text, since retrying will not help until the configuration changes.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,7 +19,11 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from rpc.errors import BrokerRefused
+
 from .store import StoreUnavailable
+
+logger = logging.getLogger(__name__)
 
 # How long a client should wait before retrying a 503.
 RETRY_AFTER_S = 1
@@ -69,8 +77,17 @@ async def handle_store_unavailable(request: Request, exc: Exception) -> Response
     return error_response(HttpError(503, "store_unavailable", str(exc), headers=retry))
 
 
+async def handle_broker_refused(request: Request, exc: Exception) -> Response:
+    """The broker refused what this gateway asked: its configuration and the broker's differ."""
+    assert isinstance(exc, BrokerRefused)
+    logger.error("%s %s: %s", request.method, request.url.path, exc)
+    error = HttpError(500, "broker_refused", exc.text, reply_code=exc.code)
+    return error_response(error)
+
+
 EXCEPTION_HANDLERS = {
     HttpError: handle_http_error,
     HTTPException: handle_starlette_error,
     StoreUnavailable: handle_store_unavailable,
+    BrokerRefused: handle_broker_refused,
 }

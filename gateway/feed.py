@@ -16,18 +16,15 @@ number the first one got, and the hub is told about each event once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 
-import aiormq
 import msgspec
-from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
-from aiormq.abc import DeliveredMessage
 
-from rpc.connection import CONNECTION_ERRORS, close_channels, open_channel
-from rpc.dead_letter import Letter
-from rpc.wire import Properties
+from rpc.connection import close_channels
+from rpc.wire import Channel, Delivery, RobustChannel, WireConnection, WireError
 from workers.messages import StatusEvent, event_decoder
 from workers.topology import (
     STATUS_DEAD_QUEUE,
@@ -51,10 +48,12 @@ RECENT_EVENTS = 65_536
 STORE_RETRY_S = 1.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Delivery:
-    message: DeliveredMessage
+    message: Delivery
     from_journal: bool
+    # Nacked on its own (an unburied poison message): not to be acked with the batch.
+    settled: bool = False
 
 
 class StatusFeed:
@@ -66,7 +65,7 @@ class StatusFeed:
         self._publisher = publisher
         self._inbox: asyncio.Queue[_Delivery] = asyncio.Queue()
         self._recent: OrderedDict[str, None] = OrderedDict()
-        self._channel: AbstractRobustChannel | None = None
+        self._channel: RobustChannel | None = None
         self._recorder: asyncio.Task[None] | None = None
         self._consuming = False
 
@@ -74,17 +73,17 @@ class StatusFeed:
     def ready(self) -> bool:
         return self._consuming and self._channel is not None and not self._channel.is_closed
 
-    async def start(self, connection: AbstractRobustConnection) -> None:
+    async def start(self, connection: WireConnection) -> None:
         if self._recorder is None:
             self._recorder = asyncio.create_task(self._record_forever(), name="status-recorder")
-        self._channel = await open_channel(connection, self._consume, on_lost=self._lost)
+        self._channel = await connection.open_channel(self._consume, on_lost=self._lost)
 
     async def close(self) -> None:
         if self._recorder is not None:
             self._recorder.cancel()
         await close_channels(self._channel)
 
-    async def _consume(self, channel: aiormq.abc.AbstractChannel) -> None:
+    async def _consume(self, channel: Channel) -> None:
         """Declare and consume both queues; runs again after every reconnect."""
         await declare_status(channel)
         await channel.basic_qos(prefetch_count=BATCH_SIZE)
@@ -103,11 +102,11 @@ class StatusFeed:
     def _lost(self, exc: BaseException | None) -> None:
         self._consuming = False
 
-    # Both callbacks enqueue without awaiting, so the inbox keeps the delivery order.
-    async def _on_live(self, message: DeliveredMessage) -> None:
+    # Both callbacks run inline as each message completes, so the inbox keeps the delivery order.
+    def _on_live(self, message: Delivery) -> None:
         self._inbox.put_nowait(_Delivery(message, from_journal=False))
 
-    async def _on_journal(self, message: DeliveredMessage) -> None:
+    def _on_journal(self, message: Delivery) -> None:
         self._inbox.put_nowait(_Delivery(message, from_journal=True))
 
     async def _record_forever(self) -> None:
@@ -119,7 +118,7 @@ class StatusFeed:
                 await self._record(batch)
             except Exception:
                 logger.exception("could not record %d status events; retrying", len(batch))
-                await _settle(batch, requeue=True)
+                _settle(batch, requeue=True)
                 await asyncio.sleep(STORE_RETRY_S)
 
     async def _record(self, batch: list[_Delivery]) -> None:
@@ -131,7 +130,7 @@ class StatusFeed:
                 key = delivery.message.routing_key
                 logger.warning("undecodable status event (%s): %s", key, exc)
                 if delivery.from_journal:
-                    await self._bury(delivery.message, f"undecodable status event: {exc}")
+                    await self._bury(delivery, f"undecodable status event: {exc}")
         stored = await self._store.record(events) if events else []
         kinds = {event.task_id: event.kind for event, _ in events}
         for event in stored:
@@ -145,52 +144,36 @@ class StatusFeed:
             EVENTS_RECORDED.labels(event.state).inc()
             if event.terminal:
                 TASKS_FINISHED.labels(kinds[event.task_id], event.state).inc()
-        await _settle(batch, requeue=None)
+        _settle(batch, requeue=False)
 
-    async def _bury(self, message: DeliveredMessage, reason: str) -> None:
+    async def _bury(self, delivery: _Delivery, reason: str) -> None:
         """Move an unusable journal message to ``status.dead`` with the reason in a header.
 
         If that fails, the journal's own dead-lettering takes it (without the reason):
         it is never acked unburied, nor requeued to come back forever.
         """
-        properties = message.header.properties
-        letter = Letter(
-            message.body,
-            Properties(
-                content_type=properties.content_type,
-                message_id=properties.message_id,
-                correlation_id=properties.correlation_id,
-                message_type=properties.message_type,
-                timestamp=properties.timestamp,
-                headers=dict(properties.headers or {}),
-            ),
-        )
+        message = delivery.message
         buried = await self._publisher.dead_letter(
-            letter, STATUS_DEAD_QUEUE, reason, source_queue=STATUS_JOURNAL_QUEUE
+            message, STATUS_DEAD_QUEUE, reason, source_queue=STATUS_JOURNAL_QUEUE
         )
         if not buried:
-            assert message.delivery_tag is not None  # a Deliver always has one
-            try:
-                await message.channel.basic_nack(message.delivery_tag, requeue=False)
-            except CONNECTION_ERRORS:
-                pass
+            delivery.settled = True  # acking it too would close the channel (unknown tag)
+            with contextlib.suppress(WireError):  # a closed channel: redelivered anyway
+                message.channel.basic_nack(message.delivery_tag, requeue=False)
 
 
-async def _settle(batch: list[_Delivery], *, requeue: bool | None) -> None:
-    """Ack (requeue=None) or nack the batch's journal deliveries, on the channels they came on.
+def _settle(batch: list[_Delivery], *, requeue: bool) -> None:
+    """Ack (or nack with ``requeue``) the batch's journal deliveries on the channels they came on.
 
-    A delivery whose channel has closed since is redelivered by the broker anyway.
+    The wire sends the acks of one loop turn as one ``multiple`` ack. A delivery
+    whose channel has closed since is redelivered by the broker anyway.
     """
-    last: dict[int, DeliveredMessage] = {}
     for delivery in batch:
-        if delivery.from_journal:
-            last[id(delivery.message.channel)] = delivery.message
-    for message in last.values():
-        assert message.delivery_tag is not None  # a Deliver always has one
-        try:
-            if requeue is None:
-                await message.channel.basic_ack(message.delivery_tag, multiple=True)
-            else:
-                await message.channel.basic_nack(message.delivery_tag, multiple=True, requeue=True)
-        except CONNECTION_ERRORS:
-            pass
+        if not delivery.from_journal or delivery.settled:
+            continue
+        message = delivery.message
+        if not requeue:
+            message.ack()
+            continue
+        with contextlib.suppress(WireError):
+            message.channel.basic_nack(message.delivery_tag, requeue=True)

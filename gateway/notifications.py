@@ -15,16 +15,13 @@ import uuid
 from collections.abc import AsyncGenerator
 from typing import Annotated, Literal
 
-import aiormq
 import msgspec
-from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
-from aiormq.abc import DeliveredMessage
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from rpc.connection import close_channels, open_channel
+from rpc.connection import close_channels
 from rpc.errors import BrokerUnavailable
-from workers.topology import Declaring
+from rpc.wire import Channel, Delivery, RobustChannel, WireConnection
 
 from .auth import authenticate
 from .bodies import decode_json, read_body
@@ -55,7 +52,7 @@ class Notification(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 _decoder = msgspec.json.Decoder(Notification)
 
 
-async def _declare_exchange(channel: Declaring) -> None:
+async def _declare_exchange(channel: Channel) -> None:
     await channel.exchange_declare(NOTIFICATIONS_EXCHANGE, exchange_type="fanout", durable=True)
 
 
@@ -65,22 +62,22 @@ class NotificationFeed:
     def __init__(self, hub: Hub) -> None:
         self._hub = hub
         self._numbers = itertools.count(1)
-        self._channel: AbstractRobustChannel | None = None
+        self._channel: RobustChannel | None = None
 
-    async def start(self, connection: AbstractRobustConnection) -> None:
-        self._channel = await open_channel(connection, self._consume)
+    async def start(self, connection: WireConnection) -> None:
+        self._channel = await connection.open_channel(self._consume)
 
     async def close(self) -> None:
         await close_channels(self._channel)
 
-    async def _consume(self, channel: aiormq.abc.AbstractChannel) -> None:
+    async def _consume(self, channel: Channel) -> None:
         await _declare_exchange(channel)
         declared = await channel.queue_declare("", exclusive=True, auto_delete=True)
         assert declared.queue is not None
         await channel.queue_bind(declared.queue, NOTIFICATIONS_EXCHANGE, routing_key="")
         await channel.basic_consume(declared.queue, self._on_message, no_ack=True, exclusive=True)
 
-    async def _on_message(self, message: DeliveredMessage) -> None:
+    def _on_message(self, message: Delivery) -> None:
         try:
             _decoder.decode(message.body)
         except msgspec.DecodeError:

@@ -3,6 +3,9 @@
 Every publish returns once the broker has the message, or raises
 BrokerUnavailable within ``timeout_s``: the broker is down, refused it (a full
 queue nacks), or did not confirm in time. Handlers answer that with a 503.
+BrokerRefused is the broker closing the channel over a declaration (406: the
+queue exists with other arguments) or a permission (403): a configuration
+error, answered with a 500 that names it (gateway/errors.py).
 """
 
 from __future__ import annotations
@@ -12,11 +15,11 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 
-from rpc.connection import CONNECTION_ERRORS, close_channels
+from rpc.connection import close_channels
 from rpc.dead_letter import Message, dead_letter
-from rpc.errors import BrokerUnavailable
+from rpc.errors import BrokerRefused, BrokerUnavailable
 from rpc.publish import publish_confirmed
-from rpc.wire import Channel, Properties, RobustChannel, WireConnection
+from rpc.wire import BrokerError, Channel, Properties, RobustChannel, Unavailable, WireConnection
 from workers.errors import UnknownKind
 from workers.messages import TaskMessage, encoder, task_properties
 from workers.topology import TASKS_EXCHANGE, declare_kind
@@ -153,11 +156,13 @@ class Publisher:
 
 @contextlib.asynccontextmanager
 async def _confirmed_within(timeout_s: float) -> AsyncIterator[None]:
-    """The broker's confirm within ``timeout_s``, or BrokerUnavailable."""
+    """The broker's confirm within ``timeout_s``, or BrokerUnavailable (or BrokerRefused)."""
     try:
         async with asyncio.timeout(timeout_s):
             yield
     except TimeoutError:
         raise BrokerUnavailable(f"the broker did not confirm within {timeout_s} s") from None
-    except CONNECTION_ERRORS as exc:
+    except Unavailable as exc:
         raise BrokerUnavailable(f"lost the broker while publishing: {exc}") from exc
+    except BrokerError as exc:
+        raise BrokerRefused(exc.code, exc.text) from exc

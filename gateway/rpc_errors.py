@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rpc.errors import (
     BadRequest,
+    BrokerRefused,
     BrokerUnavailable,
     RemoteError,
     RpcClosed,
@@ -19,6 +20,8 @@ from .errors import HttpError, unavailable
 def http_error(exc: RpcError) -> HttpError:
     """504 for a timeout; 503 when no server or no broker; 4xx for the service's own errors.
 
+    The broker refusing the call (BrokerRefused) is a 500 naming its reply code and text.
+
     A remote ``InternalError`` (the service failed) is a 502: the request was fine.
     """
     if isinstance(exc, RpcTimeout):
@@ -27,6 +30,8 @@ def http_error(exc: RpcError) -> HttpError:
         return unavailable(f"no server for this method right now: {exc}")
     if isinstance(exc, BrokerUnavailable | RpcClosed):
         return unavailable(str(exc))
+    if isinstance(exc, BrokerRefused):  # e.g. 403: this gateway's user may not do that
+        return HttpError(500, "broker_refused", exc.text, reply_code=exc.code)
     if isinstance(exc, UnknownMethod):
         return HttpError(404, "unknown_method", exc.message)
     if isinstance(exc, BadRequest):

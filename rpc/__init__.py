@@ -4,9 +4,10 @@ Generic: imports nothing else of taskgate's.
 """
 
 from .client import RpcClient
-from .connection import connect, connect_wire
+from .connection import connect_wire
 from .errors import (
     BadRequest,
+    BrokerRefused,
     BrokerUnavailable,
     RemoteError,
     RpcClosed,
@@ -22,6 +23,7 @@ from .wire import WireConnection
 
 __all__ = [
     "BadRequest",
+    "BrokerRefused",
     "BrokerUnavailable",
     "RemoteError",
     "RpcClient",
@@ -34,6 +36,5 @@ __all__ = [
     "ServiceError",
     "UnknownMethod",
     "WireConnection",
-    "connect",
     "connect_wire",
 ]

@@ -13,8 +13,8 @@ from typing import Any, TypeVar, overload
 import msgspec
 
 from . import codec
-from .connection import BROKER_ERRORS, CONNECTION_ERRORS
 from .errors import (
+    BrokerRefused,
     BrokerUnavailable,
     RemoteError,
     RpcClosed,
@@ -25,7 +25,16 @@ from .errors import (
 from .metrics import CLIENT_SECONDS
 from .settings import ReplyMode
 from .topology import DIRECT_REPLY_TO, method_queue
-from .wire import Channel, Delivery, Properties, RobustChannel, WireConnection
+from .wire import (
+    BrokerError,
+    Channel,
+    Delivery,
+    Properties,
+    RobustChannel,
+    Unavailable,
+    WireConnection,
+    WireError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +76,10 @@ class RpcClient:
             client._channel = await connection.open_channel(
                 client._listen, on_lost=client._on_channel_lost
             )
-        except CONNECTION_ERRORS as exc:
+        except Unavailable as exc:
             raise BrokerUnavailable(f"cannot open the RPC channel: {exc}") from exc
+        except BrokerError as exc:  # e.g. 403: this user may not declare its reply queue
+            raise BrokerRefused(exc.code, exc.text) from exc
         return client
 
     async def __aenter__(self) -> RpcClient:
@@ -156,11 +167,13 @@ class RpcClient:
                 reply = await future
         except TimeoutError:
             raise RpcTimeout(f"{method!r} did not reply within {timeout_s} s") from None
-        except BROKER_ERRORS as exc:
+        except (BrokerUnavailable, WireError) as exc:
             if self._closed:  # our own close() took the channel away mid-publish
                 raise RpcClosed("the RPC client was closed") from exc
             if isinstance(exc, BrokerUnavailable):
                 raise
+            if isinstance(exc, BrokerError):
+                raise BrokerRefused(exc.code, exc.text) from exc
             raise BrokerUnavailable(f"lost the RPC channel: {exc}") from exc
         finally:
             self._pending.pop(correlation_id, None)

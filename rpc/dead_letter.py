@@ -23,23 +23,13 @@ logger = logging.getLogger(__name__)
 
 
 class Message(Protocol):
-    """What is copied: a wire Delivery, or a :class:`Letter` built from another client's."""
+    """What is copied: a wire Delivery, or anything with its body and properties."""
 
     @property
     def body(self) -> bytes: ...
 
     @property
     def properties(self) -> Properties: ...
-
-
-class Letter:
-    """A message received through another client (the gateway's aio-pika feed), to bury."""
-
-    __slots__ = ("body", "properties")
-
-    def __init__(self, body: bytes, properties: Properties) -> None:
-        self.body = body
-        self.properties = properties
 
 
 async def dead_letter(

@@ -1,7 +1,11 @@
 """Errors raised by the RPC layer.
 
     RpcError
-    ├── BrokerUnavailable      the broker cannot be reached or the channel was lost
+    ├── BrokerUnavailable      the broker cannot be reached, the channel was lost, or it
+    │                          refused a publish (a full queue): try again later
+    ├── BrokerRefused          the broker refused the request with a code and its text (403
+    │                          ACCESS_REFUSED, 404 NOT_FOUND, 406 PRECONDITION_FAILED, ...):
+    │                          configuration or permission, retrying does not help
     ├── RpcClosed              the client was closed while the call was pending
     ├── RpcTimeout             no reply within the caller's timeout
     ├── RpcNoServer            nobody consumes the method's queue (the request was returned)
@@ -22,6 +26,15 @@ class RpcError(Exception):
 
 class BrokerUnavailable(RpcError):
     """The broker cannot be reached, or the connection to it was lost."""
+
+
+class BrokerRefused(RpcError):
+    """The broker refused a declaration, a permission or a resource: ``code`` and its ``text``."""
+
+    def __init__(self, code: int, text: str) -> None:
+        super().__init__(f"the broker refused the request: {code} {text}")
+        self.code = code
+        self.text = text
 
 
 class RpcClosed(RpcError):

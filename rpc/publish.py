@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import BrokerUnavailable
-from .wire import Channel, Properties, PublishNacked, RobustChannel, WireError
+from .errors import BrokerRefused, BrokerUnavailable
+from .wire import BrokerError, Channel, Properties, PublishNacked, RobustChannel, Unavailable
 
 
 async def publish_confirmed(
@@ -21,7 +21,8 @@ async def publish_confirmed(
 
     Only a ``mandatory`` message can come back unroutable (it needs a ``message_id``
     to be matched to its publish); callers that publish one say what False means
-    to them. Raises BrokerUnavailable if the channel is down or the broker nacks.
+    to them. Raises BrokerUnavailable if the channel is down or the broker nacks,
+    BrokerRefused if the broker closed the channel over it (a missing exchange: 404).
     """
     try:
         if isinstance(channel, RobustChannel):
@@ -38,8 +39,10 @@ async def publish_confirmed(
         raise BrokerUnavailable(
             f"the broker refused a message to {exchange!r} ({routing_key!r})"
         ) from exc
-    except WireError as exc:
+    except Unavailable as exc:
         raise BrokerUnavailable(f"lost the broker while publishing to {exchange!r}: {exc}") from exc
+    except BrokerError as exc:
+        raise BrokerRefused(exc.code, exc.text) from exc
     if routed is None:
         raise ValueError("publish_confirmed needs a channel in confirm mode")
     return routed

@@ -22,12 +22,12 @@ import msgspec
 from infra.logs import log_context
 
 from . import codec
-from .connection import CONNECTION_ERRORS, cancel_consumers, close_channels
+from .connection import cancel_consumers, close_channels
 from .dead_letter import dead_letter
 from .errors import ServiceError
 from .metrics import SERVER_SECONDS
 from .topology import DEAD_EXCHANGE, DEAD_QUEUE, method_queue
-from .wire import Channel, Delivery, Properties, RobustChannel, WireConnection
+from .wire import Channel, Delivery, Properties, RobustChannel, WireConnection, WireError
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ class RpcServer:
             # mandatory=False: the broker refuses mandatory publishes to amq.rabbitmq.reply-to.
             channel.publish(body, routing_key=properties.reply_to, properties=reply_properties)
             message.ack()
-        except CONNECTION_ERRORS:
+        except WireError:
             # The channel is gone, so the broker will redeliver the request.
             logger.warning("channel lost before answering %s", properties.correlation_id)
 

@@ -23,6 +23,7 @@ CALL_ERRORS = (
     rpc.RpcTimeout,
     rpc.RpcNoServer,
     rpc.BrokerUnavailable,
+    rpc.BrokerRefused,
     rpc.RpcClosed,
 )
 EXAMPLE = """\

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
+import aio_pika
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
@@ -89,7 +90,9 @@ async def connection(amqp_url: str) -> AsyncIterator[rpc.WireConnection]:
 @pytest.fixture
 async def pika_connection(amqp_url: str) -> AsyncIterator[AbstractRobustConnection]:
     """An aio-pika connection, to publish and inspect as a foreign client would."""
-    conn = await rpc.connect(amqp_url, name="test-pika", reconnect_interval_s=0.2)
+    conn = await aio_pika.connect_robust(
+        amqp_url, reconnect_interval=0.2, client_properties={"connection_name": "test-pika"}
+    )
     yield conn
     await conn.close()
 

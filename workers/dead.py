@@ -16,9 +16,10 @@ from typing import Any
 import msgspec
 
 from infra.process import run
-from rpc.connection import BROKER_ERRORS, connect_wire
+from rpc.connection import connect_wire
+from rpc.errors import BrokerRefused, BrokerUnavailable
 from rpc.publish import persistent_copy, publish_confirmed
-from rpc.wire import Channel, ChannelClosed, Delivery, WireConnection
+from rpc.wire import BrokerError, Channel, ChannelClosed, Delivery, Unavailable, WireConnection
 
 from .errors import UnknownKind
 from .messages import new_event, task_decoder
@@ -205,8 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     settings = WorkerSettings.from_env()
     try:
         return run(_run(args, settings))
-    except BROKER_ERRORS as exc:
+    except (BrokerUnavailable, Unavailable) as exc:
         print(f"error: broker unavailable: {exc}", file=sys.stderr)
+        return 1
+    except (BrokerRefused, BrokerError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
 
 

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from infra.logs import log_context
-from rpc.connection import CONNECTION_ERRORS, cancel_consumers, close_channels
+from rpc.connection import cancel_consumers, close_channels
 from rpc.dead_letter import dead_letter
-from rpc.errors import BrokerUnavailable
-from rpc.wire import Channel, Delivery, RobustChannel, WireConnection
+from rpc.errors import BrokerRefused, BrokerUnavailable
+from rpc.wire import BrokerError, Channel, Delivery, RobustChannel, Unavailable, WireConnection
 
 from .deliveries import describe, nack_requeue, traceback_summary
 from .errors import PermanentError
@@ -78,8 +78,10 @@ class EventConsumers:
                 declare_status, publisher_confirms=True
             )
             self._consume_channel = await connection.open_channel(self._consume)
-        except CONNECTION_ERRORS as exc:
+        except Unavailable as exc:
             raise BrokerUnavailable(f"cannot open the consumers' channels: {exc}") from exc
+        except BrokerError as exc:  # a declaration or a permission: configuration
+            raise BrokerRefused(exc.code, exc.text) from exc
         logger.info("consuming %s", ", ".join(s.queue for s in self._subscribers))
 
     async def stop(self, grace_s: float) -> None:

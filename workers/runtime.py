@@ -17,11 +17,11 @@ from typing import Any
 import msgspec
 
 from infra.logs import log_context
-from rpc.connection import CONNECTION_ERRORS, cancel_consumers, close_channels
+from rpc.connection import cancel_consumers, close_channels
 from rpc.dead_letter import dead_letter
-from rpc.errors import BrokerUnavailable
+from rpc.errors import BrokerRefused, BrokerUnavailable
 from rpc.publish import persistent_copy, publish_confirmed
-from rpc.wire import Channel, Delivery, RobustChannel, WireConnection
+from rpc.wire import BrokerError, Channel, Delivery, RobustChannel, Unavailable, WireConnection
 
 from .context import TaskContext
 from .deliveries import describe, nack_requeue, traceback_summary
@@ -81,8 +81,10 @@ class Worker:
                 self._declare, publisher_confirms=True
             )
             self._consume_channel = await connection.open_channel(self._consume)
-        except CONNECTION_ERRORS as exc:
+        except Unavailable as exc:
             raise BrokerUnavailable(f"cannot open the worker's channels: {exc}") from exc
+        except BrokerError as exc:  # a declaration or a permission: configuration
+            raise BrokerRefused(exc.code, exc.text) from exc
         logger.info("worker %r consuming %s", self.name, ", ".join(self.registry.kinds))
 
     async def stop(self, grace_s: float | None = None) -> None:

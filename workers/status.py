@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from rpc.errors import BrokerUnavailable
+from rpc.errors import BrokerRefused, BrokerUnavailable
 from rpc.publish import publish_confirmed
-from rpc.wire import Properties, PublishNacked, RobustChannel, WireError
+from rpc.wire import BrokerError, Properties, PublishNacked, RobustChannel, Unavailable
 
 from .messages import StatusEvent, encoder
 from .topology import CONTENT_TYPE, STATUS_EXCHANGE, STATUS_MESSAGE_TYPE, status_routing_key
@@ -48,8 +48,10 @@ async def confirmed(future: asyncio.Future[bool]) -> None:
         await future
     except PublishNacked as exc:
         raise BrokerUnavailable("the broker refused a status event") from exc
-    except WireError as exc:
+    except Unavailable as exc:
         raise BrokerUnavailable(f"lost the broker while publishing a status event: {exc}") from exc
+    except BrokerError as exc:
+        raise BrokerRefused(exc.code, exc.text) from exc
 
 
 def forget(future: asyncio.Future[bool]) -> None:

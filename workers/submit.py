@@ -20,10 +20,10 @@ from typing import Any
 
 import msgspec
 
-from rpc.connection import CONNECTION_ERRORS, close_channels
-from rpc.errors import BrokerUnavailable
+from rpc.connection import close_channels
+from rpc.errors import BrokerRefused, BrokerUnavailable
 from rpc.publish import publish_confirmed
-from rpc.wire import Channel, Delivery, RobustChannel, WireConnection
+from rpc.wire import BrokerError, Channel, Delivery, RobustChannel, Unavailable, WireConnection
 
 from .errors import UnknownKind, WaitTimeout
 from .messages import (
@@ -128,8 +128,10 @@ class TaskSubmitter:
             submitter._channel = await connection.open_channel(
                 submitter._listen, publisher_confirms=True
             )
-        except CONNECTION_ERRORS as exc:
+        except Unavailable as exc:
             raise BrokerUnavailable(f"cannot open the submitter's channel: {exc}") from exc
+        except BrokerError as exc:  # a declaration or a permission: configuration
+            raise BrokerRefused(exc.code, exc.text) from exc
         return submitter
 
     async def __aenter__(self) -> TaskSubmitter:
@@ -165,8 +167,10 @@ class TaskSubmitter:
                 await declare_kind(
                     await channel.get_underlay_channel(), kind, max_length=self._queue_max_length
                 )
-            except CONNECTION_ERRORS as exc:
+            except Unavailable as exc:
                 raise BrokerUnavailable(f"cannot declare the queue of {kind!r}: {exc}") from exc
+            except BrokerError as exc:  # 406: the queue exists with other arguments
+                raise BrokerRefused(exc.code, exc.text) from exc
             self._declared.add(kind)
         self.track(task_id)
         # queued goes first so no consumer sees a task's running before its queued.

@@ -10,30 +10,13 @@ kind, and a message never waits behind one with a longer delay.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from typing import Any, Protocol
+from typing import Any
 
 # Dead letters of every kind carry the same headers: rpc.dead_letter writes them.
 from rpc.topology import QUEUE_HEADER as QUEUE_HEADER
 from rpc.topology import REASON_HEADER as REASON_HEADER
 from rpc.topology import TRACEBACK_HEADER as TRACEBACK_HEADER
-
-
-class Declaring(Protocol):
-    """A channel that can declare: rpc.wire's, or aiormq's (the gateway's consumers)."""
-
-    def exchange_declare(
-        self, exchange: str, *, exchange_type: str, durable: bool
-    ) -> Awaitable[Any]: ...
-
-    def queue_declare(
-        self, queue: str, *, durable: bool, arguments: dict[str, Any] | None = ...
-    ) -> Awaitable[Any]: ...
-
-    def queue_bind(
-        self, queue: str, exchange: str, *, routing_key: str = ...
-    ) -> Awaitable[Any]: ...
-
+from rpc.wire import Channel
 
 TASKS_EXCHANGE = "tasks"
 STATUS_EXCHANGE = "status"
@@ -78,7 +61,7 @@ def status_routing_key(kind: str, task_id: str, state: str) -> str:
     return f"{kind}.{task_id}.{state}"
 
 
-async def declare_status(channel: Declaring) -> None:
+async def declare_status(channel: Channel) -> None:
     """The status exchange and its journal queue, which keeps events while no gateway runs.
 
     The journal has a single active consumer: one gateway at a time records from
@@ -100,7 +83,7 @@ async def declare_status(channel: Declaring) -> None:
 
 
 async def declare_kind(
-    channel: Declaring,
+    channel: Channel,
     kind: str,
     *,
     max_length: int = DEFAULT_QUEUE_MAX_LENGTH,
@@ -120,7 +103,7 @@ async def declare_kind(
 
 
 async def declare_work_queue(
-    channel: Declaring,
+    channel: Channel,
     queue: str,
     arguments: dict[str, Any] | None = None,
 ) -> None:
@@ -146,7 +129,7 @@ async def declare_work_queue(
 
 
 async def declare_event_queue(
-    channel: Declaring,
+    channel: Channel,
     queue: str,
     *,
     exchange: str,
@@ -160,7 +143,7 @@ async def declare_event_queue(
     await channel.queue_bind(queue, exchange, routing_key=routing_key)
 
 
-async def declare_retry_tiers(channel: Declaring, delays_ms: tuple[int, ...]) -> None:
+async def declare_retry_tiers(channel: Channel, delays_ms: tuple[int, ...]) -> None:
     """One fanout exchange + TTL queue per delay, dead-lettering back to ``tasks``."""
     for delay_ms in delays_ms:
         name = retry_tier(delay_ms)

@@ -2,23 +2,41 @@
 
 It covers what RPC needs: one connection that reconnects, channels that replay
 their set-up, publishing (optionally confirmed), consuming, batched acks,
-returns and heartbeats. Everything else in taskgate uses aio-pika.
+returns and heartbeats. It is taskgate's only AMQP client; its errors are in errors.py.
 """
 
 from .channel import Channel, Delivery
 from .codec import Properties
-from .errors import ChannelClosed, ChannelOutOfStep, ConnectionLost, PublishNacked, WireError
+from .errors import (
+    BrokerError,
+    ChannelClosed,
+    ChannelLost,
+    ChannelOutOfStep,
+    ConnectError,
+    ConnectionClosed,
+    ConnectionLost,
+    PublishNacked,
+    TransportError,
+    Unavailable,
+    WireError,
+)
 from .robust import RobustChannel, WireConnection
 
 __all__ = [
+    "BrokerError",
     "Channel",
     "ChannelClosed",
+    "ChannelLost",
     "ChannelOutOfStep",
+    "ConnectError",
+    "ConnectionClosed",
     "ConnectionLost",
     "Delivery",
     "Properties",
     "PublishNacked",
     "RobustChannel",
+    "TransportError",
+    "Unavailable",
     "WireConnection",
     "WireError",
 ]

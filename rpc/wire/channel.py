@@ -17,7 +17,7 @@ from pamqp.base import Frame
 
 from . import codec
 from .delivery import Consumer, Delivery, ReturnHandler
-from .errors import ChannelClosed, ChannelOutOfStep
+from .errors import ChannelClosed, ChannelLost, ChannelOutOfStep
 from .methods import SyncMethods
 from .publishing import Publishing
 
@@ -181,10 +181,11 @@ class Channel(SyncMethods, Publishing):
     def _on_other_method(self, frame: Frame) -> None:
         if isinstance(frame, commands.Channel.Close):
             self._protocol.send_frame(self.number, commands.Channel.CloseOk())
-            self.lost(ChannelClosed(frame.reply_code or 0, frame.reply_text or ""))
+            method = (frame.class_id or 0, frame.method_id or 0)
+            self.lost(ChannelClosed(frame.reply_code or 0, frame.reply_text or "", method))
             return
         if isinstance(frame, commands.Channel.CloseOk):
-            self.lost(ChannelClosed(200, "closed by the client"))
+            self.lost(ChannelLost("closed by the client"))
             return
         if isinstance(frame, commands.Basic.Cancel):
             # The broker cancelled a consumer (its queue was deleted): the channel is
@@ -246,11 +247,16 @@ class Channel(SyncMethods, Publishing):
             self._protocol.forget(self)
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(error)
+        # The broker names the method it refused: a publish fails the publishes awaiting
+        # a confirm; anything else (a declaration) answers the call in flight, and the
+        # publishes only lost their channel and may try again on the reopened one.
+        refused_other = isinstance(error, ChannelClosed) and error.method != codec.BASIC_PUBLISH
+        others = ChannelLost(str(error)) if refused_other else error
         confirms, self._confirms = self._confirms, {}
         self._mandatory.clear()
         for future, _ in confirms.values():
             if not future.done():
-                future.set_exception(error)
+                future.set_exception(others)
         for task in list(self._tasks):
             task.cancel()
         for callback in self.close_callbacks:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from pamqp import commands
 from pamqp.base import Frame
 
 from .delivery import Consumer, Delivery
-from .errors import ChannelClosed, ChannelOutOfStep, WireError
+from .errors import ChannelLost, ChannelOutOfStep, WireError
 
 if TYPE_CHECKING:
     from .protocol import AmqpProtocol
@@ -135,6 +136,8 @@ class SyncMethods:
 
         A consumer returning an awaitable runs as a task; a plain function runs inline.
         """
+        if no_ack:
+            consumer = _settled_by_broker(consumer, self._unacked)
         self._next_consumer = consumer
         ok: commands.Basic.ConsumeOk = await self._call(
             commands.Basic.Consume(queue=queue, no_ack=no_ack, exclusive=exclusive),
@@ -172,4 +175,18 @@ class SyncMethods:
             )
         except WireError:
             pass
-        self.lost(ChannelClosed(200, "closed by the client"))
+        self.lost(ChannelLost("closed by the client"))
+
+
+def _settled_by_broker(consumer: Consumer, unacked: set[int]) -> Consumer:
+    """``consumer`` for a no-ack subscription: the broker counts its deliveries as acked.
+
+    Left in ``unacked``, they would stay the oldest unacked delivery for ever (a leak,
+    and every later ack on the channel would go out as its own frame).
+    """
+
+    def settled(delivery: Delivery) -> Awaitable[None] | None:
+        unacked.discard(delivery.delivery_tag)
+        return consumer(delivery)
+
+    return settled

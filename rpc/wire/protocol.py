@@ -20,7 +20,7 @@ from pamqp.base import Frame
 
 from . import codec
 from .channel import Channel
-from .errors import ConnectionLost, WireError
+from .errors import CONNECTION_FORCED, ConnectionClosed, ConnectionLost, WireError
 
 logger = logging.getLogger(__name__)
 
@@ -251,7 +251,11 @@ class AmqpProtocol(asyncio.Protocol):
         elif isinstance(frame, commands.Connection.Close):
             self.send_frame(0, commands.Connection.CloseOk())
             self._flush()
-            self._fail(ConnectionLost(f"the broker closed the connection: {frame.reply_text}"))
+            code, text = frame.reply_code or 0, frame.reply_text or ""
+            if code == CONNECTION_FORCED:  # shutting down, or an operator closed it: reconnect
+                self._fail(ConnectionLost(f"the broker closed the connection: {code} {text}"))
+            else:
+                self._fail(ConnectionClosed(code, text))
         elif isinstance(frame, commands.Connection.CloseOk):
             if self._transport is not None:
                 self._transport.close()

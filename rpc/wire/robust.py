@@ -1,7 +1,6 @@
 """A wire connection that reconnects by itself, and channels that replay their set-up.
 
-The same contract as ``rpc.connection.open_channel`` on aio-pika: each channel
-has a set-up coroutine that runs on every (re)open, and an ``on_lost`` callback
+Each channel has a set-up coroutine that runs on every (re)open, and an ``on_lost`` callback
 that runs whenever the channel goes, so work bound to it can fail at once.
 """
 
@@ -14,14 +13,13 @@ from collections.abc import Awaitable, Callable
 from urllib.parse import unquote, urlsplit
 
 from .channel import Channel
-from .errors import ConnectionLost, WireError
+from .errors import ChannelLost, ConnectError, ConnectionLost, WireError
 from .protocol import AmqpProtocol
 
 logger = logging.getLogger(__name__)
 
 ChannelSetup = Callable[[Channel], Awaitable[None]]
-ChannelLost = Callable[[BaseException | None], None]
-OPEN_ERRORS = (OSError, WireError, TimeoutError)
+LostCallback = Callable[[BaseException | None], None]
 
 
 class WireConnection:
@@ -67,23 +65,35 @@ class WireConnection:
         return self._closed
 
     async def _open(self) -> None:
+        """Connect and shake hands; ConnectError (or the broker's ConnectionClosed) if not."""
         loop = asyncio.get_running_loop()
-        transport, protocol = await asyncio.wait_for(
-            loop.create_connection(
-                lambda: AmqpProtocol(
-                    username=self._username,
-                    password=self._password,
-                    vhost=self._vhost,
-                    name=self.name,
-                    heartbeat_s=self._heartbeat_s,
+        where = f"{self._host}:{self._port}"
+        try:
+            transport, protocol = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: AmqpProtocol(
+                        username=self._username,
+                        password=self._password,
+                        vhost=self._vhost,
+                        name=self.name,
+                        heartbeat_s=self._heartbeat_s,
+                    ),
+                    self._host,
+                    self._port,
                 ),
-                self._host,
-                self._port,
-            ),
-            self._timeout_s,
-        )
+                self._timeout_s,
+            )
+        except TimeoutError:
+            raise ConnectError(
+                f"cannot connect to {where}: no answer in {self._timeout_s} s"
+            ) from None
+        except OSError as exc:
+            raise ConnectError(f"cannot connect to {where}: {exc}") from exc
         try:
             await asyncio.wait_for(asyncio.shield(protocol.ready), self._timeout_s)
+        except TimeoutError:
+            transport.abort()
+            raise ConnectError(f"no AMQP handshake from {where} in {self._timeout_s} s") from None
         except BaseException:
             transport.abort()
             raise
@@ -103,7 +113,7 @@ class WireConnection:
             await asyncio.sleep(self.reconnect_interval_s)
             try:
                 await self._open()
-            except OPEN_ERRORS as exc:
+            except WireError as exc:  # the broker's refusal too: a password being rotated
                 logger.warning("reconnecting %r failed: %s", self.name, exc)
                 continue
             logger.info("reconnected %r", self.name)
@@ -122,7 +132,7 @@ class WireConnection:
         self,
         setup: ChannelSetup,
         *,
-        on_lost: ChannelLost | None = None,
+        on_lost: LostCallback | None = None,
         publisher_confirms: bool = False,
     ) -> RobustChannel:
         """Open a channel, run ``setup`` on it now and again each time it is reopened."""
@@ -159,7 +169,7 @@ class RobustChannel:
         self,
         connection: WireConnection,
         setup: ChannelSetup,
-        on_lost: ChannelLost | None,
+        on_lost: LostCallback | None,
         publisher_confirms: bool,
     ) -> None:
         self._connection = connection
@@ -175,9 +185,9 @@ class RobustChannel:
         return self._closed
 
     async def get_underlay_channel(self) -> Channel:
-        """The current underlying channel; raises ConnectionLost while it is being reopened."""
+        """The current underlying channel; raises ChannelLost while it is being reopened."""
         if self.raw is None or self.raw.is_closed:
-            raise ConnectionLost("the channel is down; reopening")
+            raise ChannelLost("the channel is down; reopening")
         return self.raw
 
     async def open(self) -> None:

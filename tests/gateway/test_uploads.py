@@ -13,6 +13,7 @@ from PIL import Image
 
 from gateway.settings import GatewaySettings
 from infra.ports import free_port
+from workers.topology import declare_kind
 
 from .conftest import jpeg_bytes, read_stream, upload, wait_ready
 
@@ -157,6 +158,28 @@ async def test_a_full_queue_is_503_and_the_refused_upload_leaves_nothing(
     accepted_ids = sorted(response.json()["task_id"] for response in accepted)
     assert sorted(stored_task_ids(settings)) == accepted_ids
     assert [p.name for p in storage_entries(settings)] == accepted_ids
+
+
+async def test_a_queue_declared_with_other_arguments_is_a_500_naming_it_not_a_503(
+    gateway_app, gateway_settings, connection, caplog
+):
+    # Workers made the kind's queue with another TASK_QUEUE_MAX_LENGTH than this
+    # gateway's: retrying cannot help, so it is not "unavailable".
+    channel = await connection.raw_channel()
+    await declare_kind(channel, gateway_settings.upload_kind, max_length=1234)
+    assert gateway_settings.queue_max_length != 1234
+    async with gateway_app(gateway_settings) as client:
+        await wait_ready(client)
+        response = await upload(client, jpeg_bytes())
+
+    assert response.status_code == 500
+    error = response.json()["error"]
+    assert error["code"] == "broker_refused"
+    assert error["reply_code"] == 406
+    assert "PRECONDITION_FAILED" in error["message"]
+    assert "PRECONDITION_FAILED" in caplog.text
+    assert stored_task_ids(gateway_settings) == []
+    await channel.close()
 
 
 async def test_unknown_task_is_404_json(gateway_app, gateway_settings):

@@ -8,7 +8,9 @@ import signal
 
 import aiormq
 import msgspec
+import pytest
 
+from rpc.errors import BrokerRefused
 from workers import (
     PermanentError,
     RetryableError,
@@ -19,7 +21,13 @@ from workers import (
     report_progress,
 )
 from workers.messages import TaskMessage
-from workers.topology import ATTEMPT_HEADER, REASON_HEADER, TASKS_EXCHANGE, TRACEBACK_HEADER
+from workers.topology import (
+    ATTEMPT_HEADER,
+    REASON_HEADER,
+    TASKS_EXCHANGE,
+    TRACEBACK_HEADER,
+    declare_kind,
+)
 
 from .conftest import get_dead_letters
 
@@ -300,3 +308,18 @@ async def test_redelivered_finished_task_republishes_its_outcome_without_running
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def test_submitting_to_a_queue_declared_with_other_arguments_is_refused_not_unavailable(
+    connection, submitter, unique_name
+):
+    kind = unique_name("other-args")
+    channel = await connection.raw_channel()
+    await declare_kind(channel, kind, max_length=1234)
+
+    with pytest.raises(BrokerRefused) as refused:
+        await submitter.submit(kind, {})
+
+    assert refused.value.code == 406
+    assert "PRECONDITION_FAILED" in refused.value.text
+    await channel.close()
