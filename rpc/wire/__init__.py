@@ -7,7 +7,14 @@ returns and heartbeats. Everything else in taskgate uses aio-pika.
 
 from .channel import Channel, Delivery
 from .codec import Properties
-from .errors import ChannelClosed, ChannelOutOfStep, ConnectionLost, PublishNacked, WireError
+from .errors import (
+    ChannelClosed,
+    ChannelOutOfStep,
+    ConnectionLost,
+    PublishBlocked,
+    PublishNacked,
+    WireError,
+)
 from .robust import RobustChannel, WireConnection
 
 __all__ = [
@@ -17,6 +24,7 @@ __all__ = [
     "ConnectionLost",
     "Delivery",
     "Properties",
+    "PublishBlocked",
     "PublishNacked",
     "RobustChannel",
     "WireConnection",

@@ -34,3 +34,13 @@ class ChannelOutOfStep(WireError):
 
 class PublishNacked(WireError):
     """The broker refused a confirmed publish (a full queue with reject-publish, an error)."""
+
+
+class PublishBlocked(WireError):
+    """The broker blocked publishers (connection.blocked) for longer than a publish could wait."""
+
+    def __init__(self, reason: str, waited_s: float | None = None) -> None:
+        waited = f" (waited {waited_s:g} s)" if waited_s is not None else ""
+        super().__init__(f"the broker blocks publishers: {reason}{waited}")
+        self.reason = reason
+
