@@ -44,3 +44,13 @@ class PublishBlocked(WireError):
         super().__init__(f"the broker blocks publishers: {reason}{waited}")
         self.reason = reason
 
+
+class ConsumerCancelled(WireError):
+    """The broker cancelled a consumer (its queue was deleted): the channel was closed.
+
+    Its owner opens a new one and consumes again (a robust channel's set-up does).
+    """
+
+    def __init__(self, consumer_tag: str) -> None:
+        super().__init__(f"the broker cancelled consumer {consumer_tag!r}; channel closed")
+        self.consumer_tag = consumer_tag
