@@ -4,6 +4,7 @@ Ready means a publish would be confirmed and a write would commit, each within
 its bound: the broker confirms a probe message on the publishing channel and
 the store commits a probe row. Being connected is not enough: a paused broker
 keeps its sockets open, and a read-only or locked store still answers reads.
+A broker that blocks publishers (a memory or disk alarm) is "blocked" at once.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from rpc.errors import BrokerUnavailable
+from rpc.wire import PublishBlocked
 
 from .errors import RETRY_AFTER_S
 from .publisher import Publisher
@@ -59,7 +61,10 @@ class Readiness:
         self._running: asyncio.Task[dict[str, object]] | None = None
 
     async def answer(self) -> dict[str, object]:
-        """``{"status": "ready" | "unavailable", "broker": ..., "store": ...}``."""
+        """``{"status": "ready" | "unavailable", "broker": ..., "store": ...}``.
+
+        ``broker`` is ``connected``, ``disconnected``, ``blocked`` or ``unresponsive``.
+        """
         if self._answer is not None and time.monotonic() - self._answered_at < self._cache_s:
             return self._answer
         if self._running is None or self._running.done():
@@ -95,6 +100,8 @@ class Readiness:
         try:
             async with asyncio.timeout(self._timeout_s):
                 await self._publisher.probe()
+        except PublishBlocked as exc:
+            return "blocked", str(exc)
         except TimeoutError:
             return "unresponsive", f"the broker did not confirm within {self._timeout_s} s"
         except BrokerUnavailable as exc:

@@ -6,9 +6,15 @@ side); the SSE connection gauge reads the stream limiter at scrape time.
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
+from collections.abc import Iterator
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
+
+from rpc.wire.protocol import blocked_seconds_total
 
 TASKS_ACCEPTED = Counter(
     "taskgate_tasks_accepted", "Tasks and orders accepted (202/201), by kind", ["kind"]
@@ -24,6 +30,24 @@ EVENTS_RECORDED = Counter(
 EVENTS_DELIVERED = Counter("taskgate_events_delivered", "Status events written to SSE streams")
 SSE_CONNECTIONS = Gauge("taskgate_sse_connections", "Open SSE streams")
 UPLOAD_BYTES = Counter("taskgate_upload_bytes", "Bytes of accepted uploads")
+
+
+class _BrokerBlocked(Collector):
+    """Seconds the broker blocked this process's publishers, read at scrape time.
+
+    A counter incremented at each unblock would stand still for the whole alarm,
+    just when someone looks at it.
+    """
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "taskgate_broker_blocked_seconds",
+            "Time the broker blocked this process's publishers (memory or disk alarm)",
+            value=blocked_seconds_total(),
+        )
+
+
+REGISTRY.register(_BrokerBlocked())
 
 
 async def metrics(request: Request) -> Response:

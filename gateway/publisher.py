@@ -19,7 +19,15 @@ from rpc.connection import close_channels
 from rpc.dead_letter import Message, dead_letter
 from rpc.errors import BrokerRefused, BrokerUnavailable
 from rpc.publish import publish_confirmed
-from rpc.wire import BrokerError, Channel, Properties, RobustChannel, Unavailable, WireConnection
+from rpc.wire import (
+    BrokerError,
+    Channel,
+    Properties,
+    PublishBlocked,
+    RobustChannel,
+    Unavailable,
+    WireConnection,
+)
 from workers.errors import UnknownKind
 from workers.messages import TaskMessage, encoder, task_properties
 from workers.topology import TASKS_EXCHANGE, declare_kind
@@ -72,12 +80,15 @@ class Publisher:
         """A confirmed round trip on this channel within the bound, or BrokerUnavailable.
 
         An empty transient message to the default exchange for a queue that does not
-        exist: the broker drops it and confirms at once, unless it is down, paused or
-        blocking publishers (a passive declare would still be answered while blocked).
+        exist: the broker drops it and confirms at once, unless it is down or paused.
+        While it blocks publishers (a memory or disk alarm) this raises PublishBlocked
+        at once: a probe would only be held back until the alarm clears.
         """
         channel = self._channel
         if channel is None or channel.is_closed:
             raise BrokerUnavailable("not connected to the broker")
+        if channel.raw is not None and channel.raw.blocked_reason is not None:
+            raise PublishBlocked(channel.raw.blocked_reason)
         async with _confirmed_within(self._timeout_s):
             await publish_confirmed(
                 channel,

@@ -17,7 +17,7 @@ from pamqp.base import Frame
 
 from . import codec
 from .delivery import Consumer, Delivery, ReturnHandler
-from .errors import ChannelClosed, ChannelLost, ChannelOutOfStep
+from .errors import ChannelClosed, ChannelLost, ChannelOutOfStep, ConsumerCancelled
 from .methods import SyncMethods
 from .publishing import Publishing
 
@@ -188,11 +188,13 @@ class Channel(SyncMethods, Publishing):
             self.lost(ChannelLost("closed by the client"))
             return
         if isinstance(frame, commands.Basic.Cancel):
-            # The broker cancelled a consumer (its queue was deleted): the channel is
-            # no longer what its owner set up, so close it and let it be reopened.
-            logger.warning("the broker cancelled consumer %s", frame.consumer_tag)
-            self._consumers.pop(frame.consumer_tag or "", None)
-            self._protocol.loop.create_task(self.close())
+            # The broker cancelled a consumer (its queue was deleted): the channel is no
+            # longer what its owner set up. Close it, telling the owner which consumer
+            # went; a robust channel reopens and its set-up declares and consumes again.
+            tag = frame.consumer_tag or ""
+            logger.warning("channel %d: the broker cancelled consumer %r", self.number, tag)
+            self._consumers.pop(tag, None)
+            self._close_because(ConsumerCancelled(tag), "consumer cancelled by the broker")
             return
         if isinstance(frame, commands.Basic.GetOk):
             # Its content follows; basic_get's waiter gets the whole message (see _complete).
@@ -218,16 +220,19 @@ class Channel(SyncMethods, Publishing):
     def out_of_step(self, reason: str) -> ChannelOutOfStep:
         """Close a channel whose replies no longer match its calls; the error, to raise."""
         error = ChannelOutOfStep(reason)
-        if self.closed is not None:
-            return error
-        logger.warning("channel %d: %s; closing it", self.number, error)
+        if self.closed is None:
+            logger.warning("channel %d: %s; closing it", self.number, error)
+            self._close_because(error, "out of step")
+        return error
+
+    def _close_because(self, error: Exception, reply_text: str) -> None:
+        """Close the channel now: ``error`` to everyone waiting; later frames are dropped."""
         self._closing = True
         close = commands.Channel.Close(
-            reply_code=200, reply_text="out of step", class_id=0, method_id=0
+            reply_code=200, reply_text=reply_text, class_id=0, method_id=0
         )
         self._protocol.send_frame(self.number, close)
         self.lost(error)
-        return error
 
     def _while_closing(self, frame: Frame) -> None:
         """A frame after our Close: only the end of the channel matters now."""

@@ -7,10 +7,13 @@
     │   │   ├── ConnectionLost     reset, heartbeat timeout, closed by us, or closed by the
     │   │   │                      broker shutting down (320 CONNECTION_FORCED)
     │   │   ├── ChannelLost        the channel went under the call: closed by us, or after
-    │   │   │                      the broker cancelled its consumer; it is reopened
+    │   │   │   │                  the broker cancelled its consumer; it is reopened
+    │   │   │   └── ConsumerCancelled  the broker cancelled a consumer (its queue was deleted)
     │   │   └── ChannelOutOfStep   a call lost its reply: the channel was closed and is reopened
-    │   └── PublishNacked      the broker refused a confirmed publish (a full queue with
-    │                          reject-publish): backpressure
+    │   ├── PublishNacked      the broker refused a confirmed publish (a full queue with
+    │   │                      reject-publish): backpressure
+    │   └── PublishBlocked     the broker blocked publishers (connection.blocked, an alarm)
+    │                          for longer than the publish could wait: backpressure
     └── BrokerError            the broker refused the request itself, with a code and its text:
         │                      configuration or permission, retrying the same does not help
         ├── ChannelClosed      it closed the channel: 403 ACCESS_REFUSED, 404 NOT_FOUND,
@@ -102,3 +105,23 @@ class ConnectionClosed(BrokerError):
     """The broker closed the connection (login refused, no access to the vhost, ...)."""
 
     where = "connection"
+
+
+class PublishBlocked(Unavailable):
+    """The broker blocked publishers (connection.blocked) for longer than a publish could wait."""
+
+    def __init__(self, reason: str, waited_s: float | None = None) -> None:
+        waited = f" (waited {waited_s:g} s)" if waited_s is not None else ""
+        super().__init__(f"the broker blocks publishers: {reason}{waited}")
+        self.reason = reason
+
+
+class ConsumerCancelled(ChannelLost):
+    """The broker cancelled a consumer (its queue was deleted): the channel was closed.
+
+    Its owner opens a new one and consumes again (a robust channel's set-up does).
+    """
+
+    def __init__(self, consumer_tag: str) -> None:
+        super().__init__(f"the broker cancelled consumer {consumer_tag!r}; channel closed")
+        self.consumer_tag = consumer_tag

@@ -146,6 +146,16 @@ class SyncMethods:
         assert ok.consumer_tag is not None
         return ok.consumer_tag
 
+    async def queue_delete(
+        self, queue: str, *, if_unused: bool = False, if_empty: bool = False
+    ) -> int:
+        """Delete ``queue``; returns how many messages it held. Its consumers are cancelled."""
+        ok: commands.Queue.DeleteOk = await self._call(
+            commands.Queue.Delete(queue=queue, if_unused=if_unused, if_empty=if_empty),
+            commands.Queue.DeleteOk,
+        )
+        return ok.message_count or 0
+
     async def queue_purge(self, queue: str) -> None:
         await self._call(commands.Queue.Purge(queue=queue), commands.Queue.PurgeOk)
 

@@ -1,4 +1,4 @@
-"""An AMQP 0-9-1 connection as an asyncio Protocol: handshake, frame dispatch, heartbeats.
+"""An AMQP 0-9-1 connection as an asyncio Protocol: handshake, frames, heartbeats, blocking.
 
 Frames are parsed straight out of the receive buffer and handed to their
 channel without queues or tasks in between, and everything sent during one
@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import traceback
+import weakref
 from typing import Any, cast
 
 import pamqp.frame
@@ -35,6 +37,17 @@ CAPABILITIES: dict[str, Any] = {
     "connection.blocked": True,
     "authentication_failure_close": True,
 }
+
+
+# Time this process's connections spent blocked: finished blocks, and those still on.
+_blocked_total_s = 0.0
+_BLOCKED: weakref.WeakSet[AmqpProtocol] = weakref.WeakSet()
+
+
+def blocked_seconds_total() -> float:
+    """Seconds publishers of this process have been blocked by a broker, over all connections."""
+    now = time.monotonic()
+    return _blocked_total_s + sum(now - p._blocked_since for p in list(_BLOCKED))
 
 
 class AmqpProtocol(asyncio.Protocol):
@@ -67,6 +80,11 @@ class AmqpProtocol(asyncio.Protocol):
         self._last_received = self.loop.time()
         self._heartbeat: asyncio.TimerHandle | None = None
         self._error: WireError | None = None
+        # Flow control (connection.blocked): why the broker blocks publishers, or None.
+        self.blocked_reason: str | None = None
+        self._blocked_since = 0.0
+        self._unblocked = asyncio.Event()
+        self._unblocked.set()
 
     # --- asyncio.Protocol -------------------------------------------------------------------
 
@@ -123,7 +141,8 @@ class AmqpProtocol(asyncio.Protocol):
             self._heartbeat.cancel()
         for channel in list(self._channels.values()):
             channel.lost(error)
-        self._writable.set()  # nobody waits on a dead connection
+        self._set_unblocked()  # nobody waits on a dead connection
+        self._writable.set()
         if not self.ready.done():
             self.ready.set_exception(error)
         if not self.done.done():
@@ -154,6 +173,32 @@ class AmqpProtocol(asyncio.Protocol):
         """Wait while the socket's send buffer is full."""
         if not self._writable.is_set():
             await self._writable.wait()
+
+    @property
+    def is_blocked(self) -> bool:
+        """True while the broker blocks publishers (a memory or disk alarm)."""
+        return self.blocked_reason is not None
+
+    async def unblocked(self) -> None:
+        """Wait while the broker blocks publishers (returns at once if the connection ends)."""
+        if not self._unblocked.is_set():
+            await self._unblocked.wait()
+
+    def _set_blocked(self, reason: str) -> None:
+        if self.blocked_reason is None:
+            self._blocked_since = time.monotonic()
+            _BLOCKED.add(self)
+        self.blocked_reason = reason
+        self._unblocked.clear()
+
+    def _set_unblocked(self) -> None:
+        global _blocked_total_s
+        if self.blocked_reason is None:
+            return
+        self.blocked_reason = None
+        _BLOCKED.discard(self)
+        _blocked_total_s += time.monotonic() - self._blocked_since
+        self._unblocked.set()
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
@@ -260,9 +305,11 @@ class AmqpProtocol(asyncio.Protocol):
             if self._transport is not None:
                 self._transport.close()
         elif isinstance(frame, commands.Connection.Blocked):
-            logger.warning("the broker blocked publishing: %s", frame.reason)
+            logger.warning("the broker blocks publishers: %s", frame.reason)
+            self._set_blocked(frame.reason or "no reason given")
         elif isinstance(frame, commands.Connection.Unblocked):
-            logger.info("the broker unblocked publishing")
+            logger.info("the broker unblocked publishers")
+            self._set_unblocked()
 
     def _start_heartbeats(self, interval_s: int) -> None:
         def beat() -> None:

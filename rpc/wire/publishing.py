@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from . import codec
 from .codec import Properties
 from .delivery import Delivery, ReturnHandler
-from .errors import PublishNacked
+from .errors import PublishBlocked, PublishNacked
 
 if TYPE_CHECKING:
     from .protocol import AmqpProtocol
@@ -46,7 +46,8 @@ class Publishing:
         On a confirming channel, returns a future: True once the broker has the
         message, False if it came back unroutable (``mandatory``); it fails with
         PublishNacked or the channel's error. Otherwise returns None; an unroutable
-        mandatory message then reaches ``on_return``.
+        mandatory message then reaches ``on_return``. It does not wait while the
+        broker blocks publishers (see basic_publish): the frames queue up unread.
         """
         if self.closed is not None:
             raise self.closed
@@ -84,9 +85,23 @@ class Publishing:
         routing_key: str,
         properties: Properties | None = None,
         mandatory: bool = False,
+        blocked_timeout_s: float | None = None,
     ) -> bool | None:
-        """Publish, waiting for the broker's confirm on a confirming channel (see publish)."""
-        await self._protocol.writable()
+        """Publish, waiting for the broker's confirm on a confirming channel (see publish).
+
+        While the broker blocks publishers, waits for it to unblock first, at most
+        ``blocked_timeout_s`` (then PublishBlocked); without it, the caller's own
+        timeout bounds the wait (``blocked_reason`` then says why it ran out).
+        """
+        protocol = self._protocol
+        if protocol.blocked_reason is not None:
+            try:
+                async with asyncio.timeout(blocked_timeout_s):
+                    await protocol.unblocked()
+            except TimeoutError:
+                if protocol.blocked_reason is not None:  # else it unblocked in that turn
+                    raise PublishBlocked(protocol.blocked_reason, blocked_timeout_s) from None
+        await protocol.writable()
         future = self.publish(
             body,
             exchange=exchange,
@@ -97,6 +112,11 @@ class Publishing:
         if future is None:
             return None
         return await future
+
+    @property
+    def blocked_reason(self) -> str | None:
+        """Why the broker blocks publishers on this channel's connection, or None."""
+        return self._protocol.blocked_reason
 
     def _on_returned(self, message: Delivery) -> None:
         message_id = message.properties.message_id

@@ -64,6 +64,15 @@ class WireConnection:
     def is_closed(self) -> bool:
         return self._closed
 
+    @property
+    def blocked_reason(self) -> str | None:
+        """Why the broker blocks publishers on this connection (a memory or disk alarm), or None."""
+        return self._protocol.blocked_reason if self._protocol is not None else None
+
+    @property
+    def is_blocked(self) -> bool:
+        return self.blocked_reason is not None
+
     async def _open(self) -> None:
         """Connect and shake hands; ConnectError (or the broker's ConnectionClosed) if not."""
         loop = asyncio.get_running_loop()

@@ -102,12 +102,13 @@ async def test_readyz_is_503_while_the_broker_is_paused_and_200_once_it_resumes(
     assert accepted.status_code == 202, accepted.text
 
 
-async def test_readyz_is_503_while_the_broker_blocks_publishers(
+async def test_readyz_says_blocked_while_the_broker_blocks_publishers(
     gateway_app, gateway_settings, own_broker
 ):
     # A memory alarm: connections stay open and other methods are answered, but the
-    # broker stops reading a connection at its next publish. That first publish (a
-    # probe, or an upload) still gets its confirm, so it is the next check that fails.
+    # broker blocks a connection at its next publish (here the first probe). From the
+    # connection.blocked it then sends, /readyz says "blocked" without probing: before,
+    # the next probe waited for a confirm that never came and said "unresponsive".
     settings = replace(gateway_settings, amqp_url=own_broker.amqp_url, ready_cache_s=0)
     answers: list[httpx.Response] = []
 
@@ -117,17 +118,24 @@ async def test_readyz_is_503_while_the_broker_blocks_publishers(
 
     async with gateway_app(settings) as client:
         await wait_ready(client)
-        await asyncio.to_thread(
-            own_broker.rabbitmqctl, "set_vm_memory_high_watermark", "absolute", "1"
-        )
+        await asyncio.to_thread(own_broker.rabbitmqctl, "set_vm_memory_high_watermark", "0")
         try:
             await eventually(not_ready, timeout_s=15, interval_s=0.05)
+            again = await client.get("/readyz")
         finally:
             await asyncio.to_thread(own_broker.rabbitmqctl, "set_vm_memory_high_watermark", "0.4")
         await wait_ready(client)
+        metrics = (await client.get("/metrics")).text
 
-    assert answers[-1].json()["broker"] == "unresponsive"
-    assert answers[-1].headers["retry-after"] == "1"
+    blocked = answers[-1]
+    assert blocked.headers["retry-after"] == "1"
+    assert blocked.json()["broker"] == again.json()["broker"] == "blocked"
+    assert blocked.json()["errors"]["broker"] == "the broker blocks publishers: low on memory"
+    assert [a.json()["broker"] for a in answers[:-1]] == ["connected"] * (len(answers) - 1)
+    blocked_s = next(
+        line for line in metrics.splitlines() if line.startswith("taskgate_broker_blocked_seconds")
+    )
+    assert float(blocked_s.split()[-1]) > 0
 
 
 def last_write_probe(settings: GatewaySettings) -> float:
