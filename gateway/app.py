@@ -85,7 +85,9 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         store = await SqliteTaskStore.open(
             settings.database_path, write_timeout_s=settings.store_write_timeout_s
         )
-        orders = await OrderStore.open(settings.database_path)
+        orders = await OrderStore.open(
+            settings.database_path, timeout_s=settings.store_write_timeout_s
+        )
         hub = Hub(capacity=settings.sse_buffer_events)
         notifications = Hub(capacity=settings.sse_buffer_events)
         publisher = Publisher(

@@ -85,7 +85,15 @@ async def handle_broker_refused(request: Request, exc: Exception) -> Response:
     return error_response(error)
 
 
+async def handle_internal_error(request: Request, exc: Exception) -> Response:
+    """Anything unexpected: the same JSON shape, no details (they stay in the server's log,
+    which Starlette's error middleware writes when it re-raises)."""
+    return error_response(HttpError(500, "internal_error", "internal error"))
+
+
 EXCEPTION_HANDLERS = {
+    # Exception: Starlette answers with it at the outermost layer, for whatever escapes.
+    Exception: handle_internal_error,
     HttpError: handle_http_error,
     HTTPException: handle_starlette_error,
     StoreUnavailable: handle_store_unavailable,

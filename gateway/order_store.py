@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
-from infra.sqlite import SqliteThread, write_transaction
+from infra.sqlite import DatabaseUnavailable, SqliteThread, write_transaction
+
+from .store import StoreUnavailable
+
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
@@ -34,14 +40,22 @@ class StoredOrder:
 class OrderStore:
     """The ``orders`` table; create with ``await OrderStore.open(path)``."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, timeout_s: float = 2.0) -> None:
         self._db = SqliteThread(path, name="order-store")
+        self._timeout_s = timeout_s
 
     @classmethod
-    async def open(cls, path: Path) -> OrderStore:
-        store = cls(path)
+    async def open(cls, path: Path, *, timeout_s: float = 2.0) -> OrderStore:
+        store = cls(path, timeout_s=timeout_s)
         await store._db.run(_create)
         return store
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn(connection)`` on the store's thread within the bound, or StoreUnavailable."""
+        try:
+            return await self._db.write(fn, timeout_s=self._timeout_s)
+        except DatabaseUnavailable as exc:
+            raise StoreUnavailable(f"the order store cannot take a write now: {exc}") from exc
 
     async def close(self) -> None:
         await self._db.close()
@@ -63,7 +77,7 @@ class OrderStore:
                 raise IdempotencyConflict("this Idempotency-Key was used with another request")
             return bytes(row[0])
 
-        return await self._db.run(read)
+        return await self._run(read)
 
     async def create_order(
         self,
@@ -103,10 +117,10 @@ class OrderStore:
                 )
                 return order, True
 
-        return await self._db.run(create)
+        return await self._run(create)
 
     async def delete_order(self, order_id: str) -> None:
-        await self._db.run(
+        await self._run(
             lambda conn: conn.execute("DELETE FROM orders WHERE order_id = ?", (order_id,))
         )
 
@@ -116,7 +130,7 @@ class OrderStore:
             found = row.fetchone()
             return None if found is None else StoredOrder(bytes(found[0]), found[1])
 
-        return await self._db.run(read)
+        return await self._run(read)
 
 
 def _scoped(owner: str, idempotency_key: str) -> str:

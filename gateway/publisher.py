@@ -81,14 +81,9 @@ class Publisher:
 
         An empty transient message to the default exchange for a queue that does not
         exist: the broker drops it and confirms at once, unless it is down or paused.
-        While it blocks publishers (a memory or disk alarm) this raises PublishBlocked
-        at once: a probe would only be held back until the alarm clears.
+        While it blocks publishers this raises PublishBlocked at once (``_open_channel``).
         """
-        channel = self._channel
-        if channel is None or channel.is_closed:
-            raise BrokerUnavailable("not connected to the broker")
-        if channel.raw is not None and channel.raw.blocked_reason is not None:
-            raise PublishBlocked(channel.raw.blocked_reason)
+        channel = self._open_channel()
         async with _confirmed_within(self._timeout_s):
             await publish_confirmed(
                 channel,
@@ -151,10 +146,22 @@ class Publisher:
         except BrokerUnavailable:
             return False
 
-    async def _ready_channel(self, key: str, declare: Declare) -> RobustChannel:
+    def _open_channel(self) -> RobustChannel:
+        """The channel, if a publish on it could be confirmed now.
+
+        While the broker blocks publishers (a memory or disk alarm) that is PublishBlocked
+        at once: a publish would only be held back until the alarm clears, and its
+        caller answered 503 after the whole timeout.
+        """
         channel = self._channel
         if channel is None or channel.is_closed:
             raise BrokerUnavailable("not connected to the broker")
+        if channel.raw is not None and channel.raw.blocked_reason is not None:
+            raise PublishBlocked(channel.raw.blocked_reason)
+        return channel
+
+    async def _ready_channel(self, key: str, declare: Declare) -> RobustChannel:
+        channel = self._open_channel()
         if key not in self._declared:
             await declare(await channel.get_underlay_channel())
             self._declared.add(key)
@@ -173,6 +180,8 @@ async def _confirmed_within(timeout_s: float) -> AsyncIterator[None]:
             yield
     except TimeoutError:
         raise BrokerUnavailable(f"the broker did not confirm within {timeout_s} s") from None
+    except PublishBlocked as exc:
+        raise BrokerUnavailable(str(exc)) from exc
     except Unavailable as exc:
         raise BrokerUnavailable(f"lost the broker while publishing: {exc}") from exc
     except BrokerError as exc:

@@ -12,7 +12,6 @@ read-only, I/O, full) become ``StoreUnavailable``, with nothing written.
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -20,7 +19,7 @@ from dataclasses import astuple
 from pathlib import Path
 from typing import TypeVar
 
-from infra.sqlite import SqliteThread, connect, write_transaction
+from infra.sqlite import DatabaseUnavailable, SqliteThread, connect, write_transaction
 from workers.messages import StatusEvent
 
 from .store import StoredEvent, StoreUnavailable, TaskSummary, apply_event
@@ -57,19 +56,6 @@ CREATE TABLE IF NOT EXISTS write_probe (
 );
 """
 
-# SQLite's primary result codes that mean "not now" rather than "wrong": the write lock
-# is held (BUSY, LOCKED), the file is read-only, cannot be opened, or the disk failed or is full.
-_UNAVAILABLE_CODES = frozenset(
-    {
-        sqlite3.SQLITE_BUSY,
-        sqlite3.SQLITE_LOCKED,
-        sqlite3.SQLITE_READONLY,
-        sqlite3.SQLITE_IOERR,
-        sqlite3.SQLITE_FULL,
-        sqlite3.SQLITE_CANTOPEN,
-    }
-)
-
 # In the order of TaskSummary's fields.
 _SUMMARY_COLUMNS = (
     "task_id, kind, state, attempt, created_at, updated_at, last_seq,"
@@ -82,15 +68,6 @@ def _create_schema(conn: sqlite3.Connection) -> None:
     columns = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
     if "owner" not in columns:  # a database from before tasks had owners
         conn.execute("ALTER TABLE tasks ADD COLUMN owner TEXT")
-
-
-def _unavailable(exc: sqlite3.Error) -> StoreUnavailable | None:
-    """The StoreUnavailable that ``exc`` means, if it means one."""
-    # Errors of Python's own (a closed connection) carry no code.
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None and code & 0xFF in _UNAVAILABLE_CODES:  # an extended code's primary part
-        return StoreUnavailable(f"the task store cannot take a write now: {exc}")
-    return None
 
 
 def _summary(row: tuple[object, ...] | None) -> TaskSummary | None:
@@ -162,34 +139,10 @@ class SqliteTaskStore:
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """``fn(connection)`` on the writer thread within the bound, or StoreUnavailable."""
-        timeout_s = self._write_timeout_s
-        deadline = time.monotonic() + timeout_s
-
-        def bounded(conn: sqlite3.Connection) -> T:
-            # Writes queue for the one writer thread; each waits its turn there and then
-            # for the lock, and the bound covers both, so a held lock answers every
-            # queued request within the bound rather than one bound after another.
-            remaining_s = deadline - time.monotonic()
-            if remaining_s <= 0:
-                raise StoreUnavailable(f"the task store did not take a write within {timeout_s} s")
-            conn.execute(f"PRAGMA busy_timeout = {int(remaining_s * 1000)}")
-            try:
-                return fn(conn)
-            except sqlite3.Error:
-                # A failed COMMIT may leave the transaction open; the next write must not
-                # find it half done.
-                if conn.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-                raise
-
         try:
-            return await self._writer.run(bounded)
-        except sqlite3.Error as exc:
-            unavailable = _unavailable(exc)
-            if unavailable is None:
-                raise
-            raise unavailable from exc
+            return await self._writer.write(fn, timeout_s=self._write_timeout_s)
+        except DatabaseUnavailable as exc:
+            raise StoreUnavailable(f"the task store cannot take a write now: {exc}") from exc
 
     def _read(self) -> sqlite3.Connection:
         if self._reader is None:

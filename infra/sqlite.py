@@ -5,6 +5,10 @@ so a call that waits for another process's write lock never stalls an event
 loop. Write transactions take the lock up front (``BEGIN IMMEDIATE``): two
 processes that both read first and then write would otherwise fail one of them
 with "database is locked".
+
+``SqliteThread.write`` bounds a write (its wait for the thread and for another
+process's lock included) and turns SQLite's "not now" errors into
+``DatabaseUnavailable``, with nothing written.
 """
 
 from __future__ import annotations
@@ -19,6 +23,32 @@ from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
+
+# SQLite's primary result codes that mean "not now" rather than "wrong": the write lock
+# is held (BUSY, LOCKED), the file is read-only, cannot be opened, or the disk failed or is full.
+_UNAVAILABLE_CODES = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+    }
+)
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot take a write now: read-only, locked beyond the bound, I/O, full."""
+
+
+def unavailable(exc: sqlite3.Error) -> DatabaseUnavailable | None:
+    """The DatabaseUnavailable that ``exc`` means, if it means one."""
+    # Errors of Python's own (a closed connection) carry no code.
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in _UNAVAILABLE_CODES:  # an extended code's primary part
+        return DatabaseUnavailable(f"the database cannot take a write now: {exc}")
+    return None
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -80,6 +110,36 @@ class SqliteThread:
             return fn(self._conn, *args)
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T], *, timeout_s: float) -> T:
+        """``fn(connection)`` on the thread within ``timeout_s``, or DatabaseUnavailable."""
+        deadline = time.monotonic() + timeout_s
+
+        def bounded(conn: sqlite3.Connection) -> T:
+            # Writes queue for the one thread; each waits its turn there and then for the
+            # lock, and the bound covers both, so a held lock answers every queued write
+            # within the bound rather than one bound after another.
+            remaining_s = deadline - time.monotonic()
+            if remaining_s <= 0:
+                raise DatabaseUnavailable(f"the database did not take a write within {timeout_s} s")
+            conn.execute(f"PRAGMA busy_timeout = {int(remaining_s * 1000)}")
+            try:
+                return fn(conn)
+            except sqlite3.Error:
+                # A failed COMMIT may leave the transaction open; the next write must not
+                # find it half done.
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+
+        try:
+            return await self.run(bounded)
+        except sqlite3.Error as exc:
+            translated = unavailable(exc)
+            if translated is None:
+                raise
+            raise translated from exc
 
     async def close(self) -> None:
         def close(conn: sqlite3.Connection) -> None:

@@ -1,4 +1,5 @@
-"""The package map holds: imports point down infra <- rpc <- workers <- gateway <- taskgate.
+"""The package map holds: imports point down infra <- rpc <- workers <- gateway <- taskgate,
+and no module grows past one concept.
 
 Every import statement of every module is read (ast, so imports inside
 functions and ``TYPE_CHECKING`` blocks count too), not what happens to be
@@ -116,3 +117,17 @@ def test_the_check_sees_every_kind_of_import(tmp_path: Path) -> None:
 def test_every_package_is_checked() -> None:
     assert {p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file()} >= set(OURS)
     assert all(any(modules(package)) for package in OURS)
+
+
+# Past this a module holds two concepts (shared/STYLE.md): split it.
+MAX_MODULE_LINES = 400
+
+
+def test_no_module_is_two_concepts_long() -> None:
+    long = [
+        f"{name}: {lines} lines"
+        for package in OURS
+        for name, path in modules(package)
+        if (lines := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+    ]
+    assert long == [], f"modules over {MAX_MODULE_LINES} lines:\n" + "\n".join(long)

@@ -122,6 +122,7 @@ async def test_readyz_says_blocked_while_the_broker_blocks_publishers(
         try:
             await eventually(not_ready, timeout_s=15, interval_s=0.05)
             again = await client.get("/readyz")
+            refused = await upload(client, jpeg_bytes())
         finally:
             await asyncio.to_thread(own_broker.rabbitmqctl, "set_vm_memory_high_watermark", "0.4")
         await wait_ready(client)
@@ -132,6 +133,9 @@ async def test_readyz_says_blocked_while_the_broker_blocks_publishers(
     assert blocked.json()["broker"] == again.json()["broker"] == "blocked"
     assert blocked.json()["errors"]["broker"] == "the broker blocks publishers: low on memory"
     assert [a.json()["broker"] for a in answers[:-1]] == ["connected"] * (len(answers) - 1)
+    # An upload is told so at once, not after waiting out PUBLISH_TIMEOUT_S for a confirm.
+    assert refused.status_code == 503
+    assert "blocks publishers: low on memory" in refused.json()["error"]["message"]
     blocked_s = next(
         line for line in metrics.splitlines() if line.startswith("taskgate_broker_blocked_seconds")
     )

@@ -164,3 +164,34 @@ async def test_a_store_locked_by_another_process_is_not_ready_and_uploads_get_a_
     assert left_behind == []
     assert accepted.status_code == 202, accepted.text
     assert stored_task_ids(settings) == [accepted.json()["task_id"]]
+
+
+async def test_an_order_while_the_store_is_write_locked_gets_a_json_503_and_no_order(
+    gateway_app, settings, rpc_process
+):
+    order = {"email": "ada@example.com", "lines": [{"sku": "MUG-01", "quantity": 1}]}
+    key = {"Idempotency-Key": "while-locked"}
+    async with gateway_app(settings) as client:
+        await wait_ready(client)
+        async with write_locked(settings.database_path):
+            refused = await client.post("/orders", json=order, headers=key)
+        await wait_ready(client)
+        accepted = await client.post("/orders", json=order, headers=key)
+
+    # Before the order store's writes were bounded and translated: a plain-text 500.
+    assert_store_unavailable(refused)
+    assert accepted.status_code == 201, accepted.text
+
+
+async def test_an_unexpected_store_error_is_a_json_500(gateway_process, settings):
+    gateway = gateway_process(database_path=settings.database_path)
+    await gateway.wait_ready()
+    # The schema broken under the running gateway: no error the store knows to translate.
+    with contextlib.closing(sqlite3.connect(settings.database_path)) as db:
+        db.execute("DROP TABLE tasks")
+        db.commit()
+    async with gateway.client() as client:
+        response = await client.get("/tasks/0123456789abcdef0123456789abcdef")
+
+    assert response.status_code == 500
+    assert response.json() == {"error": {"code": "internal_error", "message": "internal error"}}
