@@ -28,9 +28,8 @@ from rpc.wire import (
     Unavailable,
     WireConnection,
 )
-from workers.errors import UnknownKind
-from workers.messages import TaskMessage, encoder, task_properties
-from workers.topology import TASKS_EXCHANGE, declare_kind
+from workers.messages import TaskMessage, publish_task
+from workers.topology import declare_kind
 
 # Declares what a publish needs on first use (once per channel).
 Declare = Callable[[Channel], Awaitable[None]]
@@ -65,16 +64,7 @@ class Publisher:
 
         async with _confirmed_within(self._timeout_s):
             channel = await self._ready_channel(f"kind:{message.kind}", declare)
-            routed = await publish_confirmed(
-                channel,
-                encoder.encode(message),
-                exchange=TASKS_EXCHANGE,
-                routing_key=message.kind,
-                properties=task_properties(message),
-                mandatory=True,
-            )
-        if not routed:
-            raise UnknownKind(f"no queue is bound to {TASKS_EXCHANGE!r} for {message.kind!r}")
+            await publish_task(channel, message)
 
     async def probe(self) -> None:
         """A confirmed round trip on this channel within the bound, or BrokerUnavailable.

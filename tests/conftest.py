@@ -118,3 +118,14 @@ def restart_broker(broker: BrokerHandle) -> Callable[[], Awaitable[None]]:
         await asyncio.to_thread(node.restart)
 
     return restart
+
+
+@pytest.fixture(scope="module")
+def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerNode]:
+    """A node of the test module's own, to freeze (SIGSTOP) or alarm without troubling others."""
+    node = BrokerNode(NodeConfig.on_free_ports(tmp_path_factory.mktemp("own-broker")))
+    try:
+        node.start()
+        yield node
+    finally:
+        node.stop()

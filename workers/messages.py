@@ -14,9 +14,11 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from rpc.wire import Properties
+from rpc.publish import publish_confirmed
+from rpc.wire import Channel, Properties, RobustChannel
 
-from .topology import ATTEMPT_HEADER, CONTENT_TYPE, TASK_MESSAGE_TYPE
+from .errors import UnknownKind
+from .topology import ATTEMPT_HEADER, CONTENT_TYPE, TASK_MESSAGE_TYPE, TASKS_EXCHANGE
 
 # Task ids name directories under STORAGE_DIR, so they must be plain names.
 TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
@@ -91,6 +93,24 @@ def task_properties(message: TaskMessage) -> Properties:
         delivery_mode=2,
         headers={ATTEMPT_HEADER: 1},
     )
+
+
+async def publish_task(channel: Channel | RobustChannel, message: TaskMessage) -> None:
+    """Publish ``message`` persistently to ``tasks``; return once the broker has it.
+
+    The kind's queue must be declared. Raises BrokerUnavailable if the broker is
+    down or refuses the message (a full queue nacks), UnknownKind if unroutable.
+    """
+    routed = await publish_confirmed(
+        channel,
+        encoder.encode(message),
+        exchange=TASKS_EXCHANGE,
+        routing_key=message.kind,
+        properties=task_properties(message),
+        mandatory=True,
+    )
+    if not routed:
+        raise UnknownKind(f"no queue is bound to {TASKS_EXCHANGE!r} for {message.kind!r}")
 
 
 encoder = msgspec.json.Encoder()

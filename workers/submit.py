@@ -22,10 +22,9 @@ import msgspec
 
 from rpc.connection import close_channels
 from rpc.errors import BrokerRefused, BrokerUnavailable
-from rpc.publish import publish_confirmed
 from rpc.wire import BrokerError, Channel, Delivery, RobustChannel, Unavailable, WireConnection
 
-from .errors import UnknownKind, WaitTimeout
+from .errors import WaitTimeout
 from .messages import (
     StatusEvent,
     TaskMessage,
@@ -33,36 +32,17 @@ from .messages import (
     event_decoder,
     new_event,
     new_task_id,
-    task_properties,
+    publish_task,
 )
 from .status import publish_status
 from .topology import (
     DEFAULT_QUEUE_MAX_LENGTH,
     STATUS_EXCHANGE,
-    TASKS_EXCHANGE,
     declare_kind,
     declare_status,
 )
 
 logger = logging.getLogger(__name__)
-
-
-async def publish_task(channel: RobustChannel, message: TaskMessage) -> None:
-    """Publish ``message`` persistently to ``tasks``; return once the broker has it.
-
-    The kind's queue must be declared. Raises BrokerUnavailable if the broker is
-    down or refuses the message (a full queue nacks), UnknownKind if unroutable.
-    """
-    routed = await publish_confirmed(
-        channel,
-        encoder.encode(message),
-        exchange=TASKS_EXCHANGE,
-        routing_key=message.kind,
-        properties=task_properties(message),
-        mandatory=True,
-    )
-    if not routed:
-        raise UnknownKind(f"no queue is bound to {TASKS_EXCHANGE!r} for {message.kind!r}")
 
 
 @dataclass(eq=False)

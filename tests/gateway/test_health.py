@@ -11,14 +11,12 @@ import contextlib
 import os
 import signal
 import sqlite3
-from collections.abc import Iterator
 from dataclasses import replace
 
 import httpx
 import pytest
 
 from gateway.settings import GatewaySettings
-from infra.node import BrokerNode, NodeConfig
 from infra.ports import free_port
 
 from ..helpers import eventually
@@ -31,17 +29,6 @@ def unreachable_broker(settings: GatewaySettings) -> GatewaySettings:
         amqp_url=f"amqp://guest:guest@127.0.0.1:{free_port()}/",
         reconnect_interval_s=0.1,
     )
-
-
-@pytest.fixture(scope="module")
-def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerNode]:
-    """A broker node of this module's own, to pause or block without troubling anyone else's."""
-    node = BrokerNode(NodeConfig.on_free_ports(tmp_path_factory.mktemp("broker")))
-    try:
-        node.start()
-        yield node
-    finally:
-        node.stop()
 
 
 async def test_healthz_answers_without_a_broker(gateway_app, gateway_settings):

@@ -6,28 +6,16 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 import rpc
-from infra.node import BrokerNode, NodeConfig
 
 from ..helpers import eventually  # noqa: F401  (re-exported for tests)
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerNode]:
-    """A node of the test module's own, to freeze (SIGSTOP) or alarm without troubling others."""
-    node = BrokerNode(NodeConfig.on_free_ports(tmp_path_factory.mktemp("own-broker")))
-    try:
-        node.start()
-        yield node
-    finally:
-        node.stop()
 
 
 @pytest.fixture
