@@ -76,6 +76,7 @@ class BrokerLink:
                     self._settings.amqp_url,
                     name="gateway",
                     reconnect_interval_s=self._settings.reconnect_interval_s,
+                    reconnect_max_s=self._settings.reconnect_max_s,
                 )
                 self._client = await rpc.RpcClient.create(
                     self._connection,

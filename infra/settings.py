@@ -161,7 +161,13 @@ class ServiceSettings(BaseSettings):
     """What the long-running processes (web, worker, rpc) add."""
 
     reconnect_interval_s: float = setting(
-        "AMQP_RECONNECT_INTERVAL_S", 1.0, "Delay between attempts to reach the broker."
+        "AMQP_RECONNECT_INTERVAL_S",
+        1.0,
+        "First delay between attempts to reach the broker; it doubles (with jitter) up to"
+        " AMQP_RECONNECT_MAX_S.",
+    )
+    reconnect_max_s: float = setting(
+        "AMQP_RECONNECT_MAX_S", 30.0, "Longest delay between attempts to reach the broker."
     )
     database_path: Path = setting(
         "DATABASE_PATH",

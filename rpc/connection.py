@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar
 
 from .errors import BrokerRefused, BrokerUnavailable
 from .wire import BrokerError, Unavailable, WireConnection, WireError
+from .wire.robust import backoff_s
 
 logger = logging.getLogger(__name__)
 
@@ -23,16 +24,28 @@ C = TypeVar("C")
 
 
 async def connect_wire(
-    url: str, *, name: str, reconnect_interval_s: float = 1.0, timeout_s: float = 10.0
+    url: str,
+    *,
+    name: str,
+    reconnect_interval_s: float = 1.0,
+    reconnect_max_s: float = 30.0,
+    timeout_s: float = 10.0,
 ) -> WireConnection:
     """Open a self-recovering connection named ``name`` (shown in the broker's connection list).
+
+    ``url`` may name several nodes, comma-separated; reconnects back off from
+    ``reconnect_interval_s`` up to ``reconnect_max_s``.
 
     Raises BrokerUnavailable if the broker cannot be reached, BrokerRefused if it
     refuses the login or the vhost (with its code and text).
     """
     try:
         return await WireConnection.connect(
-            url, name=name, reconnect_interval_s=reconnect_interval_s, timeout_s=timeout_s
+            url,
+            name=name,
+            reconnect_interval_s=reconnect_interval_s,
+            reconnect_max_s=reconnect_max_s,
+            timeout_s=timeout_s,
         )
     except Unavailable as exc:
         raise BrokerUnavailable(f"cannot connect to the broker: {exc}") from exc
@@ -46,24 +59,33 @@ async def connect_until_up(
     *,
     name: str,
     reconnect_interval_s: float,
+    reconnect_max_s: float = 30.0,
     stop: asyncio.Event,
 ) -> C | None:
     """Connect with ``connector`` (:func:`connect_wire`), retrying while the broker is down,
-    so a process may start before it.
+    so a process may start before it; the retries back off like the connection's own.
 
     A refused login is retried too (its user may not exist yet, or a password is
     being rotated), with the broker's own words in the log. Returns None if
     ``stop`` is set first (the process was asked to exit).
     """
+    attempt = 0
     while not stop.is_set():
+        delay_s = backoff_s(attempt, reconnect_interval_s, reconnect_max_s)
+        attempt += 1
         try:
-            return await connector(url, name=name, reconnect_interval_s=reconnect_interval_s)
+            return await connector(
+                url,
+                name=name,
+                reconnect_interval_s=reconnect_interval_s,
+                reconnect_max_s=reconnect_max_s,
+            )
         except BrokerUnavailable as exc:
-            logger.warning("%s; retrying in %s s", exc, reconnect_interval_s)
+            logger.warning("%s; retrying in %.1f s", exc, delay_s)
         except BrokerRefused as exc:
-            logger.error("%s; retrying in %s s", exc, reconnect_interval_s)
+            logger.error("%s; retrying in %.1f s", exc, delay_s)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), reconnect_interval_s)
+            await asyncio.wait_for(stop.wait(), delay_s)
     return None
 
 

@@ -41,6 +41,7 @@ async def serve(server: RpcServer, settings: RpcSettings) -> None:
         settings.amqp_url,
         name=f"rpc:{server.name}",
         reconnect_interval_s=settings.reconnect_interval_s,
+        reconnect_max_s=settings.reconnect_max_s,
         stop=stop,
     )
     if connection is None:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
-AMQP_PORT = 5672
-AMQPS_PORT = 5671
+from rpc.wire.address import parse_addresses
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,18 +18,18 @@ class AmqpAddress:
 
     @classmethod
     def parse(cls, url: str) -> AmqpAddress:
-        """Read ``amqp[s]://user:password@host:port/vhost``; like aio-pika, an empty path
-        is the default vhost ``/``, and ``%2F`` in the path is a literal slash."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
-            raise ValueError(f"not an AMQP URL: {parts.scheme}://{parts.hostname or ''}...")
-        default_port = AMQPS_PORT if parts.scheme == "amqps" else AMQP_PORT
+        """Read ``$AMQP_URL`` with the client's parser (rpc/wire/address.py); of several
+        comma-separated URLs, the first node is the one asked. A host is required."""
+        first = url.split(",", 1)[0].strip()
+        if not urlsplit(first).hostname:
+            raise ValueError(f"not an AMQP URL: {first.split('@')[-1]!r} names no host")
+        address = parse_addresses(url)[0]
         return cls(
-            host=parts.hostname,
-            port=parts.port or default_port,
-            user=unquote(parts.username or "guest"),
-            password=unquote(parts.password or "guest"),
-            vhost=unquote(parts.path[1:]) or "/",
+            host=address.host,
+            port=address.port,
+            user=address.username,
+            password=address.password,
+            vhost=address.vhost,
         )
 
     @property

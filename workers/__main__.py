@@ -55,6 +55,7 @@ async def serve(registry: TaskRegistry, settings: WorkerSettings, *, orders: boo
         settings.amqp_url,
         name="worker",
         reconnect_interval_s=settings.reconnect_interval_s,
+        reconnect_max_s=settings.reconnect_max_s,
         stop=stop,
     )
     if connection is None:

@@ -278,8 +278,10 @@ class AmqpProtocol(asyncio.Protocol):
                 ),
             )
         elif isinstance(frame, commands.Connection.Tune):
-            self._channel_max = min(frame.channel_max or CHANNEL_MAX, CHANNEL_MAX)
-            self.frame_max = min(frame.frame_max or FRAME_MAX, FRAME_MAX)
+            # The values set before the handshake are this side's upper bounds (the URL's
+            # channel_max/frame_max, see robust.py); 0 from the broker means no limit.
+            self._channel_max = min(frame.channel_max or self._channel_max, self._channel_max)
+            self.frame_max = min(frame.frame_max or self.frame_max, self.frame_max)
             heartbeat = frame.heartbeat if self._heartbeat_s is None else self._heartbeat_s
             self.send_frame(
                 0,

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import random
 from collections.abc import Awaitable, Callable
-from urllib.parse import unquote, urlsplit
 
+from .address import BrokerAddress, parse_addresses
 from .channel import Channel
-from .errors import ChannelLost, ConnectError, ConnectionLost, WireError
+from .errors import ChannelLost, ConnectError, ConnectionLost, Unavailable, WireError
 from .protocol import AmqpProtocol
 
 logger = logging.getLogger(__name__)
@@ -22,24 +24,43 @@ ChannelSetup = Callable[[Channel], Awaitable[None]]
 LostCallback = Callable[[BaseException | None], None]
 
 
-class WireConnection:
-    """A self-recovering connection; create it with ``await WireConnection.connect(url)``."""
+def backoff_s(
+    attempt: int, base_s: float, cap_s: float, rand: Callable[[], float] = random.random
+) -> float:
+    """Exponential backoff with jitter: retry ``attempt`` (0-based) waits between half and all
+    of ``base_s * 2**attempt``, capped at ``cap_s``; the jitter keeps clients that lost the
+    same node from coming back in step."""
+    ceiling = min(cap_s, base_s * 2 ** min(attempt, 64))
+    return ceiling * (0.5 + 0.5 * rand())
 
-    def __init__(self, url: str, *, name: str, reconnect_interval_s: float, timeout_s: float):
-        parts = urlsplit(url)
-        if parts.scheme != "amqp":
-            raise ValueError(f"only amqp:// URLs are supported, not {parts.scheme}://")
+
+class WireConnection:
+    """A self-recovering connection; create it with ``await WireConnection.connect(url)``.
+
+    ``url`` may name several nodes (comma-separated URLs, see address.py). They are tried
+    in a shuffled order (``shuffle``, so clients spread over a cluster), the first that
+    answers wins; after a loss the others are tried first, then the one that was lost.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str,
+        reconnect_interval_s: float,
+        timeout_s: float,
+        reconnect_max_s: float = 30.0,
+        shuffle: Callable[[list[BrokerAddress]], None] = random.shuffle,
+    ):
         self.url = url
         self.name = name
+        self.addresses = parse_addresses(url)
+        shuffle(self.addresses)
         self.reconnect_interval_s = reconnect_interval_s
+        self.reconnect_max_s = max(reconnect_max_s, reconnect_interval_s)
         self._timeout_s = timeout_s
-        self._host = parts.hostname or "localhost"
-        self._port = parts.port or 5672
-        self._username = unquote(parts.username or "guest")
-        self._password = unquote(parts.password or "guest")
-        self._vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
-        query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
-        self._heartbeat_s = int(query["heartbeat"]) if "heartbeat" in query else None
+        self._next = 0  # index in self.addresses of the first one to try
+        self.address: BrokerAddress | None = None  # the node it is connected to
         self._protocol: AmqpProtocol | None = None
         self._channels: list[RobustChannel] = []
         self._closed = False
@@ -47,14 +68,30 @@ class WireConnection:
 
     @classmethod
     async def connect(
-        cls, url: str, *, name: str, reconnect_interval_s: float = 1.0, timeout_s: float = 10.0
+        cls,
+        url: str,
+        *,
+        name: str,
+        reconnect_interval_s: float = 1.0,
+        timeout_s: float = 10.0,
+        reconnect_max_s: float = 30.0,
+        shuffle: Callable[[list[BrokerAddress]], None] = random.shuffle,
     ) -> WireConnection:
         """Connect now (raising what failed); reconnect by itself from then on."""
         connection = cls(
-            url, name=name, reconnect_interval_s=reconnect_interval_s, timeout_s=timeout_s
+            url,
+            name=name,
+            reconnect_interval_s=reconnect_interval_s,
+            timeout_s=timeout_s,
+            reconnect_max_s=reconnect_max_s,
+            shuffle=shuffle,
         )
         await connection._open()
         return connection
+
+    def backoff_s(self, attempt: int) -> float:
+        """The pause before retry number ``attempt`` (0-based) of this connection's set-ups."""
+        return backoff_s(attempt, self.reconnect_interval_s, self.reconnect_max_s)
 
     @property
     def is_up(self) -> bool:
@@ -74,58 +111,101 @@ class WireConnection:
         return self.blocked_reason is not None
 
     async def _open(self) -> None:
-        """Connect and shake hands; ConnectError (or the broker's ConnectionClosed) if not."""
+        """Connect to the first node that answers, starting at ``self._next``.
+
+        Raises ConnectError if none answers; if a node answered but refused (its login, its
+        vhost), that refusal, since trying again will not help.
+        """
+        count = len(self.addresses)
+        errors: list[WireError] = []
+        for i in range(count):
+            index = (self._next + i) % count
+            address = self.addresses[index]
+            try:
+                protocol = await self._open_one(address)
+            except WireError as exc:
+                if count > 1:
+                    logger.warning("cannot connect %r to %s: %s", self.name, address, exc)
+                errors.append(exc)
+                continue
+            self.address = address
+            self._next = (index + 1) % count  # after a loss, the others first
+            self._protocol = protocol
+            protocol.done.add_done_callback(functools.partial(self._on_done, protocol))
+            return
+        refused = [e for e in errors if not isinstance(e, Unavailable)]
+        if refused:
+            raise refused[0]
+        if count == 1:
+            raise errors[0]
+        raise ConnectError("; ".join(str(e) for e in errors))
+
+    async def _open_one(self, address: BrokerAddress) -> AmqpProtocol:
+        """Open a transport to one node and shake hands; ConnectError or the broker's refusal."""
         loop = asyncio.get_running_loop()
-        where = f"{self._host}:{self._port}"
+        where = f"{address.host}:{address.port}"
+        timeout_s = self._timeout_s
+        if address.connection_timeout_ms:
+            timeout_s = address.connection_timeout_ms / 1000
+
+        def make_protocol() -> AmqpProtocol:
+            protocol = AmqpProtocol(
+                username=address.username,
+                password=address.password,
+                vhost=address.vhost,
+                name=self.name,
+                heartbeat_s=address.heartbeat_s,
+            )
+            # Upper bounds for the Tune negotiation (0 or unset: the client's own).
+            if address.channel_max:
+                protocol._channel_max = min(address.channel_max, protocol._channel_max)
+            if address.frame_max:
+                protocol.frame_max = min(address.frame_max, protocol.frame_max)
+            return protocol
+
         try:
             transport, protocol = await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: AmqpProtocol(
-                        username=self._username,
-                        password=self._password,
-                        vhost=self._vhost,
-                        name=self.name,
-                        heartbeat_s=self._heartbeat_s,
-                    ),
-                    self._host,
-                    self._port,
-                ),
-                self._timeout_s,
+                loop.create_connection(make_protocol, address.host, address.port),
+                timeout_s,
             )
         except TimeoutError:
-            raise ConnectError(
-                f"cannot connect to {where}: no answer in {self._timeout_s} s"
-            ) from None
+            raise ConnectError(f"cannot connect to {where}: no answer in {timeout_s} s") from None
         except OSError as exc:
             raise ConnectError(f"cannot connect to {where}: {exc}") from exc
         try:
-            await asyncio.wait_for(asyncio.shield(protocol.ready), self._timeout_s)
+            await asyncio.wait_for(asyncio.shield(protocol.ready), timeout_s)
         except TimeoutError:
             transport.abort()
-            raise ConnectError(f"no AMQP handshake from {where} in {self._timeout_s} s") from None
+            raise ConnectError(f"no AMQP handshake from {where} in {timeout_s} s") from None
         except BaseException:
             transport.abort()
             raise
-        self._protocol = protocol
-        protocol.done.add_done_callback(lambda _: self._on_lost(protocol))
+        return protocol
+
+    def _on_done(self, protocol: AmqpProtocol, _: asyncio.Future[None]) -> None:
+        self._on_lost(protocol)
 
     def _on_lost(self, protocol: AmqpProtocol) -> None:
         if protocol is not self._protocol:
             return
         self._protocol = None
         if not self._closed:
-            logger.warning("lost the broker connection %r; reconnecting", self.name)
+            logger.warning(
+                "lost the broker connection %r to %s; reconnecting", self.name, self.address
+            )
             self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
 
     async def _reconnect(self) -> None:
+        attempt = 0
         while not self._closed:
-            await asyncio.sleep(self.reconnect_interval_s)
+            await asyncio.sleep(self.backoff_s(attempt))
+            attempt += 1
             try:
                 await self._open()
             except WireError as exc:  # the broker's refusal too: a password being rotated
                 logger.warning("reconnecting %r failed: %s", self.name, exc)
                 continue
-            logger.info("reconnected %r", self.name)
+            logger.info("reconnected %r to %s", self.name, self.address)
             for channel in list(self._channels):
                 await channel.restore()
             return
@@ -188,6 +268,8 @@ class RobustChannel:
         self.raw: Channel | None = None
         self._closed = False
         self._reopening: asyncio.Task[None] | None = None
+        self._restoring = False
+        self._failures = 0  # set-ups that failed in a row: the backoff step
 
     @property
     def is_closed(self) -> bool:
@@ -210,14 +292,32 @@ class RobustChannel:
             raise
 
     async def restore(self) -> None:
-        """Reopen and set up again (after a reconnect, or after the broker closed the channel)."""
-        if self._closed or self.raw is not None:
+        """Reopen and set up again (after a reconnect, or after the broker closed the channel).
+
+        A set-up that fails is retried with the connection's backoff, its error logged once
+        per attempt: a 406 in a declaration does not go away by retrying at full speed.
+        """
+        if self._closed or self.raw is not None or self._restoring:
             return
+        self._restoring = True
         try:
             await self.open()
-        except Exception:
-            # Closing the failed channel schedules the next attempt (see _raw_lost).
-            logger.exception("channel set-up failed; reopening the channel")
+        except Exception as exc:
+            delay_s = self._connection.backoff_s(self._failures)
+            self._failures += 1
+            logger.error(
+                "setting up a channel on %r failed (%d in a row): %s; retrying in %.1f s",
+                self._connection.name,
+                self._failures,
+                exc,
+                delay_s,
+            )
+            if self._connection.is_up:  # else the reconnect restores it
+                self._reopen_after(delay_s)
+        else:
+            self._failures = 0
+        finally:
+            self._restoring = False
 
     def _raw_lost(self, raw: Channel, error: Exception) -> None:
         if raw is not self.raw:
@@ -225,13 +325,19 @@ class RobustChannel:
         self.raw = None
         if self._on_lost is not None:
             self._on_lost(error)
-        if not self._closed and self._connection.is_up:
+        if not self._closed and not self._restoring and self._connection.is_up:
             # The broker closed just this channel: reopen it after a pause. After a lost
-            # connection, the reconnect restores every channel instead.
-            self._reopening = asyncio.get_running_loop().create_task(self._reopen_later())
+            # connection, the reconnect restores every channel instead; a failed restore
+            # schedules its own retry.
+            self._reopen_after(self._connection.backoff_s(self._failures))
 
-    async def _reopen_later(self) -> None:
-        await asyncio.sleep(self._connection.reconnect_interval_s)
+    def _reopen_after(self, delay_s: float) -> None:
+        if self._reopening is not None and self._reopening is not asyncio.current_task():
+            self._reopening.cancel()
+        self._reopening = asyncio.get_running_loop().create_task(self._reopen_later(delay_s))
+
+    async def _reopen_later(self, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
         await self.restore()
 
     def abandon(self) -> None:
