@@ -55,6 +55,12 @@ class WireConnection:
         self.url = url
         self.name = name
         self.addresses = parse_addresses(url)
+        for address in self.addresses:
+            # Parsed for the TLS transport to come; refused until it opens them for real.
+            if address.scheme != "amqp" or address.auth_mechanism != "PLAIN":
+                raise ValueError(
+                    f"{address}: only amqp:// with PLAIN login is supported by this client yet"
+                )
         shuffle(self.addresses)
         self.reconnect_interval_s = reconnect_interval_s
         self.reconnect_max_s = max(reconnect_max_s, reconnect_interval_s)
