@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from urllib.parse import unquote, urlsplit
 
 from .channel import Channel
 from .errors import ChannelLost, ConnectError, ConnectionLost, WireError
 from .protocol import AmqpProtocol
+from .tls import TlsOptions, client_context, describe
 
 logger = logging.getLogger(__name__)
 
@@ -25,21 +27,32 @@ LostCallback = Callable[[BaseException | None], None]
 class WireConnection:
     """A self-recovering connection; create it with ``await WireConnection.connect(url)``."""
 
-    def __init__(self, url: str, *, name: str, reconnect_interval_s: float, timeout_s: float):
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str,
+        reconnect_interval_s: float,
+        timeout_s: float,
+        tls: TlsOptions | None = None,
+    ):
         parts = urlsplit(url)
-        if parts.scheme != "amqp":
-            raise ValueError(f"only amqp:// URLs are supported, not {parts.scheme}://")
+        if parts.scheme not in ("amqp", "amqps"):
+            raise ValueError(f"only amqp:// and amqps:// URLs are supported, not {parts.scheme}://")
+        # Built once: a bad CA or certificate file fails here, not on every reconnect.
+        self._ssl = client_context(tls or TlsOptions()) if parts.scheme == "amqps" else None
         self.url = url
         self.name = name
         self.reconnect_interval_s = reconnect_interval_s
         self._timeout_s = timeout_s
         self._host = parts.hostname or "localhost"
-        self._port = parts.port or 5672
+        self._port = parts.port or (5671 if self._ssl is not None else 5672)
         self._username = unquote(parts.username or "guest")
         self._password = unquote(parts.password or "guest")
         self._vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
         query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
         self._heartbeat_s = int(query["heartbeat"]) if "heartbeat" in query else None
+        self._auth_mechanism = query.get("auth_mechanism", "plain").upper()
         self._protocol: AmqpProtocol | None = None
         self._channels: list[RobustChannel] = []
         self._closed = False
@@ -47,11 +60,20 @@ class WireConnection:
 
     @classmethod
     async def connect(
-        cls, url: str, *, name: str, reconnect_interval_s: float = 1.0, timeout_s: float = 10.0
+        cls,
+        url: str,
+        *,
+        name: str,
+        reconnect_interval_s: float = 1.0,
+        timeout_s: float = 10.0,
+        tls: TlsOptions | None = None,
     ) -> WireConnection:
-        """Connect now (raising what failed); reconnect by itself from then on."""
+        """Connect now (raising what failed); reconnect by itself from then on.
+
+        ``tls`` is whom an ``amqps://`` URL trusts (default: the system's CAs).
+        """
         connection = cls(
-            url, name=name, reconnect_interval_s=reconnect_interval_s, timeout_s=timeout_s
+            url, name=name, reconnect_interval_s=reconnect_interval_s, timeout_s=timeout_s, tls=tls
         )
         await connection._open()
         return connection
@@ -86,9 +108,12 @@ class WireConnection:
                         vhost=self._vhost,
                         name=self.name,
                         heartbeat_s=self._heartbeat_s,
+                        auth_mechanism=self._auth_mechanism,
                     ),
                     self._host,
                     self._port,
+                    ssl=self._ssl,
+                    server_hostname=self._host if self._ssl is not None else None,
                 ),
                 self._timeout_s,
             )
@@ -96,6 +121,8 @@ class WireConnection:
             raise ConnectError(
                 f"cannot connect to {where}: no answer in {self._timeout_s} s"
             ) from None
+        except ssl.SSLError as exc:  # an OSError too: before it
+            raise ConnectError(f"TLS handshake with {where} failed: {describe(exc)}") from exc
         except OSError as exc:
             raise ConnectError(f"cannot connect to {where}: {exc}") from exc
         try:
