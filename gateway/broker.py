@@ -8,6 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 import rpc
+from rpc.connection import tls_options
 
 from .settings import GatewaySettings
 
@@ -77,6 +78,7 @@ class BrokerLink:
                     name="gateway",
                     reconnect_interval_s=self._settings.reconnect_interval_s,
                     reconnect_max_s=self._settings.reconnect_max_s,
+                    tls=tls_options(self._settings),
                 )
                 self._client = await rpc.RpcClient.create(
                     self._connection,

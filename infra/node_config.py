@@ -17,6 +17,20 @@ DEFAULT_EPMD_PORT = 4369
 
 
 @dataclass(frozen=True)
+class TlsListener:
+    """An AMQPS listener: its port and the node's PEM files.
+
+    Peers are verified when they show a certificate, not required to show one, so
+    a client certificate can be the login (EXTERNAL, its common name the user name).
+    """
+
+    port: int
+    cacertfile: Path
+    certfile: Path
+    keyfile: Path
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     """Where a node keeps its files and which ports it listens on."""
 
@@ -27,6 +41,7 @@ class NodeConfig:
     node_name: str = field(default="")  # default: "taskgate-<amqp_port>@localhost"
     # The epmd (Erlang's port mapper) this node registers with.
     epmd_port: int = DEFAULT_EPMD_PORT
+    tls: TlsListener | None = None  # None: plain AMQP only
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "base_dir", Path(self.base_dir).absolute())
@@ -46,6 +61,13 @@ class NodeConfig:
     @property
     def amqp_url(self) -> str:
         return f"amqp://guest:guest@127.0.0.1:{self.amqp_port}/"
+
+    @property
+    def amqps_url(self) -> str:
+        """The TLS listener's URL for the host name ``localhost``; ValueError if it has none."""
+        if self.tls is None:
+            raise ValueError(f"node {self.node_name} has no TLS listener")
+        return f"amqps://guest:guest@localhost:{self.tls.port}/"
 
     @property
     def home_dir(self) -> Path:
@@ -121,6 +143,23 @@ class NodeConfig:
         ]
         if self.management_port is not None:
             conf.append(f"management.tcp.port = {self.management_port}")
+        plugins = ["rabbitmq_management"] if self.management_port is not None else []
+        if self.tls is not None:
+            # Keys both 3.10 (Erlang 25) and 4.0 (Erlang 27) accept.
+            conf += [
+                f"listeners.ssl.default = {self.tls.port}",
+                f"ssl_options.cacertfile = {self.tls.cacertfile}",
+                f"ssl_options.certfile = {self.tls.certfile}",
+                f"ssl_options.keyfile = {self.tls.keyfile}",
+                "ssl_options.verify = verify_peer",
+                "ssl_options.fail_if_no_peer_cert = false",
+                # EXTERNAL: a client certificate's common name is the user it logs in as.
+                "auth_mechanisms.1 = PLAIN",
+                "auth_mechanisms.2 = AMQPLAIN",
+                "auth_mechanisms.3 = EXTERNAL",
+                "ssl_cert_login_from = common_name",
+            ]
+            plugins.append("rabbitmq_auth_mechanism_ssl")
         (self.base_dir / "rabbitmq.conf").write_text("\n".join(conf) + "\n")
         (self.base_dir / "advanced.config").write_text("[].\n")
         # No scheduler busy-waiting: spinning Erlang schedulers take CPU from the
@@ -128,5 +167,4 @@ class NodeConfig:
         (self.base_dir / "rabbitmq-env.conf").write_text(
             'SERVER_ADDITIONAL_ERL_ARGS="+sbwt none +sbwtdcpu none +sbwtdio none"\n'
         )
-        plugins = "[rabbitmq_management]." if self.management_port is not None else "[]."
-        (self.base_dir / "enabled_plugins").write_text(plugins + "\n")
+        (self.base_dir / "enabled_plugins").write_text(f"[{','.join(plugins)}].\n")

@@ -152,7 +152,24 @@ class BaseSettings(Settings):
     amqp_url: str = setting(
         "AMQP_URL",
         "amqp://guest:guest@127.0.0.1:5672/",
-        "The broker: `amqp://user:password@host:port/vhost`.",
+        "The broker: `amqp://user:password@host:port/vhost` (`amqps://` for TLS).",
+    )
+    amqp_ca_file: Path | None = setting(
+        "AMQP_CA_FILE",
+        None,
+        "PEM file of the CAs an `amqps://` broker's certificate must chain to"
+        " (unset: the system's trust store).",
+    )
+    amqp_cert_file: Path | None = setting(
+        "AMQP_CERT_FILE",
+        None,
+        "PEM client certificate shown to an `amqps://` broker; with `?auth_mechanism=external`"
+        " in AMQP_URL it is the login.",
+    )
+    amqp_key_file: Path | None = setting(
+        "AMQP_KEY_FILE",
+        None,
+        "PEM private key of AMQP_CERT_FILE (unset: the key is in AMQP_CERT_FILE).",
     )
 
 

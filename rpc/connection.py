@@ -14,13 +14,21 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
+from infra.settings import BaseSettings
+
 from .errors import BrokerRefused, BrokerUnavailable
 from .wire import BrokerError, Unavailable, WireConnection, WireError
 from .wire.robust import backoff_s
+from .wire.tls import TlsOptions
 
 logger = logging.getLogger(__name__)
 
 C = TypeVar("C")
+
+
+def tls_options(settings: BaseSettings) -> TlsOptions:
+    """Whom an ``amqps://`` AMQP_URL trusts and what it shows, from the process's settings."""
+    return TlsOptions(settings.amqp_ca_file, settings.amqp_cert_file, settings.amqp_key_file)
 
 
 async def connect_wire(
@@ -30,14 +38,16 @@ async def connect_wire(
     reconnect_interval_s: float = 1.0,
     reconnect_max_s: float = 30.0,
     timeout_s: float = 10.0,
+    tls: TlsOptions | None = None,
 ) -> WireConnection:
     """Open a self-recovering connection named ``name`` (shown in the broker's connection list).
 
     ``url`` may name several nodes, comma-separated; reconnects back off from
-    ``reconnect_interval_s`` up to ``reconnect_max_s``.
+    ``reconnect_interval_s`` up to ``reconnect_max_s``. ``tls`` applies to an
+    ``amqps://`` URL (default: trust the system's CAs).
 
-    Raises BrokerUnavailable if the broker cannot be reached, BrokerRefused if it
-    refuses the login or the vhost (with its code and text).
+    Raises BrokerUnavailable if the broker cannot be reached (a failed TLS handshake
+    too), BrokerRefused if it refuses the login or the vhost (with its code and text).
     """
     try:
         return await WireConnection.connect(
@@ -46,6 +56,7 @@ async def connect_wire(
             reconnect_interval_s=reconnect_interval_s,
             reconnect_max_s=reconnect_max_s,
             timeout_s=timeout_s,
+            tls=tls,
         )
     except Unavailable as exc:
         raise BrokerUnavailable(f"cannot connect to the broker: {exc}") from exc

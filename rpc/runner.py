@@ -7,6 +7,7 @@ calls in flight and exits 0.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import logging
 import sys
@@ -15,7 +16,7 @@ from infra.logs import configure_logging
 from infra.metrics import serve_metrics
 from infra.process import exit_requested, run
 
-from .connection import connect_until_up, connect_wire
+from .connection import connect_until_up, connect_wire, tls_options
 from .server import RpcServer
 from .settings import RpcSettings
 
@@ -37,7 +38,7 @@ async def serve(server: RpcServer, settings: RpcSettings) -> None:
     """Serve until SIGTERM or SIGINT."""
     stop = exit_requested()
     connection = await connect_until_up(
-        connect_wire,
+        functools.partial(connect_wire, tls=tls_options(settings)),
         settings.amqp_url,
         name=f"rpc:{server.name}",
         reconnect_interval_s=settings.reconnect_interval_s,

@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 import rpc
+from rpc.connection import tls_options
 
 from . import exits
 from .commands import Subcommands, describe
@@ -81,7 +82,9 @@ def parse_params(text: str) -> dict[str, Any]:
 
 async def call(settings: CliSettings, method: str, params: dict[str, Any], timeout_s: float) -> Any:
     """The result of one call, over a connection of its own."""
-    connection = await rpc.connect_wire(settings.amqp_url, name="taskgate-cli")
+    connection = await rpc.connect_wire(
+        settings.amqp_url, name="taskgate-cli", tls=tls_options(settings)
+    )
     try:
         async with await rpc.RpcClient.create(
             connection, reply_mode=settings.rpc_reply_mode, default_timeout_s=timeout_s

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib
 import logging
 import sys
@@ -18,7 +19,7 @@ import sys
 from infra.logs import configure_logging
 from infra.metrics import serve_metrics
 from infra.process import exit_requested, run
-from rpc.connection import connect_until_up, connect_wire
+from rpc.connection import connect_until_up, connect_wire, tls_options
 from rpc.wire import WireConnection
 
 from .events import EventConsumers
@@ -51,7 +52,7 @@ async def serve(registry: TaskRegistry, settings: WorkerSettings, *, orders: boo
     """Run the tasks (and the order consumers) until SIGTERM or SIGINT."""
     stop = exit_requested()
     connection = await connect_until_up(
-        connect_wire,
+        functools.partial(connect_wire, tls=tls_options(settings)),
         settings.amqp_url,
         name="worker",
         reconnect_interval_s=settings.reconnect_interval_s,

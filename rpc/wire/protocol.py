@@ -22,7 +22,7 @@ from pamqp.base import Frame
 
 from . import codec
 from .channel import Channel
-from .errors import CONNECTION_FORCED, ConnectionClosed, ConnectionLost, WireError
+from .errors import CONNECTION_FORCED, ConnectError, ConnectionClosed, ConnectionLost, WireError
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,14 @@ class AmqpProtocol(asyncio.Protocol):
     """One connection. ``ready`` resolves once it is open; ``done`` when it has ended."""
 
     def __init__(
-        self, *, username: str, password: str, vhost: str, name: str, heartbeat_s: int | None
+        self,
+        *,
+        username: str,
+        password: str,
+        vhost: str,
+        name: str,
+        heartbeat_s: int | None,
+        auth_mechanism: str = "PLAIN",
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.ready: asyncio.Future[None] = self.loop.create_future()
@@ -65,6 +72,7 @@ class AmqpProtocol(asyncio.Protocol):
         self.frame_max = FRAME_MAX
         self._channel_max = CHANNEL_MAX
         self._credentials = (username, password)
+        self._auth_mechanism = auth_mechanism
         self._vhost = vhost
         self._name = name
         self._heartbeat_s = heartbeat_s
@@ -265,6 +273,17 @@ class AmqpProtocol(asyncio.Protocol):
     def _on_connection_method(self, frame: Frame) -> None:
         if isinstance(frame, commands.Connection.Start):
             username, password = self._credentials
+            offered = str(frame.mechanisms).split()
+            if self._auth_mechanism not in offered:
+                self._fail(
+                    ConnectError(
+                        f"the broker does not offer the {self._auth_mechanism} mechanism"
+                        f" (it offers {', '.join(offered)})"
+                    )
+                )
+                return
+            # EXTERNAL: the identity is the client certificate the TLS handshake showed.
+            response = "" if self._auth_mechanism == "EXTERNAL" else f"\0{username}\0{password}"
             self.send_frame(
                 0,
                 commands.Connection.StartOk(
@@ -273,8 +292,8 @@ class AmqpProtocol(asyncio.Protocol):
                         "connection_name": self._name,
                         "capabilities": CAPABILITIES,
                     },
-                    mechanism="PLAIN",
-                    response=f"\0{username}\0{password}",
+                    mechanism=self._auth_mechanism,
+                    response=response,
                 ),
             )
         elif isinstance(frame, commands.Connection.Tune):

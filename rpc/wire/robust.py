@@ -11,12 +11,14 @@ import contextlib
 import functools
 import logging
 import random
+import ssl
 from collections.abc import Awaitable, Callable
 
 from .address import BrokerAddress, parse_addresses
 from .channel import Channel
 from .errors import ChannelLost, ConnectError, ConnectionLost, Unavailable, WireError
 from .protocol import AmqpProtocol
+from .tls import TlsOptions, client_context, describe
 
 logger = logging.getLogger(__name__)
 
@@ -51,16 +53,14 @@ class WireConnection:
         timeout_s: float,
         reconnect_max_s: float = 30.0,
         shuffle: Callable[[list[BrokerAddress]], None] = random.shuffle,
+        tls: TlsOptions | None = None,
     ):
         self.url = url
         self.name = name
         self.addresses = parse_addresses(url)
-        for address in self.addresses:
-            # Parsed for the TLS transport to come; refused until it opens them for real.
-            if address.scheme != "amqp" or address.auth_mechanism != "PLAIN":
-                raise ValueError(
-                    f"{address}: only amqp:// with PLAIN login is supported by this client yet"
-                )
+        # Built once: a bad CA or certificate file fails here, not on every reconnect.
+        wants_tls = any(address.scheme == "amqps" for address in self.addresses)
+        self._ssl = client_context(tls or TlsOptions()) if wants_tls else None
         shuffle(self.addresses)
         self.reconnect_interval_s = reconnect_interval_s
         self.reconnect_max_s = max(reconnect_max_s, reconnect_interval_s)
@@ -82,8 +82,12 @@ class WireConnection:
         timeout_s: float = 10.0,
         reconnect_max_s: float = 30.0,
         shuffle: Callable[[list[BrokerAddress]], None] = random.shuffle,
+        tls: TlsOptions | None = None,
     ) -> WireConnection:
-        """Connect now (raising what failed); reconnect by itself from then on."""
+        """Connect now (raising what failed); reconnect by itself from then on.
+
+        ``tls`` is whom an ``amqps://`` URL trusts (default: the system's CAs).
+        """
         connection = cls(
             url,
             name=name,
@@ -91,6 +95,7 @@ class WireConnection:
             timeout_s=timeout_s,
             reconnect_max_s=reconnect_max_s,
             shuffle=shuffle,
+            tls=tls,
         )
         await connection._open()
         return connection
@@ -150,6 +155,7 @@ class WireConnection:
         """Open a transport to one node and shake hands; ConnectError or the broker's refusal."""
         loop = asyncio.get_running_loop()
         where = f"{address.host}:{address.port}"
+        context = self._ssl if address.scheme == "amqps" else None
         timeout_s = self._timeout_s
         if address.connection_timeout_ms:
             timeout_s = address.connection_timeout_ms / 1000
@@ -161,6 +167,7 @@ class WireConnection:
                 vhost=address.vhost,
                 name=self.name,
                 heartbeat_s=address.heartbeat_s,
+                auth_mechanism=address.auth_mechanism,
             )
             # Upper bounds for the Tune negotiation (0 or unset: the client's own).
             if address.channel_max:
@@ -171,11 +178,19 @@ class WireConnection:
 
         try:
             transport, protocol = await asyncio.wait_for(
-                loop.create_connection(make_protocol, address.host, address.port),
+                loop.create_connection(
+                    make_protocol,
+                    address.host,
+                    address.port,
+                    ssl=context,
+                    server_hostname=address.host if context is not None else None,
+                ),
                 timeout_s,
             )
         except TimeoutError:
             raise ConnectError(f"cannot connect to {where}: no answer in {timeout_s} s") from None
+        except ssl.SSLError as exc:  # an OSError too: before it
+            raise ConnectError(f"TLS handshake with {where} failed: {describe(exc)}") from exc
         except OSError as exc:
             raise ConnectError(f"cannot connect to {where}: {exc}") from exc
         try:

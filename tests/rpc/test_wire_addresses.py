@@ -136,11 +136,6 @@ async def test_a_dead_first_address_is_skipped(amqp_url: str):
         await connection.close()
 
 
-async def test_tls_is_refused_rather_than_spoken_in_plain_text(amqp_url: str):
-    with pytest.raises(ValueError, match="amqps://"):
-        await WireConnection.connect(f"{amqp_url},amqps://127.0.0.1/", name="test-amqps")
-
-
 async def test_no_address_answering_names_every_one():
     ports = [free_port(), free_port()]
     url = ",".join(f"amqp://127.0.0.1:{port}/" for port in ports)
