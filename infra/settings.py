@@ -152,7 +152,8 @@ class BaseSettings(Settings):
     amqp_url: str = setting(
         "AMQP_URL",
         "amqp://guest:guest@127.0.0.1:5672/",
-        "The broker: `amqp://user:password@host:port/vhost` (`amqps://` for TLS).",
+        "The broker: `amqp://user:password@host:port/vhost` (`amqps://` for TLS);"
+        " several nodes as comma-separated URLs.",
     )
     amqp_ca_file: Path | None = setting(
         "AMQP_CA_FILE",
