@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 
 from infra.process import run
-from rpc.connection import connect_wire
+from rpc.connection import connect_wire, tls_options
 from rpc.errors import BrokerRefused, BrokerUnavailable
 from rpc.publish import persistent_copy, publish_confirmed
 from rpc.wire import BrokerError, Channel, ChannelClosed, Delivery, Unavailable, WireConnection
@@ -162,7 +162,9 @@ def _print_message(message: Delivery, *, full: bool) -> None:
 
 
 async def _run(args: argparse.Namespace, settings: WorkerSettings) -> int:
-    connection = await connect_wire(settings.amqp_url, name="workers.dead")
+    connection = await connect_wire(
+        settings.amqp_url, name="workers.dead", tls=tls_options(settings)
+    )
     try:
         if args.command == "replay":
             count = await replay(
