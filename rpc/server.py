@@ -123,7 +123,9 @@ class RpcServer:
             # Auto-delete: with no server left the queue goes, so a mandatory
             # request is returned at once instead of waiting for its timeout.
             # Expired requests are dropped, not dead-lettered: their caller has moved on.
-            await channel.queue_declare(queue, auto_delete=True)
+            # Durable, though it lives only as long as its servers: RabbitMQ 4.0 deprecates
+            # transient queues that are not exclusive.
+            await channel.queue_declare(queue, durable=True, auto_delete=True)
             tags.append(await channel.basic_consume(queue, self._make_consumer(method)))
         self._consumer_tags = tags
         self._raw = channel

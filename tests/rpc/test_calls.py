@@ -269,3 +269,20 @@ async def test_both_reply_modes_round_trip(serve, connection, unique_name, reply
         )
 
     assert [q.sku for q in quotes] == [f"S-{i}" for i in range(50)]
+
+
+async def test_method_queues_are_durable_for_rabbitmq_4(serve, connection, unique_name):
+    # RabbitMQ 4.0 deprecates transient non-exclusive queues; the broker refuses a
+    # redeclaration whose durability differs, so this declare proves the queue's.
+    method = unique_name("durable")
+    server = rpc.RpcServer("durable")
+
+    @server.method(method)
+    async def echo(params: dict) -> dict:
+        return params
+
+    await serve(server)
+    channel = await connection.raw_channel()
+
+    await channel.queue_declare(method_queue(method), durable=True, auto_delete=True)
+    await channel.close()
