@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 import rpc
 from rpc.connection import tls_options
+from rpc.wire.robust import backoff_s
 
 from .settings import GatewaySettings
 
@@ -71,7 +73,7 @@ class BrokerLink:
         return self._client
 
     async def _connect_until_up(self) -> None:
-        while True:
+        for attempt in itertools.count():
             try:
                 self._connection = await rpc.connect_wire(
                     self._settings.amqp_url,
@@ -96,4 +98,8 @@ class BrokerLink:
                 # stays 503 and says why in the log, until the configuration is fixed.
                 logger.error("the broker refused this gateway's set-up (%s); retrying", exc)
             await self._disconnect()
-            await asyncio.sleep(self._settings.reconnect_interval_s)
+            # The same backoff as the connection's own reconnects.
+            settings = self._settings
+            await asyncio.sleep(
+                backoff_s(attempt, settings.reconnect_interval_s, settings.reconnect_max_s)
+            )
