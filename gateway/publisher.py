@@ -1,11 +1,13 @@
 """Publishing from the gateway: confirmed, bounded in time, on one channel per process.
 
 Every publish returns once the broker has the message, or raises
-BrokerUnavailable within ``timeout_s``: the broker is down, refused it (a full
-queue nacks), or did not confirm in time. Handlers answer that with a 503.
-BrokerRefused is the broker closing the channel over a declaration (406: the
-queue exists with other arguments) or a permission (403): a configuration
-error, answered with a 500 that names it (gateway/errors.py).
+BrokerUnavailable within its bound: the broker is down, refused it (a full
+queue nacks), returned it unroutable (``Unroutable``), or did not confirm in
+time. Tasks and orders are not published by handlers but by the outbox relay
+(``publish_entry``), which waits longer and retries; other handlers answer
+BrokerUnavailable with a 503. BrokerRefused is the broker closing the channel
+over a declaration (406: the queue exists with other arguments) or a permission
+(403): a configuration error, answered with a 500 that names it (gateway/errors.py).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from rpc.connection import close_channels
 from rpc.dead_letter import Message, dead_letter
@@ -28,11 +31,17 @@ from rpc.wire import (
     Unavailable,
     WireConnection,
 )
-from workers.messages import TaskMessage, publish_task
-from workers.topology import declare_kind
+from workers.shop.contracts import ORDER_CREATED, ORDER_QUEUES, ORDERS_EXCHANGE
+from workers.topology import TASKS_EXCHANGE, declare_event_queue, declare_kind
+
+from .outbox import OutboxEntry
 
 # Declares what a publish needs on first use (once per channel).
 Declare = Callable[[Channel], Awaitable[None]]
+
+
+class Unroutable(BrokerUnavailable):
+    """A mandatory message came back: no queue is bound for its routing key (yet)."""
 
 
 class Publisher:
@@ -56,15 +65,47 @@ class Publisher:
     async def close(self) -> None:
         await close_channels(self._channel)
 
-    async def publish_task(self, message: TaskMessage) -> None:
-        """Publish a task to ``tasks``, declaring its kind's queue on first use."""
+    async def declare_kind(self, kind: str) -> None:
+        """Declare ``kind``'s task queue on this channel (once per connection) within the bound.
 
-        async def declare(raw: Channel) -> None:
-            await declare_kind(raw, message.kind, max_length=self._queue_max_length)
-
+        BrokerRefused (406) if it exists with other arguments: a configuration error.
+        """
         async with _confirmed_within(self._timeout_s):
-            channel = await self._ready_channel(f"kind:{message.kind}", declare)
-            await publish_task(channel, message)
+            await self._ready_channel(f"kind:{kind}", self._kind_declarer(kind))
+
+    async def publish_entry(self, entry: OutboxEntry, *, timeout_s: float) -> None:
+        """Publish an outbox entry persistent, confirmed and mandatory within ``timeout_s``.
+
+        Declares first what its exchange needs: a task kind's queue, the order consumers'
+        queues. Raises Unroutable if it came back, BrokerUnavailable, BrokerRefused.
+        """
+        key, declare = self._entry_declarer(entry)
+        await self.publish(
+            entry.body,
+            exchange=entry.exchange,
+            routing_key=entry.routing_key,
+            message_id=entry.message_id,
+            message_type=entry.message_type,
+            declare=declare,
+            declare_key=key,
+            mandatory=True,
+            headers=entry.headers,
+            timestamp=datetime.fromtimestamp(entry.created_at, UTC),
+            timeout_s=timeout_s,
+        )
+
+    def _kind_declarer(self, kind: str) -> Declare:
+        async def declare(raw: Channel) -> None:
+            await declare_kind(raw, kind, max_length=self._queue_max_length)
+
+        return declare
+
+    def _entry_declarer(self, entry: OutboxEntry) -> tuple[str, Declare]:
+        if entry.exchange == TASKS_EXCHANGE:
+            return f"kind:{entry.routing_key}", self._kind_declarer(entry.routing_key)
+        if entry.exchange == ORDERS_EXCHANGE:
+            return f"exchange:{ORDERS_EXCHANGE}", _declare_order_queues
+        return f"exchange:{entry.exchange}", _declare_nothing
 
     async def probe(self) -> None:
         """A confirmed round trip on this channel within the bound, or BrokerUnavailable.
@@ -92,18 +133,23 @@ class Publisher:
         message_id: str,
         message_type: str,
         declare: Declare,
+        declare_key: str | None = None,
         mandatory: bool = False,
+        headers: dict[str, Any] | None = None,
+        timestamp: datetime | None = None,
+        timeout_s: float | None = None,
     ) -> None:
         """Publish a persistent JSON message; ``declare`` sets up ``exchange`` on first use."""
         properties = Properties(
             content_type="application/json",
             message_id=message_id,
             message_type=message_type,
-            timestamp=datetime.now(UTC),
+            timestamp=timestamp or datetime.now(UTC),
             delivery_mode=2,
+            headers=headers,
         )
-        async with _confirmed_within(self._timeout_s):
-            channel = await self._ready_channel(f"exchange:{exchange}", declare)
+        async with _confirmed_within(timeout_s or self._timeout_s):
+            channel = await self._ready_channel(declare_key or f"exchange:{exchange}", declare)
             routed = await publish_confirmed(
                 channel,
                 body,
@@ -113,7 +159,7 @@ class Publisher:
                 mandatory=mandatory,
             )
         if not routed:
-            raise BrokerUnavailable(
+            raise Unroutable(
                 f"nothing consumes {routing_key!r} yet: "
                 f"no queue is bound to {exchange!r} for {routing_key!r}"
             )
@@ -160,6 +206,18 @@ class Publisher:
     async def _reset(self, channel: Channel) -> None:
         # After a reconnect the broker may have lost non-durable state: declare again.
         self._declared.clear()
+
+
+async def _declare_order_queues(channel: Channel) -> None:
+    # The consumers' queues exist before the first order, even if no worker ever ran.
+    for queue in ORDER_QUEUES:
+        await declare_event_queue(
+            channel, queue, exchange=ORDERS_EXCHANGE, routing_key=ORDER_CREATED
+        )
+
+
+async def _declare_nothing(channel: Channel) -> None:
+    pass
 
 
 @contextlib.asynccontextmanager

@@ -51,7 +51,42 @@ class GatewaySettings(ServiceSettings):
     publish_timeout_s: float = setting(
         "PUBLISH_TIMEOUT_S",
         1.0,
-        "How long an upload waits for the broker's confirm before answering 503.",
+        "How long a request that publishes itself (a notification, /readyz's probe) waits for"
+        " the broker's confirm before answering 503. Uploads and orders go through the outbox.",
+    )
+    outbox_max_pending: int = setting(
+        "OUTBOX_MAX_PENDING",
+        10_000,
+        "Accepted uploads and orders not yet confirmed by the broker (all gateways together)"
+        " beyond which new ones are refused with 503 + Retry-After, nothing stored.",
+    )
+    outbox_lease_s: float = setting(
+        "OUTBOX_LEASE_S",
+        30.0,
+        "How long a relay's claim on outbox messages holds: another gateway publishes those of"
+        " a dead one after it. A relay waits up to half of it for a confirm.",
+    )
+    outbox_poll_s: float = setting(
+        "OUTBOX_POLL_S",
+        1.0,
+        "How often the outbox relay looks for messages due again or left by another gateway"
+        " (its own accepts wake it at once).",
+    )
+    outbox_retry_max_s: float = setting(
+        "OUTBOX_RETRY_MAX_S",
+        30.0,
+        "The longest pause between two attempts to publish one outbox message (backoff).",
+    )
+    orphan_grace_s: float = setting(
+        "ORPHAN_GRACE_S",
+        3600.0,
+        "An upload directory older than this without a task (the upload was never accepted)"
+        " is removed.",
+    )
+    orphan_sweep_s: float = setting(
+        "ORPHAN_SWEEP_S",
+        300.0,
+        "How often the web process looks for upload directories without a task.",
     )
     store_write_timeout_s: float = setting(
         "STORE_WRITE_TIMEOUT_S",
