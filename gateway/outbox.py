@@ -156,6 +156,19 @@ async def retry_later(tx: Transaction, failures: Sequence[tuple[str, float, str]
     )
 
 
+async def release(tx: Transaction, failures: Sequence[tuple[str, str]]) -> None:
+    """Release ``(message_id, error)`` entries, due again at once and no attempt counted.
+
+    For a broker that is away: the entries are not at fault, and a count would
+    stretch their backoff so that they wait long after the broker is back.
+    """
+    await tx.executemany(
+        "UPDATE outbox SET last_error = $2, claimed_by = NULL, claimed_until = NULL"
+        " WHERE message_id = $1",
+        failures,
+    )
+
+
 async def pending_count(tx: Transaction) -> int:
     """Entries not yet confirmed by the broker."""
     return int(await tx.fetchval("SELECT count(*) FROM outbox"))

@@ -35,7 +35,7 @@ from rpc.errors import BrokerRefused, BrokerUnavailable
 from rpc.wire import PublishNacked
 from rpc.wire.robust import backoff_s
 
-from .outbox import OutboxEntry, claim_due, mark_sent, pending_count, retry_later
+from .outbox import OutboxEntry, claim_due, mark_sent, pending_count, release, retry_later
 from .publisher import Publisher, Unroutable
 
 logger = logging.getLogger(__name__)
@@ -121,16 +121,21 @@ class OutboxRelay:
     async def drain(self) -> int:
         """Publish due entries, batch after batch, while the publisher is up; how many confirmed."""
         published = 0
-        while self._publisher.ready:
-            done, claimed = await self.publish_batch()
+        while self._publisher.can_publish:
+            done, claimed, broker_away = await self.publish_batch()
             published += done
-            if claimed < self._batch:
+            if claimed < self._batch or broker_away:
                 break
         OUTBOX_PENDING.set(await self._database.read(pending_count))
         return published
 
-    async def publish_batch(self) -> tuple[int, int]:
-        """Claim one batch and publish it; ``(confirmed, claimed)``."""
+    async def publish_batch(self) -> tuple[int, int, bool]:
+        """Claim one batch and publish it; ``(confirmed, claimed, the broker is away)``.
+
+        An entry the broker refused (a nack, unroutable, a refused declaration) is
+        tried again after a backoff of its own; one that met a broker away (down,
+        paused past the confirm bound) is due again at once, and the relay pauses.
+        """
         dialect = self._database.dialect
 
         async def claim(tx: Transaction) -> list[OutboxEntry]:
@@ -140,25 +145,28 @@ class OutboxRelay:
 
         entries = await self._database.write(claim)
         if not entries:
-            return 0, 0
+            return 0, 0, False
         outcomes = await asyncio.gather(*(self._publish(entry) for entry in entries))
         sent = [e.message_id for e, outcome in zip(entries, outcomes, strict=True) if not outcome]
         failed = [(e, outcome) for e, outcome in zip(entries, outcomes, strict=True) if outcome]
         now = time.time()
         retries = [
             (e.message_id, now + backoff_s(e.attempts, RETRY_BASE_S, self._retry_max_s), error)
-            for e, (_, error) in failed
+            for e, (reason, error) in failed
+            if reason != "unavailable"
         ]
+        away = [(e.message_id, error) for e, (reason, error) in failed if reason == "unavailable"]
 
         async def settle(tx: Transaction) -> None:
             await mark_sent(tx, sent)
             await retry_later(tx, retries)
+            await release(tx, away)
 
         await self._database.write(settle)
         OUTBOX_PUBLISHED.inc(len(sent))
         if failed:
             self._report(failed)
-        return len(sent), len(entries)
+        return len(sent), len(entries), bool(away)
 
     async def _publish(self, entry: OutboxEntry) -> tuple[str, str] | None:
         """None once confirmed, else ``(reason, error)``."""

@@ -58,6 +58,17 @@ class Publisher:
     def ready(self) -> bool:
         return self._channel is not None and not self._channel.is_closed
 
+    @property
+    def can_publish(self) -> bool:
+        """True while the channel is open now (not reopening after a lost connection)."""
+        channel = self._channel
+        return (
+            channel is not None
+            and not channel.is_closed
+            and channel.raw is not None
+            and not channel.raw.is_closed
+        )
+
     async def start(self, connection: WireConnection) -> None:
         self._channel = await connection.open_channel(self._reset, publisher_confirms=True)
         self._started.set()
