@@ -60,13 +60,15 @@ class Publisher:
 
     @property
     def can_publish(self) -> bool:
-        """True while the channel is open now (not reopening after a lost connection)."""
+        """True while the channel is open now (not reopening after a lost connection) and the
+        broker does not block publishers (a memory or disk alarm)."""
         channel = self._channel
         return (
             channel is not None
             and not channel.is_closed
             and channel.raw is not None
             and not channel.raw.is_closed
+            and channel.raw.blocked_reason is None
         )
 
     async def start(self, connection: WireConnection) -> None:
