@@ -226,9 +226,13 @@ async def _run(cli_settings: settings.CliSettings, names: list[str]) -> int:
             if moved is None:
                 print(f"{name}: up to date")
             else:
-                print(f"{name}: now a quorum queue, with its {moved} messages")
+                print(f"{name}: now a quorum queue, with its {moved} message{_s(moved)}")
     finally:
         await connection.close()
     if not names:
         print(f"no retry tiers or dead-letter queues to migrate (e.g. {retry_tier(1000)})")
     return exits.OK
+
+
+def _s(count: int) -> str:
+    return "" if count == 1 else "s"

@@ -4,14 +4,18 @@ become quorum queues, on the test broker, and keep every message."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
 import rpc
+from infra.node import BrokerNode, NodeConfig
+from infra.ports import free_port
 from rpc.publish import publish_confirmed
 from rpc.wire import ChannelClosed, Delivery, Properties
 from taskgate.migrate import HOLDING_SUFFIX, ROUTE_HEADER, migrate
+from rpc.topology import DEAD_QUEUE as RPC_DEAD_QUEUE
 from workers.topology import (
     REASON_HEADER,
     TASKS_EXCHANGE,
@@ -181,3 +185,51 @@ async def test_migrate_queues_refuses_a_queue_that_is_neither_a_tier_nor_a_dead_
 
     assert result.code == 2
     assert "not a retry tier or dead-letter queue: tasks.images.thumbnail" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerNode]:
+    """A node of this module's own where ``taskgate`` finds it (TASKGATE_VAR/broker), so
+    the command can list its queues with rabbitmqctl."""
+    base_dir: Path = tmp_path_factory.mktemp("var") / "broker"
+    node = BrokerNode(NodeConfig(base_dir=base_dir, amqp_port=free_port(), dist_port=free_port()))
+    try:
+        node.start()
+        yield node
+    finally:
+        node.stop()
+
+
+async def test_migrate_queues_without_names_finds_the_old_queues_and_leaves_others_alone(node):
+    config = node.config
+    env = {
+        "TASKGATE_VAR": str(config.base_dir.parent),
+        "TASKGATE_AMQP_PORT": str(config.amqp_port),
+        "TASKGATE_DIST_PORT": str(config.dist_port),
+        "TASKGATE_MANAGEMENT_PORT": "",  # rabbitmqctl lists the queues
+        "AMQP_URL": config.amqp_url,
+    }
+    connection = await rpc.connect_wire(config.amqp_url, name="test")
+    try:
+        raw = await connection.raw_channel()
+        await raw.exchange_declare(retry_tier(1000), exchange_type="fanout", durable=True)
+        await raw.queue_declare(retry_tier(1000), durable=True, arguments={"x-message-ttl": 1000})
+        await raw.queue_bind(retry_tier(1000), retry_tier(1000))
+        for classic in ("tasks.k.dead", "orders.email.dead", RPC_DEAD_QUEUE, "tasks.retry.x"):
+            await raw.queue_declare(classic, durable=True)
+        await raw.close()
+        await publish(connection, "", "tasks.k.dead", dead_letters(1))
+
+        result = await taskgate("migrate-queues", env=env)
+
+        assert result.code == 0, result.stderr
+        assert result.stdout == (
+            "orders.email.dead: now a quorum queue, with its 0 messages\n"
+            "tasks.k.dead: now a quorum queue, with its 1 message\n"
+            f"{retry_tier(1000)}: now a quorum queue, with its 0 messages\n"
+        )
+        assert not await refuses(connection, lambda ch: declare_dead_queue(ch, "tasks.k.dead"))
+        # rpc.dead is the RPC servers' own, still classic as they declare it.
+        assert await refuses(connection, lambda ch: declare_dead_queue(ch, RPC_DEAD_QUEUE))
+    finally:
+        await connection.close()
