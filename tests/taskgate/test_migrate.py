@@ -13,9 +13,9 @@ import rpc
 from infra.node import BrokerNode, NodeConfig
 from infra.ports import free_port
 from rpc.publish import publish_confirmed
+from rpc.topology import DEAD_QUEUE as RPC_DEAD_QUEUE
 from rpc.wire import ChannelClosed, Delivery, Properties
 from taskgate.migrate import HOLDING_SUFFIX, ROUTE_HEADER, migrate
-from rpc.topology import DEAD_QUEUE as RPC_DEAD_QUEUE
 from workers.topology import (
     REASON_HEADER,
     TASKS_EXCHANGE,
