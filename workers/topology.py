@@ -44,10 +44,10 @@ DELIVERY_LIMIT = 20
 # so a flood turns into 503s at the gateway instead of an unbounded backlog. A retry coming
 # back from a tier to a full queue is refused too, and waits in its tier (at-least-once).
 DEFAULT_QUEUE_MAX_LENGTH = 100_000
-# Dead letters wait for a person, who may list them many times (each look returns them to
-# the queue, a delivery to the broker). RabbitMQ 4.0 gives a quorum queue a delivery limit
-# of 20 unless told otherwise, and a dead queue has nowhere to send what passes it: the
-# 21st look would drop it. 3.10 refuses -1 (unlimited), so: a limit no one reaches.
+# Dead letters wait for a person, who may list them many times: each look gets them and
+# hands them back, which the broker may count as a delivery. RabbitMQ 4.0 gives a quorum
+# queue a delivery limit of 20 unless told otherwise, and a dead queue has nowhere to send
+# what passes it. 3.10 refuses -1 (4.0's "unlimited"), so: a limit no one reaches.
 DEAD_DELIVERY_LIMIT = 2**31 - 1
 RETRY_TIER_PREFIX = "tasks.retry."
 
