@@ -51,6 +51,7 @@ class Publisher:
         self._queue_max_length = queue_max_length
         self._timeout_s = timeout_s
         self._declared: set[str] = set()
+        self._declaring: dict[str, asyncio.Task[None]] = {}
         self._channel: RobustChannel | None = None
         self._started = asyncio.Event()
 
@@ -76,15 +77,38 @@ class Publisher:
         self._started.set()
 
     async def close(self) -> None:
+        for declaring in self._declaring.values():
+            declaring.cancel()
         await close_channels(self._channel)
 
     async def declare_kind(self, kind: str) -> None:
-        """Declare ``kind``'s task queue on this channel (once per connection) within the bound.
+        """Declare ``kind``'s task queue on this channel (once per connection), waiting for it
+        up to the bound; BrokerRefused (406) if it exists with other arguments.
 
-        BrokerRefused (406) if it exists with other arguments: a configuration error.
+        Past the bound this returns and the declaration goes on: cancelling a declaration
+        in flight would close the channel, and with it every publish waiting for a confirm.
         """
-        async with _confirmed_within(self._timeout_s):
-            await self._ready_channel(f"kind:{kind}", self._kind_declarer(kind))
+        key = f"kind:{kind}"
+        if key in self._declared:
+            return
+        declaring = self._declaring.get(key)
+        if declaring is None or declaring.done():
+            declaring = asyncio.create_task(self._declare_now(key, kind))
+            declaring.add_done_callback(_forget_error)
+            self._declaring[key] = declaring
+        await asyncio.wait({declaring}, timeout=self._timeout_s)
+        if declaring.done():
+            declaring.result()
+
+    async def _declare_now(self, key: str, kind: str) -> None:
+        try:
+            await self._ready_channel(key, self._kind_declarer(kind))
+        except PublishBlocked as exc:
+            raise BrokerUnavailable(str(exc)) from exc
+        except Unavailable as exc:
+            raise BrokerUnavailable(f"lost the broker while declaring {kind!r}: {exc}") from exc
+        except BrokerError as exc:
+            raise BrokerRefused(exc.code, exc.text) from exc
 
     async def publish_entry(self, entry: OutboxEntry, *, timeout_s: float) -> None:
         """Publish an outbox entry persistent, confirmed and mandatory within ``timeout_s``.
@@ -219,6 +243,13 @@ class Publisher:
     async def _reset(self, channel: Channel) -> None:
         # After a reconnect the broker may have lost non-durable state: declare again.
         self._declared.clear()
+
+
+def _forget_error(task: asyncio.Task[None]) -> None:
+    # Retrieved here so that a declaration nobody waited for to the end logs no
+    # "exception was never retrieved"; whoever still waits gets it from result().
+    if not task.cancelled():
+        task.exception()
 
 
 async def _declare_order_queues(channel: Channel) -> None:
