@@ -1,14 +1,15 @@
-"""The order store on infra.database: it adopts a SQLite file of the SQLite-only store."""
+"""The order store and the upload keys on infra.database; an existing SQLite file is adopted."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from gateway.idempotency import IdempotencyConflict
+from gateway.idempotency import UPLOAD_KEY_MIGRATIONS, IdempotencyConflict, claim_upload_key
 from gateway.order_store import OrderStore, StoredOrder, insert_order
 from infra.database import open_database
 
@@ -60,3 +61,39 @@ async def test_an_existing_sqlite_file_is_adopted_with_its_orders_and_keys(tmp_p
         assert version == 1
     finally:
         await database.close()
+
+
+async def test_concurrent_first_uses_of_a_key_make_one_order_and_one_task(database):
+    await OrderStore.open(database)
+    await database.migrate("upload_keys", UPLOAD_KEY_MIGRATIONS)
+
+    def order(order_id: str, request_hash: str = "h"):
+        async def write(tx):
+            return await insert_order(
+                tx,
+                order_id.encode(),
+                order_id,
+                owner="ada",
+                idempotency_key="k",
+                request_hash=request_hash,
+            )
+
+        return write
+
+    def upload(task_id: str, request_hash: str = "h"):
+        return lambda tx: claim_upload_key(tx, "ada", "k", request_hash, task_id)
+
+    orders = await asyncio.gather(*(database.write(order(f"o-{n}")) for n in range(5)))
+    uploads = await asyncio.gather(*(database.write(upload(f"t-{n}")) for n in range(5)))
+
+    created = [body for body, new in orders if new]
+    assert len(created) == 1
+    assert {body for body, _ in orders} == set(created)
+    assert uploads.count(None) == 1  # the first binds the key; the others get its task
+    assert len({task for task in uploads if task is not None}) == 1
+    with pytest.raises(IdempotencyConflict):
+        await database.write(order("o-9", request_hash="other"))
+    with pytest.raises(IdempotencyConflict):
+        await database.write(upload("t-9", request_hash="other"))
+    # Keys are per user.
+    assert await database.write(lambda tx: claim_upload_key(tx, "bob", "k", "h", "t-bob")) is None
