@@ -119,6 +119,17 @@ _CLAIM: Mapping[Dialect, str] = {
 }
 
 
+async def any_due(tx: Transaction) -> bool:
+    """Whether an entry could be claimed now (a read: idle relays take no write lock)."""
+    now = time.time()
+    found = await tx.fetchval(
+        "SELECT 1 FROM outbox WHERE next_attempt_at <= $1"
+        " AND (claimed_until IS NULL OR claimed_until < $1) LIMIT 1",
+        now,
+    )
+    return found is not None
+
+
 async def claim_due(
     tx: Transaction, dialect: Dialect, *, relay: str, lease_s: float, limit: int
 ) -> list[OutboxEntry]:

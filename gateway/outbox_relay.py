@@ -35,7 +35,15 @@ from rpc.errors import BrokerRefused, BrokerUnavailable
 from rpc.wire import PublishNacked
 from rpc.wire.robust import backoff_s
 
-from .outbox import OutboxEntry, claim_due, mark_sent, pending_count, release, retry_later
+from .outbox import (
+    OutboxEntry,
+    any_due,
+    claim_due,
+    mark_sent,
+    pending_count,
+    release,
+    retry_later,
+)
 from .publisher import Publisher, Unroutable
 
 logger = logging.getLogger(__name__)
@@ -143,6 +151,8 @@ class OutboxRelay:
                 tx, dialect, relay=self.name, lease_s=self._lease_s, limit=self._batch
             )
 
+        if not await self._database.read(any_due):
+            return 0, 0, False
         entries = await self._database.write(claim)
         if not entries:
             return 0, 0, False
