@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import sqlite3
+import time
 from collections import Counter
 from dataclasses import replace
 
@@ -108,3 +109,40 @@ async def test_a_stopped_broker_fills_the_outbox_to_its_bound_and_it_drains_when
     assert responses[3].headers["retry-after"] == "5"
     assert stored_task_ids(settings) == sorted(accepted)
     assert sorted(p.name for p in settings.storage_dir.iterdir()) == sorted(accepted)
+
+
+async def test_the_accept_wakes_the_relay_so_a_task_leaves_at_once(
+    gateway_app, gateway_settings, kind_prefix, amqp_url
+):
+    """With polling off (once an hour), only the accept's wake-up publishes; -s shows latency."""
+    settings = replace(gateway_settings, upload_kind=f"{kind_prefix}.woken", outbox_poll_s=3600)
+    image = jpeg_bytes(320, 240)
+    arrived: dict[str, float] = {}
+    answered: dict[str, float] = {}
+    every = asyncio.Event()
+    connection = await aio_pika.connect(amqp_url)
+    async with connection, gateway_app(settings) as client:
+        await wait_ready(client)
+        answered[(await upload(client, image)).json()["task_id"]] = time.monotonic()
+        channel = await connection.channel()
+        queue = await channel.declare_queue(task_queue(settings.upload_kind), passive=True)
+
+        async def on_task(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            arrived[str(message.message_id)] = time.monotonic()
+            await message.ack()
+            if len(arrived) == 100:
+                every.set()
+
+        await queue.consume(on_task)
+        for _ in range(99):
+            response = await upload(client, image)
+            answered[response.json()["task_id"]] = time.monotonic()
+        async with asyncio.timeout(60):
+            await every.wait()
+
+    assert set(arrived) == set(answered)
+    after_ms = sorted((arrived[i] - answered[i]) * 1000 for i in list(answered)[1:])
+    print(
+        f"\n202 answered -> task in its queue: p50 {after_ms[len(after_ms) // 2]:.1f} ms,"
+        f" max {after_ms[-1]:.1f} ms"
+    )
