@@ -104,7 +104,8 @@ async def create_order(request: Request) -> JSONResponse:
 
     database: Database = state.database
     try:
-        # Shielded: a client that leaves does not make the outcome of the commit unknown to it.
+        # Shielded: a client that leaves does not cut the transaction short; whether it
+        # committed, a retry with the same key finds out.
         stored, created = await asyncio.shield(database.write(accept))
     except IdempotencyConflict as exc:
         raise HttpError(409, "idempotency_conflict", str(exc)) from None

@@ -150,14 +150,14 @@ async def _commit(database: Database, accept: Work[str], task_dir: Path) -> str:
     """
     try:
         return await asyncio.shield(database.write(accept))
-    except asyncio.CancelledError:
-        raise
-    except BaseException as exc:
+    except OutboxFull as exc:
         shutil.rmtree(task_dir, ignore_errors=True)
-        if isinstance(exc, OutboxFull):
-            raise outbox_full(exc) from None
-        if isinstance(exc, IdempotencyConflict):
-            raise HttpError(409, "idempotency_conflict", str(exc)) from None
+        raise outbox_full(exc) from None
+    except IdempotencyConflict as exc:
+        shutil.rmtree(task_dir, ignore_errors=True)
+        raise HttpError(409, "idempotency_conflict", str(exc)) from None
+    except Exception:  # rolled back (the store cannot commit, ...): nothing was stored
+        shutil.rmtree(task_dir, ignore_errors=True)
         raise
 
 
