@@ -212,7 +212,9 @@ class NodeSettings(Settings):
     read_by = ("scripts", "cli")
 
     var_dir: Path = setting(
-        "TASKGATE_VAR", Path("./var"), "Directory of the private broker node (under `broker/`)."
+        "TASKGATE_VAR",
+        Path("./var"),
+        "Directory of the private broker node (under `broker/`) and PostgreSQL (`postgres/`).",
     )
     amqp_port: int = setting("TASKGATE_AMQP_PORT", 5672, "The private node's AMQP port.")
     dist_port: int = setting(
@@ -222,6 +224,11 @@ class NodeSettings(Settings):
         "TASKGATE_MANAGEMENT_PORT",
         15672,
         "The private node's management plugin port; empty disables the plugin.",
+    )
+    postgres_port: int = setting(
+        "TASKGATE_POSTGRES_PORT",
+        5433,
+        "The private PostgreSQL server's port (`scripts/postgres`; 5432 is left to a system one).",
     )
     epmd_port: int = setting(
         "ERL_EPMD_PORT",
