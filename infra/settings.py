@@ -190,7 +190,14 @@ class ServiceSettings(BaseSettings):
     database_path: Path = setting(
         "DATABASE_PATH",
         Path("./var/taskgate.db"),
-        "SQLite file of the task store and the shop's tables; every process must see the same.",
+        "SQLite file of the store (tasks, orders, outbox, the shop's tables, the workers'"
+        " outcomes) when DATABASE_URL is unset; every process must see the same file.",
+    )
+    database_url: str | None = setting(
+        "DATABASE_URL",
+        None,
+        "The shared store of processes on several hosts: `postgresql://user:password@host:port/db`"
+        " (unset: the SQLite file DATABASE_PATH).",
     )
     log_format: Literal["text", "json"] = setting(
         "LOG_FORMAT", "text", "`text` for people, `json` for one JSON object per line."
@@ -203,6 +210,11 @@ class ServiceSettings(BaseSettings):
     metrics_host: str = setting(
         "METRICS_HOST", "127.0.0.1", "The address the METRICS_PORT server listens on."
     )
+
+    @property
+    def database(self) -> str:
+        """What ``infra.database.open_database`` opens: DATABASE_URL, else DATABASE_PATH."""
+        return self.database_url or str(self.database_path)
 
 
 @dataclass(frozen=True)

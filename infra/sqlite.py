@@ -1,5 +1,7 @@
 """SQLite as the project uses it: WAL files shared by processes, one connection per thread.
 
+``SqliteDatabase`` is the embedded backend of ``infra.database.Database``.
+
 A ``SqliteThread`` owns one connection and runs every call on its own thread,
 so a call that waits for another process's write lock never stalls an event
 loop. Write transactions take the lock up front (``BEGIN IMMEDIATE``): two
@@ -15,12 +17,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import re
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from .database import DatabaseUnavailable as DatabaseUnavailable
+from .database import (
+    Dialect,
+    IntegrityViolation,
+    Migration,
+    Row,
+    Work,
+    apply_migrations,
+)
 
 T = TypeVar("T")
 
@@ -36,10 +50,6 @@ _UNAVAILABLE_CODES = frozenset(
         sqlite3.SQLITE_CANTOPEN,
     }
 )
-
-
-class DatabaseUnavailable(Exception):
-    """The database cannot take a write now: read-only, locked beyond the bound, I/O, full."""
 
 
 def unavailable(exc: sqlite3.Error) -> DatabaseUnavailable | None:
@@ -149,3 +159,116 @@ class SqliteThread:
             await self.run(close)
             self._conn = None
         self._executor.shutdown(wait=True)
+
+
+class SqliteDatabase:
+    """``infra.database.Database`` on a SQLite file; open with ``await SqliteDatabase.open(path)``.
+
+    Writes run on one thread, one transaction at a time, each holding SQLite's
+    write lock from its start (other processes on the file wait up to the
+    bound). Reads run on the event loop on a second, read-only connection: in
+    WAL mode a reader never waits for a writer, and a thread hop would cost more
+    than an indexed query.
+    """
+
+    dialect: Dialect = "sqlite"
+
+    def __init__(self, path: Path, *, write_timeout_s: float = 2.0) -> None:
+        self.path = path
+        self._writer = SqliteThread(path, name=f"sqlite-{path.stem}")
+        self._reader: sqlite3.Connection | None = None
+        self._write_timeout_s = write_timeout_s
+
+    @classmethod
+    async def open(cls, path: Path, *, write_timeout_s: float = 2.0) -> SqliteDatabase:
+        database = cls(path, write_timeout_s=write_timeout_s)
+        try:
+            await database._writer.run(lambda conn: None)  # creates the file in WAL mode
+            database._reader = connect(path)
+            database._reader.execute("PRAGMA query_only=ON")
+        except BaseException:
+            await database.close()  # no connection left for the garbage collector to find
+            raise
+        return database
+
+    async def write(self, fn: Work[T], *, timeout_s: float | None = None) -> T:
+        def transact(conn: sqlite3.Connection) -> T:
+            with write_transaction(conn):
+                return run_to_end(fn(SqliteTransaction(conn)))
+
+        try:
+            return await self._writer.write(transact, timeout_s=timeout_s or self._write_timeout_s)
+        except sqlite3.IntegrityError as exc:
+            raise IntegrityViolation(str(exc)) from exc
+
+    async def read(self, fn: Work[T]) -> T:
+        if self._reader is None:
+            raise sqlite3.ProgrammingError("the database is closed")
+        # One snapshot for every statement of ``fn``.
+        self._reader.execute("BEGIN")
+        try:
+            return run_to_end(fn(SqliteTransaction(self._reader)))
+        finally:
+            self._reader.execute("COMMIT")
+
+    async def migrate(self, component: str, steps: Sequence[Migration]) -> None:
+        await self.write(
+            lambda tx: apply_migrations(tx, self.dialect, component, steps),
+            timeout_s=max(self._write_timeout_s, 30.0),  # another process may be migrating
+        )
+
+    async def close(self) -> None:
+        await self._writer.close()
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+
+class SqliteTransaction:
+    """``infra.database.Transaction`` on a connection; every method completes without waiting."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, *args: object) -> int:
+        return self._conn.execute(_sqlite_sql(sql), args).rowcount
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
+        self._conn.executemany(_sqlite_sql(sql), rows)
+
+    async def fetch(self, sql: str, *args: object) -> list[Row]:
+        return self._conn.execute(_sqlite_sql(sql), args).fetchall()
+
+    async def fetchrow(self, sql: str, *args: object) -> Row | None:
+        row: Row | None = self._conn.execute(_sqlite_sql(sql), args).fetchone()
+        return row
+
+    async def fetchval(self, sql: str, *args: object) -> Any:
+        row = self._conn.execute(_sqlite_sql(sql), args).fetchone()
+        return None if row is None else row[0]
+
+
+def run_to_end(awaitable: Awaitable[T]) -> T:
+    """The result of ``awaitable``, which must finish without suspending.
+
+    A transaction function awaits only SQLite calls, which never suspend, so it
+    can run to its end on the writer thread without an event loop.
+    """
+    steps = awaitable.__await__()
+    try:
+        steps.send(None)
+    except StopIteration as finished:
+        return finished.value  # type: ignore[no-any-return]
+    steps.close()
+    raise RuntimeError("a database transaction function may await only its transaction")
+
+
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+@functools.lru_cache(maxsize=512)
+def _sqlite_sql(sql: str) -> str:
+    """PostgreSQL's ``$n`` as SQLite's ``?n``; row locks dropped (a write holds the one lock)."""
+    return _PLACEHOLDER.sub(r"?\1", sql).replace(" FOR UPDATE", "")

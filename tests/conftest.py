@@ -23,6 +23,7 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 
 import rpc
+from infra.database import Database, open_database
 from infra.node import BootError, BrokerNode, NodeConfig
 from infra.postgres_node import PostgresBootError, PostgresConfig, PostgresNode
 from workers.access import ROLES, create_users
@@ -175,3 +176,20 @@ def pg_url(postgres: PostgresNode) -> Iterator[str]:
     url = postgres.create_database(name)
     yield url
     postgres.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """A fresh, empty store database, closed after the test: each test runs on both backends.
+
+    SQLite: a file in the test's temp dir; PostgreSQL: a database of its own (``pg_url``).
+    """
+    if request.param == "postgresql":
+        url: str | Path = request.getfixturevalue("pg_url")
+    else:
+        url = tmp_path / "store.db"
+    db = await open_database(url, write_timeout_s=2.0)
+    try:
+        yield db
+    finally:
+        await db.close()
