@@ -197,7 +197,9 @@ class ServiceSettings(BaseSettings):
         "DATABASE_URL",
         None,
         "The shared store of processes on several hosts: `postgresql://user:password@host:port/db`"
-        " (unset: the SQLite file DATABASE_PATH).",
+        " (or `postgres://`), through asyncpg, each process with a pool of connections"
+        " (unset: the SQLite file DATABASE_PATH)."
+        " `scripts/postgres start` starts a private development server and prints its URL.",
     )
     log_format: Literal["text", "json"] = setting(
         "LOG_FORMAT", "text", "`text` for people, `json` for one JSON object per line."
