@@ -15,6 +15,7 @@ checked (one event per event id, each task's sequence 1..n without a gap).
     python bench/store_drivers.py                  # starts a private PostgreSQL (fsync on)
     DATABASE_URL=postgresql://... python bench/store_drivers.py   # uses that database
     python bench/store_drivers.py --batches 80 --rounds 7
+    python bench/store_drivers.py --psycopg-tuned  # binary, statements prepared at once
     python bench/store_drivers.py --tiny           # seconds: checks that it works
 """
 
@@ -132,13 +133,14 @@ class PsycopgRecorder:
     insert_event = _percent_s(INSERT_EVENT)
     upsert_task = _percent_s(UPSERT_TASK)
 
-    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+    def __init__(self, conn: psycopg.AsyncConnection[Any], binary: bool) -> None:
         self.conn = conn
+        self.binary = binary
 
     async def record(self, batch: list[Event]) -> None:
         conn = self.conn
         async with conn.transaction():
-            cur = conn.cursor()
+            cur = conn.cursor(binary=self.binary)
             for task_id, event_id, state, body in batch:
                 await cur.execute(self.lock_task, (task_id,))
                 row = await cur.fetchone()
@@ -172,14 +174,21 @@ async def check_recorded(conn: asyncpg.Connection, round_events: list[Event]) ->
     assert all(r[1] == r[2] for r in rows), "a gap in a task's sequence"
 
 
-async def compare(url: str, batch_count: int, rounds: int, server_pids: Callable[[], list[int]]):
+async def compare(
+    url: str,
+    batch_count: int,
+    rounds: int,
+    server_pids: Callable[[], list[int]],
+    psycopg_tuned: bool,
+):
     check = await asyncpg.connect(url)
     await check.execute(SCHEMA)
     a_conn = await asyncpg.connect(url)
-    p_conn = await psycopg.AsyncConnection.connect(url)
+    # Tuned: binary parameters and results, every statement prepared at its first use.
+    p_conn = await psycopg.AsyncConnection.connect(url, prepare_threshold=0 if psycopg_tuned else 5)
     sides = {
         "asyncpg": Side("asyncpg", AsyncpgRecorder(a_conn).record, [], []),
-        "psycopg": Side("psycopg", PsycopgRecorder(p_conn).record, [], []),
+        "psycopg": Side("psycopg", PsycopgRecorder(p_conn, psycopg_tuned).record, [], []),
     }
     seeds = iter(range(1_000_000))
 
@@ -246,9 +255,16 @@ def main() -> int:
     parser.add_argument("--batches", type=int, default=40, help=f"batches of {BATCH} per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--no-fsync", action="store_true", help="the private server without fsync")
+    parser.add_argument(
+        "--psycopg-tuned",
+        action="store_true",
+        help="psycopg with binary parameters and statements prepared at first use",
+    )
     args = parse_args(parser, tiny={"batches": 2, "rounds": 2})
     with database(fsync=not args.no_fsync) as (url, server_pids):
-        results, sides = run(compare(url, args.batches, args.rounds, server_pids))
+        results, sides = run(
+            compare(url, args.batches, args.rounds, server_pids, args.psycopg_tuned)
+        )
     m = Medians.of(results)
     a, p = sides["asyncpg"], sides["psycopg"]
     server_known = any(a.server_us)
