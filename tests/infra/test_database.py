@@ -274,6 +274,8 @@ async def test_a_killed_server_is_unavailable_until_it_is_back(own_server: Postg
             await database.write(lambda tx: _add(tx, "while down"))
         with pytest.raises(DatabaseUnavailable, match=r"(?i)connect"):
             await database.read(lambda tx: tx.fetchval("SELECT count(*) FROM items"))
+        with pytest.raises(DatabaseUnavailable, match=r"(?i)connect"):
+            await open_database(own_server.url(), write_timeout_s=600)
 
         await asyncio.to_thread(own_server.start)
         await database.write(lambda tx: _add(tx, "after"))  # the same pool, new connections
