@@ -8,13 +8,13 @@ A server someone else started, the system's cluster included, is never used.
 PostgreSQL refuses to run as root: as root, the cluster belongs to, and the
 server runs as, the ``postgres`` user that Debian's package creates.
 
-Used by the test suite, bench/store_drivers.py and ``scripts/postgres``.
+Used by the test suite, bench/store_drivers.py and ``scripts/postgres``
+(``infra.postgres_cli``).
 Stdlib only, so it can run before the project's dependencies are installed.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import pwd
@@ -22,7 +22,6 @@ import re
 import secrets
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -308,13 +307,18 @@ class PostgresNode:
     def kill(self) -> None:
         """SIGKILL the server and every backend (a crash, for fault tests); data is kept."""
         pids = {p for p in (self.pid, self._proc.pid if self._proc else None) if p}
+        victims = set(pids)
         for pid in pids:
-            try:
-                os.killpg(pid, signal.SIGKILL)  # the postmaster leads its own session
-            except (ProcessLookupError, PermissionError):
-                pass
+            # Backends lead sessions of their own (PostgreSQL calls setsid), so a signal to
+            # the postmaster's group misses them. Stopped, it can fork no more of them.
+            _signal(pid, signal.SIGSTOP)
+            victims |= _children(pid)
+        for pid in victims:
+            _signal(pid, signal.SIGKILL)
+        # Every backend too: one still attached to the shared memory would make the next
+        # start refuse ("pre-existing shared memory block is still in use").
         deadline = time.monotonic() + 10
-        while any(self._alive(p) for p in pids) and time.monotonic() < deadline:
+        while any(self._alive(p) for p in victims) and time.monotonic() < deadline:
             time.sleep(_POLL_INTERVAL_S)
         self._reap()
 
@@ -342,47 +346,23 @@ class PostgresNode:
             self._proc = None
 
 
-def config_from_env() -> PostgresConfig:
-    """The development server's config: ``$TASKGATE_VAR/postgres``, ``TASKGATE_POSTGRES_PORT``."""
-    from .settings import NodeSettings
-
-    settings = NodeSettings.from_env()
-    return PostgresConfig(base_dir=settings.var_dir / "postgres", port=settings.postgres_port)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m infra.postgres_node start|stop|status|restart|url``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m infra.postgres_node",
-        description="Manage the private PostgreSQL server under $TASKGATE_VAR/postgres.",
-    )
-    parser.add_argument("command", choices=["start", "stop", "status", "restart", "url"])
-    parser.add_argument("--timeout-s", type=float, default=60, help="start/stop timeout")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+def _signal(pid: int, sig: signal.Signals) -> None:
     try:
-        ensure_installed()
-        node = PostgresNode(config_from_env())
-        if args.command == "status":
-            running = node.is_running()
-            print(f"PostgreSQL in {node.config.data_dir}: {'running' if running else 'stopped'}")
-            return 0 if running else 3
-        if args.command == "stop":
-            node.stop(timeout_s=args.timeout_s)
-            return 0
-        if args.command == "restart":
-            node.restart(timeout_s=args.timeout_s)
-        elif args.command == "start":
-            node.start(timeout_s=args.timeout_s)
-        elif not node.config.password_file.exists():
-            print("error: no server yet: scripts/postgres start", file=sys.stderr)
-            return 1
-    except RuntimeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(node.url())  # DATABASE_URL for the processes
-    return 0
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def _children(pid: int) -> set[int]:
+    """The processes whose parent is ``pid`` (a postmaster's backends and helpers)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[1] == str(pid):  # state, ppid, ...
+            found.add(int(entry))
+    return found

@@ -83,7 +83,11 @@ def translate(exc: BaseException, conn: asyncpg.Connection | None = None) -> Dat
         return IntegrityViolation(str(exc))
     if isinstance(exc, _UNAVAILABLE):
         return DatabaseUnavailable(f"PostgreSQL cannot take this now: {exc!r}")
-    if isinstance(exc, asyncpg.InterfaceError) and conn is not None and conn.is_closed():
+    # A connection whose socket closed, or whose protocol state broke under a killed server
+    # (InternalClientError), or the pool itself (conn None: closing, or no connection).
+    if isinstance(exc, asyncpg_base.InternalClientError) or (
+        isinstance(exc, asyncpg.InterfaceError) and (conn is None or conn.is_closed())
+    ):
         return DatabaseUnavailable(f"the connection to PostgreSQL was lost: {exc}")
     return None
 
@@ -105,16 +109,19 @@ class PostgresDatabase:
     async def open(
         cls, url: str, *, write_timeout_s: float = 2.0, pool_size: int = 10
     ) -> PostgresDatabase:
-        """A pool of up to ``pool_size`` connections to ``url``; one is made now.
+        """A pool of up to ``pool_size`` connections to ``url``; one is made now, to try it.
 
         Raises DatabaseUnavailable if the server cannot be reached within the write
         bound, and asyncpg's own error for a refused login or an unknown database.
         """
         lock_timeout_ms = max(1, int(write_timeout_s * 1000))
+        pool: asyncpg.Pool | None = None
         try:
             pool = await asyncpg.create_pool(
                 url,
-                min_size=1,
+                # Connections are made on demand and kept while used (asyncpg's floor keeper
+                # would log a traceback every few seconds while the server is down).
+                min_size=0,
                 max_size=pool_size,
                 timeout=write_timeout_s,  # per connection attempt
                 server_settings={
@@ -125,7 +132,12 @@ class PostgresDatabase:
                     "idle_in_transaction_session_timeout": str(max(lock_timeout_ms, 60_000)),
                 },
             )
+            # A wrong password or database name shows now, not at the first write.
+            async with pool.acquire() as conn:
+                await conn.fetchval("SELECT 1")
         except Exception as exc:
+            if pool is not None:
+                pool.terminate()
             translated = translate(exc)
             if isinstance(translated, DatabaseUnavailable):
                 raise translated from exc
@@ -161,15 +173,28 @@ class PostgresDatabase:
 
     async def _transact(self, fn: Work[T], *, readonly: bool) -> T:
         """``fn`` in one transaction on a pooled connection, errors translated."""
-        conn: asyncpg.Connection | None = None
         try:
             async with self._pool.acquire() as conn:
                 # A read sees one snapshot across its statements, as SQLite's reads do.
                 isolation = "repeatable_read" if readonly else "read_committed"
-                async with conn.transaction(isolation=isolation, readonly=readonly):
-                    return await fn(PgTransaction(conn))
-        except Exception as exc:
-            translated = translate(exc, conn)
+                try:
+                    async with conn.transaction(isolation=isolation, readonly=readonly):
+                        return await fn(PgTransaction(conn))
+                except Exception as exc:
+                    # Translated while the connection is ours: once back in the pool it
+                    # cannot be asked whether it is closed.
+                    translated = translate(exc, conn)
+                    if isinstance(exc, asyncpg_base.InternalClientError):
+                        # Its protocol state broke (seen when the server was killed under
+                        # it): the pool must make a new one, not hand this one out again.
+                        conn.terminate()
+                    if translated is None:
+                        raise
+                    raise translated from exc
+        except DatabaseError:
+            raise
+        except Exception as exc:  # from the pool: no connection to be had, or its release
+            translated = translate(exc)
             if translated is None:
                 raise
             raise translated from exc

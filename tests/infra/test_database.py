@@ -316,7 +316,8 @@ async def test_a_deadlocked_write_is_run_again(pg_url: str) -> None:
             database.write(bump("a", "b"), timeout_s=30),
             database.write(bump("b", "a"), timeout_s=30),
         )
-        assert len(runs) == 3  # the deadlock's victim ran twice
+        # The deadlock's victim ran again (and may have deadlocked again, then run again).
+        assert len(runs) > 2
 
         async def quantities(tx: Transaction) -> list[int]:
             return [qty for (qty,) in await tx.fetch("SELECT qty FROM items ORDER BY name")]

@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -122,6 +123,36 @@ async def test_killed_server_restarts_with_committed_data(own_node: PostgresNode
     finally:
         await conn2.close()
         conn.terminate()
+
+
+def wait_until_busy(node: PostgresNode) -> None:
+    """Until another session runs a generate_series query (the server offers no event)."""
+    busy = (
+        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
+        " AND query LIKE '%generate_series%' AND pid <> pg_backend_pid()"
+    )
+    deadline = time.monotonic() + 60
+    while node.psql(busy).strip() != "1":
+        assert time.monotonic() < deadline, "the busy query never ran"
+        time.sleep(0.05)
+
+
+async def test_kill_ends_a_busy_backend_too_so_the_server_starts_again(
+    own_node: PostgresNode,
+) -> None:
+    conn = await asyncpg.connect(own_node.url())
+    # Busy on the CPU, a backend does not look for its postmaster's death: it would stay
+    # attached to the shared memory, and the next start would refuse to run.
+    busy = asyncio.create_task(
+        conn.fetchval("SELECT count(*) FROM generate_series(1, 10000000000::bigint)")
+    )
+    await asyncio.to_thread(wait_until_busy, own_node)
+    await asyncio.to_thread(own_node.kill)
+    await asyncio.to_thread(own_node.start)
+    assert own_node.is_running()
+    with pytest.raises((OSError, asyncpg.PostgresError, asyncpg.InterfaceError)):
+        await busy
+    conn.terminate()
 
 
 def test_stop_shuts_the_cluster_down_cleanly(own_node: PostgresNode) -> None:
