@@ -108,6 +108,15 @@ async def test_a_broken_constraint_is_an_integrity_violation(database: Database)
     assert await _count(database) == 1
 
 
+async def test_an_integer_beyond_64_bits_is_an_integrity_violation(database: Database) -> None:
+    async def add(tx: Transaction) -> None:
+        await tx.execute("INSERT INTO items (name, qty) VALUES ($1, $2)", "huge", 2**63)
+
+    with pytest.raises(IntegrityViolation):
+        await database.write(add)
+    assert await _count(database) == 0
+
+
 async def test_migrations_apply_each_step_once_and_only_new_ones_later(
     database: Database,
 ) -> None:
