@@ -23,6 +23,8 @@ from .errors import HttpError
 
 # Bytes the sniffer needs to tell one image format from another.
 HEAD_BYTES = 16
+# One part's headers (Content-Disposition with a long file name, Content-Type).
+MAX_PART_HEADER_BYTES = 8_192
 
 
 @dataclass
@@ -66,6 +68,9 @@ class _FormReader:
         self._headers: dict[bytes, bytes] = {}
         self._header_field = b""
         self._header_value = b""
+        self._header_bytes = 0
+        # Every field counts, however many share a name.
+        self._field_count = 0
         self._name = ""
         self._value = bytearray()
         self._out: BinaryIO | None = None
@@ -94,13 +99,21 @@ class _FormReader:
 
     def _part_begin(self) -> None:
         self._headers = {}
+        self._header_bytes = 0
         self._value = bytearray()
 
     def _on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._count_header_bytes(end - start)
         self._header_field += data[start:end]
 
     def _on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._count_header_bytes(end - start)
         self._header_value += data[start:end]
+
+    def _count_header_bytes(self, size: int) -> None:
+        self._header_bytes += size
+        if self._header_bytes > MAX_PART_HEADER_BYTES:
+            raise HttpError(413, "part_headers_too_large", "a part's headers are too large")
 
     def _header_end(self) -> None:
         self._headers[self._header_field.lower()] = self._header_value
@@ -112,7 +125,8 @@ class _FormReader:
         self._name = options.get(b"name", b"").decode("utf-8", "replace")
         filename = options.get(b"filename")
         if filename is None:
-            if len(self.form.fields) >= self._limits.max_fields:
+            self._field_count += 1
+            if self._field_count > self._limits.max_fields:
                 raise HttpError(413, "too_many_fields", "the form has too many fields")
             return
         if self._name != self._file_field:
@@ -159,7 +173,8 @@ class _FormReader:
             return
         self._out.close()
         self._out = None
-        if not self._sniffed:
+        # An empty file is no file (422 from the caller), not a file of an unknown type.
+        if not self._sniffed and self._head:
             self._sniff(self._head)  # a file shorter than HEAD_BYTES
             self._sniffed = True
 

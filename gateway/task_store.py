@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import astuple
 
 from infra.database import Database, Migration, Row, Transaction
-from workers.messages import StatusEvent
+from workers.messages import TERMINAL_STATES, StatusEvent
 
 from .store import RejectedEvent, StoredEvent, TaskSummary, apply_event
 
@@ -53,6 +53,8 @@ TASK_MIGRATIONS: list[Migration] = [
             )
         """,
     },
+    # 2: a user's unfinished tasks are counted at each upload (gateway/upload_limits.py).
+    "CREATE INDEX IF NOT EXISTS tasks_owner_state ON tasks (owner, state)",
 ]
 
 # In the order of TaskSummary's fields.
@@ -152,6 +154,21 @@ class DatabaseTaskStore:
             )
 
         return await self.database.read(get)
+
+    async def count_unfinished(self, owner: str) -> int:
+        """Tasks of ``owner`` not in a terminal state."""
+        terminal = sorted(TERMINAL_STATES)
+
+        async def count(tx: Transaction) -> int:
+            row = await tx.fetchrow(
+                "SELECT count(*) FROM tasks WHERE owner = $1"
+                + "".join(f" AND state <> ${n}" for n in range(2, 2 + len(terminal))),
+                owner,
+                *terminal,
+            )
+            return int(row[0]) if row is not None else 0
+
+        return await self.database.read(count)
 
     async def events_after(self, task_id: str, after_seq: int, limit: int) -> list[StoredEvent]:
         async def after(tx: Transaction) -> list[StoredEvent]:
