@@ -7,7 +7,7 @@ h11 has ``h11_max_incomplete_event_size`` but parses in Python, and has no
 timeouts either). ``guarded_protocol`` returns the httptools protocol with
 
 - a bound on the request line and headers: beyond it, 431 and the connection
-  is closed, so a connection holds at most the bound plus one read (256 KiB);
+  is closed, so a connection holds at most the bound and two reads (256 KiB each);
 - a header timeout: from the connection's start (or a request's first byte)
   to the end of its headers, else 408 (nothing if it sent nothing) and closed;
 - a body rate: while the app waits for more of a body, each window must bring

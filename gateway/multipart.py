@@ -23,8 +23,6 @@ from .errors import HttpError
 
 # Bytes the sniffer needs to tell one image format from another.
 HEAD_BYTES = 16
-# One part's headers (Content-Disposition with a long file name, Content-Type).
-MAX_PART_HEADER_BYTES = 8_192
 
 
 @dataclass
@@ -68,7 +66,6 @@ class _FormReader:
         self._headers: dict[bytes, bytes] = {}
         self._header_field = b""
         self._header_value = b""
-        self._header_bytes = 0
         # Every field counts, however many share a name.
         self._field_count = 0
         self._name = ""
@@ -99,21 +96,13 @@ class _FormReader:
 
     def _part_begin(self) -> None:
         self._headers = {}
-        self._header_bytes = 0
         self._value = bytearray()
 
     def _on_header_field(self, data: bytes, start: int, end: int) -> None:
-        self._count_header_bytes(end - start)
         self._header_field += data[start:end]
 
     def _on_header_value(self, data: bytes, start: int, end: int) -> None:
-        self._count_header_bytes(end - start)
         self._header_value += data[start:end]
-
-    def _count_header_bytes(self, size: int) -> None:
-        self._header_bytes += size
-        if self._header_bytes > MAX_PART_HEADER_BYTES:
-            raise HttpError(413, "part_headers_too_large", "a part's headers are too large")
 
     def _header_end(self) -> None:
         self._headers[self._header_field.lower()] = self._header_value
