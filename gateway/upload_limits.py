@@ -43,8 +43,9 @@ def limit_uploads(endpoint: Endpoint, settings: GatewaySettings) -> Endpoint:
         sending[user_id] += 1
         try:
             store: DatabaseTaskStore = request.app.state.store
-            in_flight = await store.count_unfinished(user_id) + sending[user_id] - 1
-            if in_flight >= settings.tasks_in_flight_per_user:
+            limit = settings.tasks_in_flight_per_user
+            in_flight = await store.count_unfinished(user_id, up_to=limit) + sending[user_id] - 1
+            if in_flight >= limit:
                 raise HttpError(
                     429,
                     "too_many_tasks",

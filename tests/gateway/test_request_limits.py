@@ -6,6 +6,9 @@ from dataclasses import replace
 
 import pytest
 
+from gateway.task_store import DatabaseTaskStore
+from workers.messages import encoder, new_event
+
 from ..helpers import eventually
 from .conftest import jpeg_bytes, upload, wait_ready
 
@@ -75,6 +78,23 @@ async def test_sizes_are_few_and_never_beyond_the_image(gateway_app, gateway_set
     assert "at most 6 sizes" in too_many.json()["error"]["message"]
     assert "641" in too_large.json()["error"]["message"]
     assert within.status_code == 202, within.text
+
+
+async def test_the_store_counts_a_users_unfinished_tasks_up_to_a_bound(database):
+    store = await DatabaseTaskStore.open(database)
+    states = {"t1": "queued", "t2": "running", "t3": "retrying", "t4": "succeeded", "t5": "dead"}
+    for task_id, state in states.items():
+        events = [new_event("k", task_id, "queued", 1)]
+        if state != "queued":
+            events.append(new_event("k", task_id, state, 1))
+        await store.record([(e, encoder.encode(e)) for e in events], owner="ada")
+    queued = new_event("k", "t6", "queued", 1)
+    await store.record([(queued, encoder.encode(queued))], owner="grace")
+
+    assert await store.count_unfinished("ada", up_to=100) == 3
+    assert await store.count_unfinished("ada", up_to=2) == 2
+    assert await store.count_unfinished("grace", up_to=100) == 1
+    assert await store.count_unfinished("nobody", up_to=100) == 0
 
 
 async def test_unfinished_tasks_per_user_are_capped_with_429(gateway_app, gateway_settings):
