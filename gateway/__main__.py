@@ -12,14 +12,13 @@ it costs a stream nothing per event).
 import signal
 
 import uvicorn
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp
 
 from infra.logs import configure_logging
 from infra.metrics import serve_metrics
 
 from .app import create_app
-from .http_guard import HttpLimits, close_unread_bodies, guarded_protocol
+from .http_guard import HttpGuard, HttpLimits, guarded_protocol
 from .settings import GatewaySettings
 from .shutdown import Server
 
@@ -34,10 +33,7 @@ serve_metrics(settings.metrics_port, settings.metrics_host)
 
 
 def guarded_app() -> ASGIApp:
-    app = TrustedHostMiddleware(
-        create_app(settings), allowed_hosts=settings.allowed_hosts, www_redirect=False
-    )
-    return close_unread_bodies(app)
+    return HttpGuard(create_app(settings), settings.allowed_hosts)
 
 
 limits = HttpLimits(
@@ -48,6 +44,8 @@ limits = HttpLimits(
 config = uvicorn.Config(
     guarded_app,
     factory=True,
+    # HttpGuard.__call__ returns a coroutine without being one: uvicorn cannot tell ASGI 3.
+    interface="asgi3",
     host=settings.host,
     port=settings.port,
     http=guarded_protocol(limits),

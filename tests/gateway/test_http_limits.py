@@ -250,19 +250,18 @@ async def test_every_response_says_nosniff(gateway):
 
 
 async def test_only_allowed_hosts_are_answered(gateway):
-    process = await gateway(ALLOWED_HOSTS="127.0.0.1,localhost,api.example")
+    process = await gateway(ALLOWED_HOSTS="127.0.0.1,localhost,*.api.example")
+    hosts = (f"127.0.0.1:{process.port}", "LOCALHOST", "eu.api.example", "api.example.evil")
     async with httpx.AsyncClient(base_url=process.url) as client:
-        codes = {
-            host: (await client.get("/healthz", headers={"Host": host})).status_code
-            for host in (f"127.0.0.1:{process.port}", "localhost", "api.example", "evil.example")
-        }
+        answers = {host: await client.get("/healthz", headers={"Host": host}) for host in hosts}
 
-    assert codes == {
+    assert {host: answer.status_code for host, answer in answers.items()} == {
         f"127.0.0.1:{process.port}": 200,
-        "localhost": 200,
-        "api.example": 200,
-        "evil.example": 400,
+        "LOCALHOST": 200,
+        "eu.api.example": 200,
+        "api.example.evil": 400,
     }
+    assert answers["api.example.evil"].json()["error"]["code"] == "unknown_host"
 
 
 async def test_uploads_one_user_sends_at_once_are_capped(gateway):
