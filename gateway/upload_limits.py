@@ -24,10 +24,13 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def limit_uploads(endpoint: Endpoint, settings: GatewaySettings) -> Endpoint:
-    """``endpoint`` refusing with 429 (and Retry-After) a user who is already sending
-    ``UPLOADS_PER_USER`` uploads, or whose unfinished tasks plus uploads in progress
-    reach ``TASKS_IN_FLIGHT_PER_USER`` (counted in the store, so every web process
-    sees the same tasks; the uploads in progress are this process's)."""
+    """``endpoint``, answering 429 (with Retry-After) to a user past the upload limits.
+
+    A user may be sending ``UPLOADS_PER_USER`` uploads at once, and have
+    ``TASKS_IN_FLIGHT_PER_USER`` unfinished tasks counting the uploads in progress.
+    Tasks are counted in the store, so every web process sees the same ones; the
+    uploads in progress are this process's.
+    """
     sending: Counter[str] = Counter()
 
     async def limited(request: Request) -> Response:
