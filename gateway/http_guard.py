@@ -229,11 +229,16 @@ def _peer(client: tuple[str, int] | None) -> str:
     return f"{client[0]}:{client[1]}" if client else "?"
 
 
+# Orchestrators probe by address (Host: <pod IP>:<port>); the answers reveal nothing.
+_PROBES = frozenset({"/healthz", "/readyz"})
+
+
 class HttpGuard:
     """The app, answering only ``allowed_hosts`` and closing after an answer given early.
 
-    A Host not allowed gets 400 (JSON, ``Connection: close``); host patterns are
-    Starlette's: exact names, ``*.example.com`` for subdomains, ``*`` for any. A
+    A Host not allowed gets 400 (JSON, ``Connection: close``), except on the health
+    probes; host patterns are Starlette's: exact names, ``*.example.com`` for
+    subdomains, ``*`` for any. A
     response that starts before the request's body was read to its end carries
     ``Connection: close``.
 
@@ -261,7 +266,7 @@ class HttpGuard:
                 has_body = value.strip() != b"0"
             elif name == b"transfer-encoding":
                 has_body = True
-        if not self._any and not self._allowed(host):
+        if not self._any and not self._allowed(host) and scope["path"] not in _PROBES:
             error = HttpError(
                 400,
                 "unknown_host",
