@@ -42,6 +42,7 @@ from .sweeper import OrphanSweeper
 from .task_store import DatabaseTaskStore
 from .tasks import get_file, get_task
 from .tokens import check_secret
+from .upload_limits import limit_uploads
 from .uploads import create_upload
 
 logger = logging.getLogger(__name__)
@@ -174,7 +175,7 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         Route("/session", open_session, methods=["POST"]),
         Route("/session", get_session, methods=["GET"]),
         Route("/session", close_session, methods=["DELETE"]),
-        Route("/uploads", create_upload, methods=["POST"]),
+        Route("/uploads", limit_uploads(create_upload, settings), methods=["POST"]),
         Route("/tasks/{task_id}", get_task),
         Route("/tasks/{task_id}/events", task_events),
         Route("/files/{task_id}/{name}", get_file),

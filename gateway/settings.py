@@ -121,3 +121,37 @@ class GatewaySettings(ServiceSettings):
     sse_max_streams: int = setting(
         "SSE_MAX_STREAMS", 40_000, "Open SSE streams one web process may hold (503 beyond)."
     )
+    # What one client may make the web process hold or do (issue 16: HTTP limits).
+    allowed_hosts: tuple[str, ...] = setting(
+        "ALLOWED_HOSTS",
+        ("127.0.0.1", "localhost", "[::1]"),
+        "Host header values the gateway answers (`*.example.com` for subdomains, `*` for any;"
+        " others get 400). Add the public name whenever HOST is not a loopback address.",
+    )
+    max_header_bytes: int = setting(
+        "MAX_HEADER_BYTES",
+        16_384,
+        "Largest request line and headers; beyond, 431 and the connection is closed.",
+    )
+    header_timeout_s: float = setting(
+        "HEADER_TIMEOUT_S",
+        10.0,
+        "A connection sends a request's complete headers within this time, else 408 and closed.",
+    )
+    body_timeout_s: float = setting(
+        "BODY_TIMEOUT_S",
+        10.0,
+        "A request body brings at least 240 bytes/s over each window this long, else 408 and"
+        " the connection is closed.",
+    )
+    uploads_per_user: int = setting(
+        "UPLOADS_PER_USER", 4, "Uploads one user may be sending at once (429 beyond)."
+    )
+    tasks_in_flight_per_user: int = setting(
+        "TASKS_IN_FLIGHT_PER_USER",
+        32,
+        "Unfinished tasks (queued, running, retrying) one user may have; 429 beyond.",
+    )
+    max_thumbnail_sizes: int = setting(
+        "MAX_THUMBNAIL_SIZES", 6, "Sizes one upload may ask for (`sizes=`); 422 beyond."
+    )

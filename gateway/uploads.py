@@ -40,6 +40,7 @@ from .publisher import Publisher
 from .settings import GatewaySettings
 from .sniff import EXTENSIONS, probe_image, sniff_format
 from .task_store import record_events
+from .upload_limits import check_sizes
 from .views import events_url, status_url
 
 FILE_FIELD = "file"
@@ -87,7 +88,9 @@ async def create_upload(request: Request) -> JSONResponse:
         if form.file is None or form.file.size == 0:
             raise HttpError(422, "missing_file", f"send the image in the {FILE_FIELD!r} field")
         options = _options(form.fields)
-        probe_image(form.file.path, settings.max_pixels)
+        check_sizes(
+            options, probe_image(form.file.path, settings.max_pixels), settings.max_thumbnail_sizes
+        )
         source = f"source.{EXTENSIONS[formats[0]]}"
         form.file.path.rename(task_dir / source)
         request_hash = (
