@@ -213,17 +213,19 @@ async def seed_store(bench: Bench, database: Path) -> None:
     (an upload records its task with the uploader as owner); so the tasks are recorded
     the same way before the gateway starts. Its status feed records the events after.
     """
-    from gateway.sqlite_store import SqliteTaskStore
+    from gateway.task_store import DatabaseTaskStore
+    from infra.database import open_database
     from workers.messages import encoder, new_event
 
-    store = await SqliteTaskStore.open(database)
+    db = await open_database(database)
+    store = await DatabaseTaskStore.open(db)
     try:
         async with asyncio.timeout(bench.args.setup_timeout):
             for k, task_id in enumerate(bench.task_ids):
                 event = new_event(KIND, task_id, "queued", 1)
                 await store.record([(event, encoder.encode(event))], owner=owner_of(k))
     finally:
-        await store.close()
+        await db.close()
 
 
 async def check_task_visible(bench: Bench, server: ServerProcess) -> None:

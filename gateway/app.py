@@ -16,6 +16,8 @@ from starlette.responses import FileResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from infra.database import open_database
+
 from .auth import close_session, get_session, open_session
 from .broker import BrokerLink
 from .errors import EXCEPTION_HANDLERS
@@ -32,8 +34,8 @@ from .publisher import Publisher
 from .rpc_proxy import call_method
 from .settings import GatewaySettings
 from .shutdown import on_exit_signal
-from .sqlite_store import SqliteTaskStore
 from .streams import task_events
+from .task_store import DatabaseTaskStore
 from .tasks import get_file, get_task
 from .tokens import check_secret
 from .uploads import create_upload
@@ -82,9 +84,10 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         settings.storage_dir.mkdir(parents=True, exist_ok=True)
-        store = await SqliteTaskStore.open(
-            settings.database_path, write_timeout_s=settings.store_write_timeout_s
+        database = await open_database(
+            settings.database, write_timeout_s=settings.store_write_timeout_s
         )
+        store = await DatabaseTaskStore.open(database)
         orders = await OrderStore.open(
             settings.database_path, timeout_s=settings.store_write_timeout_s
         )
@@ -138,6 +141,7 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
             await broker.close()
             await orders.close()
             await store.close()
+            await database.close()
 
     routes = [
         Route("/", page),

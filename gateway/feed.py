@@ -36,7 +36,7 @@ from workers.topology import (
 from .hub import Hub
 from .metrics import EVENTS_RECORDED, TASKS_FINISHED
 from .publisher import Publisher
-from .store import TaskStore
+from .store import RejectedEvent, TaskStore
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +134,9 @@ class StatusFeed:
         stored = await self._store.record(events) if events else []
         kinds = {event.task_id: event.kind for event, _ in events}
         for event in stored:
+            if isinstance(event, RejectedEvent):
+                logger.warning("status event not recorded: %s", event.reason)
+                continue
             key = f"{event.task_id}/{event.seq}"
             if key in self._recent:
                 continue

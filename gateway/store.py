@@ -7,12 +7,13 @@ missed an event and must read the store. Recording is idempotent by
 ``event_id``; a duplicate gets the number its first copy got.
 
 Next to the events, each task has a summary row (state, progress, result,
-error) that ``apply_event`` keeps up to date. A terminal state is final: a
-later event is recorded (the stream shows it) but does not change the summary.
+error) that ``apply_event`` keeps up to date. A terminal state is final: an
+event that comes after it is not recorded (a ``RejectedEvent``), so every
+task's history has at most one terminal event.
 
-A backend translates its own errors at the boundary: ``StoreUnavailable`` when
-the store cannot take a write now (read-only, its write lock held beyond the
-bound, an I/O error), which the gateway answers with a JSON 503 and Retry-After.
+``StoreUnavailable`` (the database's ``DatabaseUnavailable``) means the store
+cannot take a write now (read-only, its write lock held beyond the bound, an
+I/O error, unreachable); the gateway answers it with a JSON 503 and Retry-After.
 """
 
 from __future__ import annotations
@@ -23,15 +24,11 @@ from typing import Protocol
 
 import msgspec
 
+from infra.database import DatabaseUnavailable
 from workers.messages import TERMINAL_STATES, StatusEvent
 
-
-class StoreError(Exception):
-    """The task store failed."""
-
-
-class StoreUnavailable(StoreError):
-    """The store cannot take a write now (read-only, locked beyond the bound, I/O error); retry."""
+# The gateway's name for it: the store cannot take a write now; retry later.
+StoreUnavailable = DatabaseUnavailable
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +43,15 @@ class StoredEvent:
     @property
     def terminal(self) -> bool:
         return self.state in TERMINAL_STATES
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedEvent:
+    """An event the store did not record, and why (it came after its task's terminal event)."""
+
+    task_id: str
+    event_id: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +82,8 @@ def apply_event(
 ) -> TaskSummary:
     """The summary after ``event`` (recorded as the task's next sequence number).
 
-    ``owner`` applies to a task this event creates.
+    ``owner`` applies to a task this event creates. The caller records nothing
+    after a terminal summary (see ``RejectedEvent``).
     """
     if summary is None:
         summary = TaskSummary(
@@ -90,8 +97,6 @@ def apply_event(
             owner=owner,
         )
     seq = summary.last_seq + 1
-    if summary.terminal and summary.last_seq > 0:
-        return replace(summary, last_seq=seq)
     changes: dict[str, object] = {
         "last_seq": seq,
         "updated_at": max(summary.updated_at, event.timestamp),
@@ -113,15 +118,16 @@ def apply_event(
 
 
 class TaskStore(Protocol):
-    """Where the gateway keeps tasks and their events; SQLite now, PostgreSQL later."""
+    """Where the gateway keeps tasks and their events (``DatabaseTaskStore``)."""
 
     async def record(
         self, events: Sequence[tuple[StatusEvent, bytes]], *, owner: str | None = None
-    ) -> list[StoredEvent]:
-        """Record ``(event, its JSON)`` pairs in order, in one transaction; the stored events.
+    ) -> list[StoredEvent | RejectedEvent]:
+        """Record ``(event, its JSON)`` pairs in order, in one transaction; one result per event.
 
         Raises StoreUnavailable, with nothing recorded, if the write cannot commit in time.
         A duplicate ``event_id`` is not recorded again; its stored event is returned.
+        An event after its task's terminal event is a RejectedEvent, not recorded.
         A task the events create belongs to ``owner``.
         """
         ...

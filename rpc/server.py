@@ -2,8 +2,8 @@
 
 Every request gets exactly one answer: the handler's result, or an error reply
 for a malformed body, a failed validation, an unknown method or a handler
-exception. A request that cannot be answered (no ``reply_to``) is
-dead-lettered to ``rpc.dead`` with the reason in a header.
+exception. A request that cannot be answered (no ``reply_to``, or one that
+names no reply queue) is dead-lettered to ``rpc.dead`` with the reason in a header.
 """
 
 from __future__ import annotations
@@ -30,6 +30,17 @@ from .topology import DEAD_EXCHANGE, DEAD_QUEUE, method_queue
 from .wire import Channel, Delivery, Properties, RobustChannel, WireConnection, WireError
 
 logger = logging.getLogger(__name__)
+
+# Where a reply may go: direct reply-to, or a queue the broker named (a client's exclusive
+# reply queue; clients cannot declare names under "amq."). Any other reply_to would make
+# the server a confused deputy, writing into a queue of the caller's choosing with the
+# server's own broker permissions (a task queue, the status journal).
+REPLY_QUEUE_PREFIXES = ("amq.rabbitmq.reply-to", "amq.gen-")
+
+
+def is_reply_queue(reply_to: str) -> bool:
+    return reply_to.startswith(REPLY_QUEUE_PREFIXES)
+
 
 Handler = Callable[..., Awaitable[Any]]
 H = TypeVar("H", bound=Handler)
@@ -155,6 +166,13 @@ class RpcServer:
         channel = message.channel
         if not properties.reply_to:
             await self._dead_letter(message, "request has no reply_to; nobody can get the answer")
+            return
+        if not is_reply_queue(properties.reply_to):
+            await self._dead_letter(
+                message,
+                f"reply_to {properties.reply_to[:200]!r} is not a reply queue"
+                f" ({' or '.join(REPLY_QUEUE_PREFIXES)}…); not answered",
+            )
             return
         started = time.perf_counter()
         body, name, outcome = await self._dispatch(method, properties, message.body)

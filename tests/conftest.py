@@ -12,12 +12,14 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import aio_pika
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
 import rpc
+from infra.database import Database, open_database
 from infra.node import BootError, BrokerNode, NodeConfig
 from workers.access import ROLES, create_users
 
@@ -129,3 +131,13 @@ def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerNode]
         yield node
     finally:
         node.stop()
+
+
+@pytest.fixture
+async def database(tmp_path: Path) -> AsyncIterator[Database]:
+    """A fresh, empty store database, closed after the test."""
+    db = await open_database(tmp_path / "store.db", write_timeout_s=2.0)
+    try:
+        yield db
+    finally:
+        await db.close()

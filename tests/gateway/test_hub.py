@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from gateway.hub import Hub
-from gateway.sqlite_store import SqliteTaskStore
 from gateway.store import StoredEvent
 from gateway.streams import event_stream, frame
+from gateway.task_store import DatabaseTaskStore
 from workers.messages import encoder, new_event
 
 
@@ -56,10 +56,8 @@ async def test_wait_returns_when_nothing_comes():
 
 
 @pytest.fixture
-async def store(tmp_path):
-    store = await SqliteTaskStore.open(tmp_path / "taskgate.db")
-    yield store
-    await store.close()
+async def store(database):
+    return await DatabaseTaskStore.open(database)
 
 
 async def record(store, task_id: str, state: str) -> StoredEvent:

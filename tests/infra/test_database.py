@@ -23,13 +23,10 @@ ITEMS = "CREATE TABLE items (name TEXT PRIMARY KEY, qty BIGINT NOT NULL, data BY
 
 
 @pytest.fixture
-async def database(tmp_path: Path) -> AsyncIterator[Database]:
-    db = await open_database(tmp_path / "test.db", write_timeout_s=0.5)
-    try:
-        await db.migrate("items", [ITEMS])
-        yield db
-    finally:
-        await db.close()
+async def database(database: Database) -> AsyncIterator[Database]:
+    """The shared fresh database (tests/conftest.py), with a table of items."""
+    await database.migrate("items", [ITEMS])
+    yield database
 
 
 async def _count(db: Database) -> int:

@@ -198,17 +198,28 @@ async def test_unknown_method_named_in_message_type_gets_error_reply(
     assert reply.type == "UnknownMethod"
 
 
-async def test_request_without_reply_to_is_dead_lettered_with_reason(
-    serve, client, pika_connection, unique_name
+@pytest.mark.parametrize(
+    ("reply_to", "reason"),
+    [(None, "no reply_to"), ("victim", "'victim' is not a reply queue")],
+    ids=["no-reply-to", "reply-to-a-work-queue"],
+)
+async def test_request_that_names_no_reply_queue_is_dead_lettered_with_reason(
+    serve, client, pika_connection, unique_name, reply_to, reason
 ):
     prefix = unique_name("pricing")
     await serve(pricing_server(prefix))
     message_id = uuid.uuid4().hex
     channel = await (await pika_connection.channel()).get_underlay_channel()
+    # A queue of someone else's (a task queue, the status journal): the server must not
+    # write its reply there with its own permissions.
+    victim = unique_name("victim")
+    await channel.queue_declare(victim, auto_delete=True)
     await channel.basic_publish(
         b'{"sku": "A-1", "quantity": 1}',
         routing_key=method_queue(f"{prefix}.quote"),
-        properties=aiormq.spec.Basic.Properties(message_id=message_id),
+        properties=aiormq.spec.Basic.Properties(
+            message_id=message_id, reply_to=reply_to and victim
+        ),
     )
     found: list[aiormq.abc.DeliveredMessage] = []
 
@@ -225,10 +236,11 @@ async def test_request_without_reply_to_is_dead_lettered_with_reason(
         return mine
 
     await eventually(dead_lettered, timeout_s=10)
-    await channel.close()
 
     headers = found[0].header.properties.headers or {}
-    assert "reply_to" in str(headers[REASON_HEADER])
+    assert reason.replace("victim", victim) in str(headers[REASON_HEADER])
+    assert (await channel.queue_declare(victim, passive=True)).message_count == 0
+    await channel.close()
     assert await client.call(f"{prefix}.quote", Cart("A-1", 1), response_type=Quote)
 
 

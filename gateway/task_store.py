@@ -1,0 +1,177 @@
+"""The task store on ``infra.database``: tasks and their events, in SQL for both backends.
+
+``record_events`` is the one place events are numbered and summaries change;
+it runs inside any write transaction, so accepting work can record a task's
+``queued`` event in the same commit as its outbox entry.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import astuple
+
+from infra.database import Database, Migration, Row, Transaction
+from workers.messages import StatusEvent
+
+from .store import RejectedEvent, StoredEvent, TaskSummary, apply_event
+
+COMPONENT = "tasks"
+
+TASK_MIGRATIONS: list[Migration] = [
+    # 1: the schema of the SQLite-only store, adopted as it is by an existing file.
+    {
+        "sqlite": """
+            CREATE TABLE IF NOT EXISTS tasks (
+                task_id TEXT PRIMARY KEY, kind TEXT NOT NULL, state TEXT NOT NULL,
+                attempt INTEGER NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL,
+                last_seq INTEGER NOT NULL, percent REAL, message TEXT, result TEXT,
+                error TEXT, owner TEXT
+            );
+            CREATE TABLE IF NOT EXISTS events (
+                task_id TEXT NOT NULL, seq INTEGER NOT NULL, event_id TEXT NOT NULL UNIQUE,
+                state TEXT NOT NULL, body BLOB NOT NULL, PRIMARY KEY (task_id, seq)
+            ) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS write_probe (
+                id INTEGER PRIMARY KEY CHECK (id = 1), checked_at REAL NOT NULL
+            )
+        """,
+        "postgresql": """
+            CREATE TABLE tasks (
+                task_id TEXT PRIMARY KEY, kind TEXT NOT NULL, state TEXT NOT NULL,
+                attempt BIGINT NOT NULL, created_at DOUBLE PRECISION NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL, last_seq BIGINT NOT NULL,
+                percent DOUBLE PRECISION, message TEXT, result TEXT, error TEXT, owner TEXT
+            );
+            CREATE TABLE events (
+                task_id TEXT NOT NULL, seq BIGINT NOT NULL, event_id TEXT NOT NULL UNIQUE,
+                state TEXT NOT NULL, body BYTEA NOT NULL, PRIMARY KEY (task_id, seq)
+            );
+            -- One row the readiness check rewrites: only a commit proves the store takes writes.
+            CREATE TABLE write_probe (
+                id BIGINT PRIMARY KEY CHECK (id = 1), checked_at DOUBLE PRECISION NOT NULL
+            )
+        """,
+    },
+]
+
+# In the order of TaskSummary's fields.
+_COLUMNS = (
+    "task_id, kind, state, attempt, created_at, updated_at, last_seq,"
+    " percent, message, result, error, owner"
+)
+_UPSERT_TASK = (
+    f"INSERT INTO tasks ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+    " ON CONFLICT (task_id) DO UPDATE SET"
+    + ",".join(f" {c} = excluded.{c}" for c in _COLUMNS.replace(" ", "").split(",")[1:])
+)
+
+
+def _summary(row: Row | None) -> TaskSummary | None:
+    return None if row is None else TaskSummary(*row)
+
+
+async def record_events(
+    tx: Transaction,
+    events: Sequence[tuple[StatusEvent, bytes]],
+    *,
+    owner: str | None = None,
+) -> list[StoredEvent | RejectedEvent]:
+    """Record ``(event, its JSON)`` pairs in order; one result per event.
+
+    A duplicate ``event_id`` is not recorded again: its first copy is returned.
+    An event that comes after its task's terminal event is not recorded: it is
+    a ``RejectedEvent``. A task the events create belongs to ``owner``.
+    """
+    results: list[StoredEvent | RejectedEvent] = []
+    for event, body in events:
+        seen = await tx.fetchrow(
+            "SELECT task_id, seq, state, body FROM events WHERE event_id = $1", event.event_id
+        )
+        if seen is not None:
+            results.append(StoredEvent(seen[0], seen[1], seen[2], bytes(seen[3])))
+            continue
+        summary = _summary(
+            await tx.fetchrow(
+                f"SELECT {_COLUMNS} FROM tasks WHERE task_id = $1 FOR UPDATE", event.task_id
+            )
+        )
+        if summary is not None and summary.terminal:
+            reason = (
+                f"task {event.task_id} already ended {summary.state}; {event.state} is too late"
+            )
+            results.append(RejectedEvent(event.task_id, event.event_id, reason))
+            continue
+        summary = apply_event(summary, event, owner=owner)
+        await tx.execute(_UPSERT_TASK, *astuple(summary))
+        await tx.execute(
+            "INSERT INTO events (task_id, seq, event_id, state, body) VALUES ($1, $2, $3, $4, $5)",
+            event.task_id,
+            summary.last_seq,
+            event.event_id,
+            event.state,
+            body,
+        )
+        results.append(StoredEvent(event.task_id, summary.last_seq, event.state, body))
+    return results
+
+
+class DatabaseTaskStore:
+    """``TaskStore`` on a database; create with ``await DatabaseTaskStore.open(database)``.
+
+    The store does not own the database: whoever opened it closes it.
+    """
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    @classmethod
+    async def open(cls, database: Database) -> DatabaseTaskStore:
+        await database.migrate(COMPONENT, TASK_MIGRATIONS)
+        return cls(database)
+
+    async def close(self) -> None:
+        pass
+
+    async def record(
+        self, events: Sequence[tuple[StatusEvent, bytes]], *, owner: str | None = None
+    ) -> list[StoredEvent | RejectedEvent]:
+        return await self.database.write(lambda tx: record_events(tx, events, owner=owner))
+
+    async def discard_task(self, task_id: str) -> None:
+        async def discard(tx: Transaction) -> None:
+            await tx.execute("DELETE FROM events WHERE task_id = $1", task_id)
+            await tx.execute("DELETE FROM tasks WHERE task_id = $1", task_id)
+
+        await self.database.write(discard)
+
+    async def get_task(self, task_id: str) -> TaskSummary | None:
+        async def get(tx: Transaction) -> TaskSummary | None:
+            return _summary(
+                await tx.fetchrow(f"SELECT {_COLUMNS} FROM tasks WHERE task_id = $1", task_id)
+            )
+
+        return await self.database.read(get)
+
+    async def events_after(self, task_id: str, after_seq: int, limit: int) -> list[StoredEvent]:
+        async def after(tx: Transaction) -> list[StoredEvent]:
+            rows = await tx.fetch(
+                "SELECT seq, state, body FROM events"
+                " WHERE task_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                task_id,
+                after_seq,
+                limit,
+            )
+            return [StoredEvent(task_id, seq, state, bytes(body)) for seq, state, body in rows]
+
+        return await self.database.read(after)
+
+    async def check_write(self) -> None:
+        async def probe(tx: Transaction) -> None:
+            await tx.execute(
+                "INSERT INTO write_probe (id, checked_at) VALUES (1, $1)"
+                " ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
+                time.time(),
+            )
+
+        await self.database.write(probe)
