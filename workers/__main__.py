@@ -86,10 +86,10 @@ async def start_order_consumers(
     stack: contextlib.AsyncExitStack,
 ) -> EventConsumers:
     """The order.created consumers (email, inventory, analytics) on the shop's tables."""
+    # A part's claim is not renewed: its lease covers an email's every attempt, three times.
+    email_s = settings.email_timeout_s * settings.email_attempts
     db = await ShopDb.open(
-        database,
-        holder=new_holder("orders"),
-        lease_s=max(settings.task_lease_s, 3 * settings.email_timeout_s * settings.email_attempts),
+        database, holder=new_holder("orders"), lease_s=max(settings.task_lease_s, 3 * email_s)
     )
     mailer: Mailer | LogMailer
     if settings.email_api_url:

@@ -118,7 +118,9 @@ async def test_a_copy_republishes_an_outcome_its_dead_holder_recorded_but_never_
     # A worker on another host records the outcome, then dies before publishing it; its
     # lease runs out.
     database = await open_database(settings.database)
-    dead = await OutcomeLog.open(database, holder="dead-host", lease_s=0.001)
+    dead = await OutcomeLog.open(
+        database, holder="dead-host", lease_s=-1.0
+    )  # a lease already run out
     assert (await dead.start(task_id)).run
     recorded = await dead.record(new_event(kind, task_id, "succeeded", 1, result=7))
     await dead.close()
