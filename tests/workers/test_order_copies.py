@@ -24,10 +24,16 @@ from workers.shop.db import SEED_STOCK, Completion, ShopDb
 from workers.shop.mailer import Mailer
 
 from ..helpers import eventually
-from .conftest import PROVIDER
+from .conftest import PROVIDER, on_backend
 from .test_orders import emails_for, make_order
 
 TIMEOUT_S = 30
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def settings(request: pytest.FixtureRequest, settings: WorkerSettings) -> WorkerSettings:
+    """Every test here runs with the store on SQLite and on PostgreSQL."""
+    return on_backend(request, settings)
 
 
 def consumed() -> dict[str, float]:

@@ -15,10 +15,14 @@ from workers.outcomes import OutcomeLog
 from workers.shop.contracts import CartLine
 from workers.shop.db import SEED_STOCK, Completion, ShopDb
 
+from .conftest import postgres_or_skip
 
-@pytest.fixture
-async def database(tmp_path: Path) -> AsyncIterator[Database]:
-    db = await open_database(tmp_path / "store.db")
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """A fresh store on each backend."""
+    url = postgres_or_skip(request) if request.param == "postgresql" else tmp_path / "store.db"
+    db = await open_database(url)
     await db.migrate(claims.COMPONENT, claims.MIGRATIONS)
     yield db
     await db.close()

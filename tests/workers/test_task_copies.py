@@ -9,18 +9,25 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 
+import pytest
 from prometheus_client import REGISTRY
 
 import rpc
 from infra.database import open_database
-from workers import TaskContext, TaskRegistry, Worker
+from workers import TaskContext, TaskRegistry, Worker, WorkerSettings
 from workers.messages import encoder, new_event
 from workers.outcomes import LEGACY_FILE_NAME, OutcomeLog, import_legacy
 
 from ..helpers import eventually
-from .conftest import get_dead_letters
+from .conftest import get_dead_letters, on_backend
 
 TIMEOUT_S = 30
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def settings(request: pytest.FixtureRequest, settings: WorkerSettings) -> WorkerSettings:
+    """Every test here runs with the store on SQLite and on PostgreSQL."""
+    return on_backend(request, settings)
 
 
 def copies(kind: str, action: str) -> float:
