@@ -33,20 +33,11 @@ RETRY_DELAYS_MS = (50, 100)
 TEST_TASKS = "tests.workers.tasks_for_tests:registry"
 
 
-def postgres_or_skip(request: pytest.FixtureRequest) -> str:
-    """A fresh PostgreSQL database of the test's own (tests/conftest.py ``pg_url``)."""
-    try:
-        url: str = request.getfixturevalue("pg_url")
-    except pytest.FixtureLookupError:
-        pytest.skip("this checkout has no private PostgreSQL server fixture")
-    return url
-
-
 def on_backend(request: pytest.FixtureRequest, settings: WorkerSettings) -> WorkerSettings:
     """``settings`` with the store on the backend ``request.param`` names: ``sqlite``
     (DATABASE_PATH) or ``postgresql`` (DATABASE_URL of a database of the test's own)."""
     if request.param == "postgresql":
-        return replace(settings, database_url=postgres_or_skip(request))
+        return replace(settings, database_url=request.getfixturevalue("pg_url"))
     return settings
 
 

@@ -3,29 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
-from infra.database import Database, open_database
+from infra.database import Database
 from workers import claims
 from workers.messages import new_event
 from workers.outcomes import OutcomeLog
 from workers.shop.contracts import CartLine
 from workers.shop.db import SEED_STOCK, Completion, ShopDb
 
-from .conftest import postgres_or_skip
 
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    """A fresh store on each backend."""
-    url = postgres_or_skip(request) if request.param == "postgresql" else tmp_path / "store.db"
-    db = await open_database(url)
-    await db.migrate(claims.COMPONENT, claims.MIGRATIONS)
-    yield db
-    await db.close()
+@pytest.fixture
+async def database(database: Database) -> Database:
+    """tests/conftest.py's fresh store, on SQLite and on PostgreSQL, with the claims table."""
+    await database.migrate(claims.COMPONENT, claims.MIGRATIONS)
+    return database
 
 
 async def take(db: Database, holder: str, now_s: float, lease_s: float = 10.0) -> claims.Claim:
