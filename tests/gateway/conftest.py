@@ -105,6 +105,9 @@ def settings_env(settings: GatewaySettings) -> dict[str, str]:
         "SSE_RETRY_MS": str(settings.sse_retry_ms),
         "SSE_MAX_PER_USER": str(settings.sse_max_per_user),
         "SSE_MAX_STREAMS": str(settings.sse_max_streams),
+        "SESSION_CACHE_S": str(settings.session_cache_s),
+        "NOTIFICATIONS_PER_MINUTE": str(settings.notifications_per_minute),
+        "NOTIFICATION_BURST": str(settings.notification_burst),
     }
 
 
