@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from dataclasses import replace
 
 import httpx
 import httpx_sse
@@ -13,7 +12,7 @@ from gateway.auth import SESSION_COOKIE
 from gateway.sessions import session_key
 from gateway.tokens import mint
 
-from .conftest import USER, jpeg_bytes, upload, wait_ready
+from .conftest import USER, jpeg_bytes, wait_ready
 from .signing_in import same_origin, sign_in
 
 
@@ -148,9 +147,8 @@ async def test_sign_out_on_one_gateway_ends_the_session_on_another(gateway_proce
 async def test_a_bearer_token_stays_stateless(gateway_app, gateway_settings):
     """Signing out ends the cookie's session, not the token it was opened with: the token
     is the user's own credential (scripts use it), like an API key."""
-    settings = replace(gateway_settings)
-    async with gateway_app(settings) as client:
-        await sign_in(client, settings)
+    async with gateway_app(gateway_settings) as client:
+        await sign_in(client, gateway_settings)
         await client.delete("/session", headers=same_origin(client))
         with_token = await client.get("/session")
 
