@@ -157,7 +157,8 @@ async def send_notification(request: Request) -> JSONResponse:
     limiter: RateLimiter = request.app.state.notification_limiter
     sent = decode_json(await read_body(request), _request_decoder)
     to = sent.to or user.user_id
-    if to != user.user_id and not user.admin:
+    # A user whose id happens to be "*" notifies themselves only: "*" is everyone.
+    if (to != user.user_id or to == EVERYONE) and not user.admin:
         raise HttpError(
             403, "forbidden", "only an admin may notify other users or everyone", path="$.to"
         )

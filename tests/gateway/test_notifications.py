@@ -101,6 +101,10 @@ async def test_a_user_who_is_not_an_admin_notifies_only_themselves(gateway_app, 
         )
         to_self = await client.post("/notifications", json={"title": "hi me", "to": "ada"})
         by_default = await client.post("/notifications", json={"title": "hi me"})
+        # A user named "*" is not everyone.
+        star = await client.post(
+            "/notifications", json={"title": "hi all"}, headers=bearer(gateway_settings, "*")
+        )
 
     assert broadcast.status_code == 403
     assert broadcast.json()["error"] == {
@@ -109,6 +113,7 @@ async def test_a_user_who_is_not_an_admin_notifies_only_themselves(gateway_app, 
         "path": "$.to",
     }
     assert to_bob.status_code == 403
+    assert star.status_code == 403
     assert forged_sender.status_code == 422
     assert to_self.status_code == 202 and to_self.json()["to"] == "ada"
     assert by_default.status_code == 202 and by_default.json()["to"] == "ada"
