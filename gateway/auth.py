@@ -8,7 +8,8 @@ by the cookie the CSRF rules of ``gateway.csrf``.
 
 ``POST /session`` trades a token for a session (``gateway.sessions``): the
 cookie holds an opaque id, never the token, and ``DELETE /session`` ends it,
-with the streams it opened.
+with the streams it opened. ``DELETE /session`` with a Bearer token revokes
+that token (by its ``jti``) until it expires.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from .errors import HttpError, unavailable
 from .fast_streams import StreamsFirst
 from .jwks import ExternalTokens, ProviderUnavailable
 from .recent import Recent
-from .sessions import Endable, Sessions
+from .sessions import Endable, Sessions, token_key
 from .settings import GatewaySettings
 from .tokens import ALGORITHM, Claims, InvalidToken, algorithm_of, verify
 
@@ -104,22 +105,31 @@ class Credentials:
         return claims
 
     async def verify_token(self, token: str) -> Claims:
-        """The token's claims; 401 if it is not valid, 503 if its provider is unreachable."""
+        """The token's claims; 401 if it is not valid or was revoked, 503 if its provider
+        or the store cannot answer now."""
         try:
-            if algorithm_of(token) == ALGORITHM or self._external is None:
-                return _verify_cached(self._secret, token)
-            claims = self._verified.get(token)
-            if claims is None:
-                # PyJWKClient fetches with urllib, which blocks.
-                claims = await asyncio.to_thread(self._external.verify, token)
-                self._verified.put(token, claims)
-            if claims.expires_at <= time.time():
-                raise InvalidToken("the token has expired")
+            claims = await self._verify(token)
+            if claims.token_id is not None and await self._sessions.is_revoked(claims.token_id):
+                raise InvalidToken("the token was revoked")
             return claims
         except InvalidToken as exc:
             raise unauthorized(str(exc)) from None
         except ProviderUnavailable as exc:
             raise unavailable(str(exc)) from None
+        except DatabaseError as exc:
+            raise unavailable(f"cannot check the token now: {exc}") from None
+
+    async def _verify(self, token: str) -> Claims:
+        if algorithm_of(token) == ALGORITHM or self._external is None:
+            return _verify_cached(self._secret, token)
+        claims = self._verified.get(token)
+        if claims is None:
+            # PyJWKClient fetches with urllib, which blocks.
+            claims = await asyncio.to_thread(self._external.verify, token)
+            self._verified.put(token, claims)
+        if claims.expires_at <= time.time():
+            raise InvalidToken("the token has expired")
+        return claims
 
 
 class Authenticating(StreamsFirst):
@@ -151,11 +161,15 @@ def authenticate(request: Request) -> Claims:
 
 
 def end_with_session(request: Request, stream: Endable) -> None:
-    """End ``stream`` when the session the request came with ends (sign-out)."""
+    """End ``stream`` when the session (or the revocable token) the request came with ends."""
     found = request.scope.get(CREDENTIALS)
-    if isinstance(found, Claims) and found.session is not None:
-        sessions: Sessions = request.app.state.sessions
+    if not isinstance(found, Claims):
+        return
+    sessions: Sessions = request.app.state.sessions
+    if found.session is not None:
         sessions.track(found.session, stream)
+    elif found.token_id is not None:
+        sessions.track(token_key(found.token_id), stream)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -213,17 +227,22 @@ async def get_session(request: Request) -> Response:
 
 
 async def close_session(request: Request) -> Response:
-    """``DELETE /session``: end the cookie's session (it stops working everywhere, its
-    streams end) and clear the cookie; 204 also when there was none."""
+    """``DELETE /session``: end the cookie's session, or revoke the Bearer token sent with
+    it; either stops working everywhere and its streams end. 204 also without credentials
+    (the cookie is cleared)."""
     found = request.scope.get(CREDENTIALS)
-    if isinstance(found, Claims) and found.session is not None:
-        settings: GatewaySettings = request.app.state.settings
-        check_same_origin(request, settings.cors_origins)
-        sessions: Sessions = request.app.state.sessions
-        try:
+    sessions: Sessions = request.app.state.sessions
+    try:
+        if isinstance(found, Claims) and found.session is not None:
+            settings: GatewaySettings = request.app.state.settings
+            check_same_origin(request, settings.cors_origins)
             await sessions.end(found.session)
-        except DatabaseError as exc:
-            raise unavailable(f"cannot end the session now: {exc}") from None
+        elif isinstance(found, Claims):
+            if found.token_id is None:
+                raise HttpError(400, "not_revocable", "this token has no jti: it cannot be revoked")
+            await sessions.revoke(found.token_id, found.expires_at)
+    except DatabaseError as exc:
+        raise unavailable(f"cannot sign out now: {exc}") from None
     response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax")
     return response

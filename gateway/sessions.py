@@ -1,4 +1,5 @@
-"""Browser sessions: an opaque id in the cookie, its row in the store, ended by sign-out.
+"""Browser sessions: an opaque id in the cookie, its row in the store, ended by sign-out;
+and the tokens revoked before their expiry.
 
 ``POST /session`` trades a token for a session: a random id (256 bits) goes to
 the browser in an HttpOnly cookie, and the store keeps the row under the id's
@@ -14,6 +15,11 @@ ends the streams it opened there. While the broker is down that message is
 lost: the other processes then refuse the cookie once their cached answer
 expires, and their open streams end at the session's expiry or when the
 client reconnects (a reconnect checks the session again).
+
+A Bearer token is revoked by its own ``DELETE /session``: its ``jti`` goes to
+``revoked_tokens`` until the token expires, and the same message ends its
+streams everywhere. Checking a token costs one store read per token per
+``SESSION_CACHE_S`` in each process.
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ MIGRATIONS = [
     " admin BIGINT NOT NULL, expires_at DOUBLE PRECISION NOT NULL,"
     " created_at DOUBLE PRECISION NOT NULL);"
     "CREATE INDEX sessions_expires_at ON sessions (expires_at)",
+    "CREATE TABLE revoked_tokens (token_id TEXT PRIMARY KEY,"
+    " expires_at DOUBLE PRECISION NOT NULL);"
+    "CREATE INDEX revoked_tokens_expires_at ON revoked_tokens (expires_at)",
 ]
 
 
@@ -45,6 +54,12 @@ class Endable(Protocol):
     """What a stream offers to be ended from outside (``gateway.sse.StreamEnd``)."""
 
     def end(self, reason: str) -> None: ...
+
+
+def token_key(token_id: str) -> str:
+    """The key a revoked token's streams and cached answer go by (beside session keys,
+    which are hex digests)."""
+    return f"token:{token_id}"
 
 
 def session_key(session_id: str) -> str:
@@ -68,6 +83,7 @@ class Sessions:
         # Tells the other web processes of a sign-out here.
         self._announce = announce
         self._recent: Recent[str, tuple[Claims | None]] = Recent(ttl_s=cache_s)
+        self._revoked: Recent[str, bool] = Recent(ttl_s=cache_s)
         # A stream's StreamEnd lives as long as the stream: weak references leave nothing
         # to clean up when it ends.
         self._streams: dict[str, weakref.WeakSet[Endable]] = {}
@@ -134,6 +150,9 @@ class Sessions:
         await self._database.write(
             lambda tx: tx.execute("DELETE FROM sessions WHERE key = $1", key)
         )
+        await self._ended_everywhere(key)
+
+    async def _ended_everywhere(self, key: str) -> None:
         self.ended(key)
         if self._announce is not None:
             try:
@@ -141,15 +160,48 @@ class Sessions:
             except Exception as exc:  # the sign-out stands; the others learn of it later
                 logger.warning("could not announce a sign-out to other web processes: %s", exc)
 
+    async def revoke(self, token_id: str, expires_at: float) -> None:
+        """Refuse the token ``token_id`` from now until it expires; end its streams."""
+        now = time.time()
+
+        async def write(tx: Transaction) -> None:
+            await tx.execute("DELETE FROM revoked_tokens WHERE expires_at <= $1", now)
+            await tx.execute(
+                "INSERT INTO revoked_tokens (token_id, expires_at) VALUES ($1, $2)"
+                " ON CONFLICT (token_id) DO NOTHING",
+                token_id,
+                expires_at,
+            )
+
+        await self._database.write(write)
+        await self._ended_everywhere(token_key(token_id))
+
+    async def is_revoked(self, token_id: str) -> bool:
+        key = token_key(token_id)
+        revoked = self._revoked.get(key)
+        if revoked is None:
+
+            async def read(tx: Transaction) -> bool:
+                found = await tx.fetchval(
+                    "SELECT 1 FROM revoked_tokens WHERE token_id = $1", token_id
+                )
+                return found is not None
+
+            revoked = await self._database.read(read)
+            self._revoked.put(key, revoked)
+        return revoked
+
     def ended(self, key: str) -> None:
-        """The session ``key`` ended (here or in another process): forget it, end its streams."""
+        """The session or token ``key`` ended (here or in another process): forget it, end
+        its streams."""
         self._recent.forget(key)
+        self._revoked.forget(key)
         streams = self._streams.pop(key, None)
         for stream in list(streams or ()):
             stream.end("signed out")
 
     def track(self, key: str, stream: Endable) -> None:
-        """End ``stream`` when the session ``key`` ends."""
+        """End ``stream`` when the session or token ``key`` ends."""
         self._streams.setdefault(key, weakref.WeakSet()).add(stream)
         if len(self._streams) > self._prune_at:
             # Sessions whose streams all ended without a sign-out.

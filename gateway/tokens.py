@@ -1,8 +1,8 @@
 """Signed access tokens: who is calling, until when, and whether they are an admin.
 
 taskgate's own tokens are JWTs signed with ``SECRET_KEY`` (HS256), carrying the
-user id (``sub``), an expiry (``exp``), a token id (``jti``) and, for admins,
-``"roles": ["admin"]``; nothing else is trusted from them. Tokens of an
+user id (``sub``), an expiry (``exp``), a token id (``jti``, by which it can be
+revoked) and, for admins, ``"roles": ["admin"]``; nothing else is trusted from them. Tokens of an
 identity provider (RS256/ES256, verified against its JWKS) are
 ``gateway.jwks``'s. API clients send a token as ``Authorization: Bearer``;
 browsers trade it for a session cookie (``gateway.sessions``).
@@ -38,6 +38,8 @@ class Claims:
     admin: bool = False
     # The stored key of the session the caller came with (the cookie), None for a Bearer token.
     session: str | None = None
+    # The token's ``jti``, by which it can be revoked (``DELETE /session`` with it as Bearer).
+    token_id: str | None = None
 
 
 def check_secret(secret: str) -> None:
@@ -88,7 +90,13 @@ def claims_of(payload: Mapping[str, Any], *, roles_claim: str, admin_role: str) 
     if isinstance(roles, str):
         roles = roles.split()
     admin = isinstance(roles, list) and admin_role in roles
-    return Claims(user_id=user_id, expires_at=float(payload["exp"]), admin=admin)
+    token_id = payload.get("jti")
+    return Claims(
+        user_id=user_id,
+        expires_at=float(payload["exp"]),
+        admin=admin,
+        token_id=token_id if isinstance(token_id, str) and token_id else None,
+    )
 
 
 def algorithm_of(token: str) -> str:

@@ -7,6 +7,7 @@ import sqlite3
 
 import httpx
 import httpx_sse
+import jwt
 
 from gateway.auth import SESSION_COOKIE
 from gateway.sessions import session_key
@@ -144,12 +145,54 @@ async def test_sign_out_on_one_gateway_ends_the_session_on_another(gateway_proce
     assert after.status_code == 401
 
 
-async def test_a_bearer_token_stays_stateless(gateway_app, gateway_settings):
-    """Signing out ends the cookie's session, not the token it was opened with: the token
-    is the user's own credential (scripts use it), like an API key."""
-    async with gateway_app(gateway_settings) as client:
-        await sign_in(client, gateway_settings)
-        await client.delete("/session", headers=same_origin(client))
-        with_token = await client.get("/session")
+async def test_a_bearer_token_signed_out_is_refused_everywhere_until_it_expires(
+    gateway_app, gateway_settings
+):
+    token = mint(gateway_settings.secret_key, USER, ttl_s=3600)
+    other = mint(gateway_settings.secret_key, USER, ttl_s=3600)
+    async with gateway_app(gateway_settings, user=None) as client:
+        revoked = await client.delete("/session", headers=bearer_of(token))
+        answers = {
+            "session": await client.get("/session", headers=bearer_of(token)),
+            "notification": await client.post(
+                "/notifications", json={"title": "hi"}, headers=bearer_of(token)
+            ),
+            "stream": await client.get("/notifications/stream", headers=bearer_of(token)),
+            "sign-in": await client.post("/session", json={"token": token}),
+        }
+        still_valid = await client.get("/session", headers=bearer_of(other))
+    with sqlite3.connect(gateway_settings.database_path) as db:
+        stored = db.execute("SELECT token_id, expires_at FROM revoked_tokens").fetchall()
 
-    assert with_token.status_code == 200
+    assert revoked.status_code == 204
+    for name, response in answers.items():
+        assert response.status_code == 401, name
+        assert "revoked" in response.json()["error"]["message"], name
+    assert still_valid.status_code == 200  # the user's other tokens stay valid
+    assert (
+        len(stored) == 1
+        and stored[0][1] == jwt.decode(token, options={"verify_signature": False})["exp"]
+    )
+
+
+async def test_revoking_a_token_ends_its_streams_on_every_gateway(gateway_process):
+    first = gateway_process(session_cache_s=3600.0)
+    second = gateway_process(session_cache_s=3600.0)
+    await first.wait_ready()
+    await second.wait_ready()
+    token = mint(first.settings.secret_key, USER, ttl_s=3600)
+    async with first.client(user=None) as here, second.client(user=None) as there:
+        there.headers.update(bearer_of(token))
+        opened = asyncio.Event()
+        stream = asyncio.create_task(hold_stream(there, "/notifications/stream", opened))
+        await opened.wait()
+        revoked = await here.delete("/session", headers=bearer_of(token))
+        await asyncio.wait_for(stream, timeout=30)
+        after = await there.get("/session")
+
+    assert revoked.status_code == 204
+    assert after.status_code == 401
+
+
+def bearer_of(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
