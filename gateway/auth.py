@@ -120,7 +120,7 @@ class Credentials:
             raise unavailable(f"cannot check the token now: {exc}") from None
 
     async def _verify(self, token: str) -> Claims:
-        if algorithm_of(token) == ALGORITHM or self._external is None:
+        if self._external is None or _algorithm_once(token) == ALGORITHM:
             return _verify_cached(self._secret, token)
         claims = self._verified.get(token)
         if claims is None:
@@ -170,6 +170,11 @@ def end_with_session(request: Request, stream: Endable) -> None:
         sessions.track(found.session, stream)
     elif found.token_id is not None:
         sessions.track(token_key(found.token_id), stream)
+
+
+@functools.lru_cache(maxsize=4096)
+def _algorithm_once(token: str) -> str:
+    return algorithm_of(token)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -91,8 +91,9 @@ class GatewaySettings(ServiceSettings):
     session_cache_s: float = setting(
         "SESSION_CACHE_S",
         5.0,
-        "How long a web process trusts a session it looked up. Sign-out reaches other web "
-        "processes at once over the broker; without the broker, after at most this long.",
+        "How long a web process trusts what it read of a session or of a token's revocation. "
+        "Sign-out reaches other web processes at once over the broker; without the broker, "
+        "after at most this long.",
     )
     notifications_per_minute: float = setting(
         "NOTIFICATIONS_PER_MINUTE",
