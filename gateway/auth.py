@@ -134,7 +134,11 @@ class Credentials:
 
 class Authenticating(StreamsFirst):
     """The app: it resolves each request's credentials (``Credentials``, from
-    ``app.state.credentials``) before the streams, the middleware and the routes."""
+    ``app.state.credentials``) before the streams, the middleware and the routes.
+
+    A stream keeps this frame for its life: 0.4 KB (bench/sse.py --hold-only
+    --streams 3000: 18.5 KB per idle stream before, 18.9 KB after).
+    """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
