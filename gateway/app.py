@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -18,23 +19,30 @@ from starlette.staticfiles import StaticFiles
 
 from infra.database import open_database
 
-from .auth import close_session, get_session, open_session
+from .auth import Authenticating, Credentials, close_session, get_session, open_session
 from .broker import BrokerLink
 from .errors import EXCEPTION_HANDLERS
-from .fast_streams import StreamsFirst
 from .feed import StatusFeed
 from .health import Readiness, healthz, readyz
 from .hub import Hub
 from .idempotency import UPLOAD_KEY_MIGRATIONS
 from .limits import StreamLimiter
 from .metrics import SSE_CONNECTIONS, metrics
-from .notifications import NotificationFeed, notification_stream, send_notification
+from .notifications import (
+    NotificationFeed,
+    NotificationHub,
+    announce_sign_out,
+    notification_stream,
+    send_notification,
+)
 from .order_store import OrderStore
 from .orders import create_order, get_order
 from .outbox import OUTBOX_MIGRATIONS
 from .outbox_relay import OutboxRelay
 from .publisher import Publisher
+from .rate_limit import RateLimiter
 from .rpc_proxy import call_method
+from .sessions import Sessions
 from .settings import GatewaySettings
 from .shutdown import on_exit_signal
 from .streams import task_events
@@ -97,12 +105,17 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         await database.migrate("outbox", OUTBOX_MIGRATIONS)
         await database.migrate("upload_keys", UPLOAD_KEY_MIGRATIONS)
         hub = Hub(capacity=settings.sse_buffer_events)
-        notifications = Hub(capacity=settings.sse_buffer_events)
+        notifications = NotificationHub(capacity=settings.sse_buffer_events)
         publisher = Publisher(
             queue_max_length=settings.queue_max_length, timeout_s=settings.publish_timeout_s
         )
+        sessions = await Sessions.open(
+            database,
+            cache_s=settings.session_cache_s,
+            announce=functools.partial(announce_sign_out, publisher),
+        )
         feed = StatusFeed(store, hub, publisher)
-        notification_feed = NotificationFeed(notifications)
+        notification_feed = NotificationFeed(notifications, sessions)
         broker = BrokerLink(settings, attach=[feed.start, notification_feed.start, publisher.start])
         relay = OutboxRelay(
             database,
@@ -127,6 +140,11 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         app.state.feed = feed
         app.state.publisher = publisher
         app.state.broker = broker
+        app.state.sessions = sessions
+        app.state.credentials = Credentials.from_settings(settings, sessions)
+        app.state.notification_limiter = RateLimiter(
+            per_minute=settings.notifications_per_minute, burst=settings.notification_burst
+        )
         readiness = Readiness(
             links=(broker, publisher, feed),
             publisher=publisher,
@@ -199,7 +217,7 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
                 expose_headers=["Location", "Retry-After"],
             )
         )
-    return StreamsFirst(
+    return Authenticating(
         streams={
             r"/tasks/(?P<task_id>[^/]+)/events": task_events,
             r"/notifications/stream": notification_stream,

@@ -155,3 +155,54 @@ class GatewaySettings(ServiceSettings):
     max_thumbnail_sizes: int = setting(
         "MAX_THUMBNAIL_SIZES", 6, "Sizes one upload may ask for (`sizes=`); 422 beyond."
     )
+
+    # Identity, sessions and notifications (issue 16: items 5, 6, 7, 15).
+    session_cache_s: float = setting(
+        "SESSION_CACHE_S",
+        5.0,
+        "How long a web process trusts what it read of a session or of a token's revocation. "
+        "Sign-out reaches other web processes at once over the broker; without the broker, "
+        "after at most this long.",
+    )
+    notifications_per_minute: float = setting(
+        "NOTIFICATIONS_PER_MINUTE",
+        30.0,
+        "Notifications one user may send per minute, after a burst (429 with Retry-After beyond).",
+    )
+    notification_burst: int = setting(
+        "NOTIFICATION_BURST", 10, "Notifications one user may send at once before the rate applies."
+    )
+    jwks_url: str = setting(
+        "JWKS_URL",
+        "",
+        "An identity provider's JWKS URL: its RS256/ES256 tokens are accepted besides "
+        "SECRET_KEY's (needs JWT_ISSUER and JWT_AUDIENCE).",
+    )
+    jwt_issuer: str = setting(
+        "JWT_ISSUER", "", "The `iss` every identity-provider token must carry."
+    )
+    jwt_audience: str = setting(
+        "JWT_AUDIENCE", "", "The `aud` every identity-provider token must include (taskgate's)."
+    )
+    jwt_roles_claim: str = setting(
+        "JWT_ROLES_CLAIM",
+        "roles",
+        "The claim of an identity-provider token listing the user's roles (a dotted path, "
+        "e.g. realm_access.roles).",
+    )
+    jwt_admin_role: str = setting(
+        "JWT_ADMIN_ROLE",
+        "admin",
+        "The role (in JWT_ROLES_CLAIM) that makes an identity-provider user an admin.",
+    )
+    jwks_cache_s: float = setting(
+        "JWKS_CACHE_S", 300.0, "How long the identity provider's key set is kept."
+    )
+    jwks_refetch_cooldown_s: float = setting(
+        "JWKS_REFETCH_COOLDOWN_S",
+        30.0,
+        "Least time between fetches of the key set for a token naming an unknown key id.",
+    )
+    jwks_timeout_s: float = setting(
+        "JWKS_TIMEOUT_S", 5.0, "How long one fetch of the key set may take."
+    )

@@ -24,7 +24,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .auth import authenticate
+from .auth import authenticate, end_with_session
 from .hub import Hub
 from .limits import StreamLimiter
 from .metrics import EVENTS_DELIVERED
@@ -80,6 +80,7 @@ async def task_events(request: Request) -> Response:
     if summary.terminal and not reset and cursor.after >= summary.last_seq:
         return Response(status_code=204)
     end = StreamEnd()
+    end_with_session(request, end)
     frames = event_stream(
         task_id,
         after=0 if reset else cursor.after,

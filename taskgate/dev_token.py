@@ -39,6 +39,11 @@ def add_parser(commands: Subcommands) -> None:
         metavar="SECONDS",
         help=f"how long the token is valid (default: {DEFAULT_TTL_S} = 24 h)",
     )
+    parser.add_argument(
+        "--admin",
+        action="store_true",
+        help="an admin's token: it may send notifications to other users and to everyone",
+    )
     parser.set_defaults(run=run)
 
 
@@ -51,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     if args.ttl <= 0:
         raise usage_error("--ttl must be positive")
     try:
-        token = mint(secret, args.user, ttl_s=args.ttl)
+        token = mint(secret, args.user, ttl_s=args.ttl, admin=args.admin)
     except ValueError as exc:  # too short a key; the message names the rule, not the key
         raise usage_error(str(exc)) from None
     print(token)

@@ -243,6 +243,9 @@ function signedIn(info) {
     const until = new Date(info.expires_at * 1000).toLocaleString();
     $("session-user").title = `Session valid until ${until}`;
   }
+  // Only an admin may notify everyone; everyone else's notifications reach their own pages.
+  $("notify-everyone-row").hidden = !info.admin;
+  if (!info.admin) $("notify-everyone").checked = false;
   setSessionState("signed-in");
   $("signin").hidden = true;
   showApp();
@@ -856,6 +859,15 @@ function addNotification(notification) {
   time.dateTime = now.toISOString();
   time.textContent = now.toLocaleTimeString();
   item.append(badge, " ", title, " ", time);
+  if (notification.sender) {
+    // Who sent it, as the gateway authenticated them: never text the sender chose.
+    const sender = document.createElement("span");
+    sender.className = "notification-sender";
+    sender.dataset.testid = "notification-sender";
+    const audience = notification.to === "*" ? " to everyone" : "";
+    sender.textContent = ` from ${notification.sender}${audience}`;
+    item.append(sender);
+  }
   if (notification.body) {
     const body = document.createElement("p");
     body.className = "notification-body";
@@ -879,7 +891,12 @@ async function sendNotification(event) {
   $("notify-button").disabled = true;
   try {
     await api("POST", "/notifications", {
-      json: { title, body: $("notify-body").value, level: $("notify-level").value },
+      json: {
+        title,
+        body: $("notify-body").value,
+        level: $("notify-level").value,
+        ...($("notify-everyone").checked ? { to: "*" } : {}),
+      },
     });
     $("notify-title").value = "";
     $("notify-body").value = "";

@@ -22,9 +22,20 @@ async def test_the_token_verifies_with_the_secret_and_names_the_user():
     assert result.stdout == token + "\n"  # the token only: $(taskgate token ada) works
     claims = verify(secret, token)
     assert claims.user_id == "ada"
+    assert not claims.admin
     assert time.time() < claims.expires_at <= time.time() + 600
     with pytest.raises(InvalidToken):
         verify(secrets.token_urlsafe(32), token)
+
+
+async def test_admin_makes_an_admin_token():
+    secret = secrets.token_urlsafe(32)
+
+    result = await taskgate("token", "root", "--admin", env={"SECRET_KEY": secret})
+
+    assert result.code == 0, result.stderr
+    claims = verify(secret, result.stdout.strip())
+    assert (claims.user_id, claims.admin) == ("root", True)
 
 
 async def test_the_default_lifetime_is_a_day():

@@ -34,9 +34,13 @@ TEST_TASKS = "tests.gateway.tasks_for_gateway:registry"
 USER = "ada"
 
 
-def bearer(settings: GatewaySettings, user: str = USER, ttl_s: float = 3600) -> dict[str, str]:
-    """Headers that authenticate as ``user`` with a token signed by the gateway's key."""
-    return {"Authorization": f"Bearer {mint(settings.secret_key, user, ttl_s=ttl_s)}"}
+def bearer(
+    settings: GatewaySettings, user: str = USER, ttl_s: float = 3600, *, admin: bool = False
+) -> dict[str, str]:
+    """Headers that authenticate as ``user`` (an admin with ``admin``) with a token signed
+    by the gateway's key."""
+    token = mint(settings.secret_key, user, ttl_s=ttl_s, admin=admin)
+    return {"Authorization": f"Bearer {token}"}
 
 
 @contextlib.asynccontextmanager
@@ -105,6 +109,9 @@ def settings_env(settings: GatewaySettings) -> dict[str, str]:
         "SSE_RETRY_MS": str(settings.sse_retry_ms),
         "SSE_MAX_PER_USER": str(settings.sse_max_per_user),
         "SSE_MAX_STREAMS": str(settings.sse_max_streams),
+        "SESSION_CACHE_S": str(settings.session_cache_s),
+        "NOTIFICATIONS_PER_MINUTE": str(settings.notifications_per_minute),
+        "NOTIFICATION_BURST": str(settings.notification_burst),
     }
 
 
