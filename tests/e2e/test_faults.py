@@ -4,6 +4,7 @@
   load, clients retrying on 503/504 with the same Idempotency-Key: every key
   ends as exactly one order (one reservation, one sale, one email) or one
   task, and every task runs once.
+  On both stores: a SQLite file, and PostgreSQL (DATABASE_URL).
 - The web process SIGKILLed mid-upload: no task stays ``queued``, and no
   upload directory without a task survives the sweep.
 
@@ -17,11 +18,11 @@ import asyncio
 import contextlib
 import os
 import signal
-import sqlite3
 import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import aio_pika
@@ -29,6 +30,7 @@ import httpx
 import pytest
 
 from gateway.settings import GatewaySettings
+from infra.database import open_database
 from infra.node import BrokerNode, NodeConfig
 from infra.ports import free_port
 from workers.access import create_users
@@ -94,9 +96,21 @@ async def start_gateway(gateway_settings: GatewaySettings, tmp_path: Path) -> As
         process.kill()
 
 
-def rows(settings: GatewaySettings, sql: str) -> list[tuple[object, ...]]:
-    with contextlib.closing(sqlite3.connect(settings.database_path)) as db:
-        return db.execute(sql).fetchall()
+async def rows(settings: GatewaySettings, sql: str) -> list[tuple[object, ...]]:
+    """The rows ``sql`` reads from the processes' store (SQLite or PostgreSQL)."""
+    db = await open_database(settings.database)
+    try:
+        return [tuple(row) for row in await db.read(lambda tx: tx.fetch(sql))]
+    finally:
+        await db.close()
+
+
+@pytest.fixture
+def gateway_settings(request: pytest.FixtureRequest, gateway_settings: GatewaySettings) -> object:
+    """The shared settings, on the store a test names by indirect parametrization."""
+    if getattr(request, "param", "sqlite") == "postgresql":
+        return replace(gateway_settings, database_url=request.getfixturevalue("pg_url"))
+    return gateway_settings
 
 
 def directories(storage: Path) -> set[str]:
@@ -131,6 +145,7 @@ async def until_accepted(send: object, stats: Counter[str]) -> httpx.Response:
         return response
 
 
+@pytest.mark.parametrize("gateway_settings", ["sqlite", "postgresql"], indirect=True)
 async def test_a_broker_frozen_five_times_under_load_loses_and_doubles_nothing(
     start_gateway, worker_process, rpc_process, gateway_settings, fault_broker
 ):
@@ -182,7 +197,7 @@ async def test_a_broker_frozen_five_times_under_load_loses_and_doubles_nothing(
     loaded = time.monotonic()
 
     async def drained() -> bool:
-        return not rows(gateway_settings, "SELECT 1 FROM outbox")
+        return not await rows(gateway_settings, "SELECT 1 FROM outbox")
 
     await eventually(drained, timeout_s=120)
     drained_after = time.monotonic()
@@ -191,7 +206,7 @@ async def test_a_broker_frozen_five_times_under_load_loses_and_doubles_nothing(
     tasks = {k: r.json()["task_id"] for k, r in results.items() if k[0] == "upload"}
 
     async def all_finished() -> bool:
-        states = dict(rows(gateway_settings, "SELECT task_id, state FROM tasks"))
+        states = dict(await rows(gateway_settings, "SELECT task_id, state FROM tasks"))
         ids = (*orders.values(), *tasks.values())
         return all(states.get(i) in ("succeeded", "failed", "dead") for i in ids)
 
@@ -205,23 +220,24 @@ async def test_a_broker_frozen_five_times_under_load_loses_and_doubles_nothing(
     assert {r.status_code for k, r in results.items() if k[0] == "order"} == {201}
     assert {r.status_code for k, r in results.items() if k[0] == "upload"} == {202}
     # One order / one task per key (and per key nothing else: the tables hold no strays).
-    assert sorted(r[0] for r in rows(gateway_settings, "SELECT order_id FROM orders")) == sorted(
-        orders.values()
-    )
-    stored_tasks = {r[0] for r in rows(gateway_settings, "SELECT task_id FROM tasks")}
+    assert sorted(
+        r[0] for r in await rows(gateway_settings, "SELECT order_id FROM orders")
+    ) == sorted(orders.values())
+    stored_tasks = {r[0] for r in await rows(gateway_settings, "SELECT task_id FROM tasks")}
     assert stored_tasks == {*orders.values(), *tasks.values()}
-    states = dict(rows(gateway_settings, "SELECT task_id, state FROM tasks"))
+    states = dict(await rows(gateway_settings, "SELECT task_id, state FROM tasks"))
     assert {states[i] for i in (*orders.values(), *tasks.values())} == {"succeeded"}
     for table in ("reservations", "sales", "emails"):
-        assert sorted(r[0] for r in rows(gateway_settings, f"SELECT order_id FROM {table}")) == (
-            sorted(orders.values())
-        ), table
-    assert rows(gateway_settings, "SELECT available FROM stock WHERE sku = 'MUG-01'") == [
+        assert sorted(
+            r[0] for r in await rows(gateway_settings, f"SELECT order_id FROM {table}")
+        ) == (sorted(orders.values())), table
+    assert await rows(gateway_settings, "SELECT available FROM stock WHERE sku = 'MUG-01'") == [
         (500 - ORDERS,)
     ]
     # Each upload ran once: one `running` event per task.
     running = Counter(
-        r[0] for r in rows(gateway_settings, "SELECT task_id FROM events WHERE state = 'running'")
+        r[0]
+        for r in await rows(gateway_settings, "SELECT task_id FROM events WHERE state = 'running'")
     )
     assert {running[i] for i in tasks.values()} == {1}
 
@@ -273,11 +289,11 @@ async def test_a_web_process_killed_mid_upload_leaves_no_ghosts(
     await start_gateway(OUTBOX_LEASE_S="2", ORPHAN_GRACE_S="1", ORPHAN_SWEEP_S="0.2")
 
     async def clean() -> bool:
-        tasks = dict(rows(gateway_settings, "SELECT task_id, state FROM tasks"))
+        tasks = dict(await rows(gateway_settings, "SELECT task_id, state FROM tasks"))
         return directories(storage) == set(tasks) and set(tasks.values()) == {"succeeded"}
 
     await eventually(clean, timeout_s=90)
-    assert not rows(gateway_settings, "SELECT 1 FROM outbox")
+    assert not await rows(gateway_settings, "SELECT 1 FROM outbox")
 
 
 async def test_a_stopped_broker_accepts_uploads_up_to_the_bound_and_drains_when_back(
@@ -310,7 +326,7 @@ async def test_a_stopped_broker_accepts_uploads_up_to_the_bound_and_drains_when_
     back = time.monotonic()
 
     async def drained() -> bool:
-        return not rows(gateway_settings, "SELECT 1 FROM outbox")
+        return not await rows(gateway_settings, "SELECT 1 FROM outbox")
 
     await eventually(drained, timeout_s=120)
     drain_s = time.monotonic() - back

@@ -104,6 +104,7 @@ def settings_env(settings: GatewaySettings) -> dict[str, str]:
         "SECRET_KEY": settings.secret_key,
         "AMQP_RECONNECT_INTERVAL_S": str(settings.reconnect_interval_s),
         "DATABASE_PATH": str(settings.database_path),
+        **({"DATABASE_URL": settings.database_url} if settings.database_url else {}),
         "STORAGE_DIR": str(settings.storage_dir),
         "UPLOAD_KIND": settings.upload_kind,
         "SSE_RETRY_MS": str(settings.sse_retry_ms),
