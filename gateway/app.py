@@ -22,7 +22,7 @@ from .auth import close_session, get_session, open_session
 from .broker import BrokerLink
 from .errors import EXCEPTION_HANDLERS
 from .fast_streams import StreamsFirst
-from .feed import StatusFeed
+from .feed import LiveFeed
 from .health import Readiness, healthz, readyz
 from .hub import Hub
 from .limits import StreamLimiter
@@ -31,6 +31,7 @@ from .notifications import NotificationFeed, notification_stream, send_notificat
 from .order_store import OrderStore
 from .orders import create_order, get_order
 from .publisher import Publisher
+from .recorder import Recorder
 from .rpc_proxy import call_method
 from .settings import GatewaySettings
 from .shutdown import on_exit_signal
@@ -96,21 +97,31 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         publisher = Publisher(
             queue_max_length=settings.queue_max_length, timeout_s=settings.publish_timeout_s
         )
-        feed = StatusFeed(store, hub, publisher)
+        feed = LiveFeed(hub)
+        recorder = Recorder(
+            store, shards=settings.recorder_shards, records=settings.recorder_records
+        )
         notification_feed = NotificationFeed(notifications)
-        broker = BrokerLink(settings, attach=[feed.start, notification_feed.start, publisher.start])
+        broker = BrokerLink(
+            settings,
+            attach=[feed.start, recorder.start, notification_feed.start, publisher.start],
+        )
         app.state.settings = settings
         app.state.store = store
         app.state.orders = orders
         app.state.hub = hub
         app.state.notifications = notifications
         app.state.feed = feed
+        app.state.recorder = recorder
         app.state.publisher = publisher
         app.state.broker = broker
         readiness = Readiness(
-            links=(broker, publisher, feed),
+            links=(broker, publisher, feed, recorder),
             publisher=publisher,
             store=store,
+            recording=recorder,
+            max_lag_s=settings.recorder_max_lag_s,
+            max_backlog=settings.recorder_max_backlog,
             timeout_s=settings.ready_timeout_s,
             cache_s=settings.ready_cache_s,
         )
@@ -136,6 +147,7 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
             hub.end_all("shutdown")
             notifications.end_all("shutdown")
             await feed.close()
+            await recorder.close()
             await notification_feed.close()
             await publisher.close()
             await broker.close()
