@@ -87,7 +87,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--sides",
         default="baseline,taskgate",
         help="which servers, in this order (baseline first: the gateway declares the durable "
-        "status.journal, which would also collect the baseline's events on the broker)",
+        "status journal shards, which would also collect the baseline's events on the broker)",
     )
     parser.add_argument(
         "--idle-seconds",
@@ -165,7 +165,7 @@ async def run_bench(
     try:
         for index, side in enumerate(args.sides):
             # Tasks of its own per side: on a broker where a gateway ran before, the durable
-            # status.journal keeps the baseline's events, and the gateway would stream them.
+            # journal shards keep the baseline's events, and the gateway would stream them.
             bench.task_ids = [f"sse{k:06d}{secrets.token_hex(4)}" for k in range(args.tasks)]
             if side == "taskgate":
                 spec = gateway_spec(url, tmp / "gateway", bench.secret, bench.streams_per_task)

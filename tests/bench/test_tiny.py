@@ -70,6 +70,15 @@ def test_sse_tiny_delivers_events_on_both_sides(amqp_url: str) -> None:
 
 
 @pytest.mark.timeout(TINY_TIMEOUT_S + 20)
+def test_sse_record_tiny_measures_the_broker_and_the_recorders(amqp_url: str) -> None:
+    measured = run_tiny("sse_record.py", amqp_url)
+    assert_measured(
+        measured,
+        {"broker.events_per_s", "recorders.1.events_per_s", "recorders.2.events_per_s"},
+    )
+
+
+@pytest.mark.timeout(TINY_TIMEOUT_S + 20)
 def test_tasks_tiny_runs_tasks_on_both_sides(amqp_url: str) -> None:
     measured = run_tiny("tasks.py", amqp_url)
     assert_measured(measured, {"celery.tasks_per_s", "taskgate.tasks_per_s"})
