@@ -174,8 +174,12 @@ class Recorder:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                # A bug of ours: the deliveries stay unacked and come back with a new channel.
-                logger.exception("recording %d status events failed", len(batch))
+                # A bug of ours, not the events': back to their shards, tried again in a while.
+                logger.exception("recording %d status events failed; requeued", len(batch))
+                await asyncio.sleep(STORE_RETRY_S)
+                for item in batch:
+                    with contextlib.suppress(WireError):
+                        item.message.channel.basic_nack(item.message.delivery_tag, requeue=True)
             finally:
                 self._busy_since = None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -14,15 +15,24 @@ import aio_pika
 from prometheus_client import REGISTRY
 from starlette.applications import Starlette
 
+import rpc
 from gateway.app import create_app
 from gateway.hub import Subscription
+from gateway.recorder import Recorder
 from gateway.settings import GatewaySettings
-from gateway.store import StoredEvent
+from gateway.store import StoredEvent, StoreUnavailable
+from gateway.task_store import DatabaseTaskStore
+from infra.database import open_database
 from rpc.publish import publish_confirmed
 from rpc.wire import Properties, RobustChannel, WireConnection
 from workers.messages import StatusEvent, encoder, new_event
 from workers.status import publish_status
-from workers.topology import REASON_HEADER, STATUS_DEAD_QUEUE, STATUS_EXCHANGE
+from workers.topology import (
+    DEFAULT_STATUS_SHARDS,
+    REASON_HEADER,
+    STATUS_DEAD_QUEUE,
+    STATUS_EXCHANGE,
+)
 
 from ..helpers import eventually
 
@@ -217,3 +227,56 @@ async def test_two_gateways_record_each_event_once_and_both_hubs_get_it_with_one
         assert [(event.seq, event.body) for event in stored[task_id]] == expected
         for app_index in (0, 1):
             assert [(event.seq, event.body) for event in seen[app_index, task_id]] == expected
+
+
+class FaultyStore:
+    """The real store, but a write with ``bad_id`` in it fails as a constraint would, and the
+    first ``unavailable`` writes find the store unavailable."""
+
+    def __init__(self, store: Any, bad_id: str, unavailable: int) -> None:
+        self.store = store
+        self.bad_id = bad_id
+        self.unavailable = unavailable
+
+    async def record(self, events: Any, *, owner: str | None = None) -> Any:
+        if self.unavailable:
+            self.unavailable -= 1
+            raise StoreUnavailable("the test holds the store")
+        if any(event.event_id == self.bad_id for event, _ in events):
+            raise sqlite3.IntegrityError("CHECK constraint failed: the test's")
+        return await self.store.record(events, owner=owner)
+
+
+async def test_a_write_error_on_one_event_dead_letters_it_alone_and_the_rest_is_recorded(
+    tmp_path, amqp_url, connection, pika_connection
+):
+    task_id = uuid.uuid4().hex
+    events = [new_event(KIND, task_id, state, 1) for state in ("queued", "running", "retrying")]
+    database = await open_database(str(tmp_path / "store.db"), write_timeout_s=2.0)
+    store = await DatabaseTaskStore.open(database)
+    # Its own connection: a recorder on the test's connection would outlive nothing.
+    recorder_connection = await rpc.connect_wire(amqp_url, name="test-recorder")
+    recorder = Recorder(
+        FaultyStore(store, bad_id=events[1].event_id, unavailable=2),  # type: ignore[arg-type]
+        shards=DEFAULT_STATUS_SHARDS,
+    )
+    try:
+        await recorder.start(recorder_connection)
+        async with status_channel(connection) as channel:
+            for event in events:
+                await publish_status(channel, event)
+        buried = await dead_letters(pika_connection, {events[1].event_id})
+
+        async def recorded() -> bool:
+            return len(await store.events_after(task_id, 0, 10)) == 2
+
+        await eventually(recorded, timeout_s=30)
+        stored = await store.events_after(task_id, 0, 10)
+    finally:
+        await recorder.close()
+        await recorder_connection.close()
+        await store.close()
+        await database.close()
+
+    assert [(event.seq, event.state) for event in stored] == [(1, "queued"), (2, "retrying")]
+    assert "CHECK constraint failed" in buried[events[1].event_id].headers[REASON_HEADER]
