@@ -54,6 +54,8 @@ logger = logging.getLogger(__name__)
 BATCH_SIZE = 256
 # Pause before a write the store could not take is tried again.
 STORE_RETRY_S = 1.0
+# How long closing waits for the batch in hand to be recorded and acked.
+CLOSE_WAIT_S = 2.0
 # How often the journal shards' backlog is counted (a passive declare per shard).
 BACKLOG_EVERY_S = 1.0
 # Recorded events go to live queues that die with their gateway: transient is enough,
@@ -88,6 +90,7 @@ class Recorder:
         self._channel: RobustChannel | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._backlog = 0
+        self._idle = asyncio.Event()
         self._consuming = False
 
     @property
@@ -135,6 +138,16 @@ class Recorder:
         )
 
     async def close(self) -> None:
+        """Let the batch in hand finish (within CLOSE_WAIT_S), then stop and close the channel.
+
+        A batch cut short is recorded again by the next recorder (idempotent), but
+        a gateway that stops often would otherwise leave its last events to others.
+        """
+        if self._busy_since is not None:
+            self._idle.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CLOSE_WAIT_S):
+                    await self._idle.wait()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -182,6 +195,7 @@ class Recorder:
                         item.message.channel.basic_nack(item.message.delivery_tag, requeue=True)
             finally:
                 self._busy_since = None
+                self._idle.set()
 
     async def _record(self, batch: list[_Item]) -> None:
         good: list[_Item] = []
@@ -197,9 +211,10 @@ class Recorder:
         published: list[tuple[_Item, asyncio.Future[bool]]] = []
         for item, result in zip(good, results, strict=True):
             if isinstance(result, StoredEvent):
-                future = self._fan_out(result)
+                # Not self._channel: the first deliveries come before open_channel returns it.
+                future = self._fan_out(result, item.message.channel)
                 if future is None:
-                    continue  # no channel to publish on: the delivery comes back anyway
+                    continue  # its channel is gone: the delivery comes back anyway
                 published.append((item, future))
                 assert item.event is not None
                 EVENTS_RECORDED.labels(result.state).inc()
@@ -249,11 +264,14 @@ class Recorder:
                 logger.warning("the store cannot record status events now (%s); retrying", exc)
                 await asyncio.sleep(STORE_RETRY_S)
 
-    def _fan_out(self, event: StoredEvent) -> asyncio.Future[bool] | None:
-        raw = self._channel.raw if self._channel is not None else None
-        if raw is None or raw.is_closed:
+    def _fan_out(self, event: StoredEvent, channel: Channel) -> asyncio.Future[bool] | None:
+        """Publish ``event`` on ``channel``, the one its delivery came on, whose ack follows.
+
+        None if that channel is closed: the delivery comes back, on another.
+        """
+        if channel.is_closed:
             return None
-        return raw.publish(
+        return channel.publish(
             event.body,
             exchange=STATUS_RECORDED_EXCHANGE,
             routing_key=recorded_routing_key(event.task_id, event.seq, event.state),

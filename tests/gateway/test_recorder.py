@@ -32,6 +32,7 @@ from workers.topology import (
     REASON_HEADER,
     STATUS_DEAD_QUEUE,
     STATUS_EXCHANGE,
+    declare_status,
 )
 
 from ..helpers import eventually
@@ -280,3 +281,33 @@ async def test_a_write_error_on_one_event_dead_letters_it_alone_and_the_rest_is_
 
     assert [(event.seq, event.state) for event in stored] == [(1, "queued"), (2, "retrying")]
     assert "CHECK constraint failed" in buried[events[1].event_id].headers[REASON_HEADER]
+
+
+async def test_an_event_waiting_when_the_gateway_starts_is_recorded_and_acked_once(
+    gateway_settings, connection, tmp_path
+):
+    # The first deliveries arrive before the recorder's channel is handed back to it.
+    waiting = new_event(KIND, uuid.uuid4().hex, "queued", 1)
+    marker = new_event(KIND, uuid.uuid4().hex, "queued", 1)
+    async with status_channel(connection) as channel:
+        await declare_status(await channel.get_underlay_channel())
+        await publish_status(channel, waiting)
+        async with running(gateway_settings) as first:
+
+            async def recorded_first() -> bool:
+                return await recorded_states(first, waiting.task_id) == ["queued"]
+
+            await eventually(recorded_first, timeout_s=30)
+        # A later gateway, with a store of its own, must not get it again.
+        later = replace(gateway_settings, database_path=tmp_path / "later.db")
+        async with running(later) as second:
+            # On the waiting event's shard, behind it if it had come back.
+            await publish_raw(channel, encoder.encode(marker), waiting.task_id, marker.event_id)
+
+            async def recorded_marker() -> bool:
+                return await recorded_states(second, marker.task_id) == ["queued"]
+
+            await eventually(recorded_marker, timeout_s=30)
+            again = await recorded_states(second, waiting.task_id)
+
+    assert again == []
