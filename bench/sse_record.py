@@ -77,7 +77,7 @@ async def publish_all(url: str, batch: list[Any], window: int) -> None:
     await connection.close()
 
 
-async def broker_ceiling(url: str, count: int, tasks: int, window: int) -> float:
+async def broker_ceiling(url: str, count: int, *, tasks: int, window: int) -> float:
     """Events/s published (confirmed) and consumed (acked) from every shard, no gateway."""
     import rpc
     from workers.topology import DEFAULT_STATUS_SHARDS, declare_status, status_journal
@@ -198,7 +198,7 @@ async def child(url: str, database: Path, shards: str) -> None:
 async def main(args: argparse.Namespace) -> int:
     counts = [int(n) for n in args.recorders.split(",")]
     with broker("taskgate-bench-record-") as (url, _pid, workdir):
-        ceiling = await broker_ceiling(url, args.events, args.tasks, args.window)
+        ceiling = await broker_ceiling(url, args.events, tasks=args.tasks, window=args.window)
         rates = {}
         for n in counts:
             rates[n] = await recording_throughput(

@@ -65,7 +65,8 @@ def test_sse_tiny_delivers_events_on_both_sides(amqp_url: str) -> None:
             f"{side}.{what}"
             for side in ("baseline", "taskgate")
             for what in ("streams_held", "deliveries")
-        },
+        }
+        | {"broker.ceiling_events_per_s"},
     )
 
 
