@@ -52,6 +52,8 @@ logger = logging.getLogger(__name__)
 
 # Events recorded in one transaction, at most; also each shard consumer's prefetch.
 BATCH_SIZE = 256
+# How long a batch that is not full waits for more events (bench/sse.py: see docs/benchmarks.md).
+BATCH_LINGER_S = 0.005
 # Pause before a write the store could not take is tried again.
 STORE_RETRY_S = 1.0
 # How long closing waits for the batch in hand to be recorded and acked.
@@ -180,6 +182,10 @@ class Recorder:
             if not self._inbox:
                 self._wake.clear()
                 await self._wake.wait()
+            if len(self._inbox) < BATCH_SIZE:
+                # A few ms for more to come: each batch costs a transaction, a thread hop
+                # and a wait for confirms, whatever its size.
+                await asyncio.sleep(BATCH_LINGER_S)
             batch = [self._inbox.popleft() for _ in range(min(BATCH_SIZE, len(self._inbox)))]
             self._busy_since = batch[0].arrived_at
             try:
