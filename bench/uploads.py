@@ -66,6 +66,9 @@ def start_gateway(
         "DATABASE_PATH": str(work_dir / "taskgate.db"),
         "STORAGE_DIR": str(storage),
         "UPLOAD_KIND": kind,
+        # One user sends every upload and no worker runs: its tasks pile up by design.
+        "UPLOADS_PER_USER": "1000",
+        "TASKS_IN_FLIGHT_PER_USER": "1000000000",
     }
     argv = [sys.executable, "-m", "gateway"]
     return ServerProcess("taskgate gateway", argv, env, work_dir / "gateway.log")

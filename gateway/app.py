@@ -25,20 +25,25 @@ from .fast_streams import StreamsFirst
 from .feed import LiveFeed
 from .health import Readiness, healthz, readyz
 from .hub import Hub
+from .idempotency import UPLOAD_KEY_MIGRATIONS
 from .limits import StreamLimiter
 from .metrics import SSE_CONNECTIONS, metrics
 from .notifications import NotificationFeed, notification_stream, send_notification
 from .order_store import OrderStore
 from .orders import create_order, get_order
+from .outbox import OUTBOX_MIGRATIONS
+from .outbox_relay import OutboxRelay
 from .publisher import Publisher
 from .recorder import Recorder
 from .rpc_proxy import call_method
 from .settings import GatewaySettings
 from .shutdown import on_exit_signal
 from .streams import task_events
+from .sweeper import OrphanSweeper
 from .task_store import DatabaseTaskStore
 from .tasks import get_file, get_task
 from .tokens import check_secret
+from .upload_limits import limit_uploads
 from .uploads import create_upload
 
 logger = logging.getLogger(__name__)
@@ -89,9 +94,9 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
             settings.database, write_timeout_s=settings.store_write_timeout_s
         )
         store = await DatabaseTaskStore.open(database)
-        orders = await OrderStore.open(
-            settings.database_path, timeout_s=settings.store_write_timeout_s
-        )
+        orders = await OrderStore.open(database)
+        await database.migrate("outbox", OUTBOX_MIGRATIONS)
+        await database.migrate("upload_keys", UPLOAD_KEY_MIGRATIONS)
         hub = Hub(capacity=settings.sse_buffer_events)
         notifications = Hub(capacity=settings.sse_buffer_events)
         publisher = Publisher(
@@ -106,6 +111,21 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
             settings,
             attach=[feed.start, recorder.start, notification_feed.start, publisher.start],
         )
+        relay = OutboxRelay(
+            database,
+            publisher,
+            lease_s=settings.outbox_lease_s,
+            poll_s=settings.outbox_poll_s,
+            retry_max_s=settings.outbox_retry_max_s,
+        )
+        sweeper = OrphanSweeper(
+            database,
+            settings.storage_dir,
+            grace_s=settings.orphan_grace_s,
+            interval_s=settings.orphan_sweep_s,
+        )
+        app.state.database = database
+        app.state.relay = relay
         app.state.settings = settings
         app.state.store = store
         app.state.orders = orders
@@ -132,6 +152,8 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         app.state.stream_limiter = limiter
         SSE_CONNECTIONS.set_function(lambda: limiter.open_streams)
         broker.start()
+        relay.start()
+        sweeper.start()
 
         def end_streams() -> None:
             hub.end_all("shutdown")
@@ -143,6 +165,8 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
             yield
         finally:
             forget_signal()
+            await sweeper.close()
+            await relay.close()
             await readiness.close()
             hub.end_all("shutdown")
             notifications.end_all("shutdown")
@@ -151,7 +175,6 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
             await notification_feed.close()
             await publisher.close()
             await broker.close()
-            await orders.close()
             await store.close()
             await database.close()
 
@@ -164,7 +187,7 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         Route("/session", open_session, methods=["POST"]),
         Route("/session", get_session, methods=["GET"]),
         Route("/session", close_session, methods=["DELETE"]),
-        Route("/uploads", create_upload, methods=["POST"]),
+        Route("/uploads", limit_uploads(create_upload, settings), methods=["POST"]),
         Route("/tasks/{task_id}", get_task),
         Route("/tasks/{task_id}/events", task_events),
         Route("/files/{task_id}/{name}", get_file),

@@ -66,6 +66,8 @@ class _FormReader:
         self._headers: dict[bytes, bytes] = {}
         self._header_field = b""
         self._header_value = b""
+        # Every field counts, however many share a name.
+        self._field_count = 0
         self._name = ""
         self._value = bytearray()
         self._out: BinaryIO | None = None
@@ -112,7 +114,8 @@ class _FormReader:
         self._name = options.get(b"name", b"").decode("utf-8", "replace")
         filename = options.get(b"filename")
         if filename is None:
-            if len(self.form.fields) >= self._limits.max_fields:
+            self._field_count += 1
+            if self._field_count > self._limits.max_fields:
                 raise HttpError(413, "too_many_fields", "the form has too many fields")
             return
         if self._name != self._file_field:
@@ -159,7 +162,8 @@ class _FormReader:
             return
         self._out.close()
         self._out = None
-        if not self._sniffed:
+        # An empty file is no file (422 from the caller), not a file of an unknown type.
+        if not self._sniffed and self._head:
             self._sniff(self._head)  # a file shorter than HEAD_BYTES
             self._sniffed = True
 

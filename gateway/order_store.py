@@ -1,34 +1,29 @@
 """The gateway's order records: what each accepted order was, whose it is, its Idempotency-Key.
 
 Only the gateway reads and writes them (the workers get the order from its
-``order.created`` event), in the SQLite file of the task store (DATABASE_PATH).
+``order.created`` event), in the store's database (``infra.database``).
+``insert_order`` runs inside the transaction that accepts the order, with its
+``queued`` event and its outbox entry.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TypeVar
 
-from infra.sqlite import DatabaseUnavailable, SqliteThread, write_transaction
+from infra.database import Database, Migration, Transaction
 
-from .store import StoreUnavailable
+from .idempotency import IdempotencyConflict, scoped
 
-T = TypeVar("T")
+COMPONENT = "orders"
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS orders (
-    order_id TEXT PRIMARY KEY, idempotency_key TEXT UNIQUE, request_hash TEXT,
-    body BLOB NOT NULL, created_at REAL NOT NULL, owner TEXT
-);
-"""
-
-
-class IdempotencyConflict(Exception):
-    """An Idempotency-Key was used before with another request body."""
+ORDER_MIGRATIONS: Sequence[Migration] = [
+    # 1: the schema of the SQLite-only order store, adopted as it is by an existing file.
+    "CREATE TABLE IF NOT EXISTS orders ("
+    " order_id TEXT PRIMARY KEY, idempotency_key TEXT UNIQUE, request_hash TEXT,"
+    " body BYTEA NOT NULL, created_at DOUBLE PRECISION NOT NULL, owner TEXT)",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,109 +32,74 @@ class StoredOrder:
     owner: str | None
 
 
-class OrderStore:
-    """The ``orders`` table; create with ``await OrderStore.open(path)``."""
+async def insert_order(
+    tx: Transaction,
+    order: bytes,
+    order_id: str,
+    *,
+    owner: str,
+    idempotency_key: str | None,
+    request_hash: str,
+) -> tuple[bytes, bool]:
+    """Insert an order (its OrderCreated JSON) in the caller's transaction; ``(body, created)``.
 
-    def __init__(self, path: Path, *, timeout_s: float = 2.0) -> None:
-        self._db = SqliteThread(path, name="order-store")
-        self._timeout_s = timeout_s
+    With a key seen before and the same request hash: that order's body and
+    False. With another hash: IdempotencyConflict. ON CONFLICT DO NOTHING: on
+    PostgreSQL a concurrent first use of the key waits for the other's commit.
+    """
+    key = None if idempotency_key is None else scoped(owner, idempotency_key)
+    inserted = await tx.fetchval(
+        "INSERT INTO orders (order_id, idempotency_key, request_hash, body, created_at, owner)"
+        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING"
+        " RETURNING order_id",
+        order_id,
+        key,
+        request_hash,
+        order,
+        time.time(),
+        owner,
+    )
+    if inserted is not None:
+        return order, True
+    earlier = await _order_for_key(tx, key, request_hash)
+    assert earlier is not None  # the conflicting row is committed
+    return earlier, False
+
+
+async def _order_for_key(tx: Transaction, key: str | None, request_hash: str) -> bytes | None:
+    row = await tx.fetchrow("SELECT body, request_hash FROM orders WHERE idempotency_key = $1", key)
+    if row is None:
+        return None
+    if row[1] != request_hash:
+        raise IdempotencyConflict()
+    return bytes(row[0])
+
+
+class OrderStore:
+    """Reads of the ``orders`` table; create with ``await OrderStore.open(database)``.
+
+    The store does not own the database: whoever opened it closes it.
+    """
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
 
     @classmethod
-    async def open(cls, path: Path, *, timeout_s: float = 2.0) -> OrderStore:
-        store = cls(path, timeout_s=timeout_s)
-        await store._db.run(_create)
-        return store
-
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """``fn(connection)`` on the store's thread within the bound, or StoreUnavailable."""
-        try:
-            return await self._db.write(fn, timeout_s=self._timeout_s)
-        except DatabaseUnavailable as exc:
-            raise StoreUnavailable(f"the order store cannot take a write now: {exc}") from exc
-
-    async def close(self) -> None:
-        await self._db.close()
+    async def open(cls, database: Database) -> OrderStore:
+        await database.migrate(COMPONENT, ORDER_MIGRATIONS)
+        return cls(database)
 
     async def order_for_key(
         self, owner: str, idempotency_key: str, request_hash: str
     ) -> bytes | None:
         """The order ``owner`` created earlier with this key and request; IdempotencyConflict
         if the key came with another request; None if the key is new (keys are per owner)."""
-
-        def read(conn: sqlite3.Connection) -> bytes | None:
-            row = conn.execute(
-                "SELECT body, request_hash FROM orders WHERE idempotency_key = ?",
-                (_scoped(owner, idempotency_key),),
-            ).fetchone()
-            if row is None:
-                return None
-            if row[1] != request_hash:
-                raise IdempotencyConflict("this Idempotency-Key was used with another request")
-            return bytes(row[0])
-
-        return await self._run(read)
-
-    async def create_order(
-        self,
-        order: bytes,
-        order_id: str,
-        *,
-        owner: str,
-        idempotency_key: str | None,
-        request_hash: str,
-    ) -> tuple[bytes, bool]:
-        """Insert an order (its OrderCreated JSON); ``(body, created)``.
-
-        With a key seen before and the same request hash: that order's body and
-        False. With another hash: IdempotencyConflict.
-        """
-
-        key = None if idempotency_key is None else _scoped(owner, idempotency_key)
-
-        def create(conn: sqlite3.Connection) -> tuple[bytes, bool]:
-            with write_transaction(conn):
-                if key is not None:
-                    row = conn.execute(
-                        "SELECT body, request_hash FROM orders WHERE idempotency_key = ?",
-                        (key,),
-                    ).fetchone()
-                    if row is not None:
-                        if row[1] != request_hash:
-                            raise IdempotencyConflict(
-                                "this Idempotency-Key was used with another request"
-                            )
-                        return bytes(row[0]), False
-                conn.execute(
-                    "INSERT INTO orders"
-                    " (order_id, idempotency_key, request_hash, body, created_at, owner)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (order_id, key, request_hash, order, time.time(), owner),
-                )
-                return order, True
-
-        return await self._run(create)
-
-    async def delete_order(self, order_id: str) -> None:
-        await self._run(
-            lambda conn: conn.execute("DELETE FROM orders WHERE order_id = ?", (order_id,))
-        )
+        key = scoped(owner, idempotency_key)
+        return await self.database.read(lambda tx: _order_for_key(tx, key, request_hash))
 
     async def get_order(self, order_id: str) -> StoredOrder | None:
-        def read(conn: sqlite3.Connection) -> StoredOrder | None:
-            row = conn.execute("SELECT body, owner FROM orders WHERE order_id = ?", (order_id,))
-            found = row.fetchone()
-            return None if found is None else StoredOrder(bytes(found[0]), found[1])
+        async def read(tx: Transaction) -> StoredOrder | None:
+            row = await tx.fetchrow("SELECT body, owner FROM orders WHERE order_id = $1", order_id)
+            return None if row is None else StoredOrder(bytes(row[0]), row[1])
 
-        return await self._run(read)
-
-
-def _scoped(owner: str, idempotency_key: str) -> str:
-    # Keys are per user: two users who pick the same key get two orders.
-    return f"{owner}\x1f{idempotency_key}"
-
-
-def _create(conn: sqlite3.Connection) -> None:
-    conn.executescript(SCHEMA)
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(orders)")}
-    if "owner" not in columns:  # a database from before orders had owners
-        conn.execute("ALTER TABLE orders ADD COLUMN owner TEXT")
+        return await self.database.read(read)

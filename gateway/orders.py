@@ -2,9 +2,11 @@
 
 An order is accepted in this order: validate the body; answer a repeated
 ``Idempotency-Key`` from the gateway's order store; price the cart (``orders.quote``) and
-check stock (``inventory.check``) over RPC; store the order and its ``queued``
-status event; publish ``order.created`` with a confirm; answer 201. If the
-publish fails, the order and its event are removed and the answer is 503.
+check stock (``inventory.check``) over RPC; then one transaction stores the
+order, its ``queued`` status event and its ``order.created`` message in the
+outbox; answer 201 after its commit. The outbox relay publishes the message
+(persistent, confirmed, mandatory, ``message_id`` = the order id). A 503 means
+nothing was stored: the store could not commit, or the outbox is full.
 
 The order's status stream (``events_url``) shows the email, inventory and
 analytics consumers finishing their parts, then the order's outcome.
@@ -12,6 +14,7 @@ analytics consumers finishing their parts, then the order's outcome.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from typing import Any
@@ -20,12 +23,12 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from rpc.errors import BrokerUnavailable, RpcError
+from infra.database import Database, Transaction
+from rpc.errors import RpcError
 from workers.messages import encoder, new_event, new_task_id
 from workers.shop.contracts import (
     ORDER_CREATED,
     ORDER_KIND,
-    ORDER_QUEUES,
     ORDERS_EXCHANGE,
     Cart,
     OrderCreated,
@@ -34,34 +37,31 @@ from workers.shop.contracts import (
     StockLevels,
     StockQuery,
 )
-from workers.topology import declare_event_queue
 
 from .auth import authenticate
 from .bodies import decode_json, read_body
-from .errors import HttpError, unavailable
+from .errors import HttpError
+from .idempotency import IdempotencyConflict, idempotency_key
 from .metrics import TASKS_ACCEPTED
-from .order_store import IdempotencyConflict, OrderStore
-from .publisher import Publisher
+from .order_store import OrderStore, insert_order
+from .outbox import OutboxEntry, OutboxFull, add_to_outbox, outbox_full
+from .outbox_relay import OutboxRelay
 from .rpc_errors import http_error
+from .settings import GatewaySettings
 from .store import TaskStore
+from .task_store import record_events
 from .views import events_url, status_url
 
 _request_decoder = msgspec.json.Decoder(OrderRequest)
 _order_decoder = msgspec.json.Decoder(OrderCreated)
-MAX_IDEMPOTENCY_KEY = 200
 
 
 async def create_order(request: Request) -> JSONResponse:
     state = request.app.state
     orders: OrderStore = state.orders
-    publisher: Publisher = state.publisher
     user = authenticate(request)
-    if not publisher.ready:
-        raise unavailable("not connected to the broker")
     order_request = decode_json(await read_body(request), _request_decoder)
-    key = request.headers.get("idempotency-key")
-    if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
-        raise HttpError(400, "bad_idempotency_key", "Idempotency-Key must be 1-200 characters")
+    key = idempotency_key(request)
     # The same order asked for again: the same hash, whatever the JSON's spacing or key order.
     request_hash = hashlib.sha256(encoder.encode(order_request)).hexdigest()
     if key is not None:
@@ -77,19 +77,44 @@ async def create_order(request: Request) -> JSONResponse:
     order = OrderCreated(
         order_id=order_id, email=order_request.email, quote=quote, created_at=time.time()
     )
-    try:
-        body, created = await orders.create_order(
-            encoder.encode(order),
+    body = encoder.encode(order)
+    queued = new_event(ORDER_KIND, order_id, "queued", 1)
+    entry = OutboxEntry(
+        message_id=order_id,
+        exchange=ORDERS_EXCHANGE,
+        routing_key=ORDER_CREATED,
+        body=body,
+        message_type=ORDER_CREATED,
+    )
+    settings: GatewaySettings = state.settings
+
+    async def accept(tx: Transaction) -> tuple[bytes, bool]:
+        stored, created = await insert_order(
+            tx,
+            body,
             order_id,
             owner=user.user_id,
             idempotency_key=key,
             request_hash=request_hash,
         )
+        if created:
+            await record_events(tx, [(queued, encoder.encode(queued))], owner=user.user_id)
+            await add_to_outbox(tx, entry, max_pending=settings.outbox_max_pending)
+        return stored, created
+
+    database: Database = state.database
+    try:
+        # Shielded: a client that leaves does not cut the transaction short; whether it
+        # committed, a retry with the same key finds out.
+        stored, created = await asyncio.shield(database.write(accept))
     except IdempotencyConflict as exc:
         raise HttpError(409, "idempotency_conflict", str(exc)) from None
+    except OutboxFull as exc:
+        raise outbox_full(exc) from None
     if not created:
-        return _created(_order_decoder.decode(body))
-    await _announce(state.store, publisher, orders, order, body, owner=user.user_id)
+        return _created(_order_decoder.decode(stored))
+    relay: OutboxRelay = state.relay
+    relay.wake()
     TASKS_ACCEPTED.labels(ORDER_KIND).inc()
     return _created(order)
 
@@ -132,42 +157,6 @@ async def _price(request: Request, order: OrderRequest) -> Quote:
             available={sku: stock.available.get(sku, 0) for sku in sorted(short)},
         )
     return quote
-
-
-async def _announce(
-    store: TaskStore,
-    publisher: Publisher,
-    orders: OrderStore,
-    order: OrderCreated,
-    body: bytes,
-    *,
-    owner: str,
-) -> None:
-    """Record the order's ``queued`` event and publish ``order.created``; undo both on failure."""
-    queued = new_event(ORDER_KIND, order.order_id, "queued", 1)
-    await store.record([(queued, encoder.encode(queued))], owner=owner)
-    try:
-        await publisher.publish(
-            body,
-            exchange=ORDERS_EXCHANGE,
-            routing_key=ORDER_CREATED,
-            message_id=order.order_id,
-            message_type=ORDER_CREATED,
-            declare=_declare_order_queues,
-            mandatory=True,
-        )
-    except BrokerUnavailable as exc:
-        await store.discard_task(order.order_id)
-        await orders.delete_order(order.order_id)
-        raise unavailable(str(exc)) from None
-
-
-async def _declare_order_queues(channel: Any) -> None:
-    # The consumers' queues exist before the first order, even if no worker ever ran.
-    for queue in ORDER_QUEUES:
-        await declare_event_queue(
-            channel, queue, exchange=ORDERS_EXCHANGE, routing_key=ORDER_CREATED
-        )
 
 
 def _view(order: OrderCreated) -> dict[str, Any]:

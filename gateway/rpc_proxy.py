@@ -14,7 +14,7 @@ from starlette.responses import Response
 from rpc.errors import RpcError
 
 from .auth import authenticate
-from .bodies import read_body
+from .bodies import ANY_JSON, decode_json, read_body
 from .errors import HttpError
 from .rpc_errors import http_error
 
@@ -27,10 +27,7 @@ async def call_method(request: Request) -> Response:
     if method not in PUBLIC_METHODS:
         raise HttpError(404, "not_found", f"no public method {method!r}")
     body = await read_body(request)
-    try:
-        msgspec.json.decode(body or b"{}")
-    except msgspec.DecodeError as exc:
-        raise HttpError(400, "malformed_json", f"malformed JSON: {exc}") from None
+    decode_json(body or b"{}", ANY_JSON)  # 400 if malformed or too deep
     try:
         result = await request.app.state.broker.client.call(
             method, msgspec.Raw(body or b"{}"), response_type=msgspec.Raw

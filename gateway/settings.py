@@ -52,7 +52,42 @@ class GatewaySettings(ServiceSettings):
     publish_timeout_s: float = setting(
         "PUBLISH_TIMEOUT_S",
         1.0,
-        "How long an upload waits for the broker's confirm before answering 503.",
+        "How long a request that publishes itself (a notification, /readyz's probe) waits for"
+        " the broker's confirm before answering 503. Uploads and orders go through the outbox.",
+    )
+    outbox_max_pending: int = setting(
+        "OUTBOX_MAX_PENDING",
+        10_000,
+        "Accepted uploads and orders not yet confirmed by the broker (all gateways together)"
+        " beyond which new ones are refused with 503 + Retry-After, nothing stored.",
+    )
+    outbox_lease_s: float = setting(
+        "OUTBOX_LEASE_S",
+        30.0,
+        "How long a relay's claim on outbox messages holds: another gateway publishes those of"
+        " a dead one after it. A relay waits up to half of it for a confirm.",
+    )
+    outbox_poll_s: float = setting(
+        "OUTBOX_POLL_S",
+        1.0,
+        "How often the outbox relay looks for messages due again or left by another gateway"
+        " (its own accepts wake it at once).",
+    )
+    outbox_retry_max_s: float = setting(
+        "OUTBOX_RETRY_MAX_S",
+        30.0,
+        "The longest pause between two attempts to publish one outbox message (backoff).",
+    )
+    orphan_grace_s: float = setting(
+        "ORPHAN_GRACE_S",
+        3600.0,
+        "An upload directory older than this without a task (the upload was never accepted)"
+        " is removed.",
+    )
+    orphan_sweep_s: float = setting(
+        "ORPHAN_SWEEP_S",
+        300.0,
+        "How often the web process looks for upload directories without a task.",
     )
     store_write_timeout_s: float = setting(
         "STORE_WRITE_TIMEOUT_S",
@@ -110,4 +145,38 @@ class GatewaySettings(ServiceSettings):
         "RECORDER_MAX_BACKLOG",
         10_000,
         "/readyz: 503 while more status events than this wait in the journal shards.",
+    )
+    # What one client may make the web process hold or do (issue 16: HTTP limits).
+    allowed_hosts: tuple[str, ...] = setting(
+        "ALLOWED_HOSTS",
+        ("127.0.0.1", "localhost", "[::1]"),
+        "Host header values the gateway answers (`*.example.com` for subdomains, `*` for any;"
+        " others get 400). Add the public name whenever HOST is not a loopback address.",
+    )
+    max_header_bytes: int = setting(
+        "MAX_HEADER_BYTES",
+        16_384,
+        "Largest request line and headers; beyond, 431 and the connection is closed.",
+    )
+    header_timeout_s: float = setting(
+        "HEADER_TIMEOUT_S",
+        10.0,
+        "A connection sends a request's complete headers within this time, else 408 and closed.",
+    )
+    body_timeout_s: float = setting(
+        "BODY_TIMEOUT_S",
+        10.0,
+        "A request body brings at least 240 bytes/s over each window this long, else 408 and"
+        " the connection is closed.",
+    )
+    uploads_per_user: int = setting(
+        "UPLOADS_PER_USER", 4, "Uploads one user may be sending at once (429 beyond)."
+    )
+    tasks_in_flight_per_user: int = setting(
+        "TASKS_IN_FLIGHT_PER_USER",
+        32,
+        "Unfinished tasks (queued, running, retrying) one user may have; 429 beyond.",
+    )
+    max_thumbnail_sizes: int = setting(
+        "MAX_THUMBNAIL_SIZES", 6, "Sizes one upload may ask for (`sizes=`); 422 beyond."
     )

@@ -10,9 +10,10 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import astuple
+from typing import get_args
 
 from infra.database import Database, Migration, Row, Transaction
-from workers.messages import StatusEvent
+from workers.messages import TERMINAL_STATES, State, StatusEvent
 
 from .store import RejectedEvent, StoredEvent, TaskSummary, apply_event
 
@@ -53,6 +54,8 @@ TASK_MIGRATIONS: list[Migration] = [
             )
         """,
     },
+    # 2: a user's unfinished tasks are counted at each upload (gateway/upload_limits.py).
+    "CREATE INDEX IF NOT EXISTS tasks_owner_state ON tasks (owner, state)",
 ]
 
 # In the order of TaskSummary's fields.
@@ -65,6 +68,9 @@ _UPSERT_TASK = (
     " ON CONFLICT (task_id) DO UPDATE SET"
     + ",".join(f" {c} = excluded.{c}" for c in _COLUMNS.replace(" ", "").split(",")[1:])
 )
+
+
+_UNFINISHED = tuple(state for state in get_args(State) if state not in TERMINAL_STATES)
 
 
 def _summary(row: Row | None) -> TaskSummary | None:
@@ -152,6 +158,23 @@ class DatabaseTaskStore:
             )
 
         return await self.database.read(get)
+
+    async def count_unfinished(self, owner: str, up_to: int) -> int:
+        """Tasks of ``owner`` not in a terminal state, counted up to ``up_to`` (a bounded read
+        however many tasks the owner has)."""
+
+        async def count(tx: Transaction) -> int:
+            row = await tx.fetchrow(
+                "SELECT count(*) FROM (SELECT 1 FROM tasks WHERE owner = $1 AND state IN ("
+                + ", ".join(f"${n}" for n in range(3, 3 + len(_UNFINISHED)))
+                + ") LIMIT $2) AS unfinished",
+                owner,
+                up_to,
+                *_UNFINISHED,
+            )
+            return int(row[0]) if row is not None else 0
+
+        return await self.database.read(count)
 
     async def events_after(self, task_id: str, after_seq: int, limit: int) -> list[StoredEvent]:
         async def after(tx: Transaction) -> list[StoredEvent]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse
 
@@ -37,15 +38,35 @@ async def get_task(request: Request) -> JSONResponse:
 
 
 async def get_file(request: Request) -> FileResponse:
+    """One of the task's outputs, as its result lists them; never the upload or anything else."""
     user = authenticate(request)
     settings: GatewaySettings = request.app.state.settings
     task_id = request.path_params["task_id"]
     name = request.path_params["name"]
     if not _TASK_ID.match(task_id) or not _FILE_NAME.match(name) or ".." in name:
         raise HttpError(404, "not_found", "no such file")
-    await owned_task(request, task_id, user.user_id)
+    summary = await owned_task(request, task_id, user.user_id)
     path = settings.storage_dir / task_id / name
-    if not path.is_file():
+    if f"{task_id}/{name}" not in _output_paths(summary) or not path.is_file():
         raise HttpError(404, "not_found", "no such file")
-    # Outputs are written once under fixed names and never change.
-    return FileResponse(path, headers={"Cache-Control": "public, max-age=31536000, immutable"})
+    # Outputs are written once under fixed names and never change; only their owner may
+    # see them, so no shared cache may keep one.
+    return FileResponse(path, headers={"Cache-Control": "private, max-age=31536000, immutable"})
+
+
+def _output_paths(summary: TaskSummary) -> set[str]:
+    """``<task_id>/<name>`` of each output the task's result lists."""
+    if summary.result is None:
+        return set()
+    try:
+        result = msgspec.json.decode(summary.result)
+    except msgspec.DecodeError:
+        return set()
+    outputs = result.get("outputs") if isinstance(result, dict) else None
+    if not isinstance(outputs, list):
+        return set()
+    return {
+        output["path"]
+        for output in outputs
+        if isinstance(output, dict) and isinstance(output.get("path"), str)
+    }

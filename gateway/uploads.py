@@ -1,15 +1,20 @@
-"""``POST /uploads``: store an image, create its thumbnail task, answer once the broker has it.
+"""``POST /uploads``: store an image and its thumbnail task; answer once both are committed.
 
-The order makes every failure clean: the file is written under its task's
-directory, the task and its ``queued`` event are recorded, and only then is the
-task published. If the broker refuses or does not confirm in time, the task
-row and the directory are removed and the client gets a 503 with Retry-After;
-if the store cannot take the task (``StoreUnavailable``), the directory goes and
-the app's handler answers the same kind of 503.
+The file is written under its task's directory first. Then one transaction
+records the task, its ``queued`` event and the task message in the outbox
+(``gateway/outbox.py``); the 202 follows its commit, and the outbox relay
+publishes the task. The broker being down or slow delays the task, it does not
+refuse it, until the outbox holds ``OUTBOX_MAX_PENDING`` messages: then 503
+with Retry-After, like a store that cannot commit, and nothing is kept.
+
+With an ``Idempotency-Key`` (per user), a retry with the same file and
+options gets the same task and 202 again; with another body, 409.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import shutil
 import time
 from pathlib import Path
@@ -18,18 +23,24 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from infra.database import Database, Transaction, Work
 from rpc.errors import BrokerUnavailable
 from workers.image_contracts import ThumbnailOptions, ThumbnailRequest
 from workers.messages import StatusEvent, TaskMessage, encoder, new_event, new_task_id
+from workers.topology import ATTEMPT_HEADER, TASK_MESSAGE_TYPE, TASKS_EXCHANGE
 
 from .auth import authenticate
-from .errors import HttpError, unavailable
+from .errors import HttpError
+from .idempotency import IdempotencyConflict, claim_upload_key, idempotency_key
 from .metrics import TASKS_ACCEPTED, UPLOAD_BYTES
 from .multipart import FormLimits, receive_form
+from .outbox import OutboxEntry, OutboxFull, add_to_outbox, outbox_full
+from .outbox_relay import OutboxRelay
 from .publisher import Publisher
 from .settings import GatewaySettings
 from .sniff import EXTENSIONS, probe_image, sniff_format
-from .store import TaskStore
+from .task_store import record_events
+from .upload_limits import check_sizes
 from .views import events_url, status_url
 
 FILE_FIELD = "file"
@@ -55,11 +66,10 @@ def _options(fields: dict[str, str]) -> ThumbnailOptions:
 
 async def create_upload(request: Request) -> JSONResponse:
     settings: GatewaySettings = request.app.state.settings
-    store: TaskStore = request.app.state.store
-    publisher: Publisher = request.app.state.publisher
+    database: Database = request.app.state.database
+    relay: OutboxRelay = request.app.state.relay
     user = authenticate(request)
-    if not publisher.ready:
-        raise unavailable("not connected to the broker")
+    key = idempotency_key(request)
     task_id = new_task_id()
     task_dir = settings.storage_dir / task_id
     formats: list[str] = []
@@ -67,7 +77,6 @@ async def create_upload(request: Request) -> JSONResponse:
     def sniff(head: bytes) -> None:
         formats.append(sniff_format(head))
 
-    recorded = False
     try:
         form = await receive_form(
             request,
@@ -79,9 +88,15 @@ async def create_upload(request: Request) -> JSONResponse:
         if form.file is None or form.file.size == 0:
             raise HttpError(422, "missing_file", f"send the image in the {FILE_FIELD!r} field")
         options = _options(form.fields)
-        probe_image(form.file.path, settings.max_pixels)
+        check_sizes(
+            options, probe_image(form.file.path, settings.max_pixels), settings.max_thumbnail_sizes
+        )
         source = f"source.{EXTENSIONS[formats[0]]}"
         form.file.path.rename(task_dir / source)
+        request_hash = (
+            "" if key is None else await asyncio.to_thread(_hash, task_dir / source, form.fields)
+        )
+        await _check_kind(request.app.state.publisher, settings.upload_kind)
         message = TaskMessage(
             task_id=task_id,
             kind=settings.upload_kind,
@@ -90,34 +105,83 @@ async def create_upload(request: Request) -> JSONResponse:
             ),
             submitted_at=time.time(),
         )
-        queued: StatusEvent = new_event(settings.upload_kind, task_id, "queued", 1)
-        await store.record([(queued, encoder.encode(queued))], owner=user.user_id)
-        recorded = True
-        await publisher.publish_task(message)
+    except BaseException:
+        shutil.rmtree(task_dir, ignore_errors=True)
+        raise
+    queued: StatusEvent = new_event(settings.upload_kind, task_id, "queued", 1)
+    entry = OutboxEntry(
+        message_id=task_id,
+        exchange=TASKS_EXCHANGE,
+        routing_key=settings.upload_kind,
+        body=encoder.encode(message),
+        message_type=TASK_MESSAGE_TYPE,
+        headers={ATTEMPT_HEADER: 1},
+    )
+
+    async def accept(tx: Transaction) -> str:
+        if key is not None:
+            earlier = await claim_upload_key(tx, user.user_id, key, request_hash, task_id)
+            if earlier is not None:
+                return earlier
+        await record_events(tx, [(queued, encoder.encode(queued))], owner=user.user_id)
+        await add_to_outbox(tx, entry, max_pending=settings.outbox_max_pending)
+        return task_id
+
+    accepted = await _commit(database, accept, task_dir)
+    if accepted == task_id:
+        relay.wake()
         TASKS_ACCEPTED.labels(settings.upload_kind).inc()
         UPLOAD_BYTES.inc(form.file.size)
-    except BrokerUnavailable as exc:
-        await _discard(store, task_id, task_dir, recorded)
-        raise unavailable(str(exc)) from None
-    except BaseException:
-        await _discard(store, task_id, task_dir, recorded)
-        raise
+    else:  # a retry of an upload accepted before: its own copy of the file is not needed
+        shutil.rmtree(task_dir, ignore_errors=True)
     return JSONResponse(
         {
-            "task_id": task_id,
-            "status_url": status_url(task_id),
-            "events_url": events_url(task_id),
+            "task_id": accepted,
+            "status_url": status_url(accepted),
+            "events_url": events_url(accepted),
         },
         status_code=202,
-        headers={"Location": status_url(task_id)},
+        headers={"Location": status_url(accepted)},
     )
 
 
-async def _discard(store: TaskStore, task_id: str, task_dir: Path, recorded: bool) -> None:
-    """Remove what an upload that was not accepted left behind."""
+async def _commit(database: Database, accept: Work[str], task_dir: Path) -> str:
+    """Run the accepting transaction; on a refusal, nothing is kept (the directory goes too).
+
+    A cancelled request (the client left) leaves the directory: the transaction
+    may still commit, and if it does not, the orphan sweeper removes it.
+    """
     try:
-        if recorded:
-            await store.discard_task(task_id)
-    finally:
-        # Even when the store cannot forget the task: nothing will ever read the file.
+        return await asyncio.shield(database.write(accept))
+    except OutboxFull as exc:
         shutil.rmtree(task_dir, ignore_errors=True)
+        raise outbox_full(exc) from None
+    except IdempotencyConflict as exc:
+        shutil.rmtree(task_dir, ignore_errors=True)
+        raise HttpError(409, "idempotency_conflict", str(exc)) from None
+    except Exception:  # rolled back (the store cannot commit, ...): nothing was stored
+        shutil.rmtree(task_dir, ignore_errors=True)
+        raise
+
+
+async def _check_kind(publisher: Publisher, kind: str) -> None:
+    """Refuse the upload (500, BrokerRefused) if the broker refuses the kind's queue.
+
+    That is a configuration error no retry mends; finding it before the commit
+    answers the client instead of leaving a task that can never be published.
+    A broker that is down or slow is not checked: the relay declares the queue later.
+    """
+    try:
+        await publisher.declare_kind(kind)
+    except BrokerUnavailable:
+        pass
+
+
+def _hash(path: Path, fields: dict[str, str]) -> str:
+    """What identifies the request for Idempotency-Key: the file's bytes and the form's fields."""
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    digest.update(encoder.encode(sorted(fields.items())))
+    return digest.hexdigest()

@@ -14,6 +14,8 @@ from .ports import free_port
 
 # Erlang's port mapper daemon's port unless ERL_EPMD_PORT says otherwise.
 DEFAULT_EPMD_PORT = 4369
+# How soon an at-least-once dead-lettering queue offers a refused message again (see write_files).
+DEAD_LETTER_RETRY_MS = 5_000
 
 
 @dataclass(frozen=True)
@@ -165,7 +167,12 @@ class NodeConfig:
             ]
             plugins.append("rabbitmq_auth_mechanism_ssl")
         (self.base_dir / "rabbitmq.conf").write_text("\n".join(conf) + "\n")
-        (self.base_dir / "advanced.config").write_text("[].\n")
+        # A retry tier keeps an expired retry that its full task queue refused and offers it
+        # again after this many ms (RabbitMQ's default: 180 s, on 3.10 as on 4.0).
+        (self.base_dir / "advanced.config").write_text(
+            f"[{{rabbit, [{{dead_letter_worker_publisher_confirm_timeout, "
+            f"{DEAD_LETTER_RETRY_MS}}}]}}].\n"
+        )
         # No scheduler busy-waiting: spinning Erlang schedulers take CPU from the
         # Python processes that share these cores (RabbitMQ's runtime tuning guide).
         (self.base_dir / "rabbitmq-env.conf").write_text(

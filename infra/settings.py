@@ -197,7 +197,9 @@ class ServiceSettings(BaseSettings):
         "DATABASE_URL",
         None,
         "The shared store of processes on several hosts: `postgresql://user:password@host:port/db`"
-        " (unset: the SQLite file DATABASE_PATH).",
+        " (or `postgres://`), through asyncpg, each process with a pool of connections"
+        " (unset: the SQLite file DATABASE_PATH)."
+        " `scripts/postgres start` starts a private development server and prints its URL.",
     )
     log_format: Literal["text", "json"] = setting(
         "LOG_FORMAT", "text", "`text` for people, `json` for one JSON object per line."
@@ -224,7 +226,9 @@ class NodeSettings(Settings):
     read_by = ("scripts", "cli")
 
     var_dir: Path = setting(
-        "TASKGATE_VAR", Path("./var"), "Directory of the private broker node (under `broker/`)."
+        "TASKGATE_VAR",
+        Path("./var"),
+        "Directory of the private broker node (under `broker/`) and PostgreSQL (`postgres/`).",
     )
     amqp_port: int = setting("TASKGATE_AMQP_PORT", 5672, "The private node's AMQP port.")
     dist_port: int = setting(
@@ -234,6 +238,11 @@ class NodeSettings(Settings):
         "TASKGATE_MANAGEMENT_PORT",
         15672,
         "The private node's management plugin port; empty disables the plugin.",
+    )
+    postgres_port: int = setting(
+        "TASKGATE_POSTGRES_PORT",
+        5433,
+        "The private PostgreSQL server's port (`scripts/postgres`; 5432 is left to a system one).",
     )
     epmd_port: int = setting(
         "ERL_EPMD_PORT",

@@ -198,7 +198,8 @@ class SqliteDatabase:
 
         try:
             return await self._writer.write(transact, timeout_s=timeout_s or self._write_timeout_s)
-        except sqlite3.IntegrityError as exc:
+        except (sqlite3.IntegrityError, OverflowError) as exc:
+            # OverflowError: an integer beyond 64 bits, which PostgreSQL refuses as data too.
             raise IntegrityViolation(str(exc)) from exc
 
     async def read(self, fn: Work[T]) -> T:

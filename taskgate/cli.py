@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import broker, call, dead, dev_token, exits, queues, upload, watch
+from . import broker, call, dead, dev_token, exits, migrate, queues, upload, watch
 from .errors import CommandError
 
-COMMANDS = (call, upload, watch, dead, queues, dev_token, broker)
+COMMANDS = (call, upload, watch, dead, queues, migrate, dev_token, broker)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Talk to a taskgate deployment from the shell: RPC calls, uploads and\n"
         "their tasks, dead letters, queues, development tokens, the private broker.",
         epilog="environment:\n"
-        "  AMQP_URL        the broker (call, dead, queues)\n"
+        "  AMQP_URL        the broker (call, dead, queues, migrate-queues)\n"
         "  TASKGATE_URL    the gateway (upload, watch; default http://127.0.0.1:8000)\n"
         "  TASKGATE_TOKEN  Bearer token for the gateway (upload, watch)\n"
         "  SECRET_KEY      the gateway's signing key (token)\n\n"

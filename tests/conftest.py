@@ -1,14 +1,18 @@
-"""Shared fixtures: a private RabbitMQ node for the whole session.
+"""Shared fixtures: a private RabbitMQ node and a private PostgreSQL server for the whole session.
 
 Set AMQP_URL to test against an existing broker instead; tests that need to
-restart the broker are then skipped. If our node cannot boot, the first test that
-needs it shows why and every other one errors with a one-line pointer to it.
+restart the broker are then skipped. PostgreSQL is always a server of our own
+(never one we did not start); each test that asks gets a fresh database in it.
+If a server cannot boot, the first test that needs it shows why and every
+other one errors with a one-line pointer to it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -21,6 +25,7 @@ from aio_pika.abc import AbstractRobustConnection
 import rpc
 from infra.database import Database, open_database
 from infra.node import BootError, BrokerNode, NodeConfig
+from infra.postgres_node import PostgresBootError, PostgresConfig, PostgresNode
 from workers.access import ROLES, create_users
 
 
@@ -34,22 +39,32 @@ class BrokerHandle:
     role_urls: dict[str, str]
 
 
-_boot_error_shown = pytest.StashKey[bool]()
+_boot_error_shown = pytest.StashKey[set[str]]()
+# The session's servers whose boot failure is shown once: the error, and what it is called.
+_BOOT_ERRORS: tuple[tuple[type[Exception], str], ...] = (
+    (BootError, "RabbitMQ node"),
+    (PostgresBootError, "PostgreSQL server"),
+)
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    """Show why the session's node did not boot once, not again for every test needing it.
+    """Show why a session's server did not boot once, not again for every test needing it.
 
     pytest re-raises a session fixture's exception for each dependent test.
     """
     report = yield
-    if call.when == "setup" and call.excinfo is not None and call.excinfo.errisinstance(BootError):
-        if item.config.stash.get(_boot_error_shown, False):
-            report.longrepr = "the session's RabbitMQ node did not boot: see the first error above"
-        else:
-            report.longrepr = str(call.excinfo.value)  # what the log says; our stack adds nothing
-            item.config.stash[_boot_error_shown] = True
+    if call.when == "setup" and call.excinfo is not None:
+        for error, server in _BOOT_ERRORS:
+            if call.excinfo.errisinstance(error):
+                shown = item.config.stash.setdefault(_boot_error_shown, set())
+                if server in shown:
+                    report.longrepr = (
+                        f"the session's {server} did not boot: see the first error above"
+                    )
+                else:
+                    report.longrepr = str(call.excinfo.value)  # its log; our stack adds nothing
+                    shown.add(server)
     return report
 
 
@@ -133,10 +148,47 @@ def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerNode]
         node.stop()
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresNode]:
+    """The session's private PostgreSQL server (no fsync: a test run needs no durability)."""
+    # Not under pytest's temp dir: that one is closed to the postgres user the server runs
+    # as when we are root.
+    base_dir = Path(tempfile.mkdtemp(prefix="taskgate-postgres-"))
+    node = PostgresNode(PostgresConfig.on_free_port(base_dir))
+    try:
+        node.start()
+        yield node
+    finally:
+        node.stop()
+        shutil.rmtree(base_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres: PostgresNode) -> str:
+    """URL of the session server's own database (shared by every test: prefer ``pg_url``)."""
+    return postgres.url()
+
+
 @pytest.fixture
-async def database(tmp_path: Path) -> AsyncIterator[Database]:
-    """A fresh, empty store database, closed after the test."""
-    db = await open_database(tmp_path / "store.db", write_timeout_s=2.0)
+def pg_url(postgres: PostgresNode) -> Iterator[str]:
+    """URL of a fresh, empty database of this test's own, dropped after it."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    url = postgres.create_database(name)
+    yield url
+    postgres.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """A fresh, empty store database, closed after the test: each test runs on both backends.
+
+    SQLite: a file in the test's temp dir; PostgreSQL: a database of its own (``pg_url``).
+    """
+    if request.param == "postgresql":
+        url: str | Path = request.getfixturevalue("pg_url")
+    else:
+        url = tmp_path / "store.db"
+    db = await open_database(url, write_timeout_s=2.0)
     try:
         yield db
     finally:

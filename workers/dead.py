@@ -44,20 +44,23 @@ _DEATH_HEADERS = (REASON_HEADER, TRACEBACK_HEADER, QUEUE_HEADER, "x-death", "x-f
 async def peek(connection: WireConnection, kind: str, limit: int | None = None) -> list[Delivery]:
     """Up to ``limit`` dead letters of ``kind``, oldest first, left in the queue."""
     raw = await connection.raw_channel()
+    messages: list[Delivery] = []
     try:
-        declared = await raw.queue_declare(dead_queue(kind), passive=True)
-        count = declared.message_count or 0
-        if limit is not None:
-            count = min(count, limit)
-        messages = []
-        for _ in range(count):
+        # Not the count a passive declare gives: a quorum queue may answer it before it has
+        # taken back what the previous look gave back, and say 0.
+        while limit is None or len(messages) < limit:
             message = await raw.basic_get(dead_queue(kind))
             if message is None:
                 break
             messages.append(message)
         return messages
     finally:
-        # Closing with the messages unacked returns all of them, in order.
+        # Given back one by one, in order, before the channel closes: a quorum queue takes
+        # back what a closed channel held only once it hears the channel is gone, after the
+        # close is confirmed, and a look or replay right after this one would miss them.
+        if raw.closed is None:
+            for message in messages:
+                raw.basic_nack(message.delivery_tag, requeue=True)
         await raw.close()
 
 

@@ -6,6 +6,14 @@ routing key = task kind; the fanout ignores the key but the message keeps it, so
 when its TTL expires the tier queue dead-letters it to ``tasks`` under its
 original routing key, straight back to ``tasks.<kind>``. One tier serves every
 kind, and a message never waits behind one with a longer delay.
+
+Every queue that keeps work is a quorum queue: task queues, retry tiers and dead
+queues. A tier dead-letters *at least once*: the broker keeps an expired retry in
+the tier until ``tasks.<kind>`` has confirmed it, so a retry coming back to a
+full queue waits (the broker tries again every
+``dead_letter_worker_publisher_confirm_timeout``) instead of being dropped.
+Queues declared by an older taskgate as classic are moved over by
+``taskgate migrate-queues`` (the broker cannot change a queue's type).
 """
 
 from __future__ import annotations
@@ -42,9 +50,15 @@ TERMINAL_BINDING_KEYS = ("#.succeeded", "#.failed", "#.dead")
 # Broker-side redeliveries of one message before its queue dead-letters it.
 DELIVERY_LIMIT = 20
 # Ready messages a task queue holds before the broker nacks new ones (overflow=reject-publish),
-# so a flood turns into 503s at the gateway instead of an unbounded backlog. Known gap: a
-# retry coming back from a tier to a full queue is dead-lettered at most once, i.e. dropped.
+# so a flood turns into 503s at the gateway instead of an unbounded backlog. A retry coming
+# back from a tier to a full queue is refused too, and waits in its tier (at-least-once).
 DEFAULT_QUEUE_MAX_LENGTH = 100_000
+# Dead letters wait for a person, who may list them many times: each look gets them and
+# hands them back, which the broker may count as a delivery. RabbitMQ 4.0 gives a quorum
+# queue a delivery limit of 20 unless told otherwise, and a dead queue has nowhere to send
+# what passes it. 3.10 refuses -1 (4.0's "unlimited"), so: a limit no one reaches.
+DEAD_DELIVERY_LIMIT = 2**31 - 1
+RETRY_TIER_PREFIX = "tasks.retry."
 
 CONTENT_TYPE = "application/json"
 TASK_MESSAGE_TYPE = "task"
@@ -63,7 +77,15 @@ def dead_queue(kind: str) -> str:
 
 def retry_tier(delay_ms: int) -> str:
     """Name of the exchange and of the queue that hold retries for ``delay_ms``."""
-    return f"tasks.retry.{delay_ms}"
+    return f"{RETRY_TIER_PREFIX}{delay_ms}"
+
+
+def tier_delay_ms(queue: str) -> int | None:
+    """The delay of the retry tier named ``queue``; None if it names none."""
+    digits = queue.removeprefix(RETRY_TIER_PREFIX)
+    if digits == queue or not digits.isdigit():
+        return None
+    return int(digits)
 
 
 def status_routing_key(kind: str, task_id: str, state: str) -> str:
@@ -97,9 +119,7 @@ async def declare_status(channel: Channel, shards: int = DEFAULT_STATUS_SHARDS) 
         arguments={"hash-property": STATUS_HASH_PROPERTY},
     )
     await channel.exchange_bind(STATUS_SHARDS_EXCHANGE, STATUS_EXCHANGE, routing_key="#")
-    await channel.queue_declare(
-        STATUS_DEAD_QUEUE, durable=True, arguments={"x-queue-type": "quorum"}
-    )
+    await declare_dead_queue(channel, STATUS_DEAD_QUEUE)
     for shard in range(shards):
         journal = status_journal(shard)
         await channel.queue_declare(
@@ -150,7 +170,7 @@ async def declare_work_queue(
     ``arguments`` add to the shared ones; every process must pass the same.
     """
     dead = f"{queue}.dead"
-    await channel.queue_declare(dead, durable=True)
+    await declare_dead_queue(channel, dead)
     await channel.queue_declare(
         queue,
         durable=True,
@@ -181,14 +201,36 @@ async def declare_event_queue(
     await channel.queue_bind(queue, exchange, routing_key=routing_key)
 
 
+async def declare_dead_queue(channel: Channel, queue: str) -> None:
+    """A quorum queue that keeps dead letters until someone replays or drops them."""
+    await channel.queue_declare(queue, durable=True, arguments=dead_queue_arguments())
+
+
+def dead_queue_arguments() -> dict[str, Any]:
+    return {"x-queue-type": "quorum", "x-delivery-limit": DEAD_DELIVERY_LIMIT}
+
+
 async def declare_retry_tiers(channel: Channel, delays_ms: tuple[int, ...]) -> None:
     """One fanout exchange + TTL queue per delay, dead-lettering back to ``tasks``."""
     for delay_ms in delays_ms:
-        name = retry_tier(delay_ms)
-        await channel.exchange_declare(name, exchange_type="fanout", durable=True)
-        await channel.queue_declare(
-            name,
-            durable=True,
-            arguments={"x-message-ttl": delay_ms, "x-dead-letter-exchange": TASKS_EXCHANGE},
-        )
-        await channel.queue_bind(name, name)
+        await declare_retry_tier(channel, delay_ms)
+
+
+async def declare_retry_tier(channel: Channel, delay_ms: int) -> None:
+    """The tier of ``delay_ms``: its fanout exchange and its quorum queue, bound."""
+    name = retry_tier(delay_ms)
+    await channel.exchange_declare(name, exchange_type="fanout", durable=True)
+    await channel.queue_declare(name, durable=True, arguments=retry_tier_arguments(delay_ms))
+    await channel.queue_bind(name, name)
+
+
+def retry_tier_arguments(delay_ms: int) -> dict[str, Any]:
+    return {
+        "x-queue-type": "quorum",
+        "x-message-ttl": delay_ms,
+        "x-dead-letter-exchange": TASKS_EXCHANGE,
+        # The broker keeps an expired retry until its task queue confirmed it; only a
+        # quorum queue with overflow=reject-publish can (else it falls back to at-most-once).
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }

@@ -177,16 +177,16 @@ class WireConnection:
             return protocol
 
         try:
-            transport, protocol = await asyncio.wait_for(
-                loop.create_connection(
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the inner error
+            # (here OSError) when a cancel meets a refused connect, and the cancel is lost.
+            async with asyncio.timeout(timeout_s):
+                transport, protocol = await loop.create_connection(
                     make_protocol,
                     address.host,
                     address.port,
                     ssl=context,
                     server_hostname=address.host if context is not None else None,
-                ),
-                timeout_s,
-            )
+                )
         except TimeoutError:
             raise ConnectError(f"cannot connect to {where}: no answer in {timeout_s} s") from None
         except ssl.SSLError as exc:  # an OSError too: before it

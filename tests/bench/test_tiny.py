@@ -1,4 +1,4 @@
-"""Every benchmark's tiny mode runs against the session's broker and measures each side.
+"""Every benchmark's tiny mode runs against the session's servers and measures each side.
 
 A bench that measures nothing must fail: bench/sse.py once published nothing
 for months and still printed its table (every figure zero, exit status 0).
@@ -22,12 +22,12 @@ TINY_TIMEOUT_S = 100
 MEASURED = re.compile(r"^measured: (.*)$", re.MULTILINE)
 
 
-def run_tiny(script: str, amqp_url: str) -> dict[str, float]:
+def run_tiny(script: str, amqp_url: str, **env: str) -> dict[str, float]:
     """Run ``python bench/<script> --tiny`` as the README does; what it measured, by name."""
     done = subprocess.run(
         [sys.executable, f"bench/{script}", "--tiny"],
         cwd=REPO,
-        env={**os.environ, "AMQP_URL": amqp_url},
+        env={**os.environ, "AMQP_URL": amqp_url, **env},
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -95,6 +95,12 @@ def test_thumbnails_tiny_makes_thumbnails_on_both_sides(amqp_url: str) -> None:
 def test_uploads_tiny_gets_202s_on_both_sides(amqp_url: str) -> None:
     measured = run_tiny("uploads.py", amqp_url)
     assert_measured(measured, {"seed_style.202s", "taskgate.202s"})
+
+
+@pytest.mark.timeout(TINY_TIMEOUT_S + 20)
+def test_store_drivers_tiny_records_events_with_both_drivers(amqp_url: str, pg_url: str) -> None:
+    measured = run_tiny("store_drivers.py", amqp_url, DATABASE_URL=pg_url)
+    assert_measured(measured, {"asyncpg.events_per_s", "psycopg.events_per_s"})
 
 
 def test_a_side_that_measured_nothing_fails_the_bench(capsys: pytest.CaptureFixture[str]) -> None:

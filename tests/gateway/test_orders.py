@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import sqlite3
 from dataclasses import replace
 
 import aio_pika
 
+from gateway.settings import GatewaySettings
 from rpc import RpcServer, connect_wire
 from workers.shop.contracts import Cart
 
+from ..helpers import eventually
 from .conftest import read_stream, wait_ready
 
 ORDER = {"email": "ada@example.com", "lines": [{"sku": "MUG-01", "quantity": 2}]}
@@ -114,6 +118,7 @@ async def test_an_idempotency_key_gives_the_same_order_once_and_refuses_another_
             headers={"Idempotency-Key": "k-1"},
         )
         order_id = first.json()["order_id"]
+        await eventually(lambda: outbox_empty(gateway_settings))
         announced = await count_announcements(amqp_url, order_id)
 
     assert first.status_code == 201
@@ -122,6 +127,31 @@ async def test_an_idempotency_key_gives_the_same_order_once_and_refuses_another_
     assert other.status_code == 409
     assert other.json()["error"]["code"] == "idempotency_conflict"
     assert announced == 1
+
+
+async def outbox_empty(settings: GatewaySettings) -> bool:
+    return not table_rows(settings, "outbox")
+
+
+def table_rows(settings: GatewaySettings, table: str) -> list[tuple[object, ...]]:
+    with contextlib.closing(sqlite3.connect(settings.database_path)) as db:
+        return db.execute(f"SELECT * FROM {table}").fetchall()
+
+
+async def test_a_full_outbox_refuses_an_order_with_503_and_stores_nothing(
+    gateway_app, gateway_settings, rpc_process
+):
+    settings = replace(gateway_settings, outbox_max_pending=0)
+    async with gateway_app(settings) as client:
+        await wait_ready(client)
+        response = await client.post("/orders", json=ORDER, headers={"Idempotency-Key": "full"})
+
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "5"
+    assert response.json()["error"]["code"] == "outbox_full"
+    assert table_rows(settings, "orders") == []
+    assert table_rows(settings, "tasks") == []
+    assert table_rows(settings, "events") == []
 
 
 async def count_announcements(amqp_url: str, order_id: str) -> int:

@@ -1,4 +1,4 @@
-"""POST /uploads: accepted only once the broker has the task; refused cleanly otherwise."""
+"""POST /uploads: accepted once its task and message are committed; else refused, nothing kept."""
 
 from __future__ import annotations
 
@@ -9,13 +9,16 @@ import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
+import aio_pika
 from PIL import Image
+from prometheus_client import REGISTRY
 
 from gateway.settings import GatewaySettings
 from infra.ports import free_port
-from workers.topology import declare_kind
+from workers.topology import declare_kind, task_queue
 
-from .conftest import jpeg_bytes, read_stream, upload, wait_ready
+from ..helpers import eventually
+from .conftest import bearer, jpeg_bytes, read_stream, upload, wait_ready
 
 
 def stored_task_ids(settings: GatewaySettings) -> list[str]:
@@ -126,38 +129,132 @@ async def test_unprocessable_uploads_are_422_with_a_reason(gateway_app, gateway_
     assert stored_task_ids(gateway_settings) == []
 
 
-async def test_broker_down_is_503_with_retry_after(gateway_app, gateway_settings):
-    settings = replace(gateway_settings, amqp_url=f"amqp://guest:guest@127.0.0.1:{free_port()}/")
-    async with gateway_app(settings) as client:
-        response = await upload(client, jpeg_bytes())
-
-    assert response.status_code == 503
-    assert response.headers["retry-after"] == "1"
-    assert response.json()["error"]["code"] == "unavailable"
-    assert storage_entries(settings) == []
-    assert stored_task_ids(settings) == []
+def outbox_ids(settings: GatewaySettings) -> list[str]:
+    with contextlib.closing(sqlite3.connect(settings.database_path)) as db:
+        return sorted(row[0] for row in db.execute("SELECT message_id FROM outbox"))
 
 
-async def test_a_full_queue_is_503_and_the_refused_upload_leaves_nothing(
-    gateway_app, gateway_settings, kind_prefix
+async def test_with_the_broker_down_uploads_are_accepted_up_to_the_outbox_bound(
+    gateway_app, gateway_settings
 ):
-    # No worker consumes this kind, and its queue holds one task. A quorum queue
-    # learns that it is full as it enqueues, so one more may get in before the nacks.
-    settings = replace(gateway_settings, upload_kind=f"{kind_prefix}.idle", queue_max_length=1)
-    responses = []
+    settings = replace(
+        gateway_settings,
+        amqp_url=f"amqp://guest:guest@127.0.0.1:{free_port()}/",
+        outbox_max_pending=2,
+    )
     async with gateway_app(settings) as client:
-        await wait_ready(client)
-        while len(responses) < 5 and (not responses or responses[-1].status_code == 202):
-            responses.append(await upload(client, jpeg_bytes()))
+        responses = [await upload(client, jpeg_bytes()) for _ in range(3)]
 
     *accepted, refused = responses
+    assert [response.status_code for response in accepted] == [202, 202]
     assert refused.status_code == 503
-    assert refused.headers["retry-after"] == "1"
-    assert refused.json()["error"]["code"] == "unavailable"
-    assert 1 <= len(accepted) <= 2
+    assert refused.headers["retry-after"] == "5"
+    assert refused.json()["error"]["code"] == "outbox_full"
+    # Accepted: the task, its directory and its message; refused: nothing at all.
     accepted_ids = sorted(response.json()["task_id"] for response in accepted)
     assert sorted(stored_task_ids(settings)) == accepted_ids
     assert [p.name for p in storage_entries(settings)] == accepted_ids
+    assert outbox_ids(settings) == accepted_ids
+
+
+async def test_a_full_queue_delays_the_tasks_it_refuses_and_loses_none(
+    gateway_app, gateway_settings, kind_prefix, amqp_url
+):
+    # No worker consumes this kind and its queue holds one task: the broker nacks the
+    # others, the relay keeps them and tries again until the queue has room.
+    settings = replace(
+        gateway_settings,
+        upload_kind=f"{kind_prefix}.idle",
+        queue_max_length=1,
+        outbox_retry_max_s=0.2,
+    )
+    nacked_before = nacks()
+    async with gateway_app(settings) as client:
+        await wait_ready(client)
+        responses = []
+        # Until the broker has refused one: a quorum queue may take a few past its length.
+        while nacks() == nacked_before and len(responses) < 20:
+            responses.append(await upload(client, jpeg_bytes()))
+            await eventually(lambda: all_tried(settings))
+        accepted_ids = sorted(response.json()["task_id"] for response in responses)
+        assert outbox_ids(settings)  # the refused one waits
+        received: list[str] = []
+
+        async def all_received() -> bool:
+            # Each take makes room for the relay's next attempt.
+            received.extend(await take_tasks(amqp_url, settings.upload_kind))
+            return not outbox_ids(settings) and len(received) >= len(responses)
+
+        await eventually(all_received)
+
+    assert {response.status_code for response in responses} == {202}
+    assert nacks() > nacked_before
+    assert sorted(received) == accepted_ids
+
+
+def nacks() -> float:
+    return REGISTRY.get_sample_value("taskgate_outbox_retries_total", {"reason": "nacked"}) or 0
+
+
+async def all_tried(settings: GatewaySettings) -> bool:
+    """The relay has tried every entry once: published it, or kept it after a failure."""
+    with contextlib.closing(sqlite3.connect(settings.database_path)) as db:
+        return db.execute("SELECT count(*) FROM outbox WHERE attempts = 0").fetchone()[0] == 0
+
+
+async def take_tasks(amqp_url: str, kind: str) -> list[str]:
+    """The ids of the tasks waiting in ``kind``'s queue, taken off it."""
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(task_queue(kind), passive=True)
+        ids = []
+        while (message := await queue.get(fail=False, no_ack=True)) is not None:
+            ids.append(str(message.message_id))
+        return ids
+
+
+async def test_an_idempotency_key_gives_the_same_task_once_and_refuses_another_file(
+    gateway_app, gateway_settings, kind_prefix, amqp_url
+):
+    settings = replace(gateway_settings, upload_kind=f"{kind_prefix}.idle")
+    image, other_image = jpeg_bytes(), jpeg_bytes(320, 240)
+    async with gateway_app(settings) as client:
+        await wait_ready(client)
+        key = {"Idempotency-Key": "upload-1"}
+        first = await client.post("/uploads", files={"file": ("a.jpg", image)}, headers=key)
+        again = await client.post("/uploads", files={"file": ("b.jpg", image)}, headers=key)
+        other = await client.post("/uploads", files={"file": ("a.jpg", other_image)}, headers=key)
+        other_options = await client.post(
+            "/uploads", files={"file": ("a.jpg", image)}, data={"quality": "50"}, headers=key
+        )
+        bob = await client.post(
+            "/uploads",
+            files={"file": ("a.jpg", image)},
+            headers={**key, **bearer(settings, "bob")},
+        )
+        too_long = await client.post(
+            "/uploads", files={"file": ("a.jpg", image)}, headers={"Idempotency-Key": "k" * 201}
+        )
+
+        async def published() -> bool:
+            return not outbox_ids(settings)
+
+        await eventually(published)
+        queued = await take_tasks(amqp_url, settings.upload_kind)
+
+    assert first.status_code == again.status_code == bob.status_code == 202
+    assert again.json() == first.json()
+    assert bob.json()["task_id"] != first.json()["task_id"]
+    for conflict in (other, other_options):
+        assert conflict.status_code == 409
+        assert conflict.json()["error"]["code"] == "idempotency_conflict"
+    assert too_long.status_code == 400
+    # One task and one directory per key and user; the retry's copy of the file is gone.
+    expected = sorted([first.json()["task_id"], bob.json()["task_id"]])
+    assert sorted(stored_task_ids(settings)) == expected
+    assert [p.name for p in storage_entries(settings)] == expected
+    assert sorted(queued) == expected
 
 
 async def test_a_queue_declared_with_other_arguments_is_a_500_naming_it_not_a_503(
