@@ -151,6 +151,7 @@ def start_taskgate_worker(url: str, storage: Path) -> subprocess.Popen[bytes]:
         **os.environ,
         "AMQP_URL": url,
         "STORAGE_DIR": str(storage),
+        "DATABASE_PATH": os.environ.get("DATABASE_PATH", str(storage.parent / "taskgate.db")),
         "WORKER_PREFETCH": "256",
         "WORKER_CONCURRENCY": "128",
     }

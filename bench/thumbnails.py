@@ -185,6 +185,7 @@ def start_worker(url: str, storage: Path, processes: int) -> subprocess.Popen[by
         **os.environ,
         "AMQP_URL": url,
         "STORAGE_DIR": str(storage),
+        "DATABASE_PATH": str(storage.parent / "taskgate.db"),  # the outcome log's store
         "WORKER_PROCESSES": str(processes),
         "WORKER_CONCURRENCY": str(processes * 4),
         "WORKER_PREFETCH": str(processes * 8),

@@ -46,7 +46,12 @@ def test_the_readme_shows_each_python_example_as_it_is(name: str):
 
 
 async def test_the_python_examples_run(amqp_url: str, tmp_path: Path):
-    env = {"AMQP_URL": amqp_url, "STORAGE_DIR": str(tmp_path), "WORKER_PROCESSES": "1"}
+    env = {
+        "AMQP_URL": amqp_url,
+        "STORAGE_DIR": str(tmp_path),
+        "DATABASE_PATH": str(tmp_path / "taskgate.db"),  # the worker's outcome log is there
+        "WORKER_PROCESSES": "1",
+    }
 
     pricing = await run([sys.executable, "pricing.py"], cwd=EXAMPLES, env=env)
     reports = await run([sys.executable, "reports.py"], cwd=EXAMPLES, env=env)

@@ -16,12 +16,14 @@ import importlib
 import logging
 import sys
 
+from infra.database import Database, open_database, redact
 from infra.logs import configure_logging
 from infra.metrics import serve_metrics
 from infra.process import exit_requested, run
 from rpc.connection import connect_until_up, connect_wire, tls_options
 from rpc.wire import WireConnection
 
+from .claims import new_holder
 from .events import EventConsumers
 from .registry import TaskRegistry
 from .runtime import Worker
@@ -63,11 +65,14 @@ async def serve(registry: TaskRegistry, settings: WorkerSettings, *, orders: boo
         return
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(connection.close)
-        worker = Worker(registry, settings)
+        database = await open_database(settings.database)
+        stack.push_async_callback(database.close)
+        logger.info("store: %s", redact(settings.database))
+        worker = Worker(registry, settings, database=database)
         await worker.start(connection)
         stack.push_async_callback(worker.stop)
         if orders:
-            consumers = await start_order_consumers(connection, settings, stack)
+            consumers = await start_order_consumers(connection, settings, database, stack)
             stack.push_async_callback(consumers.stop, settings.shutdown_grace_s)
         logger.info("ready")
         await stop.wait()
@@ -75,11 +80,17 @@ async def serve(registry: TaskRegistry, settings: WorkerSettings, *, orders: boo
 
 
 async def start_order_consumers(
-    connection: WireConnection, settings: WorkerSettings, stack: contextlib.AsyncExitStack
+    connection: WireConnection,
+    settings: WorkerSettings,
+    database: Database,
+    stack: contextlib.AsyncExitStack,
 ) -> EventConsumers:
     """The order.created consumers (email, inventory, analytics) on the shop's tables."""
-    db = await ShopDb.open(settings.database_path)
-    stack.push_async_callback(db.close)
+    # A part's claim is not renewed: its lease covers an email's every attempt, three times.
+    email_s = settings.email_timeout_s * settings.email_attempts
+    db = await ShopDb.open(
+        database, holder=new_holder("orders"), lease_s=max(settings.task_lease_s, 3 * email_s)
+    )
     mailer: Mailer | LogMailer
     if settings.email_api_url:
         mailer = Mailer(

@@ -21,3 +21,10 @@ EVENTS_CONSUMED = Counter(
     "Domain events (order.created …) handled, by queue and outcome (ok, retry, dead)",
     ["queue", "outcome"],
 )
+MESSAGE_COPIES = Counter(
+    "taskgate_worker_message_copies",
+    "Copies of messages whose work another consumer held (waited) or had done (ignored:"
+    " published; republished: its holder died before publishing), by consumer: the task"
+    " kind, or the order queue",
+    ["consumer", "action"],
+)

@@ -1,106 +1,248 @@
-"""The outcome log: each finished task's terminal event, recorded before it is published.
+"""The outcome log: each finished task's terminal event and who runs which task, in the store.
 
-A redelivered task whose outcome is recorded republishes that same event (same
-``event_id``, which consumers deduplicate) instead of running again, so a
-task's status stream has one terminal outcome.
+Before running a task, a worker claims it (``workers.claims``, scope
+``task``) in the shared store; it records the terminal event before
+publishing it and releases the claim after. So any copy of a task message, a
+redelivery or a second publish, on any host:
 
-The log is one SQLite table in ``STORAGE_DIR/.outcomes.sqlite3``, shared by
-every worker process on the storage. It replaced a marker file per task:
-creating a directory and a file costs about 0.4 ms each on this machine's
-disk, more than everything else a no-op task does. Writes that arrive
-together are committed together.
+- waits while another worker holds the task (running, or publishing);
+- changes nothing and publishes nothing once the outcome went out;
+- republishes the recorded event (same ``event_id``) if the worker that
+  recorded it died before its claim was released, instead of running again.
+
+Claims and outcomes are group-committed (``GroupCommit``), and a release is
+not waited for: a lost release only delays a later copy until the lease ends.
+The table was ``STORAGE_DIR/.outcomes.sqlite3`` per host until issue 15;
+``import_legacy`` moves such a file's rows into the store.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
 
-from infra.sqlite import SqliteThread, connect, write_transaction
+from infra.database import Database, Migration, Transaction
 
+from . import claims
+from .group_commit import GroupCommit
 from .messages import StatusEvent, encoder, event_decoder
 
-FILE_NAME = ".outcomes.sqlite3"
-_SCHEMA = "CREATE TABLE IF NOT EXISTS task_outcomes (task_id TEXT PRIMARY KEY, event BLOB NOT NULL)"
+logger = logging.getLogger(__name__)
+
+COMPONENT = "outcomes"
+MIGRATIONS: list[Migration] = [
+    # The schema of the per-host file, so a store made from that file is adopted as it is.
+    "CREATE TABLE IF NOT EXISTS task_outcomes (task_id TEXT PRIMARY KEY, event BYTEA NOT NULL)",
+]
+LEGACY_FILE_NAME = ".outcomes.sqlite3"
+SCOPE = "task"
+# How often a copy of a task this worker holds asks again.
+LOCAL_POLL_S = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """What to do with a task message: ``run`` it, ``republish`` an outcome, or neither."""
+
+    run: bool = False
+    republish: StatusEvent | None = None
+    # Another worker holds the task until then: wait, then ask again.
+    wait_until_s: float | None = None
+
+    @property
+    def done(self) -> bool:
+        """Finished and published: ack the copy, publish nothing."""
+        return not self.run and self.republish is None and self.wait_until_s is None
 
 
 class OutcomeLog:
-    """Open with ``await OutcomeLog.open(storage_dir)``; ``await log.close()`` when done."""
+    """Open with ``await OutcomeLog.open(db, holder=...)``; ``await log.close()`` when done."""
 
-    def __init__(self, path: Path) -> None:
-        self._writer = SqliteThread(path, name="outcomes")
-        self._reader: sqlite3.Connection | None = None
-        self._path = path
-        self._pending: list[tuple[StatusEvent, asyncio.Future[None]]] = []
-        self._flushing = False
+    def __init__(self, db: Database, *, holder: str, lease_s: float) -> None:
+        self._db = db
+        self._group = GroupCommit(db)
+        self.holder = holder
+        self.lease_s = lease_s
+        self._renewer: asyncio.Task[None] | None = None
+        # The tasks this worker holds: a copy that reaches this same worker must wait too,
+        # and only these leases are renewed.
+        self._held: set[str] = set()
 
     @classmethod
-    async def open(cls, storage_dir: Path) -> OutcomeLog:
-        log = cls(storage_dir / FILE_NAME)
-        try:
-            await log._writer.run(_create_schema)
-            # Reads happen on the loop: a WAL reader never waits for a writer, and a
-            # lookup by primary key takes microseconds.
-            log._reader = connect(log._path)
-        except BaseException:
-            await log.close()  # no connection left for the garbage collector to find
-            raise
+    async def open(
+        cls, db: Database, *, holder: str, lease_s: float = 30.0, legacy_dir: Path | None = None
+    ) -> OutcomeLog:
+        """The log in ``db``, with the outcomes of ``legacy_dir/.outcomes.sqlite3`` moved in."""
+        await db.migrate(claims.COMPONENT, claims.MIGRATIONS)
+        await db.migrate(COMPONENT, MIGRATIONS)
+        if legacy_dir is not None:
+            await import_legacy(db, legacy_dir)
+        log = cls(db, holder=holder, lease_s=lease_s)
+        log._renewer = asyncio.get_running_loop().create_task(log._renew_leases())
         return log
 
-    def get(self, task_id: str) -> StatusEvent | None:
+    async def start(self, task_id: str) -> Start:
+        """Claim ``task_id`` unless another worker holds it; what this copy must do.
+
+        After ``run`` or ``republish``, call ``release`` once the outcome is
+        published or the message is back in the queue.
+        """
+        if task_id in self._held:
+            return Start(wait_until_s=time.time() + LOCAL_POLL_S)
+        self._held.add(task_id)
+        try:
+            decision = await self._group.write(self._start(task_id))
+        except BaseException:
+            self._held.discard(task_id)
+            raise
+        if not decision.run and decision.republish is None:
+            self._held.discard(task_id)
+        return decision
+
+    def _start(self, task_id: str) -> Callable[[Transaction], Awaitable[Start]]:
+
+        async def start(tx: Transaction) -> Start:
+            now_s = time.time()
+            claim = await claims.take(tx, SCOPE, task_id, self.holder, now_s, self.lease_s)
+            if not claim.won:
+                return Start(wait_until_s=claim.until_s)
+            recorded = await _recorded(tx, task_id)
+            if recorded is None:
+                return Start(run=True)
+            if claim.had_prior:
+                return Start(republish=recorded)
+            await claims.release(tx, SCOPE, task_id, self.holder)
+            return Start()
+
+        return start
+
+    async def get(self, task_id: str) -> StatusEvent | None:
         """The recorded terminal event of ``task_id``, or None."""
-        assert self._reader is not None, "OutcomeLog.open() first"
-        row = self._reader.execute(
-            "SELECT event FROM task_outcomes WHERE task_id = ?", (task_id,)
-        ).fetchone()
-        if row is None:
-            return None
-        try:
-            return event_decoder.decode(row[0])
-        except msgspec.DecodeError:
-            return None  # a hand-edited row: run the task again
+        return await self._db.read(lambda tx: _recorded(tx, task_id))
 
-    async def record(self, event: StatusEvent) -> None:
-        """Record ``event`` as its task's outcome; returns once it is committed."""
-        future = asyncio.get_running_loop().create_future()
-        self._pending.append((event, future))
-        if not self._flushing:
-            self._flushing = True
-            asyncio.get_running_loop().create_task(self._flush())
-        await future
+    async def record(self, event: StatusEvent) -> StatusEvent:
+        """Record ``event`` as its task's outcome unless one is; the outcome, once committed.
 
-    async def _flush(self) -> None:
-        try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                rows = [(event.task_id, encoder.encode(event)) for event, _ in batch]
-                try:
-                    await self._writer.run(_insert, rows)
-                except Exception as exc:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                else:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_result(None)
-        finally:
-            self._flushing = False
+        A worker whose lease ran out may find another's outcome recorded: it
+        publishes that one, so the task still has a single terminal event.
+        """
+        body = encoder.encode(event)
+
+        async def record(tx: Transaction) -> StatusEvent:
+            added = await tx.execute(
+                "INSERT INTO task_outcomes (task_id, event) VALUES ($1, $2)"
+                " ON CONFLICT (task_id) DO NOTHING",
+                event.task_id,
+                body,
+            )
+            return event if added else (await _recorded(tx, event.task_id) or event)
+
+        return await self._group.write(record)
+
+    async def known(self, task_id: str) -> bool:
+        """Whether ``task_id`` has a recorded outcome or a holder."""
+
+        async def known(tx: Transaction) -> bool:
+            found = await tx.fetchval(
+                "SELECT 1 FROM task_outcomes WHERE task_id = $1 UNION ALL"
+                " SELECT 1 FROM worker_claims WHERE scope = $2 AND item_id = $1",
+                task_id,
+                SCOPE,
+            )
+            return found is not None
+
+        return await self._db.read(known)
+
+    def release(self, task_id: str, *, settled: bool) -> None:
+        """Give the task's claim up; committed with the next batch, not waited for.
+
+        ``settled``: its message was acked with everything published. Otherwise
+        (the message goes back to the queue) the claim is only expired, so a
+        copy that finds an outcome recorded publishes it.
+        """
+        self._held.discard(task_id)
+        if settled:
+            self._group.submit(lambda tx: claims.release(tx, SCOPE, task_id, self.holder))
+        else:
+            self._group.submit(lambda tx: claims.expire(tx, SCOPE, task_id, self.holder))
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
-        await self._writer.close()
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
+            self._renewer = None
+        await self._group.drain()
+
+    async def _renew_leases(self) -> None:
+        """Extend this worker's claims every third of a lease, for as long as it runs."""
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            if not self._held:
+                continue
+            until_s = time.time() + self.lease_s
+            held = sorted(self._held)
+
+            async def renew(
+                tx: Transaction, held: list[str] = held, until_s: float = until_s
+            ) -> None:
+                await claims.renew(tx, SCOPE, held, self.holder, until_s)
+
+            try:
+                await self._group.write(renew)
+            except Exception as exc:  # the next round tries again; the lease has two more
+                logger.warning("could not renew the task leases: %s", exc)
 
 
-def _create_schema(conn: sqlite3.Connection) -> None:
-    conn.execute(_SCHEMA)
+async def _recorded(tx: Transaction, task_id: str) -> StatusEvent | None:
+    body = await tx.fetchval("SELECT event FROM task_outcomes WHERE task_id = $1", task_id)
+    if body is None:
+        return None
+    try:
+        return event_decoder.decode(body)
+    except msgspec.DecodeError:
+        return None  # a hand-edited row: run the task again
 
 
-def _insert(conn: sqlite3.Connection, rows: list[tuple[str, bytes]]) -> None:
-    with write_transaction(conn):
-        conn.executemany("INSERT OR REPLACE INTO task_outcomes VALUES (?, ?)", rows)
+async def import_legacy(db: Database, storage_dir: Path, *, chunk: int = 1_000) -> int:
+    """Move the outcomes of ``STORAGE_DIR/.outcomes.sqlite3`` (before issue 15) into ``db``.
+
+    The file is renamed ``*.imported`` afterwards; outcomes already in ``db``
+    win. Safe when several workers of a host start together.
+    """
+    path = storage_dir / LEGACY_FILE_NAME
+    if not path.exists():
+        return 0
+    await db.migrate(COMPONENT, MIGRATIONS)
+
+    def read() -> list[tuple[str, bytes]]:
+        conn = sqlite3.connect(path)
+        try:
+            return conn.execute("SELECT task_id, event FROM task_outcomes").fetchall()
+        finally:
+            conn.close()
+
+    rows = await asyncio.to_thread(read)
+    for start in range(0, len(rows), chunk):
+        part = rows[start : start + chunk]
+
+        async def insert(tx: Transaction, part: list[tuple[str, bytes]] = part) -> None:
+            await tx.executemany(
+                "INSERT INTO task_outcomes (task_id, event) VALUES ($1, $2)"
+                " ON CONFLICT (task_id) DO NOTHING",
+                part,
+            )
+
+        await db.write(insert)
+    with contextlib.suppress(FileNotFoundError):  # another worker of the host was first
+        path.rename(path.with_name(LEGACY_FILE_NAME + ".imported"))
+    logger.info("imported %d task outcomes from %s", len(rows), path)
+    return len(rows)

@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from infra.database import Database, open_database
 from infra.logs import log_context
 from rpc.connection import cancel_consumers, close_channels
 from rpc.dead_letter import dead_letter
@@ -23,11 +24,12 @@ from rpc.errors import BrokerRefused, BrokerUnavailable
 from rpc.publish import persistent_copy, publish_confirmed
 from rpc.wire import BrokerError, Channel, Delivery, RobustChannel, Unavailable, WireConnection
 
+from .claims import new_holder, when_free
 from .context import TaskContext
 from .deliveries import describe, nack_requeue, traceback_summary
 from .errors import PermanentError
 from .messages import StatusEvent, TaskId, encoder, new_event, task_decoder
-from .metrics import STATUS_EVENTS, TASK_SECONDS
+from .metrics import MESSAGE_COPIES, STATUS_EVENTS, TASK_SECONDS
 from .outcomes import OutcomeLog
 from .pool import TaskPool
 from .registry import Task, TaskRegistry
@@ -53,7 +55,14 @@ _task_id_decoder = msgspec.json.Decoder(TaskId)
 class Worker:
     """Runs the tasks of a registry; ``await start(connection)``, later ``await stop()``."""
 
-    def __init__(self, registry: TaskRegistry, settings: WorkerSettings, *, name: str = "worker"):
+    def __init__(
+        self,
+        registry: TaskRegistry,
+        settings: WorkerSettings,
+        *,
+        name: str = "worker",
+        database: Database | None = None,
+    ):
         if not len(registry):
             raise ValueError("the registry has no tasks")
         self.registry = registry
@@ -70,12 +79,14 @@ class Worker:
         self._stopping = False
         self._pool: TaskPool | None = None
         self._outcomes: OutcomeLog | None = None
+        self._database = database  # None: opened from settings.database at start
+        self._own_database: Database | None = None
 
     async def start(self, connection: WireConnection) -> None:
         """Declare the topology and start consuming every registered kind."""
         self._stopping = False
         if self._outcomes is None:
-            self._outcomes = await OutcomeLog.open(self.settings.storage_dir)
+            await self._open_outcomes()
         try:
             self._publish_channel = await connection.open_channel(
                 self._declare, publisher_confirms=True
@@ -115,6 +126,19 @@ class Worker:
         if self._outcomes is not None:
             outcomes, self._outcomes = self._outcomes, None
             await outcomes.close()
+        if (database := self._own_database) is not None:
+            self._own_database = None
+            await database.close()
+
+    async def _open_outcomes(self) -> None:
+        if (database := self._database) is None:
+            database = self._own_database = await open_database(self.settings.database)
+        self._outcomes = await OutcomeLog.open(
+            database,
+            holder=new_holder(self.name),
+            lease_s=self.settings.task_lease_s,
+            legacy_dir=self.settings.storage_dir,
+        )
 
     def pool(self) -> TaskPool:
         """The process pool for CPU-bound work, started on first use."""
@@ -188,13 +212,18 @@ class Worker:
             task_message = task_decoder.decode(message.body)
             payload = task.decoder.decode(task_message.payload)
         except msgspec.DecodeError as exc:
+            task_id = _valid_task_id(properties.message_id)
+            assert self._outcomes is not None
+            if task_id and await self._outcomes.known(task_id):
+                task_id = None  # a malformed copy of a task that ran or runs: no `dead` for it
             await self._dead_letter(
                 task,
                 message,
-                task_id=_valid_task_id(properties.message_id),
+                task_id=task_id,
                 attempt=attempt,
                 reason=f"undecodable task message: {exc}",
             )
+            message.ack()
             return
         with log_context(task_id=task_message.task_id, kind=task.kind):
             await self._run(task, message, task_message.task_id, payload, attempt, headers)
@@ -208,15 +237,42 @@ class Worker:
         attempt: int,
         headers: dict[str, Any],
     ) -> None:
-        """Run a decoded task once, or republish its recorded outcome; settle the message."""
-        assert self._outcomes is not None
-        recorded = self._outcomes.get(task_id)
-        if recorded is not None:
-            logger.info("task %s already finished (%s); republishing", task_id, recorded.state)
-            await self._publish(recorded)
+        """Run a decoded task once, whatever copies of it arrive where (workers/outcomes.py)."""
+        outcomes = self._outcomes
+        assert outcomes is not None
+        start = await when_free(
+            lambda: outcomes.start(task_id), consumer=task.kind, stopping=lambda: self._stopping
+        )
+        if start is None:
+            nack_requeue(message)  # stopping while another worker held it
+            return
+        if start.done:
+            MESSAGE_COPIES.labels(task.kind, "ignored").inc()
             message.ack()
             return
+        settled = False
+        try:
+            if start.republish is None:
+                await self._execute(task, message, task_id, payload, attempt, headers)
+            else:
+                MESSAGE_COPIES.labels(task.kind, "republished").inc()
+                await self._publish(start.republish)
+            message.ack()
+            settled = True
+        finally:
+            outcomes.release(task_id, settled=settled)
 
+    async def _execute(
+        self,
+        task: Task,
+        message: Delivery,
+        task_id: str,
+        payload: Any,
+        attempt: int,
+        headers: dict[str, Any],
+    ) -> None:
+        """Run the task once; its outcome recorded and published (or retry or dead letter)."""
+        assert self._outcomes is not None
         # "running" goes out without waiting for its confirm, so the handler's first progress
         # event shares its write; the attempt's outcome waits for that confirm (below).
         running = self._publish_soon(new_event(task.kind, task_id, "running", attempt))
@@ -255,9 +311,7 @@ class Worker:
                 )
         TASK_SECONDS.labels(task.kind).observe(time.perf_counter() - started)
         await confirmed(running)
-        await self._outcomes.record(outcome)
-        await self._publish(outcome)
-        message.ack()
+        await self._publish(await self._outcomes.record(outcome))
 
     async def _retry_or_bury(
         self,
@@ -305,7 +359,6 @@ class Worker:
             routing_key=task.kind,
             properties=persistent_copy(message.properties, retry_headers),
         )
-        message.ack()
 
     async def _dead_letter(
         self,
@@ -317,7 +370,7 @@ class Worker:
         reason: str,
         tb: str = "",
     ) -> None:
-        """Move the message to ``tasks.<kind>.dead`` with why; publish ``dead``; then ack."""
+        """Move the message to ``tasks.<kind>.dead`` with why; publish ``dead``; the caller acks."""
         assert self._publish_channel is not None
         buried = await dead_letter(
             self._publish_channel,
@@ -332,7 +385,6 @@ class Worker:
             raise BrokerUnavailable(f"could not dead-letter a {task.kind} task")
         if task_id is not None:
             await self._publish(new_event(task.kind, task_id, "dead", attempt, error=reason))
-        message.ack()
 
 
 def _attempt(headers: dict[str, Any]) -> int:

@@ -1,14 +1,16 @@
 """The RPC services taskgate serves out of the box: ``python -m rpc workers.services:server``.
 
 ``orders.quote`` prices a cart from the catalogue; ``inventory.check`` answers
-units available per SKU. Both read the shop's tables in DATABASE_PATH (seeded
-with a small catalogue on first use). ``system.ping`` is built in.
+units available per SKU. Both read the shop's tables in the store
+(``DATABASE_URL`` or ``DATABASE_PATH``, seeded with a small catalogue on first
+use). ``system.ping`` is built in.
 """
 
 from __future__ import annotations
 
 import asyncio
 
+from infra.database import open_database
 from rpc import RpcServer
 from rpc.settings import RpcSettings
 
@@ -27,8 +29,8 @@ async def shop_db() -> ShopDb:
     global _db
     async with _opening:
         if _db is None:
-            # The rpc process's DATABASE_PATH: this module is served by ``python -m rpc``.
-            _db = await ShopDb.open(RpcSettings.from_env().database_path)
+            # The rpc process's store: this module is served by ``python -m rpc``.
+            _db = await ShopDb.open(await open_database(RpcSettings.from_env().database))
     return _db
 
 

@@ -56,6 +56,13 @@ class WorkerSettings(ServiceSettings):
         30.0,
         "On SIGTERM, how long tasks in flight may take; the rest go back to the queue.",
     )
+    task_lease_s: float = setting(
+        "TASK_LEASE_S",
+        30.0,
+        "A worker's claim on a task in the store, renewed every third of it while the task"
+        " runs; a copy of the task elsewhere waits for it. Keep it well above the hosts'"
+        " clock skew.",
+    )
     progress_interval_s: float = setting(
         "PROGRESS_INTERVAL_S",
         0.25,
@@ -75,6 +82,8 @@ class WorkerSettings(ServiceSettings):
             raise ValueError("RETRY_DELAYS_MS needs at least one positive delay")
         if self.max_attempts < 1:
             raise ValueError("MAX_ATTEMPTS must be at least 1")
+        if self.task_lease_s <= 0:
+            raise ValueError("TASK_LEASE_S must be positive")
         if not self.thumbnail_sizes or min(self.thumbnail_sizes) <= 0:
             raise ValueError("THUMBNAIL_SIZES needs at least one positive size")
 

@@ -83,7 +83,9 @@ async def start_gateway(gateway_settings: GatewaySettings, tmp_path: Path) -> As
 
     async def start(**extra: str) -> Gateway:
         log = tmp_path / f"gateway-{len(started)}.log"
-        started.append(Gateway(gateway_settings, free_port(), log, extra))
+        # These tests count what faults do to accepted work, not the per-user caps.
+        limits = {"UPLOADS_PER_USER": "1000", "TASKS_IN_FLIGHT_PER_USER": "1000000"}
+        started.append(Gateway(gateway_settings, free_port(), log, {**limits, **extra}))
         await started[-1].wait_ready()
         return started[-1]
 

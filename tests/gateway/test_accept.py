@@ -115,7 +115,12 @@ async def test_the_accept_wakes_the_relay_so_a_task_leaves_at_once(
     gateway_app, gateway_settings, kind_prefix, amqp_url
 ):
     """With polling off (once an hour), only the accept's wake-up publishes; -s shows latency."""
-    settings = replace(gateway_settings, upload_kind=f"{kind_prefix}.woken", outbox_poll_s=3600)
+    settings = replace(
+        gateway_settings,
+        upload_kind=f"{kind_prefix}.woken",
+        outbox_poll_s=3600,
+        tasks_in_flight_per_user=1000,  # one user's 100 tasks, none of them run
+    )
     image = jpeg_bytes(320, 240)
     arrived: dict[str, float] = {}
     answered: dict[str, float] = {}

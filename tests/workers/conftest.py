@@ -15,14 +15,30 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 
 import rpc
+from infra.database import open_database
 from workers import TaskRegistry, TaskSubmitter, Worker, WorkerSettings
-from workers.topology import dead_queue, retry_tier, task_queue
+from workers.events import EventConsumers, declare_event_queue
+from workers.shop.consumers import OrderFulfilment
+from workers.shop.contracts import ORDER_CREATED, ORDER_QUEUES, ORDERS_EXCHANGE
+from workers.shop.db import ShopDb
+from workers.shop.mailer import Mailer
+from workers.topology import dead_queue, declare_status, retry_tier, task_queue
 
+from .status_tap import StatusTap
 from .tasks_for_tests import TEST_TASK_NAMES
 
+PROVIDER = "https://mail.example.test"  # the email provider respx stands in for
 REPO = Path(__file__).resolve().parents[2]
 RETRY_DELAYS_MS = (50, 100)
 TEST_TASKS = "tests.workers.tasks_for_tests:registry"
+
+
+def on_backend(request: pytest.FixtureRequest, settings: WorkerSettings) -> WorkerSettings:
+    """``settings`` with the store on the backend ``request.param`` names: ``sqlite``
+    (DATABASE_PATH) or ``postgresql`` (DATABASE_URL of a database of the test's own)."""
+    if request.param == "postgresql":
+        return replace(settings, database_url=request.getfixturevalue("pg_url"))
+    return settings
 
 
 @pytest.fixture
@@ -32,6 +48,7 @@ def settings(amqp_url: str, tmp_path: Path) -> WorkerSettings:
     return WorkerSettings(
         amqp_url=amqp_url,
         storage_dir=storage,
+        database_path=tmp_path / "taskgate.db",
         prefetch=8,
         concurrency=4,
         processes=2,
@@ -77,6 +94,19 @@ async def kinds(
 
 
 @pytest.fixture
+async def status_tap(
+    connection: rpc.WireConnection, pika_connection: AbstractRobustConnection
+) -> AsyncIterator[StatusTap]:
+    """Every copy of the status events of the ids it is told to ``watch``."""
+    raw = await connection.raw_channel()
+    await declare_status(raw)  # the exchange, should no worker have declared it yet
+    await raw.close()
+    channel = await pika_connection.channel()
+    yield StatusTap(await channel.declare_queue(exclusive=True, auto_delete=True))
+    await channel.close()
+
+
+@pytest.fixture
 async def submitter(connection: rpc.WireConnection) -> AsyncIterator[TaskSubmitter]:
     async with await TaskSubmitter.create(connection) as submitter:
         yield submitter
@@ -111,6 +141,7 @@ class WorkerProcess:
             "PYTHONPATH": str(REPO),
             "AMQP_URL": settings.amqp_url,
             "STORAGE_DIR": str(settings.storage_dir),
+            "DATABASE_PATH": str(settings.database_path),
             "RETRY_DELAYS_MS": ",".join(map(str, settings.retry_delays_ms)),
             "MAX_ATTEMPTS": str(settings.max_attempts),
             "SHUTDOWN_GRACE_S": str(settings.shutdown_grace_s),
@@ -184,3 +215,29 @@ async def eventually(
     async with asyncio.timeout(timeout_s):
         while not await condition():  # noqa: ASYNC110 - polling is the point here
             await asyncio.sleep(interval_s)
+
+
+@pytest.fixture
+async def shop(settings: WorkerSettings) -> AsyncIterator[ShopDb]:
+    database = await open_database(settings.database)
+    yield await ShopDb.open(database)
+    await database.close()
+
+
+@pytest.fixture
+async def fulfilment(
+    connection: rpc.WireConnection, pika_connection: AbstractRobustConnection, shop: ShopDb
+) -> AsyncIterator[EventConsumers]:
+    """The three consumers in this process (so respx sees their HTTP calls), on empty queues."""
+    channel = await pika_connection.channel()
+    raw = await channel.get_underlay_channel()
+    for queue in ORDER_QUEUES:  # orders other tests left behind
+        await declare_event_queue(raw, queue, exchange=ORDERS_EXCHANGE, routing_key=ORDER_CREATED)
+        await raw.queue_purge(queue)
+    mailer = Mailer(base_url=PROVIDER, api_key="test-key", attempts=3, backoff_s=0.01)
+    consumers = EventConsumers(OrderFulfilment(shop, mailer).subscribers())
+    await consumers.start(connection)
+    yield consumers
+    await consumers.stop(grace_s=5)
+    await mailer.close()
+    await channel.close()

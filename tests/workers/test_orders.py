@@ -5,58 +5,28 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
 
 import aio_pika
 import httpx
 import msgspec
-import pytest
 import respx
 
-from workers.events import EventConsumers, declare_event_queue
 from workers.messages import StatusEvent
-from workers.shop.consumers import OrderFulfilment
 from workers.shop.contracts import (
     ORDER_CREATED,
-    ORDER_QUEUES,
     ORDERS_EXCHANGE,
     Cart,
     CartLine,
     OrderCreated,
 )
 from workers.shop.db import ShopDb
-from workers.shop.mailer import Mailer
 from workers.shop.pricing import quote_cart
 from workers.topology import REASON_HEADER
 
 from ..helpers import eventually
+from .conftest import PROVIDER
 
-PROVIDER = "https://mail.example.test"
 TIMEOUT_S = 30
-
-
-@pytest.fixture
-async def shop(tmp_path) -> AsyncIterator[ShopDb]:
-    db = await ShopDb.open(tmp_path / "shop.db")
-    yield db
-    await db.close()
-
-
-@pytest.fixture
-async def fulfilment(connection, pika_connection, shop) -> AsyncIterator[EventConsumers]:
-    """The three consumers in this process (so respx sees their HTTP calls), on empty queues."""
-    channel = await pika_connection.channel()
-    raw = await channel.get_underlay_channel()
-    for queue in ORDER_QUEUES:  # orders other tests left behind
-        await declare_event_queue(raw, queue, exchange=ORDERS_EXCHANGE, routing_key=ORDER_CREATED)
-        await raw.queue_purge(queue)
-    mailer = Mailer(base_url=PROVIDER, api_key="test-key", attempts=3, backoff_s=0.01)
-    consumers = EventConsumers(OrderFulfilment(shop, mailer).subscribers())
-    await consumers.start(connection)
-    yield consumers
-    await consumers.stop(grace_s=5)
-    await mailer.close()
-    await channel.close()
 
 
 async def make_order(shop: ShopDb, sku: str = "MUG-01", quantity: int = 1) -> OrderCreated:
@@ -102,27 +72,6 @@ async def test_a_busy_provider_is_retried_and_the_order_completes(
     assert sent[0].headers["authorization"] == "Bearer test-key"
     assert msgspec.json.decode(sent[0].content)["to"] == "ada@example.com"
     assert await shop.email_sent(order.order_id) == "msg-1"
-
-
-async def test_an_order_delivered_twice_is_fulfilled_once(
-    connection, pika_connection, shop, fulfilment, submitter
-):
-    order = await make_order(shop, "TEE-01", 3)
-    before = (await shop.available(["TEE-01"]))["TEE-01"]
-    submitter.track(order.order_id)
-    with respx.mock(base_url=PROVIDER) as provider:
-        route = provider.post("/v1/messages").mock(return_value=httpx.Response(200, json={}))
-        await announce(pika_connection, order)
-        first = await submitter.wait(order.order_id, TIMEOUT_S)
-        submitter.track(order.order_id)
-        await announce(pika_connection, order)  # the same event again: a redelivery
-        second = await submitter.wait(order.order_id, TIMEOUT_S)
-
-    assert (first.state, second.state) == ("succeeded", "succeeded")
-    # The outcome's event id is derived from the order: a store records it once.
-    assert first.event_id == second.event_id
-    assert len(emails_for(route, order)) == 1
-    assert (await shop.available(["TEE-01"]))["TEE-01"] == before - 3
 
 
 async def test_an_order_the_stock_cannot_cover_fails_with_the_reason(

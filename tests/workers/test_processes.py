@@ -91,6 +91,7 @@ def start_worker_in_own_session(
         "PYTHONPATH": str(REPO),
         "AMQP_URL": settings.amqp_url,
         "STORAGE_DIR": str(settings.storage_dir),
+        "DATABASE_PATH": str(settings.database_path),
         "RETRY_DELAYS_MS": ",".join(map(str, settings.retry_delays_ms)),
         "WORKER_PROCESSES": "2",
         "TASKGATE_TEST_KIND_PREFIX": kind_prefix,

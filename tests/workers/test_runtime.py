@@ -281,31 +281,6 @@ async def test_undecodable_and_invalid_messages_are_dead_lettered_and_the_worker
     assert reasons[1].startswith("undecodable task message: JSON is malformed")
 
 
-async def test_redelivered_finished_task_republishes_its_outcome_without_running_again(
-    kinds, start_worker, submitter, connection
-):
-    kind = kinds()
-    registry = TaskRegistry()
-    runs: list[str] = []
-
-    @registry.task(kind)
-    async def once(ctx: TaskContext, payload: None) -> int:
-        runs.append(ctx.task_id)
-        return len(runs)
-
-    await start_worker(registry)
-    task_id = await submitter.submit(kind)
-    first = await submitter.wait(task_id, TIMEOUT_S)
-    # The same task again, as the broker would redeliver it had the worker died before acking.
-    submitter.track(task_id)
-    await submitter.submit(kind, task_id=task_id)
-    events = await all_events(submitter, task_id)
-
-    assert runs == [task_id]
-    assert [e.state for e in events] == ["queued", "succeeded"]
-    assert events[-1] == first
-
-
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 

@@ -2,7 +2,9 @@
 
 The request carries the order id as ``Idempotency-Key``, so a retry after a
 timeout (the provider may have sent it) does not send a second email at
-providers that honour it; the shop also records what was sent and never asks twice.
+providers that honour it. The shop sends under its claim of the order's email
+part and records what was sent (workers/shop/consumers.py), so it asks again
+only when a consumer died between sending and recording, with the same key.
 """
 
 from __future__ import annotations
