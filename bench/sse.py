@@ -53,6 +53,7 @@ from bench.common import broker, check_measured
 from bench.common import parse_args as parse_with_tiny
 from bench.sse_client import raise_nofile_limit
 from bench.sse_publish import Publisher
+from bench.sse_record import broker_ceiling
 from bench.sse_report import report
 from bench.sse_side import (
     Bench,
@@ -69,7 +70,14 @@ STREAMS_PER_CLIENT_PROC = 10_000
 STREAMS_PER_SOURCE_ADDRESS = 10_000
 # Streams end when their token expires; this outlasts any run.
 TOKEN_TTL_S = 6 * 3600.0
-TINY = {"streams": 20, "rate": 50, "seconds": 1, "idle_seconds": 0.5, "drain_seconds": 5}
+TINY = {
+    "streams": 20,
+    "rate": 50,
+    "seconds": 1,
+    "idle_seconds": 0.5,
+    "drain_seconds": 5,
+    "ceiling_events": 400,
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -84,10 +92,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=10, help="publishing time (10)")
     parser.add_argument("--hold-only", action="store_true", help="only open and hold the streams")
     parser.add_argument(
+        "--ceiling-events",
+        type=int,
+        default=20_000,
+        help="events for the broker's own ceiling on the same flow, after the sides "
+        "(bench/sse_record.py; 0: not measured) (20000)",
+    )
+    parser.add_argument(
         "--sides",
         default="baseline,taskgate",
         help="which servers, in this order (baseline first: the gateway declares the durable "
-        "status.journal, which would also collect the baseline's events on the broker)",
+        "status journal shards, which would also collect the baseline's events on the broker)",
     )
     parser.add_argument(
         "--idle-seconds",
@@ -144,7 +159,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 async def run_bench(
     args: argparse.Namespace, url: str, broker_pid: int | None, tmp: Path
-) -> tuple[list[SideResult], Bench]:
+) -> tuple[list[SideResult], Bench, float | None]:
     from gateway.tokens import mint
 
     publisher = Publisher(url)
@@ -165,7 +180,7 @@ async def run_bench(
     try:
         for index, side in enumerate(args.sides):
             # Tasks of its own per side: on a broker where a gateway ran before, the durable
-            # status.journal keeps the baseline's events, and the gateway would stream them.
+            # journal shards keep the baseline's events, and the gateway would stream them.
             bench.task_ids = [f"sse{k:06d}{secrets.token_hex(4)}" for k in range(args.tasks)]
             if side == "taskgate":
                 spec = gateway_spec(url, tmp / "gateway", bench.secret, bench.streams_per_task)
@@ -175,12 +190,16 @@ async def run_bench(
             results.append(await measure_side(bench, spec, index))
     finally:
         await publisher.close()
-    return results, bench
+    ceiling = None
+    if args.ceiling_events and not args.hold_only:
+        print("broker ceiling: measuring", flush=True)
+        ceiling = await broker_ceiling(url, args.ceiling_events, tasks=2_000, window=500)
+    return results, bench, ceiling
 
 
 async def main_async(
     args: argparse.Namespace, url: str, broker_pid: int | None, tmp: Path
-) -> tuple[list[SideResult], Bench]:
+) -> tuple[list[SideResult], Bench, float | None]:
     # SIGTERM ends the run like Ctrl-C: cancelled, so every finally block closes what it opened.
     task = asyncio.current_task()
     assert task is not None
@@ -194,13 +213,22 @@ def main(argv: list[str] | None = None) -> int:
     cli = shlex.join([Path(sys.executable).name, *sys.argv])
     try:
         with broker("bench-sse-") as (url, broker_pid, tmp):
-            results, bench = uvloop.run(main_async(args, url, broker_pid, tmp))
+            results, bench, ceiling = uvloop.run(main_async(args, url, broker_pid, tmp))
     except (KeyboardInterrupt, asyncio.CancelledError):
         # Every finally block has run by now: servers, clients and broker stopped, temp dir gone.
         print("interrupted; everything the bench started is stopped", file=sys.stderr)
         return 130
     report(results, bench, cli, limit)
     counts = {f"{r.name}.streams_held": r.held_after_open or 0 for r in results}
+    if ceiling is not None:
+        print(
+            f"broker ceiling, same flow (persistent, confirmed, consumed with acks from the "
+            f"journal shards, no gateway): {ceiling:,.0f} events/s"
+        )
+        for r in results:
+            rate = r.deliveries_per_s or 0.0
+            print(f"  {r.name} delivered {rate:,.0f} events/s = {rate / ceiling:.0%} of it")
+        counts["broker.ceiling_events_per_s"] = ceiling
     if not args.hold_only:
         counts |= {f"{r.name}.deliveries": r.delivered for r in results}
     measured = check_measured(counts)

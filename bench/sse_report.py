@@ -144,6 +144,11 @@ def rows(
         "",
     )
     yield "streams held at the end", each(lambda r: r.held_at_end), ""
+    yield (
+        "server CPU per delivered event (us)",
+        each(_cpu_per_delivery_us, ".0f"),
+        "   <= 150 (issue 15)",
+    )
     yield "CPU while publishing, % of a core", ["" for _ in columns], ""
     for name, label in CPU_ROWS:
         yield label, each(lambda r, n=name: r.busy_cpu.get(n), ".0f"), ""
@@ -157,6 +162,12 @@ CPU_ROWS = (
     ("others", "  other processes on the machine"),
     ("machine", "  machine, % of all cores"),
 )
+
+
+def _cpu_per_delivery_us(result: SideResult) -> float | None:
+    """The server's CPU time per event it delivered (and, for taskgate, recorded)."""
+    cpu, rate = result.busy_cpu.get("server"), result.deliveries_per_s
+    return None if cpu is None or not rate else cpu / 100 / rate * 1e6
 
 
 def _mb(kib: int | None) -> float | None:

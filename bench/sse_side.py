@@ -49,7 +49,8 @@ def gateway_spec(url: str, workdir: Path, secret: str, per_user: int) -> ServerS
         "SECRET_KEY": secret,
     }
     note = (
-        "python -m gateway: one live queue + status.journal, SQLite store, in-process hub; "
+        "python -m gateway: journal shards + recorder, a live queue on status.recorded, "
+        "SQLite store, in-process hub; "
         "each stream a user of its own with a Bearer token, its task owned by that user"
     )
     if per_user > DEFAULT_SSE_MAX_PER_USER:

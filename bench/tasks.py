@@ -41,7 +41,7 @@ from bench.common import (  # noqa: E402
 from rpc.connection import connect_wire  # noqa: E402
 from rpc.wire import WireConnection  # noqa: E402
 from workers import TaskContext, TaskRegistry, TaskSubmitter  # noqa: E402
-from workers.topology import STATUS_JOURNAL_QUEUE, TERMINAL_BINDING_KEYS  # noqa: E402
+from workers.topology import DEFAULT_STATUS_SHARDS, TERMINAL_BINDING_KEYS, status_journal  # noqa: E402
 
 NOOP = "bench.noop"
 CELERY_URL_ENV = "BENCH_CELERY_BROKER"
@@ -103,7 +103,8 @@ class Taskgate:
         # A gateway would be draining the journal; without one, empty it between rounds so
         # each round starts as the first did, not behind the backlog of the ones before.
         raw = await self.connection.raw_channel()
-        await raw.queue_purge(STATUS_JOURNAL_QUEUE)
+        for shard in range(DEFAULT_STATUS_SHARDS):
+            await raw.queue_purge(status_journal(shard))
         await raw.close()
         return rate
 

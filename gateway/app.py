@@ -22,7 +22,7 @@ from infra.database import open_database
 from .auth import Authenticating, Credentials, close_session, get_session, open_session
 from .broker import BrokerLink
 from .errors import EXCEPTION_HANDLERS
-from .feed import StatusFeed
+from .feed import LiveFeed
 from .health import Readiness, healthz, readyz
 from .hub import Hub
 from .idempotency import UPLOAD_KEY_MIGRATIONS
@@ -41,6 +41,7 @@ from .outbox import OUTBOX_MIGRATIONS
 from .outbox_relay import OutboxRelay
 from .publisher import Publisher
 from .rate_limit import RateLimiter
+from .recorder import Recorder
 from .rpc_proxy import call_method
 from .sessions import Sessions
 from .settings import GatewaySettings
@@ -114,9 +115,15 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
             cache_s=settings.session_cache_s,
             announce=functools.partial(announce_sign_out, publisher),
         )
-        feed = StatusFeed(store, hub, publisher)
+        feed = LiveFeed(hub)
+        recorder = Recorder(
+            store, shards=settings.recorder_shards, records=settings.recorder_records
+        )
         notification_feed = NotificationFeed(notifications, sessions)
-        broker = BrokerLink(settings, attach=[feed.start, notification_feed.start, publisher.start])
+        broker = BrokerLink(
+            settings,
+            attach=[feed.start, recorder.start, notification_feed.start, publisher.start],
+        )
         relay = OutboxRelay(
             database,
             publisher,
@@ -138,6 +145,7 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         app.state.hub = hub
         app.state.notifications = notifications
         app.state.feed = feed
+        app.state.recorder = recorder
         app.state.publisher = publisher
         app.state.broker = broker
         app.state.sessions = sessions
@@ -146,9 +154,12 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
             per_minute=settings.notifications_per_minute, burst=settings.notification_burst
         )
         readiness = Readiness(
-            links=(broker, publisher, feed),
+            links=(broker, publisher, feed, recorder),
             publisher=publisher,
             store=store,
+            recording=recorder,
+            max_lag_s=settings.recorder_max_lag_s,
+            max_backlog=settings.recorder_max_backlog,
             timeout_s=settings.ready_timeout_s,
             cache_s=settings.ready_cache_s,
         )
@@ -178,6 +189,7 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
             hub.end_all("shutdown")
             notifications.end_all("shutdown")
             await feed.close()
+            await recorder.close()
             await notification_feed.close()
             await publisher.close()
             await broker.close()

@@ -5,6 +5,8 @@ its bound: the broker confirms a probe message on the publishing channel and
 the store commits a probe row. Being connected is not enough: a paused broker
 keeps its sockets open, and a read-only or locked store still answers reads.
 A broker that blocks publishers (a memory or disk alarm) is "blocked" at once.
+And recording keeps up: no event this process's recorder holds has waited
+beyond its bound, and the journal shards hold no more than theirs.
 """
 
 from __future__ import annotations
@@ -33,6 +35,13 @@ class _Link(Protocol):
     def ready(self) -> bool: ...
 
 
+class _Recording(Protocol):
+    def lag_s(self) -> float: ...
+
+    @property
+    def backlog(self) -> int: ...
+
+
 class Readiness:
     """Runs the checks, both at once and each within ``timeout_s``, and keeps the answer.
 
@@ -48,12 +57,18 @@ class Readiness:
         links: tuple[_Link, ...],
         publisher: Publisher,
         store: TaskStore,
+        recording: _Recording | None = None,
+        max_lag_s: float = 10.0,
+        max_backlog: int = 10_000,
         timeout_s: float,
         cache_s: float,
     ) -> None:
         self._links = links
         self._publisher = publisher
         self._store = store
+        self._recording = recording
+        self._max_lag_s = max_lag_s
+        self._max_backlog = max_backlog
         self._timeout_s = timeout_s
         self._cache_s = cache_s
         self._answer: dict[str, object] | None = None
@@ -61,9 +76,10 @@ class Readiness:
         self._running: asyncio.Task[dict[str, object]] | None = None
 
     async def answer(self) -> dict[str, object]:
-        """``{"status": "ready" | "unavailable", "broker": ..., "store": ...}``.
+        """``{"status": "ready" | "unavailable", "broker": ..., "store": ..., "recording": ...}``.
 
-        ``broker`` is ``connected``, ``disconnected``, ``blocked`` or ``unresponsive``.
+        ``broker`` is ``connected``, ``disconnected``, ``blocked`` or ``unresponsive``;
+        ``recording`` is ``ok``, ``behind`` or ``unknown`` (not connected).
         """
         if self._answer is not None and time.monotonic() - self._answered_at < self._cache_s:
             return self._answer
@@ -79,14 +95,14 @@ class Readiness:
                 await self._running
 
     async def _check(self) -> dict[str, object]:
-        (broker, broker_error), (store, store_error) = await asyncio.gather(
-            self._check_broker(), self._check_store()
+        checks = await asyncio.gather(
+            self._check_broker(), self._check_store(), self._check_recording()
         )
-        answer: dict[str, object] = {"status": "ready", "broker": broker, "store": store}
+        names = ("broker", "store", "recording")
+        answer: dict[str, object] = {"status": "ready"}
+        answer.update((name, state) for name, (state, _) in zip(names, checks, strict=True))
         errors = {
-            name: error
-            for name, error in (("broker", broker_error), ("store", store_error))
-            if error is not None
+            name: error for name, (_, error) in zip(names, checks, strict=True) if error is not None
         }
         if errors:
             answer.update(status="unavailable", errors=errors)
@@ -120,6 +136,19 @@ class Readiness:
             # Whatever else breaks a write (a corrupt file, a bug) also means "not ready".
             logger.exception("the store check failed")
             return "unavailable", f"the store check failed: {exc!r}"
+        return "ok", None
+
+    async def _check_recording(self) -> tuple[str, str | None]:
+        if self._recording is None:
+            return "ok", None
+        if not all(link.ready for link in self._links):
+            return "unknown", None  # the broker check says why
+        lag_s = self._recording.lag_s()
+        if lag_s > self._max_lag_s:
+            return "behind", f"a status event has waited {lag_s:.1f} s to be recorded"
+        backlog = self._recording.backlog
+        if backlog > self._max_backlog:
+            return "behind", f"{backlog} status events wait in the journal shards"
         return "ok", None
 
 

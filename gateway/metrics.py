@@ -25,7 +25,15 @@ TASKS_FINISHED = Counter(
     ["kind", "state"],
 )
 EVENTS_RECORDED = Counter(
-    "taskgate_events_recorded", "Status events recorded and handed to the hub, by state", ["state"]
+    "taskgate_events_recorded", "Status events this process recorded, by state", ["state"]
+)
+STATUS_EVENTS_DEAD = Counter(
+    "taskgate_status_events_dead",
+    "Status events this process's recorder moved to status.dead (invalid, rejected, unstorable)",
+)
+RECORDING_LAG = Gauge(
+    "taskgate_recording_lag_seconds",
+    "How long the oldest status event this process holds unrecorded has waited",
 )
 EVENTS_DELIVERED = Counter("taskgate_events_delivered", "Status events written to SSE streams")
 SSE_CONNECTIONS = Gauge("taskgate_sse_connections", "Open SSE streams")

@@ -8,6 +8,7 @@ from pathlib import Path
 from infra.settings import ServiceSettings, Var, setting
 from rpc.settings import RPC_REPLY_MODE, RPC_TIMEOUT_S, ReplyMode
 from workers.settings import MAX_PIXELS, STORAGE_DIR, TASK_QUEUE_MAX_LENGTH
+from workers.topology import DEFAULT_STATUS_SHARDS
 
 # Read by the web process and the CLI (``taskgate token``).
 SECRET_KEY = Var(
@@ -120,6 +121,30 @@ class GatewaySettings(ServiceSettings):
     )
     sse_max_streams: int = setting(
         "SSE_MAX_STREAMS", 40_000, "Open SSE streams one web process may hold (503 beyond)."
+    )
+    recorder_shards: int = setting(
+        "RECORDER_SHARDS",
+        DEFAULT_STATUS_SHARDS,
+        "Journal shards status events are spread over by task id (status.journal.<k>); the same"
+        " in every web process. Workers declare the default 4; change it only with every"
+        " journal empty.",
+    )
+    recorder_records: tuple[int, ...] | None = setting(
+        "RECORDER_RECORDS",
+        None,
+        "The journal shards this process records (e.g. 0,1); empty: all. Each shard has one"
+        " active recorder at a time, whichever process consumes it first.",
+        shown="all",
+    )
+    recorder_max_lag_s: float = setting(
+        "RECORDER_MAX_LAG_S",
+        10.0,
+        "/readyz: 503 while a status event held by this process's recorder waits longer.",
+    )
+    recorder_max_backlog: int = setting(
+        "RECORDER_MAX_BACKLOG",
+        10_000,
+        "/readyz: 503 while more status events than this wait in the journal shards.",
     )
     # What one client may make the web process hold or do (issue 16: HTTP limits).
     allowed_hosts: tuple[str, ...] = setting(

@@ -145,7 +145,11 @@ class NodeConfig:
         ]
         if self.management_port is not None:
             conf.append(f"management.tcp.port = {self.management_port}")
-        plugins = ["rabbitmq_management"] if self.management_port is not None else []
+        plugins = [
+            "rabbitmq_consistent_hash_exchange"
+        ]  # status journal shards (workers/topology.py)
+        if self.management_port is not None:
+            plugins.append("rabbitmq_management")
         if self.tls is not None:
             # Keys both 3.10 (Erlang 25) and 4.0 (Erlang 27) accept.
             conf += [

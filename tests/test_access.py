@@ -10,7 +10,7 @@ import pytest
 
 from workers.access import env_lines, read_env_file, role_url, setup
 from workers.shop.contracts import ORDER_CREATED, ORDERS_EXCHANGE
-from workers.topology import STATUS_EXCHANGE
+from workers.topology import STATUS_EXCHANGE, STATUS_RECORDED_EXCHANGE, STATUS_SHARDS_EXCHANGE
 
 
 @pytest.fixture(autouse=True)
@@ -36,6 +36,30 @@ async def test_the_gateway_cannot_forge_status_events(role_urls):
     with pytest.raises(aiormq.exceptions.ChannelAccessRefused):
         await publish(
             role_urls["web"], STATUS_EXCHANGE, "images.thumbnail.x.succeeded", declare="topic"
+        )
+
+
+async def test_the_gateway_cannot_forge_status_events_through_the_journal_shards(role_urls):
+    # It may bind to status.shards (write), but the exchange is internal: no publish reaches it.
+    connection = await aio_pika.connect(role_urls["web"])
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        await channel.declare_exchange(
+            STATUS_SHARDS_EXCHANGE,
+            "x-consistent-hash",
+            durable=True,
+            internal=True,
+            arguments={"hash-property": "correlation_id"},
+        )
+        raw = await channel.get_underlay_channel()  # aio-pika refuses before the broker would
+        with pytest.raises(aiormq.exceptions.ChannelAccessRefused):
+            await raw.basic_publish(b"{}", exchange=STATUS_SHARDS_EXCHANGE, routing_key="x")
+
+
+async def test_a_worker_cannot_publish_a_recorded_event(role_urls):
+    with pytest.raises(aiormq.exceptions.ChannelAccessRefused):
+        await publish(
+            role_urls["worker"], STATUS_RECORDED_EXCHANGE, "t.1.succeeded", declare="fanout"
         )
 
 

@@ -39,22 +39,25 @@ class Role:
 
 
 ROLES = (
-    # The gateway: publishes tasks, orders and notifications, records status events,
-    # calls RPC methods. It never publishes a status event or serves a method.
+    # The gateway: publishes tasks, orders and notifications, records status events and
+    # fans them out (status.recorded), calls RPC methods. It never publishes a status event
+    # (status.shards is internal: binding to it is all it can do) or serves a method.
     Role(
         "web",
         configure=r"^(amq\.gen-.*|status(\..*)?|tasks(\..*)?|orders(\..*)?|notifications)$",
-        write=r"^(amq\.default|amq\.gen-.*|status\.journal|tasks(\..*)?|orders(\..*)?"
-        r"|notifications)$",
+        write=r"^(amq\.default|amq\.gen-.*|status\.shards|status\.journal\.\d+|status\.recorded"
+        r"|tasks(\..*)?|orders(\..*)?|notifications)$",
         read=r"^(amq\.gen-.*|status(\..*)?|tasks(\..*)?|orders(\..*)?|notifications)$",
         process="python -m gateway",
     ),
     # Workers: consume their task and order queues, publish status events, retries and
-    # dead letters. They may bind their queues to ``orders`` (read) but never publish to it.
+    # dead letters. They may bind their queues to ``orders`` (read) but never publish to it,
+    # nor to ``status.recorded`` (only a recorder numbers events).
     Role(
         "worker",
         configure=r"^(status(\..*)?|tasks(\..*)?|orders(\..*)?)$",
-        write=r"^(amq\.default|status(\..*)?|tasks(\..*)?|orders\..+)$",
+        write=r"^(amq\.default|status|status\.shards|status\.journal\.\d+|status\.dead"
+        r"|tasks(\..*)?|orders\..+)$",
         read=r"^(status(\..*)?|tasks(\..*)?|orders(\..*)?)$",
         process="python -m workers",
     ),

@@ -41,29 +41,89 @@ class TaskMessage(msgspec.Struct, frozen=True):
     submitted_at: float = 0.0  # Unix time, seconds
 
 
+# Bounds a status event is checked against before anyone stores it (decode_status_event):
+# each is far beyond what a real event carries, and each keeps a poison event from
+# failing later, deep in a store (SQLite's INTEGER is 64 bits; deep JSON recurses).
+MAX_STATUS_EVENT_BYTES = 256 * 1024
+MAX_RESULT_DEPTH = 64
+MAX_ATTEMPT = 1_000_000
+_Text = Annotated[str, msgspec.Meta(max_length=200)]
+# Unix time within years 1970..5138: finite, and a REAL in every store.
+_Timestamp = Annotated[float, msgspec.Meta(ge=0, le=1e11)]
+
+
 class StatusEvent(msgspec.Struct, frozen=True, omit_defaults=True):
     """One step in a task's life; ``event_id`` is unique, so consumers can deduplicate.
 
     ``timestamp`` is Unix time in seconds. ``percent`` and ``message`` come with
     ``progress``; ``result`` with ``succeeded``; ``error`` with ``failed``,
-    ``retrying`` and ``dead``; ``retry_in_ms`` with ``retrying``.
+    ``retrying`` and ``dead``; ``retry_in_ms`` with ``retrying``. Field bounds are
+    checked when decoding; ``result``'s nesting by :func:`decode_status_event`.
     """
 
-    event_id: str
-    task_id: str
-    kind: str
+    event_id: _Text
+    task_id: TaskId
+    kind: _Text
     state: State
-    attempt: int
-    timestamp: float
-    percent: float | None = None
+    attempt: Annotated[int, msgspec.Meta(ge=0, le=MAX_ATTEMPT)]
+    timestamp: _Timestamp
+    percent: Annotated[float, msgspec.Meta(ge=0, le=100)] | None = None
     message: str | None = None
     result: Any = None
     error: str | None = None
-    retry_in_ms: int | None = None
+    retry_in_ms: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)] | None = None
 
     @property
     def terminal(self) -> bool:
         return self.state in TERMINAL_STATES
+
+
+class InvalidStatusEvent(ValueError):
+    """A status event that cannot be used, and why (the reason its dead letter carries)."""
+
+
+def decode_status_event(body: bytes) -> StatusEvent:
+    """``body`` as a StatusEvent within every bound, or InvalidStatusEvent saying why.
+
+    Recording (or anything else) may then rely on it: integers fit 64 bits, text and
+    the whole body are bounded, and ``result`` is nested at most MAX_RESULT_DEPTH deep.
+    """
+    if len(body) > MAX_STATUS_EVENT_BYTES:
+        raise InvalidStatusEvent(
+            f"status event too large: {len(body)} bytes (at most {MAX_STATUS_EVENT_BYTES})"
+        )
+    try:
+        event = event_decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise InvalidStatusEvent(f"invalid status event: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise InvalidStatusEvent(f"undecodable status event: {exc}") from None
+    except RecursionError:
+        raise InvalidStatusEvent(
+            f"undecodable status event: nested deeper than {MAX_RESULT_DEPTH}"
+        ) from None
+    if event.result is not None and _depth_beyond(event.result, MAX_RESULT_DEPTH):
+        raise InvalidStatusEvent(
+            f"invalid status event: result nested deeper than {MAX_RESULT_DEPTH}"
+        )
+    return event
+
+
+def _depth_beyond(value: Any, limit: int) -> bool:
+    """Whether JSON ``value`` nests lists and objects more than ``limit`` deep (no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def new_task_id() -> str:

@@ -63,9 +63,11 @@ def forget(future: asyncio.Future[bool]) -> None:
 
 
 def _status_properties(event: StatusEvent) -> Properties:
+    # correlation_id carries the task id: the journal shard is chosen by its hash.
     return Properties(
         content_type=CONTENT_TYPE,
         message_id=event.event_id,
+        correlation_id=event.task_id,
         message_type=STATUS_MESSAGE_TYPE,
         timestamp=datetime.fromtimestamp(event.timestamp, UTC),
         delivery_mode=2,

@@ -86,17 +86,27 @@ class SyncMethods:
         *,
         durable: bool = False,
         auto_delete: bool = False,
+        internal: bool = False,
         arguments: dict[str, Any] | None = None,
     ) -> None:
+        """Declare an exchange (``internal``: reached through exchange bindings only)."""
         await self._call(
             commands.Exchange.Declare(
                 exchange=exchange,
                 exchange_type=exchange_type,
                 durable=durable,
                 auto_delete=auto_delete,
+                internal=internal,
                 arguments=arguments,
             ),
             commands.Exchange.DeclareOk,
+        )
+
+    async def exchange_bind(self, destination: str, source: str, routing_key: str = "") -> None:
+        """Route what ``source`` routes for ``routing_key`` to the exchange ``destination`` too."""
+        await self._call(
+            commands.Exchange.Bind(destination=destination, source=source, routing_key=routing_key),
+            commands.Exchange.BindOk,
         )
 
     async def queue_declare(

@@ -65,7 +65,17 @@ def test_sse_tiny_delivers_events_on_both_sides(amqp_url: str) -> None:
             f"{side}.{what}"
             for side in ("baseline", "taskgate")
             for what in ("streams_held", "deliveries")
-        },
+        }
+        | {"broker.ceiling_events_per_s"},
+    )
+
+
+@pytest.mark.timeout(TINY_TIMEOUT_S + 20)
+def test_sse_record_tiny_measures_the_broker_and_the_recorders(amqp_url: str) -> None:
+    measured = run_tiny("sse_record.py", amqp_url)
+    assert_measured(
+        measured,
+        {"broker.events_per_s", "recorders.1.events_per_s", "recorders.2.events_per_s"},
     )
 
 

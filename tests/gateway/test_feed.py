@@ -1,4 +1,4 @@
-"""The status feed: what it cannot decode is dead-lettered with a reason, and it keeps recording."""
+"""The recorder: a status event it cannot decode is dead-lettered with a reason, and it goes on."""
 
 from __future__ import annotations
 

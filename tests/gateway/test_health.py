@@ -48,6 +48,7 @@ async def test_readyz_is_503_with_retry_after_while_broker_is_unreachable(
         "status": "unavailable",
         "broker": "disconnected",
         "store": "ok",
+        "recording": "unknown",
         "errors": {"broker": "not connected to the broker"},
     }
 
@@ -59,6 +60,7 @@ async def test_readyz_turns_ready_once_broker_is_connected(gateway_app, gateway_
             "status": "ready",
             "broker": "connected",
             "store": "ok",
+            "recording": "ok",
         }
 
 
