@@ -116,9 +116,7 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
             announce=functools.partial(announce_sign_out, publisher),
         )
         feed = LiveFeed(hub)
-        recorder = Recorder(
-            store, shards=settings.recorder_shards, records=settings.recorder_records
-        )
+        recorder = Recorder(store, shards=settings.status_shards, records=settings.recorder_records)
         notification_feed = NotificationFeed(notifications, sessions)
         broker = BrokerLink(
             settings,

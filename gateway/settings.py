@@ -7,8 +7,7 @@ from pathlib import Path
 
 from infra.settings import ServiceSettings, Var, setting
 from rpc.settings import RPC_REPLY_MODE, RPC_TIMEOUT_S, ReplyMode
-from workers.settings import MAX_PIXELS, STORAGE_DIR, TASK_QUEUE_MAX_LENGTH
-from workers.topology import DEFAULT_STATUS_SHARDS
+from workers.settings import MAX_PIXELS, STATUS_SHARDS, STORAGE_DIR, TASK_QUEUE_MAX_LENGTH
 
 # Read by the web process and the CLI (``taskgate token``).
 SECRET_KEY = Var(
@@ -122,13 +121,7 @@ class GatewaySettings(ServiceSettings):
     sse_max_streams: int = setting(
         "SSE_MAX_STREAMS", 40_000, "Open SSE streams one web process may hold (503 beyond)."
     )
-    recorder_shards: int = setting(
-        "RECORDER_SHARDS",
-        DEFAULT_STATUS_SHARDS,
-        "Journal shards status events are spread over by task id (status.journal.<k>); the same"
-        " in every web process. Workers declare the default 4; change it only with every"
-        " journal empty.",
-    )
+    status_shards: int = setting(STATUS_SHARDS)
     recorder_records: tuple[int, ...] | None = setting(
         "RECORDER_RECORDS",
         None,

@@ -22,7 +22,6 @@ from rpc.publish import publish_confirmed
 from rpc.topology import DEAD_QUEUE as RPC_DEAD_QUEUE
 from rpc.wire import BrokerError, Channel, ChannelClosed, Unavailable, WireConnection
 from workers.topology import (
-    STATUS_DEAD_QUEUE,
     dead_queue_arguments,
     declare_dead_queue,
     declare_retry_tier,
@@ -39,7 +38,7 @@ HOLDING_SUFFIX = ".migrating"
 # A message's routing key while it waits in a holding queue.
 ROUTE_HEADER = "x-taskgate-migrating-routing-key"
 # Dead queues that other parts declare themselves, with arguments of their own.
-NOT_OURS = frozenset({RPC_DEAD_QUEUE, STATUS_DEAD_QUEUE})
+NOT_OURS = frozenset({RPC_DEAD_QUEUE})
 NOT_FOUND = 404
 PRECONDITION_FAILED = 406
 

@@ -104,7 +104,9 @@ async def start_order_consumers(
         mailer = LogMailer()
     stack.push_async_callback(mailer.close)
     consumers = EventConsumers(
-        OrderFulfilment(db, mailer).subscribers(), prefetch=settings.prefetch
+        OrderFulfilment(db, mailer).subscribers(),
+        prefetch=settings.prefetch,
+        status_shards=settings.status_shards,
     )
     await consumers.start(connection)
     return consumers

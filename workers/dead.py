@@ -34,7 +34,7 @@ from .topology import (
     TRACEBACK_HEADER,
     dead_queue,
     declare_kind,
-    declare_status,
+    declare_status_exchange,
 )
 
 # Headers that describe the last death, not the task; a replayed message starts without them.
@@ -79,7 +79,7 @@ async def replay(
     """
 
     async def declare(raw: Channel) -> None:
-        await declare_status(raw)
+        await declare_status_exchange(raw)
         await declare_kind(raw, kind, max_length=max_length)
 
     channel = await connection.open_channel(declare, publisher_confirms=True)

@@ -12,6 +12,7 @@ deliveries before it buries it. Handlers must therefore be idempotent.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from .errors import PermanentError
 from .messages import StatusEvent
 from .metrics import EVENTS_CONSUMED
 from .status import publish_status
-from .topology import declare_event_queue, declare_status
+from .topology import DEFAULT_STATUS_SHARDS, declare_event_queue, declare_status
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +63,15 @@ class Subscriber:
 class EventConsumers:
     """Runs subscribers; ``await start(connection)``, later ``await stop()``."""
 
-    def __init__(self, subscribers: Sequence[Subscriber], *, prefetch: int = 16) -> None:
+    def __init__(
+        self,
+        subscribers: Sequence[Subscriber],
+        *,
+        prefetch: int = 16,
+        status_shards: int = DEFAULT_STATUS_SHARDS,
+    ) -> None:
         self._subscribers = tuple(subscribers)
+        self._status_shards = status_shards
         self._prefetch = prefetch
         self._publish_channel: RobustChannel | None = None
         self._consume_channel: RobustChannel | None = None
@@ -75,7 +83,8 @@ class EventConsumers:
     async def start(self, connection: WireConnection) -> None:
         try:
             self._publish_channel = await connection.open_channel(
-                declare_status, publisher_confirms=True
+                functools.partial(declare_status, shards=self._status_shards),
+                publisher_confirms=True,
             )
             self._consume_channel = await connection.open_channel(self._consume)
         except Unavailable as exc:

@@ -147,7 +147,7 @@ class Worker:
         return self._pool
 
     async def _declare(self, channel: Channel) -> None:
-        await declare_status(channel)
+        await declare_status(channel, self.settings.status_shards)
         await declare_retry_tiers(channel, self.settings.retry_delays_ms)
 
     async def _consume(self, channel: Channel) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from infra.settings import ServiceSettings, Var, setting
 
-from .topology import DEFAULT_QUEUE_MAX_LENGTH
+from .topology import DEFAULT_QUEUE_MAX_LENGTH, DEFAULT_STATUS_SHARDS
 
 # Read by the web process and the workers (and TASK_QUEUE_MAX_LENGTH by the CLI).
 STORAGE_DIR = Var(
@@ -22,6 +22,12 @@ TASK_QUEUE_MAX_LENGTH = Var(
     "Messages a task queue holds before publishes are refused; the same in every process "
     "(the broker refuses a queue declared with other arguments).",
 )
+STATUS_SHARDS = Var(
+    "STATUS_SHARDS",
+    DEFAULT_STATUS_SHARDS,
+    "Journal shards status events are spread over by task id (status.journal.<k>); the same"
+    " in every web and worker process. Change it only with every journal empty.",
+)
 MAX_PIXELS = Var("MAX_PIXELS", 40_000_000, "Largest image (width x height) accepted and decoded.")
 
 
@@ -32,6 +38,7 @@ class WorkerSettings(ServiceSettings):
     read_by = ("worker",)
 
     storage_dir: Path = setting(STORAGE_DIR)
+    status_shards: int = setting(STATUS_SHARDS)
     prefetch: int = setting("WORKER_PREFETCH", 16, "Unacked task messages the broker may push.")
     concurrency: int = setting("WORKER_CONCURRENCY", 8, "Task handlers run at once.")
     processes: int = setting(

@@ -39,7 +39,7 @@ from .topology import (
     DEFAULT_QUEUE_MAX_LENGTH,
     STATUS_EXCHANGE,
     declare_kind,
-    declare_status,
+    declare_status_exchange,
 )
 
 logger = logging.getLogger(__name__)
@@ -211,7 +211,7 @@ class TaskSubmitter:
     async def _listen(self, channel: Channel) -> None:
         """Declare this submitter's status queue and consume it; runs on every reconnect."""
         self._declared.clear()
-        await declare_status(channel)
+        await declare_status_exchange(channel)
         declared = await channel.queue_declare("", exclusive=True, auto_delete=True)
         assert declared.queue is not None
         for key in self._binding_keys:

@@ -102,6 +102,12 @@ def recorded_routing_key(task_id: str, seq: int, state: str) -> str:
     return f"{task_id}.{seq}.{state}"
 
 
+async def declare_status_exchange(channel: Channel) -> None:
+    """Only the ``status`` exchange: for a process that listens to status events and
+    publishes none (the journal shards are declared by those that do, with STATUS_SHARDS)."""
+    await channel.exchange_declare(STATUS_EXCHANGE, exchange_type="topic", durable=True)
+
+
 async def declare_status(channel: Channel, shards: int = DEFAULT_STATUS_SHARDS) -> None:
     """The status exchange and the journal shards that keep events while no recorder runs.
 
