@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 
 import httpx
@@ -25,7 +26,7 @@ async def test_the_cookie_is_an_opaque_id_and_the_store_keeps_only_its_hash(
         opened = await client.post("/session", json={"token": token})
         session_id = client.cookies[SESSION_COOKIE]
         signed_in = await client.get("/session")
-    with sqlite3.connect(gateway_settings.database_path) as db:
+    with contextlib.closing(sqlite3.connect(gateway_settings.database_path)) as db:
         keys = [key for (key,) in db.execute("SELECT key FROM sessions")]
 
     assert opened.status_code == 200
@@ -161,7 +162,7 @@ async def test_a_bearer_token_signed_out_is_refused_everywhere_until_it_expires(
             "sign-in": await client.post("/session", json={"token": token}),
         }
         still_valid = await client.get("/session", headers=bearer_of(other))
-    with sqlite3.connect(gateway_settings.database_path) as db:
+    with contextlib.closing(sqlite3.connect(gateway_settings.database_path)) as db:
         stored = db.execute("SELECT token_id, expires_at FROM revoked_tokens").fetchall()
 
     assert revoked.status_code == 204
