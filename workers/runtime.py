@@ -28,7 +28,15 @@ from .claims import new_holder, when_free
 from .context import TaskContext
 from .deliveries import describe, nack_requeue, traceback_summary
 from .errors import PermanentError
-from .messages import StatusEvent, TaskId, encoder, new_event, task_decoder
+from .messages import (
+    StatusEvent,
+    TaskId,
+    Undecodable,
+    decode_message,
+    encoder,
+    new_event,
+    task_decoder,
+)
 from .metrics import MESSAGE_COPIES, STATUS_EVENTS, TASK_SECONDS
 from .outcomes import OutcomeLog
 from .pool import TaskPool
@@ -50,6 +58,7 @@ logger = logging.getLogger(__name__)
 # Headers the broker adds on dead-lettering; a retry copy starts without them.
 _BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-", "x-delivery-count")
 _task_id_decoder = msgspec.json.Decoder(TaskId)
+_UNDECODABLE = "undecodable task message"
 
 
 class Worker:
@@ -209,9 +218,9 @@ class Worker:
         headers = dict(properties.headers or {})
         attempt = _attempt(headers)
         try:
-            task_message = task_decoder.decode(message.body)
-            payload = task.decoder.decode(task_message.payload)
-        except msgspec.DecodeError as exc:
+            task_message = decode_message(task_decoder, message.body, _UNDECODABLE)
+            payload = decode_message(task.decoder, task_message.payload, _UNDECODABLE)
+        except Undecodable as exc:
             task_id = _valid_task_id(properties.message_id)
             assert self._outcomes is not None
             if task_id and await self._outcomes.known(task_id):
@@ -221,7 +230,7 @@ class Worker:
                 message,
                 task_id=task_id,
                 attempt=attempt,
-                reason=f"undecodable task message: {exc}",
+                reason=str(exc),
             )
             message.ack()
             return
