@@ -142,6 +142,13 @@ def _depth_beyond(value: Any, limit: int) -> bool:
     return False
 
 
+def decode_task(body: bytes, payload_decoder: msgspec.json.Decoder[T]) -> tuple[TaskMessage, T]:
+    """A task message and its payload (by its handler's decoder), or Undecodable saying why."""
+    what = "undecodable task message"
+    message = decode_message(task_decoder, body, what)
+    return message, decode_message(payload_decoder, message.payload, what)
+
+
 def new_task_id() -> str:
     return uuid.uuid4().hex
 

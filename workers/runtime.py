@@ -28,15 +28,7 @@ from .claims import new_holder, when_free
 from .context import TaskContext
 from .deliveries import describe, nack_requeue, traceback_summary
 from .errors import PermanentError
-from .messages import (
-    StatusEvent,
-    TaskId,
-    Undecodable,
-    decode_message,
-    encoder,
-    new_event,
-    task_decoder,
-)
+from .messages import StatusEvent, TaskId, Undecodable, decode_task, encoder, new_event
 from .metrics import MESSAGE_COPIES, STATUS_EVENTS, TASK_SECONDS
 from .outcomes import OutcomeLog
 from .pool import TaskPool
@@ -58,7 +50,6 @@ logger = logging.getLogger(__name__)
 # Headers the broker adds on dead-lettering; a retry copy starts without them.
 _BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-", "x-delivery-count")
 _task_id_decoder = msgspec.json.Decoder(TaskId)
-_UNDECODABLE = "undecodable task message"
 
 
 class Worker:
@@ -218,8 +209,7 @@ class Worker:
         headers = dict(properties.headers or {})
         attempt = _attempt(headers)
         try:
-            task_message = decode_message(task_decoder, message.body, _UNDECODABLE)
-            payload = decode_message(task.decoder, task_message.payload, _UNDECODABLE)
+            task_message, payload = decode_task(message.body, task.decoder)
         except Undecodable as exc:
             task_id = _valid_task_id(properties.message_id)
             assert self._outcomes is not None
