@@ -7,6 +7,7 @@ store's ``StoreUnavailable`` is a 503 ``store_unavailable`` with Retry-After;
 the broker refusing a declaration or a permission (``BrokerRefused``: 406
 PRECONDITION_FAILED, 403 ACCESS_REFUSED, ...) is a 500 ``broker_refused`` with
 the broker's own text, since retrying will not help until the configuration changes.
+A client leaving mid-request (starlette's ``ClientDisconnect``) is one info line.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from rpc.errors import BrokerRefused
@@ -85,6 +86,16 @@ async def handle_broker_refused(request: Request, exc: Exception) -> Response:
     return error_response(error)
 
 
+async def handle_client_disconnect(request: Request, exc: Exception) -> Response:
+    """The client left mid-body (an aborted upload): routine, so one info line, no traceback.
+
+    Nobody reads the response; the handler's own cleanup already ran as the error passed.
+    """
+    client = request.client.host if request.client else "?"
+    logger.info("%s %s: client left mid-request (%s)", request.method, request.url.path, client)
+    return Response(status_code=400)
+
+
 async def handle_internal_error(request: Request, exc: Exception) -> Response:
     """Anything unexpected: the same JSON shape, no details (they stay in the server's log,
     which Starlette's error middleware writes when it re-raises)."""
@@ -98,4 +109,5 @@ EXCEPTION_HANDLERS = {
     HTTPException: handle_starlette_error,
     StoreUnavailable: handle_store_unavailable,
     BrokerRefused: handle_broker_refused,
+    ClientDisconnect: handle_client_disconnect,
 }

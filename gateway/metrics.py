@@ -2,10 +2,15 @@
 
 RPC call counts and latencies come from ``rpc.metrics`` (the gateway's client
 side); the SSE connection gauge reads the stream limiter at scrape time.
+Label values are bounded: a status event's kind is any publisher's text, and each
+value is a series kept for the life of the process (:func:`kind_label`). On the
+web port ``/metrics`` answers only ``Authorization: Bearer <METRICS_TOKEN>``
+(404 while METRICS_TOKEN is unset); METRICS_PORT serves them without a token.
 """
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, generate_latest
@@ -15,6 +20,25 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from rpc.wire.protocol import blocked_seconds_total
+
+from .errors import HttpError
+from .settings import GatewaySettings
+
+# Distinct kinds that get a label value of their own; later kinds are counted as OTHER_KIND.
+MAX_KIND_LABELS = 32
+OTHER_KIND = "other"
+_kinds: set[str] = set()
+
+
+def kind_label(kind: str) -> str:
+    """``kind`` as a label value: the first MAX_KIND_LABELS kinds seen, then OTHER_KIND."""
+    if kind in _kinds:
+        return kind
+    if len(_kinds) < MAX_KIND_LABELS:
+        _kinds.add(kind)
+        return kind
+    return OTHER_KIND
+
 
 TASKS_ACCEPTED = Counter(
     "taskgate_tasks_accepted", "Tasks and orders accepted (202/201), by kind", ["kind"]
@@ -59,5 +83,17 @@ REGISTRY.register(_BrokerBlocked())
 
 
 async def metrics(request: Request) -> Response:
-    """The process's metrics in Prometheus' text format."""
+    """The process's metrics in Prometheus' text format, for the holder of METRICS_TOKEN."""
+    settings: GatewaySettings = request.app.state.settings
+    if not settings.metrics_token:
+        raise HttpError(404, "not_found", "Not Found")
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    expected = settings.metrics_token.encode()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+        raise HttpError(
+            401,
+            "unauthorized",
+            "send Authorization: Bearer <METRICS_TOKEN>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -45,7 +45,7 @@ from workers.topology import (
     status_journal,
 )
 
-from .metrics import EVENTS_RECORDED, STATUS_EVENTS_DEAD, TASKS_FINISHED
+from .metrics import EVENTS_RECORDED, STATUS_EVENTS_DEAD, TASKS_FINISHED, kind_label
 from .store import RejectedEvent, StoredEvent, StoreUnavailable, TaskStore
 
 logger = logging.getLogger(__name__)
@@ -225,7 +225,7 @@ class Recorder:
                 assert item.event is not None
                 EVENTS_RECORDED.labels(result.state).inc()
                 if result.terminal:
-                    TASKS_FINISHED.labels(item.event.kind, result.state).inc()
+                    TASKS_FINISHED.labels(kind_label(item.event.kind), result.state).inc()
             elif isinstance(result, RejectedEvent):
                 poison.append((item, f"not recorded: {result.reason}"))
             else:

@@ -27,6 +27,13 @@ class GatewaySettings(ServiceSettings):
     host: str = setting("HOST", "127.0.0.1", "The address the gateway listens on.")
     port: int = setting("PORT", 8000, "The port the gateway listens on.")
     secret_key: str = setting(SECRET_KEY)
+    metrics_token: str | None = setting(
+        "METRICS_TOKEN",
+        None,
+        "The Bearer token `GET /metrics` on the web port asks for (unset: 404 there;"
+        " METRICS_PORT serves metrics without one, on METRICS_HOST).",
+        secret=True,
+    )
     cookie_secure: bool = setting(
         "COOKIE_SECURE",
         False,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
@@ -78,8 +78,30 @@ class StatusEvent(msgspec.Struct, frozen=True, omit_defaults=True):
         return self.state in TERMINAL_STATES
 
 
-class InvalidStatusEvent(ValueError):
+class Undecodable(ValueError):
+    """A message body that cannot be decoded, and why (the reason its dead letter carries)."""
+
+
+class InvalidStatusEvent(Undecodable):
     """A status event that cannot be used, and why (the reason its dead letter carries)."""
+
+
+T = TypeVar("T")
+
+
+def decode_message(decoder: msgspec.json.Decoder[T], body: bytes, what: str) -> T:
+    """``body`` decoded by ``decoder``, or Undecodable whose message starts with ``what``.
+
+    The one decode path of every message off the broker: msgspec raises RecursionError,
+    not DecodeError, for JSON nested deeper than the interpreter's stack allows, and a
+    consumer that let it through would requeue the message until the delivery limit.
+    """
+    try:
+        return decoder.decode(body)
+    except msgspec.DecodeError as exc:  # ValidationError included
+        raise Undecodable(f"{what}: {exc}") from None
+    except RecursionError:
+        raise Undecodable(f"{what}: nested deeper than JSON decoding allows") from None
 
 
 def decode_status_event(body: bytes) -> StatusEvent:
@@ -93,15 +115,9 @@ def decode_status_event(body: bytes) -> StatusEvent:
             f"status event too large: {len(body)} bytes (at most {MAX_STATUS_EVENT_BYTES})"
         )
     try:
-        event = event_decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise InvalidStatusEvent(f"invalid status event: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise InvalidStatusEvent(f"undecodable status event: {exc}") from None
-    except RecursionError:
-        raise InvalidStatusEvent(
-            f"undecodable status event: nested deeper than {MAX_RESULT_DEPTH}"
-        ) from None
+        event = decode_message(event_decoder, body, "undecodable status event")
+    except Undecodable as exc:
+        raise InvalidStatusEvent(str(exc)) from None
     if event.result is not None and _depth_beyond(event.result, MAX_RESULT_DEPTH):
         raise InvalidStatusEvent(
             f"invalid status event: result nested deeper than {MAX_RESULT_DEPTH}"
@@ -124,6 +140,13 @@ def _depth_beyond(value: Any, limit: int) -> bool:
             return True
         stack.extend((child, depth + 1) for child in children)
     return False
+
+
+def decode_task(body: bytes, payload_decoder: msgspec.json.Decoder[T]) -> tuple[TaskMessage, T]:
+    """A task message and its payload (by its handler's decoder), or Undecodable saying why."""
+    what = "undecodable task message"
+    message = decode_message(task_decoder, body, what)
+    return message, decode_message(payload_decoder, message.payload, what)
 
 
 def new_task_id() -> str:

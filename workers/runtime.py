@@ -28,7 +28,7 @@ from .claims import new_holder, when_free
 from .context import TaskContext
 from .deliveries import describe, nack_requeue, traceback_summary
 from .errors import PermanentError
-from .messages import StatusEvent, TaskId, encoder, new_event, task_decoder
+from .messages import StatusEvent, TaskId, Undecodable, decode_task, encoder, new_event
 from .metrics import MESSAGE_COPIES, STATUS_EVENTS, TASK_SECONDS
 from .outcomes import OutcomeLog
 from .pool import TaskPool
@@ -209,9 +209,8 @@ class Worker:
         headers = dict(properties.headers or {})
         attempt = _attempt(headers)
         try:
-            task_message = task_decoder.decode(message.body)
-            payload = task.decoder.decode(task_message.payload)
-        except msgspec.DecodeError as exc:
+            task_message, payload = decode_task(message.body, task.decoder)
+        except Undecodable as exc:
             task_id = _valid_task_id(properties.message_id)
             assert self._outcomes is not None
             if task_id and await self._outcomes.known(task_id):
@@ -221,7 +220,7 @@ class Worker:
                 message,
                 task_id=task_id,
                 attempt=attempt,
-                reason=f"undecodable task message: {exc}",
+                reason=str(exc),
             )
             message.ack()
             return

@@ -86,7 +86,13 @@ def gateway_settings(
         database_path=tmp_path / "taskgate.db",
         storage_dir=tmp_path / "storage",
         upload_kind=f"{kind_prefix}.thumbnail",
+        metrics_token=secrets.token_urlsafe(16),
     )
+
+
+def metrics_auth(settings: GatewaySettings) -> dict[str, str]:
+    """The header ``GET /metrics`` on the web port asks for."""
+    return {"Authorization": f"Bearer {settings.metrics_token}"}
 
 
 async def wait_ready(client: httpx.AsyncClient) -> None:
@@ -102,6 +108,7 @@ def settings_env(settings: GatewaySettings) -> dict[str, str]:
     return {
         "AMQP_URL": settings.amqp_url,
         "SECRET_KEY": settings.secret_key,
+        "METRICS_TOKEN": settings.metrics_token or "",
         "AMQP_RECONNECT_INTERVAL_S": str(settings.reconnect_interval_s),
         "DATABASE_PATH": str(settings.database_path),
         **({"DATABASE_URL": settings.database_url} if settings.database_url else {}),

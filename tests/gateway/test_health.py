@@ -20,7 +20,7 @@ from gateway.settings import GatewaySettings
 from infra.ports import free_port
 
 from ..helpers import eventually
-from .conftest import jpeg_bytes, upload, wait_ready
+from .conftest import jpeg_bytes, metrics_auth, upload, wait_ready
 
 
 def unreachable_broker(settings: GatewaySettings) -> GatewaySettings:
@@ -116,7 +116,7 @@ async def test_readyz_says_blocked_while_the_broker_blocks_publishers(
         finally:
             await asyncio.to_thread(own_broker.rabbitmqctl, "set_vm_memory_high_watermark", "0.4")
         await wait_ready(client)
-        metrics = (await client.get("/metrics")).text
+        metrics = (await client.get("/metrics", headers=metrics_auth(settings))).text
 
     blocked = answers[-1]
     assert blocked.headers["retry-after"] == "1"

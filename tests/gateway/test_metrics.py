@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .conftest import jpeg_bytes, read_stream, upload
+from .conftest import jpeg_bytes, metrics_auth, read_stream, upload
 
 
 async def test_the_gateway_exposes_its_metrics(gateway_process, worker_process, rpc_process):
@@ -14,7 +14,7 @@ async def test_the_gateway_exposes_its_metrics(gateway_process, worker_process, 
         await read_stream(client, task["events_url"])
         await client.post("/rpc/orders.quote", json={"lines": [{"sku": "NOPE-1", "quantity": 1}]})
         async with gateway.client(user=None) as anonymous:
-            text = (await anonymous.get("/metrics")).text
+            text = (await anonymous.get("/metrics", headers=metrics_auth(gateway.settings))).text
 
     kind = gateway.settings.upload_kind
     assert f'taskgate_tasks_accepted_total{{kind="{kind}"}} 1.0' in text

@@ -8,7 +8,7 @@ from dataclasses import replace
 import httpx_sse
 
 from ..helpers import eventually
-from .conftest import jpeg_bytes, read_stream, upload
+from .conftest import jpeg_bytes, metrics_auth, read_stream, upload
 from .tasks_for_gateway import GATE_STEPS
 
 
@@ -206,7 +206,7 @@ async def test_a_client_that_leaves_frees_its_stream_at_once(
         await read_stream(client, task["events_url"], until=lambda event: event.event == "running")
 
         async def no_streams_left() -> bool:
-            metrics = (await client.get("/metrics")).text
+            metrics = (await client.get("/metrics", headers=metrics_auth(gateway.settings))).text
             return "taskgate_sse_connections 0.0" in metrics
 
         # Sooner than the next heartbeat (15 s), which would find the socket closed anyway.

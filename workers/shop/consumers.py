@@ -32,7 +32,7 @@ import msgspec
 from .. import claims
 from ..errors import InvalidInput
 from ..events import EventContext, Subscriber
-from ..messages import StatusEvent, new_event
+from ..messages import StatusEvent, Undecodable, decode_message, new_event
 from ..metrics import MESSAGE_COPIES
 from .contracts import (
     ORDER_CREATED,
@@ -146,9 +146,9 @@ async def _publish(
 
 def _decode(body: bytes) -> OrderCreated:
     try:
-        return order_created_decoder.decode(body)
-    except msgspec.DecodeError as exc:
-        raise InvalidInput(f"not an order.created event: {exc}") from None
+        return decode_message(order_created_decoder, body, "not an order.created event")
+    except Undecodable as exc:
+        raise InvalidInput(str(exc)) from None
 
 
 def _part_event(order_id: str, part: Completion) -> StatusEvent:

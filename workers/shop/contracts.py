@@ -15,7 +15,12 @@ from ..messages import TASK_ID_PATTERN
 
 Sku = Annotated[str, msgspec.Meta(pattern=r"^[A-Z0-9][A-Z0-9-]{0,31}$", examples=["MUG-01"])]
 Quantity = Annotated[int, msgspec.Meta(ge=1, le=100)]
-Email = Annotated[str, msgspec.Meta(pattern=r"^[^@\s]{1,64}@[^@\s]{1,190}$", max_length=254)]
+# No control characters (C0, DEL, C1): an address reaches the logs and the mail provider.
+_EMAIL_CHAR = r"[^@\s\x00-\x1f\x7f-\x9f]"
+Email = Annotated[
+    str,
+    msgspec.Meta(pattern=rf"^{_EMAIL_CHAR}{{1,64}}@{_EMAIL_CHAR}{{1,190}}$", max_length=254),
+]
 # An order's id is the task id of its status stream.
 OrderId = Annotated[str, msgspec.Meta(pattern=TASK_ID_PATTERN)]
 
