@@ -13,8 +13,6 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-import msgspec
-
 from infra.process import run
 from rpc.connection import connect_wire, tls_options
 from rpc.errors import BrokerRefused, BrokerUnavailable
@@ -22,7 +20,7 @@ from rpc.publish import persistent_copy, publish_confirmed
 from rpc.wire import BrokerError, Channel, ChannelClosed, Delivery, Unavailable, WireConnection
 
 from .errors import UnknownKind
-from .messages import new_event, task_decoder
+from .messages import Undecodable, decode_message, new_event, task_decoder
 from .settings import WorkerSettings
 from .status import publish_status
 from .topology import (
@@ -123,8 +121,8 @@ async def replay(
 
 def _task_id(message: Delivery) -> str | None:
     try:
-        return task_decoder.decode(message.body).task_id
-    except msgspec.DecodeError:
+        return decode_message(task_decoder, message.body, "task message").task_id
+    except Undecodable:
         return None
 
 

@@ -27,13 +27,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import msgspec
-
 from infra.database import Database, Migration, Transaction
 
 from . import claims
 from .group_commit import GroupCommit
-from .messages import StatusEvent, encoder, event_decoder
+from .messages import StatusEvent, Undecodable, decode_message, encoder, event_decoder
 
 logger = logging.getLogger(__name__)
 
@@ -207,8 +205,8 @@ async def _recorded(tx: Transaction, task_id: str) -> StatusEvent | None:
     if body is None:
         return None
     try:
-        return event_decoder.decode(body)
-    except msgspec.DecodeError:
+        return decode_message(event_decoder, body, "recorded outcome")
+    except Undecodable:
         return None  # a hand-edited row: run the task again
 
 
