@@ -25,7 +25,6 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 
-import aio_pika
 import httpx
 import pytest
 
@@ -34,10 +33,9 @@ from infra.database import open_database
 from infra.node import BrokerNode, NodeConfig
 from infra.ports import free_port
 from workers.access import create_users
-from workers.topology import task_queue
 
 from ..gateway.conftest import ChildProcess, GatewayProcess, bearer, jpeg_bytes, settings_env
-from ..helpers import eventually
+from ..helpers import eventually, take_tasks
 
 ORDERS = 60
 UPLOADS = 40
@@ -340,15 +338,3 @@ async def test_a_stopped_broker_accepts_uploads_up_to_the_bound_and_drains_when_
     assert len(accepted) == bound
     assert set(answers) == {202, 503}
     assert Counter(queued) == dict.fromkeys(accepted, 1)
-
-
-async def take_tasks(amqp_url: str, kind: str) -> list[str]:
-    """The ids of the tasks waiting in ``kind``'s queue (nobody consumes it), taken off it."""
-    connection = await aio_pika.connect(amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(task_queue(kind), passive=True)
-        ids = []
-        while (message := await queue.get(fail=False, no_ack=True)) is not None:
-            ids.append(str(message.message_id))
-        return ids

@@ -20,7 +20,7 @@ from gateway.settings import GatewaySettings
 from infra.node import BrokerNode
 from workers.topology import task_queue
 
-from ..helpers import eventually
+from ..helpers import eventually, take_tasks
 from .conftest import jpeg_bytes, upload, wait_ready
 
 
@@ -36,18 +36,6 @@ async def outbox_empty(settings: GatewaySettings) -> bool:
 def stored_task_ids(settings: GatewaySettings) -> list[str]:
     with contextlib.closing(sqlite3.connect(settings.database_path)) as db:
         return sorted(row[0] for row in db.execute("SELECT task_id FROM tasks"))
-
-
-async def take_tasks(amqp_url: str, kind: str) -> list[str]:
-    """The ids of the tasks waiting in ``kind``'s queue (nobody consumes it), taken off it."""
-    connection = await aio_pika.connect(amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(task_queue(kind), passive=True)
-        ids = []
-        while (message := await queue.get(fail=False, no_ack=True)) is not None:
-            ids.append(str(message.message_id))
-        return ids
 
 
 async def published_once(settings: GatewaySettings, amqp_url: str, accepted: list[str]) -> None:

@@ -9,15 +9,14 @@ import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
-import aio_pika
 from PIL import Image
 from prometheus_client import REGISTRY
 
 from gateway.settings import GatewaySettings
 from infra.ports import free_port
-from workers.topology import declare_kind, task_queue
+from workers.topology import declare_kind
 
-from ..helpers import eventually
+from ..helpers import eventually, take_tasks
 from .conftest import bearer, jpeg_bytes, read_stream, upload, wait_ready
 
 
@@ -200,18 +199,6 @@ async def all_tried(settings: GatewaySettings) -> bool:
     """The relay has tried every entry once: published it, or kept it after a failure."""
     with contextlib.closing(sqlite3.connect(settings.database_path)) as db:
         return db.execute("SELECT count(*) FROM outbox WHERE attempts = 0").fetchone()[0] == 0
-
-
-async def take_tasks(amqp_url: str, kind: str) -> list[str]:
-    """The ids of the tasks waiting in ``kind``'s queue, taken off it."""
-    connection = await aio_pika.connect(amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(task_queue(kind), passive=True)
-        ids = []
-        while (message := await queue.get(fail=False, no_ack=True)) is not None:
-            ids.append(str(message.message_id))
-        return ids
 
 
 async def test_an_idempotency_key_gives_the_same_task_once_and_refuses_another_file(
