@@ -30,6 +30,7 @@ GATEWAY_MAY_IMPORT = frozenset(
         "workers.errors",  # the errors its API raises (InvalidInput, UnknownKind)
         "workers.image_contracts",  # the thumbnail task's payload, the accepted images
         "workers.messages",  # task messages and status events
+        "workers.senders",  # who may send which messages (user_id)
         "workers.settings",  # defaults shared by the processes (the database path)
         "workers.shop.contracts",  # the shop's RPC types, order event and queues
         "workers.topology",  # broker names and declarations

@@ -33,6 +33,7 @@ from .metrics import MESSAGE_COPIES, STATUS_EVENTS, TASK_SECONDS
 from .outcomes import OutcomeLog
 from .pool import TaskPool
 from .registry import Task, TaskRegistry
+from .senders import task_senders
 from .settings import WorkerSettings
 from .status import confirmed, forget, publish_status, publish_status_soon
 from .topology import (
@@ -81,10 +82,12 @@ class Worker:
         self._outcomes: OutcomeLog | None = None
         self._database = database  # None: opened from settings.database at start
         self._own_database: Database | None = None
+        self._senders = task_senders(None)
 
     async def start(self, connection: WireConnection) -> None:
         """Declare the topology and start consuming every registered kind."""
         self._stopping = False
+        self._senders = task_senders(connection.user_id)
         if self._outcomes is None:
             await self._open_outcomes()
         try:
@@ -208,6 +211,12 @@ class Worker:
         properties = message.properties
         headers = dict(properties.headers or {})
         attempt = _attempt(headers)
+        refused = self._senders.refusal(properties)
+        if refused is not None:
+            # Not a word about it on the task's stream: its id may be another's real task.
+            await self._dead_letter(task, message, task_id=None, attempt=attempt, reason=refused)
+            message.ack()
+            return
         try:
             task_message, payload = decode_task(message.body, task.decoder)
         except Undecodable as exc:

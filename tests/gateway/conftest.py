@@ -20,6 +20,7 @@ import httpx_sse
 import pytest
 from PIL import Image
 
+import rpc
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from gateway.tokens import mint
@@ -88,6 +89,14 @@ def gateway_settings(
         upload_kind=f"{kind_prefix}.thumbnail",
         metrics_token=secrets.token_urlsafe(16),
     )
+
+
+@pytest.fixture
+async def worker_connection(role_urls: dict[str, str]) -> AsyncIterator[rpc.WireConnection]:
+    """A connection as the broker's ``worker`` user: the one the recorder takes events from."""
+    connection = await rpc.connect_wire(role_urls["worker"], name="test-worker")
+    yield connection
+    await connection.close()
 
 
 def metrics_auth(settings: GatewaySettings) -> dict[str, str]:
