@@ -32,7 +32,9 @@ from workers.topology import (
     REASON_HEADER,
     STATUS_DEAD_QUEUE,
     STATUS_EXCHANGE,
+    STATUS_RECORDED_EXCHANGE,
     declare_status,
+    recorded_routing_key,
     status_journal,
 )
 
@@ -347,3 +349,25 @@ async def test_an_event_waiting_when_the_gateway_starts_is_recorded_and_acked_on
             again = await recorded_states(second, waiting.task_id)
 
     assert again == []
+
+
+async def test_a_recorded_event_from_any_user_but_a_gateways_reaches_no_stream(
+    gateway_settings, amqp_url, role_urls
+):
+    """The live feed takes what a recorder fanned out, and nothing another user put there."""
+    task_id = uuid.uuid4().hex
+    async with running(gateway_settings) as app:
+        with app.state.hub.subscribe(task_id) as subscription:
+            for url, state in ((amqp_url, "succeeded"), (role_urls["web"], "running")):
+                sender = await rpc.connect_wire(url, name="test-recorded")
+                raw = await sender.raw_channel(publisher_confirms=True)
+                await raw.basic_publish(
+                    b"{}",
+                    exchange=STATUS_RECORDED_EXCHANGE,
+                    routing_key=recorded_routing_key(task_id, 1, state),
+                )
+                await sender.close()
+            await subscription.wait(30)
+            states = [event.state for event in subscription.take()]
+
+    assert states == ["running"]
