@@ -18,6 +18,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from infra.database import open_database
+from workers import task_records
 
 from .auth import Authenticating, Credentials, close_session, get_session, open_session
 from .broker import BrokerLink
@@ -48,6 +49,8 @@ from .settings import GatewaySettings
 from .shutdown import on_exit_signal
 from .streams import task_events
 from .sweeper import OrphanSweeper
+from .task_cancel import cancel_task
+from .task_list import list_tasks
 from .task_store import DatabaseTaskStore
 from .tasks import get_file, get_task
 from .tokens import check_secret
@@ -105,6 +108,7 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         orders = await OrderStore.open(database)
         await database.migrate("outbox", OUTBOX_MIGRATIONS)
         await database.migrate("upload_keys", UPLOAD_KEY_MIGRATIONS)
+        await task_records.migrate(database)
         hub = Hub(capacity=settings.sse_buffer_events)
         notifications = NotificationHub(capacity=settings.sse_buffer_events)
         publisher = Publisher(
@@ -204,7 +208,9 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         Route("/session", get_session, methods=["GET"]),
         Route("/session", close_session, methods=["DELETE"]),
         Route("/uploads", limit_uploads(create_upload, settings), methods=["POST"]),
+        Route("/tasks", list_tasks),
         Route("/tasks/{task_id}", get_task),
+        Route("/tasks/{task_id}", cancel_task, methods=["DELETE"]),
         Route("/tasks/{task_id}/events", task_events),
         Route("/files/{task_id}/{name}", get_file),
         Route("/orders", create_order, methods=["POST"]),
