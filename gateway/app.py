@@ -43,6 +43,7 @@ from .outbox_relay import OutboxRelay
 from .publisher import Publisher
 from .rate_limit import RateLimiter
 from .recorder import Recorder
+from .retention import Retention
 from .rpc_proxy import call_method
 from .sessions import Sessions
 from .settings import GatewaySettings
@@ -138,6 +139,12 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
             settings.storage_dir,
             grace_s=settings.orphan_grace_s,
             interval_s=settings.orphan_sweep_s,
+            retention=Retention(
+                database,
+                settings.storage_dir,
+                retention_s=settings.task_retention_s,
+                batch=settings.task_retention_batch,
+            ),
         )
         app.state.database = database
         app.state.relay = relay
