@@ -107,3 +107,20 @@ def test_a_side_that_measured_nothing_fails_the_bench(capsys: pytest.CaptureFixt
     assert check_measured({"baseline.calls": 12, "taskgate.calls": 0}) == 1
     assert "taskgate.calls is 0" in capsys.readouterr().err
     assert check_measured({"baseline.calls": 12, "taskgate.calls": 3}) == 0
+
+
+@pytest.mark.timeout(TINY_TIMEOUT_S + 20)
+def test_task_control_tiny_lists_cancels_and_removes(amqp_url: str) -> None:
+    measured = run_tiny("task_control.py", amqp_url)
+    assert_measured(
+        measured,
+        {
+            "list_first_page_ms",
+            "list_deep_page_ms",
+            "list_state_filter_ms",
+            "list_admin_page_ms",
+            "cancel_ms",
+            "cancel_poll_ms",
+            "retention_tasks_per_s",
+        },
+    )
