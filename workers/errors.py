@@ -43,8 +43,8 @@ class InvalidInput(PermanentError):
 
 class TaskCancelled(WorkerError):
     """The task was cancelled (``DELETE /tasks/{id}``): raised by ``ctx.progress`` and, in a
-    pool job, by ``report_progress``. A handler may catch it to clean up, then re-raise;
-    the attempt ends ``cancelled`` whatever it returns."""
+    pool job, by ``report_progress``. A handler may clean up (``finally``); once cancelled,
+    any exception ends the attempt ``cancelled`` without a retry (a result still counts)."""
 
 
 class SubmitError(WorkerError):
