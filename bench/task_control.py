@@ -81,6 +81,17 @@ async def fill(database: Database, tasks: int) -> float:
     return start + tasks
 
 
+async def print_plan(database: Database) -> None:
+    """The plan of a user's page after a cursor: it must walk tasks_owner_created."""
+    explain = "EXPLAIN QUERY PLAN" if database.dialect == "sqlite" else "EXPLAIN"
+    sql = (
+        f"{explain} SELECT task_id FROM tasks WHERE owner = $1 AND (created_at, task_id) < ($2, $3)"
+        " ORDER BY created_at DESC, task_id DESC LIMIT 51"
+    )
+    rows = await database.read(lambda tx: tx.fetch(sql, "user3", 1e12, "t"))
+    print("plan:", " | ".join(str(row[-1]) for row in rows))
+
+
 async def median_ms(repeat: int, work: Callable[[], Awaitable[object]]) -> float:
     times = []
     for _ in range(repeat):
@@ -97,6 +108,10 @@ async def measure(database: Database, tasks: int, repeat: int) -> dict[str, floa
     began = time.perf_counter()
     newest = await fill(database, tasks)
     print(f"filled {tasks} tasks in {time.perf_counter() - began:.1f} s ({database.dialect})")
+    if database.dialect == "postgresql":
+        # What autovacuum does after a bulk load: without statistics, the planner guesses.
+        await database.write(lambda tx: tx.execute("ANALYZE"), timeout_s=300)
+    await print_plan(database)
     deep = (newest - int(tasks * 0.4), "t")
     queries = {
         "list_first_page_ms": TaskQuery(limit=51, owner="user3"),
