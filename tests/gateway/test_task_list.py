@@ -66,7 +66,7 @@ async def test_everyone_s_tasks_with_no_owner_and_filters_narrow_the_list(store)
 
 async def test_the_list_query_walks_an_index(store, database):
     if database.dialect != "sqlite":
-        pytest.skip("PostgreSQL plans by statistics: bench/task_list.py measures it")
+        pytest.skip("PostgreSQL plans by statistics: bench/task_control.py prints its plan")
 
     async def plan(tx):
         return await tx.fetch(
