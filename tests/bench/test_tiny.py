@@ -80,9 +80,10 @@ def test_sse_record_tiny_measures_the_broker_and_the_recorders(amqp_url: str) ->
 
 
 @pytest.mark.timeout(TINY_TIMEOUT_S + 20)
-def test_tasks_tiny_runs_tasks_on_both_sides(amqp_url: str) -> None:
-    measured = run_tiny("tasks.py", amqp_url)
-    assert_measured(measured, {"celery.tasks_per_s", "taskgate.tasks_per_s"})
+def test_tasks_tiny_runs_tasks_on_every_side(amqp_url: str, pg_url: str) -> None:
+    measured = run_tiny("tasks.py", amqp_url, DATABASE_URL=pg_url)
+    sides = ("taskgate", "celery", "taskiq", "taskiq-durable", "faststream", "faststream-durable")
+    assert_measured(measured, {f"{side}.tasks_per_s" for side in sides})
 
 
 @pytest.mark.timeout(TINY_TIMEOUT_S + 20)
