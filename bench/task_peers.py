@@ -10,10 +10,11 @@ the work, a result that survives a restart).
   with; a private ``redis-server`` in its default configuration, snapshots only) and
   PostgreSQL (taskiq-postgres on asyncpg; a private server with fsync on). Results
   are awaited with ``wait_result``, which polls the backend (every 0.2 s by default).
-- **FastStream**: a subscriber that returns its result, awaited with ``broker.request``
-  (direct reply-to). Default: a classic queue, transient messages. Durable: a quorum
-  queue, ``persist=True``, ack after the handler. FastStream has no result store: a
-  reply through direct reply-to cannot outlive the requester's connection.
+- **FastStream**: a subscriber that returns its result, which FastStream publishes to
+  the request's ``reply_to``: the client's own reply queue (``broker.request`` allows
+  one request in flight per broker). Default: a classic queue, transient messages.
+  Durable: a quorum queue, ``persist=True``, ack after the handler. FastStream has no
+  result store: a reply lives in the client's auto-delete reply queue.
 
 Each worker runs in its own process with its framework's defaults for concurrency
 (taskiq: 2 worker processes; FastStream: one subscriber).
@@ -30,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -189,28 +191,53 @@ def faststream_broker(variant: str, amqp_url: str) -> tuple[Any, Any]:
 
 
 class FastStream:
-    """Bursts of no-op requests through ``broker.request``, each awaited to its reply."""
+    """Bursts of no-op messages, each awaited to its reply on this client's reply queue.
+
+    ``broker.request`` holds one lock for every call (one request in flight per
+    broker), so a burst through it measures round trips, not throughput; FastStream's
+    own pattern for many in flight is a reply queue of the client's, which the handler's
+    return value reaches through ``reply_to`` with the request's correlation id.
+    """
 
     def __init__(self, broker: Any, queue: Any, durable: bool) -> None:
         self.broker = broker
         self.queue = queue
         self.durable = durable
+        self.replies = f"bench.faststream.replies.{uuid.uuid4().hex}"
+        self.waiting: dict[str, asyncio.Future[int]] = {}
 
     @classmethod
     async def create(cls, variant: str, servers: PeerServers) -> FastStream:
-        from faststream.rabbit import RabbitBroker
+        from faststream.rabbit import RabbitBroker, RabbitMessage, RabbitQueue
 
         _, queue = faststream_broker(variant, servers.amqp_url)
-        broker = RabbitBroker(servers.amqp_url, log_level=logging.WARNING)
-        await broker.start()
-        return cls(broker, queue, variant == "durable")
+        client = cls(
+            RabbitBroker(servers.amqp_url, log_level=logging.WARNING), queue, variant == "durable"
+        )
+
+        @client.broker.subscriber(RabbitQueue(client.replies, auto_delete=True))
+        async def on_reply(n: int, message: RabbitMessage) -> None:
+            waiter = client.waiting.pop(message.correlation_id, None)
+            if waiter is not None:
+                waiter.set_result(n)
+
+        await client.broker.start()
+        return client
 
     async def burst(self, n: int) -> float:
+        loop = asyncio.get_running_loop()
+
         async def one(i: int) -> None:
-            reply = await self.broker.request(
-                i, queue=self.queue, persist=self.durable, timeout=120
+            correlation_id = uuid.uuid4().hex
+            reply = self.waiting[correlation_id] = loop.create_future()
+            await self.broker.publish(
+                i,
+                queue=self.queue,
+                reply_to=self.replies,
+                correlation_id=correlation_id,
+                persist=self.durable,
             )
-            assert await reply.decode() == i, reply
+            assert await asyncio.wait_for(reply, 120) == i
 
         started = time.perf_counter()
         await asyncio.gather(*(one(i) for i in range(n)))

@@ -237,8 +237,8 @@ SETUPS = {
     "celery": f"prefork x{os.cpu_count()}, amqp broker, rpc:// backend (its defaults)",
     "taskiq": "taskiq-aio-pika + Redis results, 2 worker processes (its defaults)",
     "taskiq-durable": "taskiq-aio-pika + PostgreSQL results (fsync on)",
-    "faststream": "request/reply, classic queue, transient (its defaults)",
-    "faststream-durable": "request/reply, quorum queue, persist=True, ack after",
+    "faststream": "reply_to its reply queue, classic queue, transient (its defaults)",
+    "faststream-durable": "reply_to, quorum queue, persist=True, ack after",
 }
 
 

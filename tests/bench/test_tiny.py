@@ -95,7 +95,7 @@ def test_thumbnails_tiny_makes_thumbnails_on_both_sides(amqp_url: str) -> None:
 @pytest.mark.timeout(TINY_TIMEOUT_S + 20)
 def test_uploads_tiny_gets_202s_on_both_sides(amqp_url: str) -> None:
     measured = run_tiny("uploads.py", amqp_url)
-    assert_measured(measured, {"seed_style.202s", "taskgate.202s"})
+    assert_measured(measured, {"seed_style.202s", "hand_written.202s", "taskgate.202s"})
 
 
 @pytest.mark.timeout(TINY_TIMEOUT_S + 20)
