@@ -6,6 +6,7 @@
     │   └── PermanentError     fail now, never retry (bad input, policy violation)
     │       ├── InvalidInput   the payload or the file it names was rejected
     │       └── UntrustedSender  a message from a broker user that may not send it
+    ├── TaskCancelled          the task was cancelled (``ctx.progress``, ``report_progress``)
     ├── SubmitError            a task could not be submitted
     │   └── UnknownKind        no queue takes the kind (the broker returned the message)
     └── WaitTimeout            no terminal status within the caller's timeout
@@ -43,6 +44,12 @@ class InvalidInput(PermanentError):
 
 class UntrustedSender(PermanentError):
     """A message whose ``user_id`` is not one of its consumer's senders (workers/senders.py)."""
+
+
+class TaskCancelled(WorkerError):
+    """The task was cancelled (``DELETE /tasks/{id}``): raised by ``ctx.progress`` and, in a
+    pool job, by ``report_progress``. A handler may clean up (``finally``); once cancelled,
+    any exception ends the attempt ``cancelled`` without a retry (a result still counts)."""
 
 
 class SubmitError(WorkerError):
