@@ -194,11 +194,12 @@ async def test_a_succeeded_event_the_rpc_user_forges_is_dead_lettered_not_record
 
         await eventually(recorded, timeout_s=30)
         buried = await dead_letters(pika_connection, {forged.event_id})
+        states = await recorded_states(app, task_id)
 
     assert buried[forged.event_id].headers[REASON_HEADER] == (
         "untrusted sender: user_id 'rpc' (only 'worker' may send this)"
     )
-    assert await recorded_states(app, task_id) == ["queued"]
+    assert states == ["queued"]
 
 
 async def take_until_terminal(subscription: Subscription) -> list[StoredEvent]:
