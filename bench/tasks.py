@@ -13,6 +13,12 @@ project's venv with the ``bench`` extra (``pip install -e '.[bench]'``):
     AMQP_URL=amqp://... python bench/tasks.py  # uses that broker
     python bench/tasks.py --tasks 5000
     python bench/tasks.py --tiny               # seconds: checks that it works
+    python bench/tasks.py --cluster            # and taskgate on a 3-node cluster, beside
+
+``--cluster`` then runs taskgate alone (same bursts, one worker process) on a
+private 3-node cluster (or AMQP_CLUSTER_URL's), where every task queue and
+journal shard is a quorum queue replicated on the three nodes, and reports it
+beside the single node: what replication costs a task.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from bench.common import (  # noqa: E402
     alternate,
     broker,
     check_measured,
+    cluster,
     parse_args,
     stop_process,
 )
@@ -145,6 +152,35 @@ async def compare(url: str, n: int, warmup: int, rounds: int) -> list[tuple[floa
         await taskgate.close()
 
 
+async def taskgate_rounds(url: str, n: int, warmup: int, rounds: int) -> list[float]:
+    """taskgate's tasks/s per round on its own (the cluster run has no baseline)."""
+    taskgate = await Taskgate.create(url)
+    try:
+        await taskgate.burst(warmup)
+        rates = []
+        for i in range(rounds):
+            rates.append(await taskgate.burst(n))
+            print(f"round {i + 1}: taskgate on the cluster {rates[-1]:>9,.1f} tasks/s", flush=True)
+        return rates
+    finally:
+        await taskgate.close()
+
+
+def on_cluster(n: int, warmup: int, rounds: int) -> float:
+    """Median tasks/s of taskgate with one worker process on a 3-node cluster."""
+    import statistics
+    import tempfile
+
+    import uvloop
+
+    with cluster("bench-tasks-cluster-") as (url, _), tempfile.TemporaryDirectory() as tmp:
+        worker = start_taskgate_worker(url, Path(tmp) / "storage")
+        try:
+            return statistics.median(uvloop.run(taskgate_rounds(url, n, warmup, rounds)))
+        finally:
+            stop_process(worker)
+
+
 def start_taskgate_worker(url: str, storage: Path) -> subprocess.Popen[bytes]:
     # Not ``-m workers --tasks``: bench/ on sys.path would shadow the rpc package with bench/rpc.py.
     env = {
@@ -187,6 +223,11 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=3000, help="tasks per measured burst")
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="also run taskgate on a 3-node cluster (quorum queues) and report it beside",
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parse_args(parser, tiny={"tasks": 50, "warmup": 10, "rounds": 1})
     if args.serve:
@@ -207,6 +248,8 @@ def main() -> int:
             for worker in workers:
                 stop_process(worker)
     m = Medians.of(results)
+    measured = {"celery.tasks_per_s": m.base, "taskgate.tasks_per_s": m.ours}
+    on_three = on_cluster(args.tasks, args.warmup, args.rounds) if args.cluster else None
     print(
         f"\ntaskgate  {m.ours:>9,.0f} tasks/s  (median of {args.rounds} rounds of {args.tasks} "
         f"no-op tasks, 1 worker process)\n"
@@ -214,7 +257,13 @@ def main() -> int:
         f"{os.cpu_count()} cores; ratio taskgate/celery: median {m.ratio:.2f}x, "
         f"range {m.low:.2f}-{m.high:.2f}x  (target >= 3x)"
     )
-    return check_measured({"celery.tasks_per_s": m.base, "taskgate.tasks_per_s": m.ours})
+    if on_three is not None:
+        print(
+            f"taskgate  {on_three:>9,.0f} tasks/s  on a 3-node cluster (quorum queues, a replica"
+            f" on each node): {on_three / m.ours:.2f}x the single node"
+        )
+        measured["cluster.taskgate.tasks_per_s"] = on_three
+    return check_measured(measured)
 
 
 if __name__ == "__main__":

@@ -22,10 +22,11 @@ TINY_TIMEOUT_S = 100
 MEASURED = re.compile(r"^measured: (.*)$", re.MULTILINE)
 
 
-def run_tiny(script: str, amqp_url: str, **env: str) -> dict[str, float]:
-    """Run ``python bench/<script> --tiny`` as the README does; what it measured, by name."""
+def run_tiny(script: str, amqp_url: str, *options: str, **env: str) -> dict[str, float]:
+    """Run ``python bench/<script> --tiny [options]`` as the README does; what it measured,
+    by name."""
     done = subprocess.run(
-        [sys.executable, f"bench/{script}", "--tiny"],
+        [sys.executable, f"bench/{script}", "--tiny", *options],
         cwd=REPO,
         env={**os.environ, "AMQP_URL": amqp_url, **env},
         stdin=subprocess.DEVNULL,
