@@ -25,6 +25,7 @@ import logging
 import os
 import secrets
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterable
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from .node import BootError, BrokerNode, ensure_installed
+from .node import RABBITMQ_BIN_DIR, BootError, BrokerNode, ensure_installed
 from .node_config import DEFAULT_EPMD_PORT, NodeConfig
 from .ports import free_port, peer_ports
 
@@ -42,6 +43,7 @@ __all__ = ["CLUSTER_SIZE", "BrokerCluster", "ClusterNodeConfig", "spread_url"]
 logger = logging.getLogger(__name__)
 
 CLUSTER_SIZE = 3
+RABBITMQ_QUEUES = RABBITMQ_BIN_DIR / "rabbitmq-queues"
 _POLL_INTERVAL_S = 0.5
 
 
@@ -189,12 +191,46 @@ class BrokerCluster:
                 raise BootError(f"the cluster did not form: each member sees {seen}")
             time.sleep(_POLL_INTERVAL_S)
 
+    def wait_quorum_safe(self, timeout_s: float = 180) -> None:
+        """Until losing any one member would leave every quorum queue its majority.
+
+        After a member (re)started, its replicas must be back before another member may go:
+        ``rabbitmq-queues check_if_node_is_quorum_critical`` on each, as RabbitMQ's upgrade
+        guide does before stopping a node.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            critical = [node.config.node_name for node in self.nodes if self._quorum_critical(node)]
+            if not critical:
+                return
+            if time.monotonic() > deadline:
+                raise BootError(f"quorum queues still depend on {critical} after {timeout_s:g} s")
+            time.sleep(_POLL_INTERVAL_S)
+
+    @staticmethod
+    def _quorum_critical(node: BrokerNode) -> bool:
+        try:
+            check = ["--node", node.config.node_name, "check_if_node_is_quorum_critical"]
+            result = subprocess.run(
+                [str(RABBITMQ_QUEUES), *check],
+                env=node.env(),
+                cwd=node.config.base_dir,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return True
+        return result.returncode != 0
+
     @staticmethod
     def running_nodes(node: BrokerNode) -> set[str]:
         """The members ``node`` sees running (none if it does not answer)."""
         try:
             status = json.loads(node.rabbitmqctl("cluster_status", "--formatter", "json"))
-        except (RuntimeError, ValueError):
+        # A node still booting, or too busy to answer in time (a loaded machine): ask again.
+        except (RuntimeError, ValueError, subprocess.TimeoutExpired):
             return set()
         return set(status.get("running_nodes", []))
 
