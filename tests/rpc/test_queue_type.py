@@ -52,8 +52,8 @@ async def test_quorum_queue_type_declares_quorum_queues_that_expire(broker, vhos
         await server.stop(grace_s=5)
         await connection.close()
     queues = {q["name"]: q for q in json.loads(listing)}
+    # Each argument is listed as [name, AMQP type, value].
+    arguments = {a[0]: a[-1] for a in queues[method_queue("system.ping")]["arguments"]}
     assert queues[method_queue("system.ping")]["type"] == "quorum"
-    assert ["x-expires", METHOD_QUEUE_EXPIRES_MS] in queues[method_queue("system.ping")][
-        "arguments"
-    ]
+    assert arguments["x-expires"] == METHOD_QUEUE_EXPIRES_MS
     assert queues[DEAD_QUEUE]["type"] == "quorum"
