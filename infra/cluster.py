@@ -35,7 +35,14 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from .node import RABBITMQ_BIN_DIR, BootError, BrokerNode, ensure_installed
-from .node_config import DEFAULT_EPMD_PORT, NodeConfig
+from .node_config import (
+    ADMIN_USER,
+    DEFAULT_BIND_ADDRESS,
+    DEFAULT_EPMD_PORT,
+    NodeConfig,
+    write_private,
+    write_secret,
+)
 from .ports import free_port, peer_ports
 
 __all__ = ["CLUSTER_SIZE", "BrokerCluster", "ClusterNodeConfig", "spread_url"]
@@ -49,19 +56,20 @@ _POLL_INTERVAL_S = 0.5
 
 @dataclass(frozen=True)
 class ClusterNodeConfig(NodeConfig):
-    """A node's config plus what makes it a member: the shared cookie and its peers' names."""
+    """A node's config plus what makes it a member: the cluster's cookie, administrator
+    password and member names."""
 
     cookie: str = ""
+    admin_pass: str = ""
     peers: tuple[str, ...] = field(default=())
 
     def write_files(self) -> None:
-        # The cookie first: the single node's write_files keeps a cookie that exists.
+        # The cluster's secrets first: the single node's write_files keeps files that exist.
+        # One administrator password for all: RabbitMQ makes the user with the first node's
+        # database, which the others join.
         self.home_dir.mkdir(parents=True, exist_ok=True)
-        cookie = self.home_dir / ".erlang.cookie"
-        if not cookie.exists():
-            fd = os.open(cookie, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
-            with os.fdopen(fd, "w") as f:
-                f.write(self.cookie)
+        write_secret(self.home_dir / ".erlang.cookie", self.cookie, mode=0o400)
+        write_secret(self.admin_password_file, self.admin_pass + "\n", mode=0o600)
         super().write_files()
         conf = self.base_dir / "rabbitmq.conf"
         lines = [
@@ -73,7 +81,7 @@ class ClusterNodeConfig(NodeConfig):
             # Three nodes: the side with one node pauses, the majority goes on.
             "cluster_partition_handling = pause_minority",
         ]
-        conf.write_text(conf.read_text() + "\n".join(lines) + "\n")
+        write_private(conf, conf.read_text() + "\n".join(lines) + "\n")
 
 
 def spread_url(url: str, ports: Iterable[int]) -> str:
@@ -99,19 +107,20 @@ class BrokerCluster:
         ports: Iterable[tuple[int, int, int | None]],
         *,
         epmd_port: int | None = None,
+        bind_address: str = DEFAULT_BIND_ADDRESS,
     ) -> list[ClusterNodeConfig]:
         """Members under ``base_dir/node-<n>`` on the (AMQP, distribution, management) ports.
 
-        The cookie is kept in ``base_dir/cookie``, so a cluster started again is the same one.
+        The cookie and the administrator's password are kept in ``base_dir`` (mode 400 and
+        600), so a cluster started again is the same one.
         """
         base_dir = Path(base_dir).absolute()
         base_dir.mkdir(parents=True, exist_ok=True)
-        cookie_file = base_dir / "cookie"
-        if not cookie_file.exists():
-            fd = os.open(cookie_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_hex(20).upper())
-        cookie = cookie_file.read_text().strip()
+        # Hex: a password starting with "-" would be read as an option by rabbitmqctl.
+        write_secret(base_dir / "cookie", secrets.token_hex(20).upper(), mode=0o400)
+        write_secret(base_dir / "admin.password", secrets.token_hex(24), mode=0o600)
+        cookie = (base_dir / "cookie").read_text().strip()
+        admin_pass = (base_dir / "admin.password").read_text().strip()
         ports = list(ports)
         names = tuple(f"taskgate-{amqp}@localhost" for amqp, _, _ in ports)
         return [
@@ -121,7 +130,9 @@ class BrokerCluster:
                 dist_port=dist,
                 management_port=management,
                 epmd_port=DEFAULT_EPMD_PORT if epmd_port is None else epmd_port,
+                bind_address=bind_address,
                 cookie=cookie,
+                admin_pass=admin_pass,
                 peers=names,
             )
             for n, (amqp, dist, management) in enumerate(ports, 1)
@@ -286,17 +297,24 @@ def cluster_from_env() -> BrokerCluster:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m infra.cluster start|stop|status``; config from TASKGATE_* env."""
+    """``python -m infra.cluster start|stop|status|url``; config from TASKGATE_* env.
+
+    ``url`` prints the administrator's AMQP URL naming every member (with its password);
+    the others print no password.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m infra.cluster",
         description="Manage the private 3-node RabbitMQ cluster under $TASKGATE_VAR/cluster.",
     )
-    parser.add_argument("command", choices=["start", "stop", "status"])
+    parser.add_argument("command", choices=["start", "stop", "status", "url"])
     parser.add_argument("--timeout-s", type=float, default=180, help="start timeout")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cluster = cluster_from_env()
     try:
+        if args.command == "url":
+            print(cluster.amqp_url)
+            return 0
         if args.command == "status":
             up = 0
             for node in cluster.nodes:
@@ -311,10 +329,15 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         ensure_installed()
         cluster.start(timeout_s=args.timeout_s)
-    except RuntimeError as exc:
+    except (RuntimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(cluster.amqp_url)
+    print(",".join(node.config.amqp_endpoint for node in cluster.nodes))
+    admin_file = cluster.nodes[0].config.admin_password_file.parent.parent / "admin.password"
+    print(
+        f"administrator: {ADMIN_USER}, password in {admin_file}"
+        " (the url command prints its AMQP URL)"
+    )
     return 0
 
 
