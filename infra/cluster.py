@@ -187,7 +187,7 @@ class BrokerCluster:
             "RabbitMQ cluster of %d up in %.1f s at %s",
             len(self.nodes),
             time.monotonic() - started,
-            self.amqp_url,
+            ",".join(node.config.amqp_endpoint for node in self.nodes),
         )
 
     def wait_formed(self, deadline_s: float | None = None) -> None:
@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     except (RuntimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(",".join(node.config.amqp_endpoint for node in cluster.nodes))
+    print(",".join(node.config.amqp_endpoint for node in cluster.nodes))  # no password
     admin_file = cluster.nodes[0].config.admin_password_file.parent.parent / "admin.password"
     print(
         f"administrator: {ADMIN_USER}, password in {admin_file}"
