@@ -337,14 +337,17 @@ def config_from_env(environ: Mapping[str, str] | None = None) -> NodeConfig:
     from .settings import NodeSettings
 
     settings = NodeSettings.from_env(environ)
-    return NodeConfig(
-        base_dir=settings.var_dir / "broker",
-        amqp_port=settings.amqp_port,
-        dist_port=settings.dist_port,
-        management_port=settings.management_port,
-        epmd_port=settings.epmd_port,
-        bind_address=settings.broker_address,
-    )
+    try:
+        return NodeConfig(
+            base_dir=settings.var_dir / "broker",
+            amqp_port=settings.amqp_port,
+            dist_port=settings.dist_port,
+            management_port=settings.management_port,
+            epmd_port=settings.epmd_port,
+            bind_address=settings.broker_address,
+        )
+    except ValueError as exc:  # the only value NodeConfig checks
+        raise ValueError(f"TASKGATE_BROKER_ADDRESS: {exc}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -362,7 +365,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    node = BrokerNode(config_from_env())
+    try:
+        node = BrokerNode(config_from_env())
+    except ValueError as exc:  # the message names the variable
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     cfg = node.config
     try:
         if args.command == "status":

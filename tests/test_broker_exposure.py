@@ -152,8 +152,8 @@ async def test_a_node_made_with_guest_gets_an_administrator_at_its_next_start(
 
 
 def test_a_bind_address_must_be_an_ip_address(tmp_path: Path):
-    with pytest.raises(ValueError, match="'localhost' is not an IP address"):
-        NodeConfig(tmp_path, amqp_port=1, dist_port=2, bind_address="localhost")
+    with pytest.raises(ValueError, match=r"^TASKGATE_BROKER_ADDRESS: .*'localhost' is not an IP"):
+        config_from_env({"TASKGATE_VAR": str(tmp_path), "TASKGATE_BROKER_ADDRESS": "localhost"})
 
     wildcard = NodeConfig(tmp_path, amqp_port=5672, dist_port=2, bind_address="::")
     assert wildcard.amqp_endpoint == "amqp://[::1]:5672/"  # clients here use loopback
