@@ -203,14 +203,20 @@ class BrokerNode:
         """
         cfg = self.config
         try:
-            users = self.rabbitmqctl("list_users", "--quiet", "--no-table-headers")
-            known = {line.split("\t")[0] for line in users.splitlines() if line}
-            verb = "change_password" if ADMIN_USER in known else "add_user"
-            self.rabbitmqctl(verb, ADMIN_USER, cfg.admin_password)
+            # Each rabbitmqctl call starts an Erlang VM: no list_users first.
+            try:
+                self.rabbitmqctl("add_user", ADMIN_USER, cfg.admin_password)
+            except RuntimeError as exc:
+                if "already exists" not in str(exc):
+                    raise
+                self.rabbitmqctl("change_password", ADMIN_USER, cfg.admin_password)
             self.rabbitmqctl("set_user_tags", ADMIN_USER, "administrator")
             self.rabbitmqctl("set_permissions", "-p", "/", ADMIN_USER, ".*", ".*", ".*")
-            if "guest" in known:
+            try:
                 self.rabbitmqctl("delete_user", "guest")
+            except RuntimeError as exc:
+                if "does not exist" not in str(exc):
+                    raise
         except BaseException:
             cfg.admin_password_file.unlink(missing_ok=True)
             raise
