@@ -19,7 +19,12 @@ pytestmark = [pytest.mark.cluster, pytest.mark.timeout(2 * TINY_TIMEOUT_S + 20)]
 def test_tasks_tiny_runs_tasks_on_the_node_and_on_the_cluster(
     broker: BrokerHandle, cluster: BrokerCluster
 ) -> None:
-    measured = run_tiny("tasks.py", broker.amqp_url, "--cluster", AMQP_CLUSTER_URL=cluster.amqp_url)
+    measured = run_tiny(
+        "tasks.py",
+        broker.amqp_url,
+        options=["--no-peers", "--cluster"],
+        AMQP_CLUSTER_URL=cluster.amqp_url,
+    )
     assert_measured(
         measured,
         {"celery.tasks_per_s", "taskgate.tasks_per_s", "cluster.taskgate.tasks_per_s"},
@@ -29,7 +34,9 @@ def test_tasks_tiny_runs_tasks_on_the_node_and_on_the_cluster(
 def test_sse_tiny_delivers_events_on_the_node_and_on_the_cluster(
     broker: BrokerHandle, cluster: BrokerCluster
 ) -> None:
-    measured = run_tiny("sse.py", broker.amqp_url, "--cluster", AMQP_CLUSTER_URL=cluster.amqp_url)
+    measured = run_tiny(
+        "sse.py", broker.amqp_url, options=["--cluster"], AMQP_CLUSTER_URL=cluster.amqp_url
+    )
     assert_measured(
         measured,
         {
