@@ -112,7 +112,7 @@ def apply_event(
             changes["result"] = msgspec.json.encode(event.result).decode()
         case "queued":
             changes.update(state="queued")
-        case _:  # failed, retrying, dead
+        case _:  # failed, retrying, dead, stuck
             changes.update(state=event.state, error=event.error)
     return replace(summary, **changes)  # type: ignore[arg-type]
 

@@ -68,6 +68,7 @@ async def test_the_first_outcome_recorded_is_the_one_every_copy_publishes(
 ) -> None:
     log = await OutcomeLog.open(database, holder="a")
     try:
+        assert (await log.start("t" * 32)).run
         first = new_event("k", "t" * 32, "succeeded", 1, result=1)
         late = new_event("k", "t" * 32, "failed", 1, error="lost its lease, ran again")
         assert await log.record(first) == first
