@@ -98,7 +98,8 @@ def add_parser(commands: Subcommands) -> None:
         "ready messages, leased tasks (delivered, unsettled), the age of the oldest\n"
         "waiting task, arrivals and completions per second and the mean task time\n"
         "over AUTOSCALE_WINDOW_S, consumers, and desired workers (Little's law,\n"
-        "see docs/design.md).\n\n"
+        "see docs/design.md). Without a store (no DATABASE_URL, no DATABASE_PATH\n"
+        "file), only the queues.\n\n"
         + exits.describe_codes(
             ok="the table was printed",
             failure="neither the management API nor rabbitmqctl answered",
@@ -213,6 +214,8 @@ def run(args: argparse.Namespace) -> int:
         return exits.OK
     print(format_table(HEADERS, [queue.cells() for queue in queues], numeric=NUMERIC))
     cli = settings.load()
+    if cli.database_url is None and not cli.database_path.exists():
+        return exits.OK  # no store here: no kinds to report on (and none is created)
     counts = {
         queue.name: QueueCount(queue.ready, queue.consumers or 0)
         for queue in queues
@@ -235,7 +238,6 @@ async def kind_loads(cli: settings.CliSettings, counts: dict[str, QueueCount]) -
     """The signal of every registered kind, with the broker's figures of its queue."""
     database = await open_database(cli.database)
     try:
-        await database.migrate(kinds.COMPONENT, kinds.MIGRATIONS)
         registered = await database.read(kinds.registered)
         bounds = Bounds(
             window_s=cli.autoscale_window_s,
