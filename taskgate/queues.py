@@ -209,10 +209,10 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise usage_error(f"AMQP_URL: {exc}") from None
     queues = sorted(collect(args, address), key=lambda queue: queue.name)
-    if not queues:
+    if queues:
+        print(format_table(HEADERS, [queue.cells() for queue in queues], numeric=NUMERIC))
+    else:
         print(f"no queues in vhost {address.vhost!r}")
-        return exits.OK
-    print(format_table(HEADERS, [queue.cells() for queue in queues], numeric=NUMERIC))
     cli = settings.load()
     if cli.database_url is None and not cli.database_path.exists():
         return exits.OK  # no store here: no kinds to report on (and none is created)
