@@ -28,12 +28,13 @@ from rpc.errors import BrokerRefused, BrokerUnavailable
 from rpc.wire import BrokerError, Channel, Delivery, RobustChannel, Unavailable, WireConnection
 
 from . import kinds
+from .cancellation import CancelWatch, cancellable
 from .claims import Held, new_holder, when_free
 from .context import TaskContext
-from .deliveries import describe, nack_requeue
-from .errors import LeaseLost, PermanentError
+from .deliveries import attempt_of, describe, nack_requeue, valid_task_id
+from .errors import LeaseLost, PermanentError, TaskCancelled
 from .failures import Failures, bury, retry_or_bury
-from .messages import StatusEvent, TaskId, Undecodable, decode_task, encoder, new_event
+from .messages import StatusEvent, Undecodable, decode_task, new_event
 from .metrics import MESSAGE_COPIES, STATUS_EVENTS, TASK_SECONDS
 from .outcomes import OutcomeLog
 from .pool import TaskPool
@@ -41,7 +42,6 @@ from .registry import Task, TaskRegistry
 from .settings import WorkerSettings
 from .status import confirmed, forget, publish_status, publish_status_soon
 from .topology import (
-    ATTEMPT_HEADER,
     declare_kind,
     declare_retry_tiers,
     declare_status,
@@ -49,8 +49,6 @@ from .topology import (
 )
 
 logger = logging.getLogger(__name__)
-
-_task_id_decoder = msgspec.json.Decoder(TaskId)
 
 
 class Worker:
@@ -80,6 +78,7 @@ class Worker:
         self._stopping = False
         self._pool: TaskPool | None = None
         self._outcomes: OutcomeLog | None = None
+        self._cancels: CancelWatch | None = None
         self._database = database  # None: opened from settings.database at start
         self._own_database: Database | None = None
 
@@ -127,6 +126,8 @@ class Worker:
         if self._outcomes is not None:
             outcomes, self._outcomes = self._outcomes, None
             await outcomes.close()
+        if self._cancels is not None:
+            await self._cancels.close()
         if (database := self._own_database) is not None:
             self._own_database = None
             await database.close()
@@ -141,6 +142,7 @@ class Worker:
             legacy_dir=self.settings.storage_dir,
         )
         await kinds.register(database, self.registry.kinds, self.settings.concurrency)
+        self._cancels = await CancelWatch.open(database, self.settings)
 
     def pool(self) -> TaskPool:
         """The process pool for CPU-bound work, started on first use."""
@@ -201,6 +203,21 @@ class Worker:
         STATUS_EVENTS.labels(event.kind, event.state).inc()
         return future
 
+    async def _cancelled(self, task_id: str) -> bool:
+        assert self._cancels is not None
+        return await self._cancels.asked(task_id)
+
+    async def _end_unstarted(self, task: Task, task_id: str, attempt: int) -> None:
+        """End a task cancelled while it waited here, prefetched, without running it."""
+        assert self._outcomes is not None
+        cancelled = new_event(
+            task.kind, task_id, "cancelled", attempt, error="cancelled before it started"
+        )
+        recorded = await self._outcomes.record(cancelled)
+        if recorded is None:
+            raise LeaseLost(f"task {task_id} was taken over before it started here")
+        await self._publish(recorded)
+
     def _failures(self) -> Failures:
         assert self._publish_channel is not None
         return Failures(self._publish_channel, self._publish, self.settings)
@@ -225,11 +242,11 @@ class Worker:
     async def _process(self, task: Task, message: Delivery) -> None:
         properties = message.properties
         headers = dict(properties.headers or {})
-        attempt = _attempt(headers)
+        attempt = attempt_of(headers)
         try:
             task_message, payload = decode_task(message.body, task.decoder)
         except Undecodable as exc:
-            task_id = _valid_task_id(properties.message_id)
+            task_id = valid_task_id(properties.message_id)
             assert self._outcomes is not None
             if task_id and await self._outcomes.known(task_id):
                 task_id = None  # a malformed copy of a task that ran or runs: no `dead` for it
@@ -277,13 +294,17 @@ class Worker:
             message.ack()
             return
         settled = False
+        # A prefetched task's claim predates any cancel, so the cancel was only requested.
+        prefetched = self._semaphore.locked()
         try:
             async with self._semaphore:
                 if self._stopping:
                     # Prefetched but not started: give it back now rather than at exit.
                     nack_requeue(message)
                     return
-                if start.republish is None:
+                if start.republish is None and prefetched and await self._cancelled(task_id):
+                    await self._end_unstarted(task, task_id, attempt)
+                elif start.republish is None:
                     await self._execute(task, message, task_id, payload, attempt, headers)
                 else:
                     MESSAGE_COPIES.labels(task.kind, "republished").inc()
@@ -314,27 +335,33 @@ class Worker:
         LeaseLost: another worker took the task over; nothing more is published here.
         """
         outcomes = self._outcomes
-        assert outcomes is not None
+        assert outcomes is not None and self._cancels is not None
         if not await outcomes.still_holds(task_id):
             raise LeaseLost(f"task {task_id} was taken over before it started here")
         # "running" goes out without waiting for its confirm, so the handler's first progress
         # event shares its write; the attempt's outcome waits for that confirm (below).
         running = self._publish_soon(new_event(task.kind, task_id, "running", attempt))
-        ctx = TaskContext(
-            task_id=task_id,
-            kind=task.kind,
-            attempt=attempt,
-            redelivered=message.redelivered,
-            settings=self.settings,
-            publish=self._publish_held,
-            publish_soon=self._publish_soon_held,
-            pool=self.pool,
-        )
         started = time.perf_counter()
         try:
-            result = await task.handler(ctx, payload)
+            with self._cancels.watch(task_id) as cancellation:
+                ctx = TaskContext(
+                    task_id=task_id,
+                    kind=task.kind,
+                    attempt=attempt,
+                    redelivered=message.redelivered,
+                    settings=self.settings,
+                    publish=self._publish_held,
+                    publish_soon=self._publish_soon_held,
+                    pool=self.pool,
+                    cancellation=cancellation,
+                )
+                result = await cancellable(
+                    task.handler(ctx, payload), cancellation, stopping=lambda: self._stopping
+                )
         except PermanentError as exc:
             outcome = new_event(task.kind, task_id, "failed", attempt, error=describe(exc))
+        except TaskCancelled as exc:
+            outcome = new_event(task.kind, task_id, "cancelled", attempt, error=describe(exc))
         except (BrokerUnavailable, LeaseLost, asyncio.CancelledError):
             # From ctx.progress (not the task's fault), or a stop: leave it unacked for
             # redelivery; or another worker has it now.
@@ -363,15 +390,3 @@ class Worker:
         if recorded is None:
             raise LeaseLost(f"task {task_id} was taken over while it ran here; result dropped")
         await self._publish(recorded)
-
-
-def _attempt(headers: dict[str, Any]) -> int:
-    value = headers.get(ATTEMPT_HEADER, 1)
-    return value if isinstance(value, int) and value >= 1 else 1
-
-
-def _valid_task_id(value: str | None) -> str | None:
-    try:
-        return _task_id_decoder.decode(encoder.encode(value))
-    except msgspec.DecodeError:
-        return None

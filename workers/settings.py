@@ -72,6 +72,17 @@ class WorkerSettings(ServiceSettings):
         "On SIGTERM, how long tasks in flight may take; the rest go back to the queue.",
     )
     task_lease_s: float = setting(TASK_LEASE_S)
+    task_cancel_poll_s: float = setting(
+        "TASK_CANCEL_POLL_S",
+        1.0,
+        "How often a worker running tasks reads the store for cancels of them.",
+    )
+    task_cancel_grace_s: float = setting(
+        "TASK_CANCEL_GRACE_S",
+        10.0,
+        "How long a cancelled running task may take to stop; then it is stopped for good"
+        " (its pool process killed and replaced).",
+    )
     progress_interval_s: float = setting(
         "PROGRESS_INTERVAL_S",
         0.25,
