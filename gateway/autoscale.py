@@ -33,9 +33,9 @@ from . import metrics
 logger = logging.getLogger(__name__)
 
 COMPONENT = "autoscale"
-# On the tasks table (its component's steps belong to gateway/task_store.py).
+# On the tasks table (its component's steps belong to gateway/task_store.py, whose
+# tasks_created index serves the arrivals' count).
 MIGRATIONS: list[Migration] = [
-    "CREATE INDEX IF NOT EXISTS tasks_created ON tasks (created_at);"
     "CREATE INDEX IF NOT EXISTS tasks_kind_state_created ON tasks (kind, state, created_at)",
 ]
 # States of a task waiting in its queue (retries wait in a delay tier first).
