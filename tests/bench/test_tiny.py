@@ -135,3 +135,9 @@ def test_task_control_tiny_lists_cancels_and_removes(amqp_url: str) -> None:
             "retention_tasks_per_s",
         },
     )
+
+
+@pytest.mark.timeout(TINY_TIMEOUT_S + 20)
+def test_leases_tiny_renews_and_scans(amqp_url: str) -> None:
+    measured = run_tiny("leases.py", amqp_url)
+    assert_measured(measured, {"renew_ms.16", "scan_ms.100"})
