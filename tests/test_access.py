@@ -16,7 +16,7 @@ from rpc import RpcServer
 from rpc.connection import connect_wire
 from rpc.topology import DEAD_EXCHANGE as RPC_DEAD_EXCHANGE
 from rpc.topology import DEAD_QUEUE as RPC_DEAD_QUEUE
-from rpc.topology import method_queue
+from rpc.topology import method_queue, queue_options
 from rpc.wire import BrokerError, Channel, Delivery, Properties, WireConnection
 from workers.access import env_lines, read_env_file, role_url, setup
 from workers.senders import Senders, status_senders, task_senders
@@ -189,12 +189,12 @@ async def _declare_orders(channel: Channel) -> None:
 
 
 async def _declare_method(channel: Channel) -> None:
-    await channel.queue_declare(RPC_METHOD_QUEUE, durable=True, auto_delete=True)
+    await channel.queue_declare(RPC_METHOD_QUEUE, **queue_options("classic", method=True))
 
 
 async def _declare_rpc_dead(channel: Channel) -> None:
     await channel.exchange_declare(RPC_DEAD_EXCHANGE, exchange_type="fanout", durable=True)
-    await channel.queue_declare(RPC_DEAD_QUEUE, durable=True)
+    await channel.queue_declare(RPC_DEAD_QUEUE, **queue_options("classic", method=False))
     await channel.queue_bind(RPC_DEAD_QUEUE, RPC_DEAD_EXCHANGE)
 
 
