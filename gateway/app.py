@@ -18,6 +18,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from infra.database import open_database
+from infra.storage import open_storage
 
 from .auth import Authenticating, Credentials, close_session, get_session, open_session
 from .broker import BrokerLink
@@ -97,7 +98,9 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        settings.storage_dir.mkdir(parents=True, exist_ok=True)
+        storage = open_storage(settings.storage_config())
+        if settings.storage_config().is_local:
+            settings.storage_dir.mkdir(parents=True, exist_ok=True)
         database = await open_database(
             settings.database, write_timeout_s=settings.store_write_timeout_s
         )
@@ -131,11 +134,12 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         )
         sweeper = OrphanSweeper(
             database,
-            settings.storage_dir,
+            storage,
             grace_s=settings.orphan_grace_s,
             interval_s=settings.orphan_sweep_s,
         )
         app.state.database = database
+        app.state.storage = storage
         app.state.relay = relay
         app.state.settings = settings
         app.state.store = store
@@ -193,6 +197,7 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
             await broker.close()
             await store.close()
             await database.close()
+            await storage.close()
 
     routes = [
         Route("/", page),

@@ -18,6 +18,7 @@ import msgspec
 
 from infra.database import Database, open_database
 from infra.logs import log_context
+from infra.storage import open_storage
 from rpc.connection import cancel_consumers, close_channels
 from rpc.dead_letter import dead_letter
 from rpc.errors import BrokerRefused, BrokerUnavailable
@@ -68,6 +69,7 @@ class Worker:
         self.registry = registry
         self.settings = settings
         self.name = name
+        self.storage = open_storage(settings.storage_config())
         self._consume_channel: RobustChannel | None = None
         self._publish_channel: RobustChannel | None = None
         self._raw: Channel | None = None
@@ -281,6 +283,7 @@ class Worker:
             attempt=attempt,
             redelivered=message.redelivered,
             settings=self.settings,
+            storage=self.storage,
             publish=self._publish,
             publish_soon=self._publish_soon,
             pool=self.pool,

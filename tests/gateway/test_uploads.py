@@ -35,7 +35,7 @@ def storage_entries(settings: GatewaySettings) -> list[Path]:
 
 
 async def test_upload_is_thumbnailed_and_its_progress_streamed(
-    gateway_settings, gateway_process, worker_process
+    gateway_settings, gateway_process, worker_process, storage_config
 ):
     worker_process()
     gateway = gateway_process()
@@ -73,9 +73,19 @@ async def test_upload_is_thumbnailed_and_its_progress_streamed(
         served = await client.get(largest["url"])
         assert served.status_code == 200
         assert Image.open(io.BytesIO(served.content)).size == (800, 600)
+        assert served.headers["content-type"] == "image/jpeg"
+        assert served.headers["content-length"] == str(largest["bytes"])
+        assert served.headers["x-content-type-options"] == "nosniff"
+        assert served.headers["cache-control"].startswith("private")
+        async with gateway.client("bob") as bob:
+            assert (await bob.get(largest["url"])).status_code == 404
+        # Only outputs are served: not the upload, though it is stored beside them.
+        assert (await client.get(f"/files/{task_id}/source.jpg")).status_code == 404
 
 
-async def test_a_file_over_the_limit_is_413_and_leaves_nothing(gateway_app, gateway_settings):
+async def test_a_file_over_the_limit_is_413_and_leaves_nothing(
+    gateway_app, gateway_settings, storage_leftovers
+):
     settings = replace(gateway_settings, max_upload_bytes=50_000)
     async with gateway_app(settings) as client:
         await wait_ready(client)
@@ -83,12 +93,12 @@ async def test_a_file_over_the_limit_is_413_and_leaves_nothing(gateway_app, gate
 
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "file_too_large"
-    assert storage_entries(settings) == []
+    assert await storage_leftovers() == []
     assert stored_task_ids(settings) == []
 
 
 async def test_a_file_that_is_not_an_image_is_415_whatever_its_name_and_type(
-    gateway_app, gateway_settings
+    gateway_app, gateway_settings, storage_leftovers
 ):
     async with gateway_app(gateway_settings) as client:
         await wait_ready(client)
@@ -101,11 +111,13 @@ async def test_a_file_that_is_not_an_image_is_415_whatever_its_name_and_type(
     assert "accepted format" in response.json()["error"]["message"]
     assert not_multipart.status_code == 415
     assert not_multipart.json()["error"]["code"] == "not_multipart"
-    assert storage_entries(gateway_settings) == []
+    assert await storage_leftovers() == []
     assert stored_task_ids(gateway_settings) == []
 
 
-async def test_unprocessable_uploads_are_422_with_a_reason(gateway_app, gateway_settings):
+async def test_unprocessable_uploads_are_422_with_a_reason(
+    gateway_app, gateway_settings, storage_leftovers
+):
     async with gateway_app(gateway_settings) as client:
         await wait_ready(client)
         no_file = await client.post("/uploads", data={"watermark": "x"}, files={"other": b""})
@@ -124,7 +136,7 @@ async def test_unprocessable_uploads_are_422_with_a_reason(gateway_app, gateway_
     assert corrupt.json()["error"]["code"] == "invalid_image"
     assert two_files.status_code == 422
     assert two_files.json()["error"]["code"] == "too_many_files"
-    assert storage_entries(gateway_settings) == []
+    assert await storage_leftovers() == []
     assert stored_task_ids(gateway_settings) == []
 
 
@@ -202,7 +214,7 @@ async def all_tried(settings: GatewaySettings) -> bool:
 
 
 async def test_an_idempotency_key_gives_the_same_task_once_and_refuses_another_file(
-    gateway_app, gateway_settings, kind_prefix, amqp_url
+    gateway_app, gateway_settings, kind_prefix, amqp_url, storage_leftovers
 ):
     settings = replace(gateway_settings, upload_kind=f"{kind_prefix}.idle")
     image, other_image = jpeg_bytes(), jpeg_bytes(320, 240)
@@ -240,7 +252,7 @@ async def test_an_idempotency_key_gives_the_same_task_once_and_refuses_another_f
     # One task and one directory per key and user; the retry's copy of the file is gone.
     expected = sorted([first.json()["task_id"], bob.json()["task_id"]])
     assert sorted(stored_task_ids(settings)) == expected
-    assert [p.name for p in storage_entries(settings)] == expected
+    assert await storage_leftovers() == expected
     assert sorted(queued) == expected
 
 
