@@ -180,8 +180,7 @@ class Worker:
                         return
                     await self._process(task, message)
             except BrokerUnavailable as exc:
-                # Back to the queue (or, with the channel gone, redelivered by the broker);
-                # the outcome log makes the rerun idempotent.
+                # Requeued (or redelivered: channel gone); the outcome log makes a rerun idempotent.
                 logger.warning("lost the broker while processing a %s task: %s", task.kind, exc)
                 nack_requeue(message)
             except Exception:

@@ -107,3 +107,11 @@ def test_a_side_that_measured_nothing_fails_the_bench(capsys: pytest.CaptureFixt
     assert check_measured({"baseline.calls": 12, "taskgate.calls": 0}) == 1
     assert "taskgate.calls is 0" in capsys.readouterr().err
     assert check_measured({"baseline.calls": 12, "taskgate.calls": 3}) == 0
+
+
+@pytest.mark.timeout(TINY_TIMEOUT_S + 20)
+def test_storage_clients_tiny_stores_and_reads_with_each_installed_client(amqp_url: str) -> None:
+    measured = run_tiny("storage_clients.py", amqp_url)
+    # aiobotocore and miniopy-async are measured where someone installed them by hand.
+    assert {"obstore.small_put_per_s", "boto3-thread.small_put_per_s"} <= set(measured)
+    assert all(value > 0 for value in measured.values()), measured

@@ -6,6 +6,8 @@ import contextlib
 import io
 import json
 import sqlite3
+import tracemalloc
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -288,3 +290,54 @@ async def test_unknown_task_is_404_json(gateway_app, gateway_settings):
     for response in (status, events, file, traversal):
         assert response.status_code == 404
         assert response.json()["error"]["code"] == "not_found"
+
+
+async def test_an_upload_streams_into_the_store_and_is_never_held_in_memory(
+    gateway_app, gateway_settings, storage_config, storage_leftovers
+):
+    size = 24 * 1024 * 1024
+    settings = replace(gateway_settings, max_upload_bytes=2 * size)
+    image, padding = jpeg_bytes(), bytes(64 * 1024)
+    boundary = "taskgate-test-boundary"
+    seen_midway: list[list[str]] = []
+
+    async def body() -> AsyncIterator[bytes]:
+        yield (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="big.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
+        ).encode() + image
+        for sent in range(0, size, len(padding)):
+            if sent == size * 2 // 3:  # the first 16 MiB must be in the store by now
+                seen_midway.append(await being_stored())
+            yield padding
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    async def being_stored() -> list[str]:
+        if storage_config.is_local:
+            return [
+                f"{part.stat().st_size // (1 << 20)} MiB"
+                for part in settings.storage_dir.glob("*/.source.jpg.part-*")
+            ]
+        return [entry for entry in await storage_leftovers() if entry.startswith("incomplete")]
+
+    async with gateway_app(settings) as client:
+        await wait_ready(client)
+        tracemalloc.start()
+        try:
+            response = await client.post(
+                "/uploads",
+                content=body(),
+                headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+            )
+            _, peak_bytes = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+
+    assert response.status_code == 202, response.text
+    task_id = response.json()["task_id"]
+    # Local: the part file has grown past 8 MiB; S3: a multipart upload is under way.
+    assert len(seen_midway[0]) == 1, seen_midway
+    if storage_config.is_local:
+        assert int(seen_midway[0][0].split()[0]) >= 8
+    assert await storage_leftovers() == [task_id]
+    assert peak_bytes < size // 3, f"{peak_bytes:,} bytes held at once"
