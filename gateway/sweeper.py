@@ -1,4 +1,5 @@
-"""The orphan sweeper: removes the files of uploads that were never accepted.
+"""The sweeper: removes the files of uploads that were never accepted, and (with a
+``Retention``, gateway/retention.py) finished tasks past their retention.
 
 An upload stores its file under ``<task_id>/`` in the object store before the
 transaction that accepts it; a web process killed in between leaves files
@@ -6,7 +7,8 @@ without a task. Every ``interval_s`` the sweeper removes the files of task
 prefixes untouched for ``grace_s`` whose task does not exist. The grace covers
 an upload still arriving (a local file changes as it is written; an S3 object
 exists only once complete) and one whose transaction is committing; a task
-that exists keeps its files.
+that exists keeps its files. Retention runs in the same round, after the
+orphans.
 
 The multipart upload of a web process killed mid-upload is not an object yet:
 S3 keeps its parts until the bucket's lifecycle rule
@@ -24,6 +26,8 @@ from collections.abc import Callable, Sequence
 from infra.database import Database, DatabaseError, Transaction
 from infra.storage import Storage, StorageError
 
+from .retention import Retention
+
 logger = logging.getLogger(__name__)
 
 
@@ -37,6 +41,7 @@ class OrphanSweeper:
         *,
         grace_s: float,
         interval_s: float,
+        retention: Retention | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._database = database
@@ -45,6 +50,7 @@ class OrphanSweeper:
         self._clock = clock
         self._grace_s = grace_s
         self._interval_s = interval_s
+        self._retention = retention
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -61,8 +67,10 @@ class OrphanSweeper:
         while True:
             try:
                 await self.sweep()
+                if self._retention is not None:
+                    await self._retention.sweep()
             except (DatabaseError, StorageError, OSError) as exc:
-                logger.warning("orphan sweep failed (%s); trying again later", exc)
+                logger.warning("sweep failed (%s); trying again later", exc)
             await asyncio.sleep(self._interval_s)
 
     async def sweep(self) -> list[str]:

@@ -25,11 +25,12 @@ from rpc.errors import BrokerRefused, BrokerUnavailable
 from rpc.publish import persistent_copy, publish_confirmed
 from rpc.wire import BrokerError, Channel, Delivery, RobustChannel, Unavailable, WireConnection
 
+from .cancellation import CancelWatch, cancellable
 from .claims import new_holder, when_free
 from .context import TaskContext
-from .deliveries import describe, nack_requeue, traceback_summary
-from .errors import PermanentError
-from .messages import StatusEvent, TaskId, Undecodable, decode_task, encoder, new_event
+from .deliveries import attempt_of, describe, nack_requeue, traceback_summary, valid_task_id
+from .errors import PermanentError, TaskCancelled
+from .messages import StatusEvent, Undecodable, decode_task, new_event
 from .metrics import MESSAGE_COPIES, STATUS_EVENTS, TASK_SECONDS
 from .outcomes import OutcomeLog
 from .pool import TaskPool
@@ -50,7 +51,6 @@ logger = logging.getLogger(__name__)
 
 # Headers the broker adds on dead-lettering; a retry copy starts without them.
 _BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-", "x-delivery-count")
-_task_id_decoder = msgspec.json.Decoder(TaskId)
 
 
 class Worker:
@@ -81,6 +81,7 @@ class Worker:
         self._stopping = False
         self._pool: TaskPool | None = None
         self._outcomes: OutcomeLog | None = None
+        self._cancels: CancelWatch | None = None
         self._database = database  # None: opened from settings.database at start
         self._own_database: Database | None = None
 
@@ -128,6 +129,8 @@ class Worker:
         if self._outcomes is not None:
             outcomes, self._outcomes = self._outcomes, None
             await outcomes.close()
+        if self._cancels is not None:
+            await self._cancels.close()
         if (database := self._own_database) is not None:
             self._own_database = None
             await database.close()
@@ -141,6 +144,7 @@ class Worker:
             lease_s=self.settings.task_lease_s,
             legacy_dir=self.settings.storage_dir,
         )
+        self._cancels = await CancelWatch.open(database, self.settings)
 
     def pool(self) -> TaskPool:
         """The process pool for CPU-bound work, started on first use."""
@@ -208,11 +212,11 @@ class Worker:
     async def _process(self, task: Task, message: Delivery) -> None:
         properties = message.properties
         headers = dict(properties.headers or {})
-        attempt = _attempt(headers)
+        attempt = attempt_of(headers)
         try:
             task_message, payload = decode_task(message.body, task.decoder)
         except Undecodable as exc:
-            task_id = _valid_task_id(properties.message_id)
+            task_id = valid_task_id(properties.message_id)
             assert self._outcomes is not None
             if task_id and await self._outcomes.known(task_id):
                 task_id = None  # a malformed copy of a task that ran or runs: no `dead` for it
@@ -272,26 +276,32 @@ class Worker:
         headers: dict[str, Any],
     ) -> None:
         """Run the task once; its outcome recorded and published (or retry or dead letter)."""
-        assert self._outcomes is not None
+        assert self._outcomes is not None and self._cancels is not None
         # "running" goes out without waiting for its confirm, so the handler's first progress
         # event shares its write; the attempt's outcome waits for that confirm (below).
         running = self._publish_soon(new_event(task.kind, task_id, "running", attempt))
-        ctx = TaskContext(
-            task_id=task_id,
-            kind=task.kind,
-            attempt=attempt,
-            redelivered=message.redelivered,
-            settings=self.settings,
-            storage=self.storage,
-            publish=self._publish,
-            publish_soon=self._publish_soon,
-            pool=self.pool,
-        )
         started = time.perf_counter()
         try:
-            result = await task.handler(ctx, payload)
+            with self._cancels.watch(task_id) as cancellation:
+                ctx = TaskContext(
+                    task_id=task_id,
+                    kind=task.kind,
+                    attempt=attempt,
+                    redelivered=message.redelivered,
+                    settings=self.settings,
+                    storage=self.storage,
+                    publish=self._publish,
+                    publish_soon=self._publish_soon,
+                    pool=self.pool,
+                    cancellation=cancellation,
+                )
+                result = await cancellable(
+                    task.handler(ctx, payload), cancellation, stopping=lambda: self._stopping
+                )
         except PermanentError as exc:
             outcome = new_event(task.kind, task_id, "failed", attempt, error=describe(exc))
+        except TaskCancelled as exc:
+            outcome = new_event(task.kind, task_id, "cancelled", attempt, error=describe(exc))
         except (BrokerUnavailable, asyncio.CancelledError):
             # From ctx.progress (not the task's fault), or a stop: leave it unacked for redelivery.
             forget(running)
@@ -386,15 +396,3 @@ class Worker:
             raise BrokerUnavailable(f"could not dead-letter a {task.kind} task")
         if task_id is not None:
             await self._publish(new_event(task.kind, task_id, "dead", attempt, error=reason))
-
-
-def _attempt(headers: dict[str, Any]) -> int:
-    value = headers.get(ATTEMPT_HEADER, 1)
-    return value if isinstance(value, int) and value >= 1 else 1
-
-
-def _valid_task_id(value: str | None) -> str | None:
-    try:
-        return _task_id_decoder.decode(encoder.encode(value))
-    except msgspec.DecodeError:
-        return None
