@@ -110,4 +110,8 @@ async def test_the_gateway_sweeper_removes_a_finished_task_and_it_is_404(
         events = await client.get(f"/tasks/{task_id}/events")
         assert events.status_code == 404
         assert events.json()["error"]["code"] == "not_found"
-        assert await storage_leftovers() == []
+
+        async def files_removed() -> bool:  # after the rows' commit
+            return await storage_leftovers() == []
+
+        await eventually(files_removed, timeout_s=30, interval_s=0.05)
