@@ -125,7 +125,7 @@ def apply_event(
             changes["result"] = msgspec.json.encode(event.result).decode()
         case "queued":
             changes.update(state="queued")
-        case _:  # failed, retrying, dead, cancelled
+        case _:  # failed, retrying, dead, cancelled, stuck
             changes.update(state=event.state, error=event.error)
     return replace(summary, **changes)  # type: ignore[arg-type]
 

@@ -24,8 +24,9 @@ from .topology import ATTEMPT_HEADER, CONTENT_TYPE, TASK_MESSAGE_TYPE, TASKS_EXC
 TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 TaskId = Annotated[str, msgspec.Meta(pattern=TASK_ID_PATTERN)]
 
+# stuck: the worker holding the task stopped renewing its lease; the task is back in its queue.
 State = Literal[
-    "queued", "running", "progress", "succeeded", "failed", "retrying", "dead", "cancelled"
+    "queued", "running", "progress", "succeeded", "failed", "retrying", "dead", "cancelled", "stuck"
 ]
 TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "dead", "cancelled"})
 
