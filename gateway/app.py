@@ -18,8 +18,11 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from infra.database import open_database
+from workers import claims, kinds, task_records
 
+from . import autoscale
 from .auth import Authenticating, Credentials, close_session, get_session, open_session
+from .autoscale import AutoscaleSignal, Bounds
 from .broker import BrokerLink
 from .errors import EXCEPTION_HANDLERS
 from .feed import LiveFeed
@@ -42,12 +45,16 @@ from .outbox_relay import OutboxRelay
 from .publisher import Publisher
 from .rate_limit import RateLimiter
 from .recorder import Recorder
+from .retention import Retention
 from .rpc_proxy import call_method
 from .sessions import Sessions
 from .settings import GatewaySettings
 from .shutdown import on_exit_signal
 from .streams import task_events
+from .stuck import StuckTaskSweeper
 from .sweeper import OrphanSweeper
+from .task_cancel import cancel_task
+from .task_list import list_tasks
 from .task_store import DatabaseTaskStore
 from .tasks import get_file, get_task
 from .tokens import check_secret
@@ -105,6 +112,9 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         orders = await OrderStore.open(database)
         await database.migrate("outbox", OUTBOX_MIGRATIONS)
         await database.migrate("upload_keys", UPLOAD_KEY_MIGRATIONS)
+        await task_records.migrate(database)
+        await database.migrate(kinds.COMPONENT, kinds.MIGRATIONS)
+        await database.migrate(autoscale.COMPONENT, autoscale.MIGRATIONS)
         hub = Hub(capacity=settings.sse_buffer_events)
         notifications = NotificationHub(capacity=settings.sse_buffer_events)
         publisher = Publisher(
@@ -118,9 +128,25 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         feed = LiveFeed(hub)
         recorder = Recorder(store, shards=settings.status_shards, records=settings.recorder_records)
         notification_feed = NotificationFeed(notifications, sessions)
+        autoscale_signal = AutoscaleSignal(
+            database,
+            Bounds(
+                window_s=settings.autoscale_window_s,
+                drain_s=settings.autoscale_drain_s,
+                min_workers=settings.autoscale_min_workers,
+                max_workers=settings.autoscale_max_workers,
+            ),
+            interval_s=settings.autoscale_interval_s,
+        )
         broker = BrokerLink(
             settings,
-            attach=[feed.start, recorder.start, notification_feed.start, publisher.start],
+            attach=[
+                feed.start,
+                recorder.start,
+                notification_feed.start,
+                publisher.start,
+                autoscale_signal.start,
+            ],
         )
         relay = OutboxRelay(
             database,
@@ -134,7 +160,21 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
             settings.storage_dir,
             grace_s=settings.orphan_grace_s,
             interval_s=settings.orphan_sweep_s,
+            retention=Retention(
+                database,
+                settings.storage_dir,
+                retention_s=settings.task_retention_s,
+                batch=settings.task_retention_batch,
+            ),
         )
+        stuck_tasks = StuckTaskSweeper(
+            database,
+            relay,
+            publisher,
+            lease_s=settings.task_lease_s,
+            name=claims.new_holder("gateway"),
+        )
+        app.state.autoscale = autoscale_signal
         app.state.database = database
         app.state.relay = relay
         app.state.settings = settings
@@ -170,6 +210,7 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         broker.start()
         relay.start()
         sweeper.start()
+        stuck_tasks.start()
 
         def end_streams() -> None:
             hub.end_all("shutdown")
@@ -181,6 +222,8 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
             yield
         finally:
             forget_signal()
+            await stuck_tasks.close()
+            await autoscale_signal.close()
             await sweeper.close()
             await relay.close()
             await readiness.close()
@@ -204,7 +247,9 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         Route("/session", get_session, methods=["GET"]),
         Route("/session", close_session, methods=["DELETE"]),
         Route("/uploads", limit_uploads(create_upload, settings), methods=["POST"]),
+        Route("/tasks", list_tasks),
         Route("/tasks/{task_id}", get_task),
+        Route("/tasks/{task_id}", cancel_task, methods=["DELETE"]),
         Route("/tasks/{task_id}/events", task_events),
         Route("/files/{task_id}/{name}", get_file),
         Route("/orders", create_order, methods=["POST"]),

@@ -29,16 +29,17 @@ from .gateway_client import (
     task_path,
 )
 
-TERMINAL_STATES = frozenset({"succeeded", "failed", "dead"})
+TERMINAL_STATES = frozenset({"succeeded", "failed", "dead", "cancelled"})
 # The named events that report the task; unnamed ones (retry hints) carry nothing to show.
-STATE_EVENTS = frozenset({"queued", "running", "progress", "retrying", *TERMINAL_STATES})
+STATE_EVENTS = frozenset({"queued", "running", "progress", "retrying", "stuck", *TERMINAL_STATES})
 RESET_EVENT = "reset"
 # The gateway's default SSE_RETRY_MS, until a stream sends its own ``retry:``.
 DEFAULT_RETRY_S = 2.0
 DEFAULT_GIVE_UP_AFTER_S = 300.0
 FOLLOW_CODES = exits.describe_codes(
     ok="the task succeeded",
-    failure="the task failed or went dead; the gateway refused (e.g. 401, 404) or stayed away",
+    failure="the task failed, went dead or was cancelled; the gateway refused (e.g. 401,"
+    " 404) or stayed away",
 )
 
 

@@ -8,10 +8,12 @@ contracts, settings): ``tests/test_layers.py`` keeps it so.
 from .context import TaskContext
 from .errors import (
     InvalidInput,
+    LeaseLost,
     PermanentError,
     Retry,
     RetryableError,
     SubmitError,
+    TaskCancelled,
     TaskError,
     UnknownKind,
     WaitTimeout,
@@ -27,12 +29,14 @@ from .submit import TaskSubmitter
 __all__ = [
     "TERMINAL_STATES",
     "InvalidInput",
+    "LeaseLost",
     "PermanentError",
     "Retry",
     "RetryableError",
     "State",
     "StatusEvent",
     "SubmitError",
+    "TaskCancelled",
     "TaskContext",
     "TaskError",
     "TaskMessage",

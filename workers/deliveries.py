@@ -8,8 +8,14 @@ from __future__ import annotations
 
 import logging
 import traceback
+from typing import Any
+
+import msgspec
 
 from rpc.wire import Delivery, WireError
+
+from .messages import TaskId, encoder
+from .topology import ATTEMPT_HEADER
 
 logger = logging.getLogger(__name__)
 
@@ -32,3 +38,20 @@ def describe(exc: BaseException) -> str:
 def traceback_summary(exc: BaseException) -> str:
     text = "".join(traceback.format_exception(exc, limit=-5))
     return text[-TRACEBACK_MAX_CHARS:]
+
+
+def attempt_of(headers: dict[str, Any]) -> int:
+    """The attempt number a task message's headers carry (1 if none or invalid)."""
+    value = headers.get(ATTEMPT_HEADER, 1)
+    return value if isinstance(value, int) and value >= 1 else 1
+
+
+def valid_task_id(value: str | None) -> str | None:
+    """``value`` if it is a valid task id, else None."""
+    try:
+        return _task_id_decoder.decode(encoder.encode(value))
+    except msgspec.DecodeError:
+        return None
+
+
+_task_id_decoder = msgspec.json.Decoder(TaskId)

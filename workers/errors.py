@@ -5,6 +5,8 @@
     │   ├── RetryableError     try again after the next delay tier (alias: Retry)
     │   └── PermanentError     fail now, never retry (bad input, policy violation)
     │       └── InvalidInput   the payload or the file it names was rejected
+    ├── LeaseLost              another worker took the task over (this one was stopped)
+    ├── TaskCancelled          the task was cancelled (``ctx.progress``, ``report_progress``)
     ├── SubmitError            a task could not be submitted
     │   └── UnknownKind        no queue takes the kind (the broker returned the message)
     └── WaitTimeout            no terminal status within the caller's timeout
@@ -40,6 +42,12 @@ class InvalidInput(PermanentError):
     """The payload, or the file it names, was rejected."""
 
 
+class TaskCancelled(WorkerError):
+    """The task was cancelled (``DELETE /tasks/{id}``): raised by ``ctx.progress`` and, in a
+    pool job, by ``report_progress``. A handler may clean up (``finally``); once cancelled,
+    any exception ends the attempt ``cancelled`` without a retry (a result still counts)."""
+
+
 class SubmitError(WorkerError):
     """A task could not be submitted."""
 
@@ -50,3 +58,8 @@ class UnknownKind(SubmitError):
 
 class WaitTimeout(WorkerError, TimeoutError):
     """No terminal status arrived within the caller's timeout."""
+
+
+class LeaseLost(WorkerError):
+    """Another worker took this task over: this one's lease ran out (it was stopped or cut
+    off), so it must neither go on with the task nor finish it. Raised by ``ctx.progress``."""

@@ -24,8 +24,11 @@ from .topology import ATTEMPT_HEADER, CONTENT_TYPE, TASK_MESSAGE_TYPE, TASKS_EXC
 TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 TaskId = Annotated[str, msgspec.Meta(pattern=TASK_ID_PATTERN)]
 
-State = Literal["queued", "running", "progress", "succeeded", "failed", "retrying", "dead"]
-TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "dead"})
+# stuck: the worker holding the task stopped renewing its lease; the task is back in its queue.
+State = Literal[
+    "queued", "running", "progress", "succeeded", "failed", "retrying", "dead", "cancelled", "stuck"
+]
+TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "dead", "cancelled"})
 
 
 class TaskMessage(msgspec.Struct, frozen=True):
@@ -57,8 +60,9 @@ class StatusEvent(msgspec.Struct, frozen=True, omit_defaults=True):
 
     ``timestamp`` is Unix time in seconds. ``percent`` and ``message`` come with
     ``progress``; ``result`` with ``succeeded``; ``error`` with ``failed``,
-    ``retrying`` and ``dead``; ``retry_in_ms`` with ``retrying``. Field bounds are
-    checked when decoding; ``result``'s nesting by :func:`decode_status_event`.
+    ``retrying``, ``dead`` and ``cancelled`` (who or what cancelled it); ``retry_in_ms``
+    with ``retrying``. Field bounds are checked when decoding; ``result``'s nesting
+    by :func:`decode_status_event`.
     """
 
     event_id: _Text

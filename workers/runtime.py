@@ -4,6 +4,11 @@ A delivery is acked only after its outcome is safely with the broker: the
 terminal status event (succeeded, failed), the retry copy in a delay tier plus
 its ``retrying`` event, or the dead letter plus its ``dead`` event. A worker
 that dies before that loses nothing: the broker redelivers the message.
+
+Each delivery is claimed in the store as it arrives, before it waits for a
+free handler slot, so prefetched tasks hold leases too; a worker that stops
+holding them has them taken over (workers/outcomes.py) and, if it runs again,
+acks them without running or finishing them.
 """
 
 from __future__ import annotations
@@ -19,16 +24,17 @@ import msgspec
 from infra.database import Database, open_database
 from infra.logs import log_context
 from rpc.connection import cancel_consumers, close_channels
-from rpc.dead_letter import dead_letter
 from rpc.errors import BrokerRefused, BrokerUnavailable
-from rpc.publish import persistent_copy, publish_confirmed
 from rpc.wire import BrokerError, Channel, Delivery, RobustChannel, Unavailable, WireConnection
 
-from .claims import new_holder, when_free
+from . import kinds
+from .cancellation import CancelWatch, cancellable
+from .claims import Held, new_holder, when_free
 from .context import TaskContext
-from .deliveries import describe, nack_requeue, traceback_summary
-from .errors import PermanentError
-from .messages import StatusEvent, TaskId, Undecodable, decode_task, encoder, new_event
+from .deliveries import attempt_of, describe, nack_requeue, valid_task_id
+from .errors import LeaseLost, PermanentError, TaskCancelled
+from .failures import Failures, bury, retry_or_bury
+from .messages import StatusEvent, Undecodable, decode_task, new_event
 from .metrics import MESSAGE_COPIES, STATUS_EVENTS, TASK_SECONDS
 from .outcomes import OutcomeLog
 from .pool import TaskPool
@@ -36,20 +42,13 @@ from .registry import Task, TaskRegistry
 from .settings import WorkerSettings
 from .status import confirmed, forget, publish_status, publish_status_soon
 from .topology import (
-    ATTEMPT_HEADER,
-    dead_queue,
     declare_kind,
     declare_retry_tiers,
     declare_status,
-    retry_tier,
     task_queue,
 )
 
 logger = logging.getLogger(__name__)
-
-# Headers the broker adds on dead-lettering; a retry copy starts without them.
-_BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-", "x-delivery-count")
-_task_id_decoder = msgspec.json.Decoder(TaskId)
 
 
 class Worker:
@@ -79,6 +78,7 @@ class Worker:
         self._stopping = False
         self._pool: TaskPool | None = None
         self._outcomes: OutcomeLog | None = None
+        self._cancels: CancelWatch | None = None
         self._database = database  # None: opened from settings.database at start
         self._own_database: Database | None = None
 
@@ -126,6 +126,8 @@ class Worker:
         if self._outcomes is not None:
             outcomes, self._outcomes = self._outcomes, None
             await outcomes.close()
+        if self._cancels is not None:
+            await self._cancels.close()
         if (database := self._own_database) is not None:
             self._own_database = None
             await database.close()
@@ -139,6 +141,8 @@ class Worker:
             lease_s=self.settings.task_lease_s,
             legacy_dir=self.settings.storage_dir,
         )
+        await kinds.register(database, self.registry.kinds, self.settings.concurrency)
+        self._cancels = await CancelWatch.open(database, self.settings)
 
     def pool(self) -> TaskPool:
         """The process pool for CPU-bound work, started on first use."""
@@ -171,12 +175,7 @@ class Worker:
             self._running.add(current)
             self._idle.clear()
             try:
-                async with self._semaphore:
-                    if self._stopping:
-                        # Prefetched but not started: give it back now rather than at exit.
-                        nack_requeue(message)
-                        return
-                    await self._process(task, message)
+                await self._process(task, message)
             except BrokerUnavailable as exc:
                 # Back to the queue (or, with the channel gone, redelivered by the broker);
                 # the outcome log makes the rerun idempotent.
@@ -204,24 +203,62 @@ class Worker:
         STATUS_EVENTS.labels(event.kind, event.state).inc()
         return future
 
+    async def _cancelled(self, task_id: str) -> bool:
+        assert self._cancels is not None
+        return await self._cancels.asked(task_id)
+
+    async def _end_unstarted(self, task: Task, task_id: str, attempt: int) -> None:
+        """End a task cancelled while it waited here, prefetched, without running it."""
+        assert self._outcomes is not None
+        cancelled = new_event(
+            task.kind, task_id, "cancelled", attempt, error="cancelled before it started"
+        )
+        recorded = await self._outcomes.record(cancelled)
+        if recorded is None:
+            raise LeaseLost(f"task {task_id} was taken over before it started here")
+        await self._publish(recorded)
+
+    def _failures(self) -> Failures:
+        assert self._publish_channel is not None
+        return Failures(self._publish_channel, self._publish, self.settings)
+
+    async def _publish_held(self, event: StatusEvent) -> None:
+        """Publish a handler's event while this worker holds its task; LeaseLost otherwise."""
+        assert self._outcomes is not None
+        if not await self._outcomes.still_holds(event.task_id):
+            raise LeaseLost(f"task {event.task_id} was taken over while it ran here")
+        await self._publish(event)
+
+    def _publish_soon_held(self, event: StatusEvent) -> asyncio.Future[bool]:
+        """A pool job's progress: dropped unless the lease is surely held (no store access
+        from this callback); the job's outcome is checked when it is recorded."""
+        assert self._outcomes is not None
+        if not self._outcomes.surely_holds(event.task_id):
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(True)
+            return done
+        return self._publish_soon(event)
+
     async def _process(self, task: Task, message: Delivery) -> None:
         properties = message.properties
         headers = dict(properties.headers or {})
-        attempt = _attempt(headers)
+        attempt = attempt_of(headers)
         try:
             task_message, payload = decode_task(message.body, task.decoder)
         except Undecodable as exc:
-            task_id = _valid_task_id(properties.message_id)
+            task_id = valid_task_id(properties.message_id)
             assert self._outcomes is not None
             if task_id and await self._outcomes.known(task_id):
                 task_id = None  # a malformed copy of a task that ran or runs: no `dead` for it
-            await self._dead_letter(
-                task,
-                message,
-                task_id=task_id,
-                attempt=attempt,
-                reason=str(exc),
-            )
+            async with self._semaphore:
+                await bury(
+                    self._failures(),
+                    task,
+                    message,
+                    task_id=task_id,
+                    attempt=attempt,
+                    reason=str(exc),
+                )
             message.ack()
             return
         with log_context(task_id=task_message.task_id, kind=task.kind):
@@ -236,11 +273,18 @@ class Worker:
         attempt: int,
         headers: dict[str, Any],
     ) -> None:
-        """Run a decoded task once, whatever copies of it arrive where (workers/outcomes.py)."""
+        """Run a decoded task once, whatever copies of it arrive where (workers/outcomes.py).
+
+        The claim is taken before the task waits for a handler slot: a
+        prefetched task holds a lease too.
+        """
         outcomes = self._outcomes
         assert outcomes is not None
+        held = Held(task.kind, message.body, attempt)
         start = await when_free(
-            lambda: outcomes.start(task_id), consumer=task.kind, stopping=lambda: self._stopping
+            lambda: outcomes.start(task_id, held),
+            consumer=task.kind,
+            stopping=lambda: self._stopping,
         )
         if start is None:
             nack_requeue(message)  # stopping while another worker held it
@@ -250,12 +294,28 @@ class Worker:
             message.ack()
             return
         settled = False
+        # A prefetched task's claim predates any cancel, so the cancel was only requested.
+        prefetched = self._semaphore.locked()
         try:
-            if start.republish is None:
-                await self._execute(task, message, task_id, payload, attempt, headers)
-            else:
-                MESSAGE_COPIES.labels(task.kind, "republished").inc()
-                await self._publish(start.republish)
+            async with self._semaphore:
+                if self._stopping:
+                    # Prefetched but not started: give it back now rather than at exit.
+                    nack_requeue(message)
+                    return
+                if start.republish is None and prefetched and await self._cancelled(task_id):
+                    await self._end_unstarted(task, task_id, attempt)
+                elif start.republish is None:
+                    await self._execute(task, message, task_id, payload, attempt, headers)
+                else:
+                    MESSAGE_COPIES.labels(task.kind, "republished").inc()
+                    await self._publish(start.republish)
+            message.ack()
+            settled = True
+        except LeaseLost:
+            # Taken over while this worker was stopped: the task runs (or ran) elsewhere,
+            # from a copy the watchdog published. This delivery is no longer needed.
+            MESSAGE_COPIES.labels(task.kind, "taken_over").inc()
+            logger.warning("task %s was taken over by another worker; dropped here", task_id)
             message.ack()
             settled = True
         finally:
@@ -270,33 +330,48 @@ class Worker:
         attempt: int,
         headers: dict[str, Any],
     ) -> None:
-        """Run the task once; its outcome recorded and published (or retry or dead letter)."""
-        assert self._outcomes is not None
+        """Run the task once; its outcome recorded and published (or retry or dead letter).
+
+        LeaseLost: another worker took the task over; nothing more is published here.
+        """
+        outcomes = self._outcomes
+        assert outcomes is not None and self._cancels is not None
+        if not await outcomes.still_holds(task_id):
+            raise LeaseLost(f"task {task_id} was taken over before it started here")
         # "running" goes out without waiting for its confirm, so the handler's first progress
         # event shares its write; the attempt's outcome waits for that confirm (below).
         running = self._publish_soon(new_event(task.kind, task_id, "running", attempt))
-        ctx = TaskContext(
-            task_id=task_id,
-            kind=task.kind,
-            attempt=attempt,
-            redelivered=message.redelivered,
-            settings=self.settings,
-            publish=self._publish,
-            publish_soon=self._publish_soon,
-            pool=self.pool,
-        )
         started = time.perf_counter()
         try:
-            result = await task.handler(ctx, payload)
+            with self._cancels.watch(task_id) as cancellation:
+                ctx = TaskContext(
+                    task_id=task_id,
+                    kind=task.kind,
+                    attempt=attempt,
+                    redelivered=message.redelivered,
+                    settings=self.settings,
+                    publish=self._publish_held,
+                    publish_soon=self._publish_soon_held,
+                    pool=self.pool,
+                    cancellation=cancellation,
+                )
+                result = await cancellable(
+                    task.handler(ctx, payload), cancellation, stopping=lambda: self._stopping
+                )
         except PermanentError as exc:
             outcome = new_event(task.kind, task_id, "failed", attempt, error=describe(exc))
-        except (BrokerUnavailable, asyncio.CancelledError):
-            # From ctx.progress (not the task's fault), or a stop: leave it unacked for redelivery.
+        except TaskCancelled as exc:
+            outcome = new_event(task.kind, task_id, "cancelled", attempt, error=describe(exc))
+        except (BrokerUnavailable, LeaseLost, asyncio.CancelledError):
+            # From ctx.progress (not the task's fault), or a stop: leave it unacked for
+            # redelivery; or another worker has it now.
             forget(running)
             raise
         except Exception as exc:
             await confirmed(running)
-            await self._retry_or_bury(task, message, task_id, attempt, headers, exc)
+            if not await outcomes.still_holds(task_id):
+                raise LeaseLost(f"task {task_id} was taken over while it ran here") from exc
+            await retry_or_bury(self._failures(), task, message, task_id, attempt, headers, exc)
             return
         else:
             try:
@@ -308,91 +383,10 @@ class Worker:
                 outcome = new_event(
                     task.kind, task_id, "failed", attempt, error=f"unencodable result: {exc}"
                 )
-        TASK_SECONDS.labels(task.kind).observe(time.perf_counter() - started)
+        run_s = time.perf_counter() - started
+        TASK_SECONDS.labels(task.kind).observe(run_s)
         await confirmed(running)
-        await self._publish(await self._outcomes.record(outcome))
-
-    async def _retry_or_bury(
-        self,
-        task: Task,
-        message: Delivery,
-        task_id: str,
-        attempt: int,
-        headers: dict[str, Any],
-        exc: Exception,
-    ) -> None:
-        max_attempts = task.max_attempts or self.settings.max_attempts
-        error = describe(exc)
-        if attempt >= max_attempts:
-            logger.warning(
-                "task %s (%s) exhausted %d attempts: %s", task_id, task.kind, attempt, error
-            )
-            await self._dead_letter(
-                task,
-                message,
-                task_id=task_id,
-                attempt=attempt,
-                reason=f"attempts exhausted ({attempt}/{max_attempts}): {error}",
-                tb=traceback_summary(exc),
-            )
-            return
-        delay_ms = self.settings.retry_delay_ms(attempt)
-        logger.info(
-            "task %s (%s) attempt %d failed, retry in %d ms: %s",
-            task_id,
-            task.kind,
-            attempt,
-            delay_ms,
-            error,
-        )
-        await self._publish(
-            new_event(task.kind, task_id, "retrying", attempt, error=error, retry_in_ms=delay_ms)
-        )
-        retry_headers = {k: v for k, v in headers.items() if not k.startswith(_BROKER_HEADERS)}
-        retry_headers[ATTEMPT_HEADER] = attempt + 1
-        assert self._publish_channel is not None
-        await publish_confirmed(
-            self._publish_channel,
-            message.body,
-            exchange=retry_tier(delay_ms),
-            routing_key=task.kind,
-            properties=persistent_copy(message.properties, retry_headers),
-        )
-
-    async def _dead_letter(
-        self,
-        task: Task,
-        message: Delivery,
-        *,
-        task_id: str | None,
-        attempt: int,
-        reason: str,
-        tb: str = "",
-    ) -> None:
-        """Move the message to ``tasks.<kind>.dead`` with why; publish ``dead``; the caller acks."""
-        assert self._publish_channel is not None
-        buried = await dead_letter(
-            self._publish_channel,
-            message,
-            dead_queue(task.kind),
-            reason,
-            source_queue=task_queue(task.kind),
-            traceback=tb,
-            headers={ATTEMPT_HEADER: attempt},
-        )
-        if not buried:
-            raise BrokerUnavailable(f"could not dead-letter a {task.kind} task")
-        if task_id is not None:
-            await self._publish(new_event(task.kind, task_id, "dead", attempt, error=reason))
-
-
-def _attempt(headers: dict[str, Any]) -> int:
-    value = headers.get(ATTEMPT_HEADER, 1)
-    return value if isinstance(value, int) and value >= 1 else 1
-
-
-def _valid_task_id(value: str | None) -> str | None:
-    try:
-        return _task_id_decoder.decode(encoder.encode(value))
-    except msgspec.DecodeError:
-        return None
+        recorded = await outcomes.record(outcome, run_s=run_s)
+        if recorded is None:
+            raise LeaseLost(f"task {task_id} was taken over while it ran here; result dropped")
+        await self._publish(recorded)
