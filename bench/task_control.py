@@ -185,4 +185,4 @@ if __name__ == "__main__":
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=50)
     parser.add_argument("--postgres", action="store_true", help="a private PostgreSQL")
-    sys.exit(asyncio.run(main(parse_args(parser, {"tasks": 3_000, "repeat": 5}))))
+    sys.exit(asyncio.run(main(parse_args(parser, {"tasks": 1_000, "repeat": 5}))))

@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -23,11 +24,17 @@ MEASURED = re.compile(r"^measured: (.*)$", re.MULTILINE)
 
 
 def run_tiny(
-    script: str, amqp_url: str, timeout_s: float = TINY_TIMEOUT_S, **env: str
+    script: str,
+    amqp_url: str,
+    timeout_s: float = TINY_TIMEOUT_S,
+    *,
+    options: Sequence[str] = (),
+    **env: str,
 ) -> dict[str, float]:
-    """Run ``python bench/<script> --tiny`` as the README does; what it measured, by name."""
+    """Run ``python bench/<script> --tiny [options]`` as the README does; what it measured,
+    by name."""
     done = subprocess.run(
-        [sys.executable, f"bench/{script}", "--tiny"],
+        [sys.executable, f"bench/{script}", "--tiny", *options],
         cwd=REPO,
         env={**os.environ, "AMQP_URL": amqp_url, **env},
         stdin=subprocess.DEVNULL,

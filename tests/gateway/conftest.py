@@ -155,11 +155,22 @@ class ChildProcess:
 class GatewayProcess(ChildProcess):
     """``python -m gateway`` on a port of its own."""
 
-    def __init__(self, settings: GatewaySettings, port: int, log_path: Path) -> None:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        port: int,
+        log_path: Path,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.settings = settings
-        env = {**settings_env(settings), "HOST": "127.0.0.1", "PORT": str(port)}
+        env = {
+            **settings_env(settings),
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+            **(extra_env or {}),
+        }
         super().__init__([sys.executable, "-m", "gateway"], env, log_path)
 
     def client(self, user: str | None = USER) -> httpx.AsyncClient:
