@@ -23,6 +23,7 @@ import msgspec
 
 from infra.database import Database, open_database
 from infra.logs import log_context
+from infra.storage import open_storage
 from rpc.connection import cancel_consumers, close_channels
 from rpc.errors import BrokerRefused, BrokerUnavailable
 from rpc.wire import BrokerError, Channel, Delivery, RobustChannel, Unavailable, WireConnection
@@ -68,6 +69,7 @@ class Worker:
         self.registry = registry
         self.settings = settings
         self.name = name
+        self.storage = open_storage(settings.storage_config())
         self._consume_channel: RobustChannel | None = None
         self._publish_channel: RobustChannel | None = None
         self._raw: Channel | None = None
@@ -180,8 +182,7 @@ class Worker:
             try:
                 await self._process(task, message)
             except BrokerUnavailable as exc:
-                # Back to the queue (or, with the channel gone, redelivered by the broker);
-                # the outcome log makes the rerun idempotent.
+                # Requeued (or redelivered: channel gone); the outcome log makes a rerun idempotent.
                 logger.warning("lost the broker while processing a %s task: %s", task.kind, exc)
                 nack_requeue(message)
             except Exception:
@@ -357,6 +358,7 @@ class Worker:
                     attempt=attempt,
                     redelivered=message.redelivered,
                     settings=self.settings,
+                    storage=self.storage,
                     publish=self._publish_held,
                     publish_soon=self._publish_soon_held,
                     pool=self.pool,
