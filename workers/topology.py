@@ -23,6 +23,7 @@ from typing import Any
 # Dead letters of every kind carry the same headers: rpc.dead_letter writes them.
 from rpc.topology import QUEUE_HEADER as QUEUE_HEADER
 from rpc.topology import REASON_HEADER as REASON_HEADER
+from rpc.topology import SENDER_HEADER as SENDER_HEADER
 from rpc.topology import TRACEBACK_HEADER as TRACEBACK_HEADER
 from rpc.wire import Channel
 
