@@ -34,15 +34,19 @@ from .outcomes import OutcomeLog
 from .pool import TaskPool
 from .registry import Task, TaskRegistry
 from .settings import WorkerSettings
+from .slots import PrioritySlots
 from .status import confirmed, forget, publish_status, publish_status_soon
 from .topology import (
     ATTEMPT_HEADER,
+    PRIORITIES,
+    Priority,
     dead_queue,
     declare_kind,
     declare_retry_tiers,
     declare_status,
     retry_tier,
     task_queue,
+    task_routing_key,
 )
 
 logger = logging.getLogger(__name__)
@@ -72,7 +76,7 @@ class Worker:
         self._publish_channel: RobustChannel | None = None
         self._raw: Channel | None = None
         self._consumer_tags: list[str] = []
-        self._semaphore = asyncio.Semaphore(settings.concurrency)
+        self._slots = PrioritySlots(settings.concurrency)
         self._running: set[asyncio.Task[Any]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -151,27 +155,36 @@ class Worker:
         await declare_retry_tiers(channel, self.settings.retry_delays_ms)
 
     async def _consume(self, channel: Channel) -> None:
-        """Declare and consume every kind's queue; runs again after each reconnect."""
+        """Declare and consume every kind's queues; runs again after each reconnect.
+
+        The prefetch is per consumer (AMQP's default), so each priority's queue
+        has its own: a prefetch full of normal work leaves room for high work.
+        """
         if self._stopping:
             return
         await channel.basic_qos(prefetch_count=self.settings.prefetch)
         tags = []
         for task in self.registry:
             await declare_kind(channel, task.kind, max_length=self.settings.queue_max_length)
-            tags.append(
-                await channel.basic_consume(task_queue(task.kind), self._make_consumer(task))
-            )
+            for priority in PRIORITIES:
+                tags.append(
+                    await channel.basic_consume(
+                        task_queue(task.kind, priority), self._make_consumer(task, priority)
+                    )
+                )
         self._consumer_tags = tags
         self._raw = channel
 
-    def _make_consumer(self, task: Task) -> Callable[[Delivery], Coroutine[Any, Any, None]]:
+    def _make_consumer(
+        self, task: Task, priority: Priority
+    ) -> Callable[[Delivery], Coroutine[Any, Any, None]]:
         async def consume(message: Delivery) -> None:
             current = asyncio.current_task()
             assert current is not None
             self._running.add(current)
             self._idle.clear()
             try:
-                async with self._semaphore:
+                async with self._slots.take(priority):
                     if self._stopping:
                         # Prefetched but not started: give it back now rather than at exit.
                         nack_requeue(message)
@@ -355,7 +368,8 @@ class Worker:
             self._publish_channel,
             message.body,
             exchange=retry_tier(delay_ms),
-            routing_key=task.kind,
+            # Back to the queue of the priority it came with (the tier keeps the routing key).
+            routing_key=_retry_routing_key(task.kind, message),
             properties=persistent_copy(message.properties, retry_headers),
         )
 
@@ -384,6 +398,11 @@ class Worker:
             raise BrokerUnavailable(f"could not dead-letter a {task.kind} task")
         if task_id is not None:
             await self._publish(new_event(task.kind, task_id, "dead", attempt, error=reason))
+
+
+def _retry_routing_key(kind: str, message: Delivery) -> str:
+    high = task_routing_key(kind, "high")
+    return high if message.routing_key == high else task_routing_key(kind)
 
 
 def _attempt(headers: dict[str, Any]) -> int:

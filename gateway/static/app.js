@@ -6,7 +6,7 @@
 const CATALOGUE_SKUS = ["MUG-01", "TEE-01", "BOOK-01", "CAP-01", "PRINT-01", "STICKER-01"];
 const MAX_QUANTITY = 100; // the shop's limit per line
 // Every event name a task's stream can carry (`event:` is the task's state).
-const TASK_EVENTS = ["queued", "running", "progress", "retrying", "succeeded", "failed", "dead", "reset"];
+const TASK_EVENTS = ["scheduled", "queued", "running", "progress", "retrying", "succeeded", "failed", "dead", "reset"];
 const TERMINAL_STATES = new Set(["succeeded", "failed", "dead"]);
 const ORDER_SERVICES = ["email", "inventory", "analytics"];
 const QUOTE_DEBOUNCE_MS = 300;
@@ -385,6 +385,9 @@ function drawUploadEvent(name, data) {
   const state = name === "reset" ? data.state : name;
   if (typeof data.percent === "number") $("upload-progress").value = data.percent;
   switch (state) {
+    case "scheduled":
+      setUploadState(state, `Scheduled for ${new Date(data.run_at * 1000).toLocaleString()}…`);
+      break;
     case "queued":
       setUploadState(state, "Queued…");
       break;
