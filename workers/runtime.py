@@ -21,14 +21,20 @@ from infra.logs import log_context
 from rpc.connection import cancel_consumers, close_channels
 from rpc.dead_letter import dead_letter
 from rpc.errors import BrokerRefused, BrokerUnavailable
-from rpc.publish import persistent_copy, publish_confirmed
 from rpc.wire import BrokerError, Channel, Delivery, RobustChannel, Unavailable, WireConnection
 
 from .claims import new_holder, when_free
 from .context import TaskContext
-from .deliveries import describe, nack_requeue, traceback_summary
+from .deliveries import (
+    attempt_of,
+    describe,
+    nack_requeue,
+    publish_retry,
+    traceback_summary,
+    valid_task_id,
+)
 from .errors import PermanentError
-from .messages import StatusEvent, TaskId, Undecodable, decode_task, encoder, new_event
+from .messages import StatusEvent, Undecodable, decode_task, new_event
 from .metrics import MESSAGE_COPIES, STATUS_EVENTS, TASK_SECONDS
 from .outcomes import OutcomeLog
 from .pool import TaskPool
@@ -44,16 +50,10 @@ from .topology import (
     declare_kind,
     declare_retry_tiers,
     declare_status,
-    retry_tier,
     task_queue,
-    task_routing_key,
 )
 
 logger = logging.getLogger(__name__)
-
-# Headers the broker adds on dead-lettering; a retry copy starts without them.
-_BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-", "x-delivery-count")
-_task_id_decoder = msgspec.json.Decoder(TaskId)
 
 
 class Worker:
@@ -220,11 +220,11 @@ class Worker:
     async def _process(self, task: Task, message: Delivery) -> None:
         properties = message.properties
         headers = dict(properties.headers or {})
-        attempt = _attempt(headers)
+        attempt = attempt_of(headers)
         try:
             task_message, payload = decode_task(message.body, task.decoder)
         except Undecodable as exc:
-            task_id = _valid_task_id(properties.message_id)
+            task_id = valid_task_id(properties.message_id)
             assert self._outcomes is not None
             if task_id and await self._outcomes.known(task_id):
                 task_id = None  # a malformed copy of a task that ran or runs: no `dead` for it
@@ -361,17 +361,8 @@ class Worker:
         await self._publish(
             new_event(task.kind, task_id, "retrying", attempt, error=error, retry_in_ms=delay_ms)
         )
-        retry_headers = {k: v for k, v in headers.items() if not k.startswith(_BROKER_HEADERS)}
-        retry_headers[ATTEMPT_HEADER] = attempt + 1
         assert self._publish_channel is not None
-        await publish_confirmed(
-            self._publish_channel,
-            message.body,
-            exchange=retry_tier(delay_ms),
-            # Back to the queue of the priority it came with (the tier keeps the routing key).
-            routing_key=_retry_routing_key(task.kind, message),
-            properties=persistent_copy(message.properties, retry_headers),
-        )
+        await publish_retry(self._publish_channel, message, task.kind, delay_ms, attempt + 1)
 
     async def _dead_letter(
         self,
@@ -398,20 +389,3 @@ class Worker:
             raise BrokerUnavailable(f"could not dead-letter a {task.kind} task")
         if task_id is not None:
             await self._publish(new_event(task.kind, task_id, "dead", attempt, error=reason))
-
-
-def _retry_routing_key(kind: str, message: Delivery) -> str:
-    high = task_routing_key(kind, "high")
-    return high if message.routing_key == high else task_routing_key(kind)
-
-
-def _attempt(headers: dict[str, Any]) -> int:
-    value = headers.get(ATTEMPT_HEADER, 1)
-    return value if isinstance(value, int) and value >= 1 else 1
-
-
-def _valid_task_id(value: str | None) -> str | None:
-    try:
-        return _task_id_decoder.decode(encoder.encode(value))
-    except msgspec.DecodeError:
-        return None

@@ -51,7 +51,7 @@ class PrioritySlots:
             raise
 
     def _release(self) -> None:
-        for priority in reversed(PRIORITIES):
+        for priority in PRIORITIES:
             waiters = self._waiters[priority]
             while waiters:
                 waiter = waiters.popleft()

@@ -107,3 +107,9 @@ def test_a_side_that_measured_nothing_fails_the_bench(capsys: pytest.CaptureFixt
     assert check_measured({"baseline.calls": 12, "taskgate.calls": 0}) == 1
     assert "taskgate.calls is 0" in capsys.readouterr().err
     assert check_measured({"baseline.calls": 12, "taskgate.calls": 3}) == 0
+
+
+@pytest.mark.timeout(TINY_TIMEOUT_S + 20)
+def test_scheduled_tiny_publishes_tasks_all_due_at_once(amqp_url: str) -> None:
+    measured = run_tiny("scheduled.py", amqp_url)
+    assert_measured(measured, {"relay.tasks_published", "relay.tasks_per_s"})
