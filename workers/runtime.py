@@ -166,7 +166,8 @@ class Worker:
         tags = []
         for task in self.registry:
             await declare_kind(channel, task.kind, max_length=self.settings.queue_max_length)
-            for priority in PRIORITIES:
+            # Normal first: a stop cancels in this order, and stops taking high work last.
+            for priority in reversed(PRIORITIES):
                 tags.append(
                     await channel.basic_consume(
                         task_queue(task.kind, priority), self._make_consumer(task, priority)
