@@ -140,6 +140,28 @@ async def alternate(
     return results
 
 
+async def rotate(
+    rounds: int, sides: Mapping[str, Callable[[], Awaitable[float]]], unit: str
+) -> dict[str, list[float]]:
+    """Each side's rate in each of ``rounds`` rounds; every side runs once a round, warm.
+
+    The order turns by one side each round, so no side always inherits another's backlog.
+    """
+    names = list(sides)
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(rounds):
+        shift = i % len(names)
+        for name in names[shift:] + names[:shift]:
+            rates[name].append(await sides[name]())
+        print(
+            f"round {i + 1}: "
+            + "  ".join(f"{name} {rates[name][-1]:,.0f}" for name in names)
+            + f" {unit}",
+            flush=True,
+        )
+    return rates
+
+
 @dataclass
 class Medians:
     """The medians of rounds of (base, ours), and the range of their ratios."""

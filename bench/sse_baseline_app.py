@@ -154,7 +154,7 @@ def main() -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: None)
     app = create_app(
-        os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
+        os.environ["AMQP_URL"],
         int(os.environ.get("BASELINE_STREAMS_PER_CONNECTION", "1000")),
     )
     uvicorn.run(

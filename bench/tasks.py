@@ -1,17 +1,20 @@
-"""Benchmark: no-op tasks/s, submitted and awaited to their terminal status, taskgate vs Celery.
+"""Benchmark: no-op tasks/s, submitted and awaited to their result: taskgate vs its peers.
 
-Both sides run one worker process on the same broker and get the same burst:
-N tasks submitted as fast as the client allows, then every outcome awaited.
-taskgate goes through ``TaskSubmitter`` (publisher confirms, a ``queued``
-event, ``running`` + ``succeeded`` events confirmed before the ack); Celery
-uses its amqp broker and the ``rpc://`` result backend with its default prefork
-pool (one child per core). Both stay up for the whole run and take turns, round
-after round; the figure is the median ratio of the rounds. Run it in the
-project's venv with the ``bench`` extra (``pip install -e '.[bench]'``):
+Every side gets the same burst on the same broker: N tasks submitted as fast as
+its client allows, then every result awaited. taskgate goes through
+``TaskSubmitter`` (publisher confirms, a ``queued`` event, ``running`` +
+``succeeded`` events confirmed before the ack). The peers: Celery (its amqp
+broker, the ``rpc://`` backend, prefork with one child per core), and taskiq and
+FastStream, each as its docs show it and again configured for taskgate's
+durability (bench/task_peers.py says how). All stay up for the whole run and take
+turns, round after round; the figures are medians of the rounds. Run it in the
+project's venv with the ``bench`` extra (``pip install -e '.[bench]'``) and Debian's
+``redis-server`` (taskiq's default result backend):
 
-    python bench/tasks.py                      # starts a private broker
-    AMQP_URL=amqp://... python bench/tasks.py  # uses that broker
+    python bench/tasks.py                      # starts a private broker, Redis, PostgreSQL
+    AMQP_URL=amqp://... python bench/tasks.py  # uses that broker (DATABASE_URL: that database)
     python bench/tasks.py --tasks 5000
+    python bench/tasks.py --no-peers           # taskgate and Celery only
     python bench/tasks.py --tiny               # seconds: checks that it works
 """
 
@@ -19,11 +22,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
 import logging
+import math
 import os
+import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -31,13 +39,13 @@ REPO = BENCH_DIR.parent
 sys.path.insert(0, str(REPO))
 
 from bench.common import (  # noqa: E402
-    Medians,
-    alternate,
     broker,
     check_measured,
     parse_args,
+    rotate,
     stop_process,
 )
+from bench.task_peers import PeerServers  # noqa: E402
 from rpc.connection import connect_wire  # noqa: E402
 from rpc.wire import WireConnection  # noqa: E402
 from workers import TaskContext, TaskRegistry, TaskSubmitter  # noqa: E402
@@ -122,8 +130,10 @@ def celery_burst(task, n: int) -> float:  # type: ignore[no-untyped-def]
     return n / (time.perf_counter() - started)
 
 
-async def compare(url: str, n: int, warmup: int, rounds: int) -> list[tuple[float, float]]:
-    """(celery, taskgate) tasks/s per round; the two sides alternate, each warm."""
+async def compare(
+    url: str, peers: PeerServers | None, n: int, warmup: int, rounds: int
+) -> dict[str, list[float]]:
+    """Each side's tasks/s per round; the sides take turns, each warm."""
     taskgate = await Taskgate.create(url)
     celery_task = make_celery(url).tasks[NOOP]
     loop = asyncio.get_running_loop()
@@ -131,18 +141,22 @@ async def compare(url: str, n: int, warmup: int, rounds: int) -> list[tuple[floa
     async def celery(n: int) -> float:
         return await loop.run_in_executor(None, celery_burst, celery_task, n)
 
+    bursts: dict[str, Callable[[int], Awaitable[float]]] = {
+        "taskgate": taskgate.burst,
+        "celery": celery,
+    }
+    clients = await peers.clients() if peers else {}
+    bursts.update({name: client.burst for name, client in clients.items()})
     try:
-        await taskgate.burst(warmup)
-        await celery(warmup)
-        return await alternate(
-            rounds,
-            lambda: celery(n),
-            lambda: taskgate.burst(n),
-            ("celery", "taskgate"),
-            "tasks/s",
+        for burst in bursts.values():
+            await burst(warmup)
+        return await rotate(
+            rounds, {name: functools.partial(burst, n) for name, burst in bursts.items()}, "tasks/s"
         )
     finally:
         await taskgate.close()
+        for client in clients.values():
+            await client.close()
 
 
 def start_taskgate_worker(url: str, storage: Path) -> subprocess.Popen[bytes]:
@@ -187,6 +201,9 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=3000, help="tasks per measured burst")
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--no-peers", action="store_true", help="taskgate and Celery only (no taskiq, FastStream)"
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parse_args(parser, tiny={"tasks": 50, "warmup": 10, "rounds": 1})
     if args.serve:
@@ -199,22 +216,48 @@ def main() -> int:
         return 2
     import uvloop
 
-    with broker("bench-tasks-") as (url, _, tmp):
+    with contextlib.ExitStack() as stack:
+        url, _, tmp = stack.enter_context(broker("bench-tasks-"))
+        peers = None if args.no_peers else stack.enter_context(PeerServers.started(url, tmp))
         workers = [start_taskgate_worker(url, tmp / "storage"), start_celery_worker(url)]
+        workers += peers.start_workers() if peers else []
         try:
-            results = uvloop.run(compare(url, args.tasks, args.warmup, args.rounds))
+            rates = uvloop.run(compare(url, peers, args.tasks, args.warmup, args.rounds))
         finally:
             for worker in workers:
                 stop_process(worker)
-    m = Medians.of(results)
-    print(
-        f"\ntaskgate  {m.ours:>9,.0f} tasks/s  (median of {args.rounds} rounds of {args.tasks} "
-        f"no-op tasks, 1 worker process)\n"
-        f"celery    {m.base:>9,.0f} tasks/s  (prefork x{os.cpu_count()}, rpc:// backend)\n\n"
-        f"{os.cpu_count()} cores; ratio taskgate/celery: median {m.ratio:.2f}x, "
-        f"range {m.low:.2f}-{m.high:.2f}x  (target >= 3x)"
+    print_table(rates, args.tasks)
+    return check_measured(
+        {f"{name}.tasks_per_s": statistics.median(rate) for name, rate in rates.items()}
     )
-    return check_measured({"celery.tasks_per_s": m.base, "taskgate.tasks_per_s": m.ours})
+
+
+SETUPS = {
+    "taskgate": "1 worker process; persistent events, confirms, ack after the outcome",
+    "celery": f"prefork x{os.cpu_count()}, amqp broker, rpc:// backend (its defaults)",
+    "taskiq": "taskiq-aio-pika + Redis results, 2 worker processes (its defaults)",
+    "taskiq-durable": "taskiq-aio-pika + PostgreSQL results (fsync on)",
+    "faststream": "reply_to its reply queue, classic queue, transient (its defaults)",
+    "faststream-durable": "reply_to, quorum queue, persist=True, ack after",
+}
+
+
+def print_table(rates: dict[str, list[float]], n: int) -> None:
+    """Each side's median tasks/s and taskgate's ratio to it, with the range over rounds."""
+    ours = rates["taskgate"]
+    print(f"\n{'side':<19} {'tasks/s':>9}  {'taskgate/side':>17}  setup")
+    for name, rate in rates.items():
+        ratios = [o / r if r else math.inf for o, r in zip(ours, rate, strict=True)]
+        versus = (
+            ""
+            if name == "taskgate"
+            else (f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})")
+        )
+        print(f"{name:<19} {statistics.median(rate):>9,.0f}  {versus:>17}  {SETUPS[name]}")
+    print(
+        f"\nmedian of {len(ours)} rounds of {n} no-op tasks, each submitted and awaited to its "
+        f"result; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at the end"
+    )
 
 
 if __name__ == "__main__":

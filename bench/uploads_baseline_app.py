@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+AMQP_URL = os.environ["AMQP_URL"]
 STORAGE_DIR = Path(os.environ.get("STORAGE_DIR", "./var/baseline-storage"))
 QUEUE = os.environ.get("BASELINE_QUEUE", "uploads")
 STORAGE_DIR.mkdir(parents=True, exist_ok=True)

@@ -15,17 +15,33 @@ from collections.abc import Iterator
 
 from .store import StoredEvent
 
+_TIMER_SLACK_S = 0.002
+
 
 class Subscription:
     """One stream's view of the hub: a bounded buffer and a way to wait on it."""
 
-    __slots__ = ("_capacity", "_events", "_waiter", "ended", "resync", "task_id")
+    __slots__ = (
+        "_capacity",
+        "_events",
+        "_timer",
+        "_waiter",
+        "_wake_at",
+        "ended",
+        "resync",
+        "task_id",
+    )
 
     def __init__(self, task_id: str, capacity: int) -> None:
         self.task_id = task_id
         self._capacity = capacity
         self._events: deque[StoredEvent] = deque()
         self._waiter: asyncio.Future[None] | None = None
+        # A bare timer, not asyncio.timeout(): thousands of idle streams each hold one. It
+        # outlives a wait that ends early and is moved on when it fires, so a stream that
+        # gets an event every second arms it once per timeout, not once per event.
+        self._timer: asyncio.TimerHandle | None = None
+        self._wake_at = 0.0  # loop time when the current wait times out
         # Why the hub ended this subscription ("overflow", "shutdown"), or None.
         self.ended: str | None = None
         # Set when events may have bypassed the hub: read the store before trusting it again.
@@ -42,14 +58,35 @@ class Subscription:
         if self._events or self.resync or self.ended:
             return
         loop = asyncio.get_running_loop()
+        self._wake_at = loop.time() + timeout_s
+        timer = self._timer
+        if timer is not None and timer.when() > self._wake_at:
+            timer.cancel()
+            timer = None
+        if timer is None:
+            self._timer = loop.call_at(self._wake_at, self._time_up)
         waiter = self._waiter = loop.create_future()
-        # A bare timer, not asyncio.timeout(): thousands of idle streams each hold one.
-        timer = loop.call_later(timeout_s, _resolve, waiter)
         try:
             await waiter
         finally:
-            timer.cancel()
             self._waiter = None
+
+    def close(self) -> None:
+        """Drop the timer (the stream is over)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _time_up(self) -> None:
+        self._timer = None
+        if self._waiter is None:
+            return  # not waiting: the next wait arms it again
+        loop = self._waiter.get_loop()
+        # Timers may fire up to a clock tick early: that is time enough.
+        if loop.time() < self._wake_at - _TIMER_SLACK_S:
+            self._timer = loop.call_at(self._wake_at, self._time_up)
+        else:
+            _resolve(self._waiter)
 
     def end(self, reason: str) -> None:
         if self.ended is None:
@@ -98,6 +135,7 @@ class Hub:
         try:
             yield subscription
         finally:
+            subscription.close()
             self._remove(subscription)
 
     def publish(self, event: StoredEvent) -> None:

@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -215,6 +215,7 @@ class Recorder:
                 good.append(item)
         results = await self._store_isolating(good)
         published: list[tuple[_Item, asyncio.Future[bool]]] = []
+        recorded: Counter[str] = Counter()  # by state: a metric update per batch, not per event
         for item, result in zip(good, results, strict=True):
             if isinstance(result, StoredEvent):
                 # Not self._channel: the first deliveries come before open_channel returns it.
@@ -223,13 +224,15 @@ class Recorder:
                     continue  # its channel is gone: the delivery comes back anyway
                 published.append((item, future))
                 assert item.event is not None
-                EVENTS_RECORDED.labels(result.state).inc()
+                recorded[result.state] += 1
                 if result.terminal:
                     TASKS_FINISHED.labels(kind_label(item.event.kind), result.state).inc()
             elif isinstance(result, RejectedEvent):
                 poison.append((item, f"not recorded: {result.reason}"))
             else:
                 poison.append((item, f"the store could not record it: {result!r}"))
+        for state, count in recorded.items():
+            EVENTS_RECORDED.labels(state).inc(count)
         await asyncio.gather(*(self._bury(item, reason) for item, reason in poison))
         for item, future in published:
             try:

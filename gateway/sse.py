@@ -69,26 +69,79 @@ class EventStreamResponse:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
         watcher = asyncio.create_task(self._watch_disconnect(receive))
+        guard = SendGuard(self._send_timeout_s)
         try:
             async for frame in self._frames:
-                await self._send(
+                await guard.send(
                     send, {"type": "http.response.body", "body": frame, "more_body": True}
                 )
-            await self._send(send, {"type": "http.response.body", "body": b"", "more_body": False})
-        except (TimeoutError, OSError) as exc:
-            # Too slow or gone: it reconnects with Last-Event-ID and catches up from the store.
+            await guard.send(send, {"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not guard.uncancel():
+                raise
+            # Too slow: it reconnects with Last-Event-ID and catches up from the store.
+            logger.info("ending a stream: a write took over %g s", self._send_timeout_s)
+        except OSError as exc:
             logger.info("ending a stream: %s", type(exc).__name__)
         finally:
+            guard.close()
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
             await self._frames.aclose()
 
-    async def _send(self, send: Send, message: Message) -> None:
-        async with asyncio.timeout(self._send_timeout_s):
-            await send(message)
-
     async def _watch_disconnect(self, receive: Receive) -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
         self._end.end("disconnect")
+
+
+class SendGuard:
+    """Cancels the task whose ``send`` has not finished within ``timeout_s``.
+
+    A stream writes a frame per event; ``asyncio.timeout`` around each write cost a
+    timer, its heap entry and a context object per frame. Here one bare timer per
+    stream is armed at a write and, when it fires, re-armed only if a write is in
+    progress: a stream that writes often arms it about once per ``timeout_s``.
+    """
+
+    __slots__ = ("_loop", "_sending_since", "_task", "_timeout_s", "_timer", "timed_out")
+
+    def __init__(self, timeout_s: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        self._timeout_s = timeout_s
+        self._sending_since: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self.timed_out = False
+
+    async def send(self, send: Send, message: Message) -> None:
+        self._sending_since = self._loop.time()
+        if self._timer is None:
+            self._timer = self._loop.call_later(self._timeout_s, self._check)
+        try:
+            await send(message)
+        finally:
+            self._sending_since = None
+
+    def _check(self) -> None:
+        self._timer = None
+        if self._sending_since is None:
+            return  # idle: the next write arms it again
+        waited = self._loop.time() - self._sending_since
+        if waited < self._timeout_s:
+            self._timer = self._loop.call_later(self._timeout_s - waited, self._check)
+        elif self._task is not None:
+            self.timed_out = True
+            self._task.cancel()
+
+    def uncancel(self) -> bool:
+        """After a CancelledError: True if this guard caused it (and it is taken back)."""
+        if not self.timed_out or self._task is None:
+            return False
+        return self._task.uncancel() == 0
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

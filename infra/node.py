@@ -20,10 +20,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from . import debian, epmd, node_log
-from .node_config import NodeConfig
+from .node_config import ADMIN_USER, NodeConfig
 from .ports import accepts_connections, port_in_use
 
 __all__ = ["BootError", "BrokerNode", "NodeConfig", "PortInUseError", "ensure_installed"]
@@ -66,10 +67,11 @@ class BrokerNode:
         self._log_starts: dict[Path, int] = {}
 
     def __repr__(self) -> str:
-        return f"BrokerNode({self.config.node_name!r}, {self.config.amqp_url!r})"
+        return f"BrokerNode({self.config.node_name!r}, {self.config.amqp_endpoint!r})"
 
     @property
     def amqp_url(self) -> str:
+        """The AMQP URL of the node's administrator."""
         return self.config.amqp_url
 
     @property
@@ -143,6 +145,8 @@ class BrokerNode:
             logger.info("RabbitMQ node %s already running (pid %s)", cfg.node_name, self.pid)
             return
         self._check_ports_free()
+        # Data from before the node had an administrator of its own: RabbitMQ made guest then.
+        upgrading = not cfg.admin_password_file.exists() and _has_files(cfg.mnesia_dir)
         cfg.write_files()
         cfg.pid_file.unlink(missing_ok=True)
         if not epmd.is_running(cfg.epmd_port):
@@ -164,7 +168,7 @@ class BrokerNode:
                 start_new_session=True,
             )
         try:
-            while not accepts_connections(cfg.amqp_port):
+            while not accepts_connections(cfg.amqp_port, host=cfg.host):
                 if self._proc.poll() is not None:
                     raise self._failure(
                         f"stopped during boot with exit status {self._proc.returncode}"
@@ -177,6 +181,8 @@ class BrokerNode:
                 self.rabbitmqctl("await_startup", "--timeout", str(remaining_s))
             except RuntimeError as exc:
                 raise self._failure(f"did not finish booting ({exc})") from None
+            if upgrading:
+                self._replace_guest()
         except BaseException:
             self._kill()
             self._release_epmd()
@@ -185,8 +191,30 @@ class BrokerNode:
             "RabbitMQ node %s up in %.1f s at %s",
             cfg.node_name,
             time.monotonic() - started_at,
-            cfg.amqp_url,
+            cfg.amqp_endpoint,
         )
+
+    def _replace_guest(self) -> None:
+        """Give a node made before it had an administrator one, and delete its ``guest``.
+
+        Its ``rabbitmq.conf`` names the administrator too late: RabbitMQ creates the
+        default user only with a new database. If a step fails, the password file goes,
+        so the next start tries again.
+        """
+        cfg = self.config
+        try:
+            users = self.rabbitmqctl("list_users", "--quiet", "--no-table-headers")
+            known = {line.split("\t")[0] for line in users.splitlines() if line}
+            verb = "change_password" if ADMIN_USER in known else "add_user"
+            self.rabbitmqctl(verb, ADMIN_USER, cfg.admin_password)
+            self.rabbitmqctl("set_user_tags", ADMIN_USER, "administrator")
+            self.rabbitmqctl("set_permissions", "-p", "/", ADMIN_USER, ".*", ".*", ".*")
+            if "guest" in known:
+                self.rabbitmqctl("delete_user", "guest")
+        except BaseException:
+            cfg.admin_password_file.unlink(missing_ok=True)
+            raise
+        logger.info("RabbitMQ node %s: user %s made, guest deleted", cfg.node_name, ADMIN_USER)
 
     def stop(self, timeout_s: float = 60) -> None:
         """Stop our node (the one in our pid file); no-op if it is not running."""
@@ -297,27 +325,39 @@ class BrokerNode:
         self._proc = None
 
 
-def config_from_env() -> NodeConfig:
-    """The node's config from TASKGATE_* (``infra.settings.NodeSettings``)."""
+def _has_files(directory: Path) -> bool:
+    try:
+        return any(directory.iterdir())
+    except FileNotFoundError:
+        return False
+
+
+def config_from_env(environ: Mapping[str, str] | None = None) -> NodeConfig:
+    """The node's config from TASKGATE_* (``infra.settings.NodeSettings``; default os.environ)."""
     from .settings import NodeSettings
 
-    settings = NodeSettings.from_env()
+    settings = NodeSettings.from_env(environ)
     return NodeConfig(
         base_dir=settings.var_dir / "broker",
         amqp_port=settings.amqp_port,
         dist_port=settings.dist_port,
         management_port=settings.management_port,
         epmd_port=settings.epmd_port,
+        bind_address=settings.broker_address,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m infra.node start|stop|status|restart``; config from TASKGATE_* env."""
+    """``python -m infra.node start|stop|status|restart|url``; config from TASKGATE_* env.
+
+    ``url`` prints the administrator's AMQP URL (with its password), for
+    ``export AMQP_URL="$(scripts/broker url)"``; the others print no password.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m infra.node",
         description="Manage the private RabbitMQ node under $TASKGATE_VAR/broker.",
     )
-    parser.add_argument("command", choices=["start", "stop", "status", "restart"])
+    parser.add_argument("command", choices=["start", "stop", "status", "restart", "url"])
     parser.add_argument("--timeout-s", type=float, default=90, help="start/stop timeout")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -327,23 +367,30 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "status":
             running = node.is_running()
-            print(f"{cfg.node_name}: {'running' if running else 'stopped'} ({cfg.amqp_url})")
+            print(f"{cfg.node_name}: {'running' if running else 'stopped'} ({cfg.amqp_endpoint})")
             return 0 if running else 3
         if args.command == "stop":
             node.stop(timeout_s=args.timeout_s)
             print(f"{cfg.node_name}: stopped")
+            return 0
+        if args.command == "url":
+            print(cfg.amqp_url)
             return 0
         ensure_installed()
         if args.command == "restart":
             node.restart(timeout_s=args.timeout_s)
         else:
             node.start(timeout_s=args.timeout_s)
-    except RuntimeError as exc:
+    except (RuntimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(cfg.amqp_url)
-    if cfg.management_port is not None:
-        print(f"management: http://127.0.0.1:{cfg.management_port}/ (guest/guest)")
+    print(cfg.amqp_endpoint)
+    if cfg.management_url is not None:
+        print(f"management: {cfg.management_url}")
+    print(
+        f"administrator: {ADMIN_USER}, password in {cfg.admin_password_file}"
+        " (the url command prints its AMQP URL)"
+    )
     return 0
 
 

@@ -5,6 +5,7 @@ Stdlib only, so it can run before the project's dependencies are installed.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -14,6 +15,12 @@ from .ports import free_port
 
 # Erlang's port mapper daemon's port unless ERL_EPMD_PORT says otherwise.
 DEFAULT_EPMD_PORT = 4369
+# Where the node's client listeners (AMQP, AMQPS, management) bind unless told otherwise.
+DEFAULT_BIND_ADDRESS = "127.0.0.1"
+# Where Erlang distribution and an epmd the node starts listen (see NodeConfig).
+LOOPBACK = "127.0.0.1"
+# The administrator the node creates at its first boot instead of RabbitMQ's ``guest``.
+ADMIN_USER = "admin"
 # How soon an at-least-once dead-lettering queue offers a refused message again (see write_files).
 DEAD_LETTER_RETRY_MS = 5_000
 
@@ -34,7 +41,17 @@ class TlsListener:
 
 @dataclass(frozen=True)
 class NodeConfig:
-    """Where a node keeps its files and which ports it listens on."""
+    """Where a node keeps its files, which addresses and ports it listens on, who administers it.
+
+    The client listeners (AMQP, AMQPS, management) bind to ``bind_address`` only.
+    Erlang distribution, and an epmd the node starts, bind to loopback whatever
+    ``bind_address`` says: the node is named ``...@localhost``, so only this host can
+    address it (and rabbitmqctl reaches it there). The node has no ``guest``: at its
+    first boot RabbitMQ creates ``admin`` instead, with the password that
+    ``write_files`` generated into ``admin_password_file`` (mode 600), and that user
+    logs in over loopback only (``loopback_users``), as RabbitMQ's access-control
+    guide has ``guest`` do.
+    """
 
     base_dir: Path
     amqp_port: int
@@ -44,9 +61,15 @@ class NodeConfig:
     # The epmd (Erlang's port mapper) this node registers with.
     epmd_port: int = DEFAULT_EPMD_PORT
     tls: TlsListener | None = None  # None: plain AMQP only
+    # An IP address: "0.0.0.0" or "::" for every interface.
+    bind_address: str = DEFAULT_BIND_ADDRESS
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "base_dir", Path(self.base_dir).absolute())
+        try:
+            ipaddress.ip_address(self.bind_address)
+        except ValueError:
+            raise ValueError(f"bind address {self.bind_address!r} is not an IP address") from None
         if not self.node_name:
             object.__setattr__(self, "node_name", f"taskgate-{self.amqp_port}@localhost")
 
@@ -61,15 +84,56 @@ class NodeConfig:
         )
 
     @property
+    def host(self) -> str:
+        """The address clients on this host reach the listeners at (loopback for a wildcard)."""
+        address = ipaddress.ip_address(self.bind_address)
+        if address.is_unspecified:
+            address = ipaddress.ip_address("::1" if address.version == 6 else LOOPBACK)
+        return str(address)
+
+    @property
+    def url_host(self) -> str:
+        """``host`` as it goes into a URL (an IPv6 address in brackets)."""
+        return f"[{self.host}]" if ":" in self.host else self.host
+
+    @property
+    def amqp_endpoint(self) -> str:
+        """The AMQP listener's URL without credentials (safe to print)."""
+        return f"amqp://{self.url_host}:{self.amqp_port}/"
+
+    @property
+    def admin_password_file(self) -> Path:
+        return self.base_dir / "admin.password"
+
+    @property
+    def admin_password(self) -> str:
+        """The administrator's password; ValueError before the node's first start made it."""
+        try:
+            return self.admin_password_file.read_text().strip()
+        except FileNotFoundError:
+            raise ValueError(
+                f"node {self.node_name} has no administrator yet (no {self.admin_password_file}):"
+                " start it first"
+            ) from None
+
+    @property
     def amqp_url(self) -> str:
-        return f"amqp://guest:guest@127.0.0.1:{self.amqp_port}/"
+        """The AMQP URL of the node's administrator."""
+        return f"amqp://{ADMIN_USER}:{self.admin_password}@{self.url_host}:{self.amqp_port}/"
 
     @property
     def amqps_url(self) -> str:
         """The TLS listener's URL for the host name ``localhost``; ValueError if it has none."""
         if self.tls is None:
             raise ValueError(f"node {self.node_name} has no TLS listener")
-        return f"amqps://guest:guest@localhost:{self.tls.port}/"
+        return f"amqps://{ADMIN_USER}:{self.admin_password}@localhost:{self.tls.port}/"
+
+    @property
+    def management_url(self) -> str | None:
+        """The management plugin's HTTP address (None without the plugin)."""
+        if self.management_port is None:
+            return None
+        return f"http://{self.url_host}:{self.management_port}/"
 
     @property
     def home_dir(self) -> Path:
@@ -112,6 +176,8 @@ class NodeConfig:
         env.update(
             HOME=str(self.home_dir),
             ERL_EPMD_PORT=str(self.epmd_port),
+            # An epmd our node starts listens on loopback only (it always adds loopback).
+            ERL_EPMD_ADDRESS=LOOPBACK,
             RABBITMQ_NODENAME=self.node_name,
             RABBITMQ_NODE_PORT=str(self.amqp_port),
             RABBITMQ_DIST_PORT=str(self.dist_port),
@@ -129,13 +195,19 @@ class NodeConfig:
         """Create the node's directories, cookie and configuration files."""
         for d in (self.base_dir, self.home_dir, self.log_dir, self.mnesia_dir):
             d.mkdir(parents=True, exist_ok=True)
-        cookie = self.home_dir / ".erlang.cookie"
-        if not cookie.exists():  # keep it across restarts
-            fd = os.open(cookie, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_hex(20).upper())
+        # Both kept across restarts. Hex: a password starting with "-" would be read as an
+        # option by rabbitmqctl.
+        write_secret(self.home_dir / ".erlang.cookie", secrets.token_hex(20).upper(), mode=0o400)
+        write_secret(self.admin_password_file, secrets.token_hex(24) + "\n", mode=0o600)
+        address = self.bind_address
         conf = [
-            f"listeners.tcp.default = {self.amqp_port}",
+            f"listeners.tcp.1 = {address}:{self.amqp_port}",
+            # Used at the first boot only, when the node's database is made: our administrator
+            # instead of guest/guest (this file is mode 600 for that reason).
+            f"default_user = {ADMIN_USER}",
+            f"default_pass = {self.admin_password}",
+            "default_user_tags.administrator = true",
+            f"loopback_users.{ADMIN_USER} = true",
             "log.console = false",
             "log.file = rabbit.log",
             "log.file.level = info",
@@ -144,7 +216,10 @@ class NodeConfig:
             "classic_queue.default_version = 2",
         ]
         if self.management_port is not None:
-            conf.append(f"management.tcp.port = {self.management_port}")
+            conf += [
+                f"management.tcp.ip = {address}",
+                f"management.tcp.port = {self.management_port}",
+            ]
         plugins = [
             "rabbitmq_consistent_hash_exchange"
         ]  # status journal shards (workers/topology.py)
@@ -153,7 +228,7 @@ class NodeConfig:
         if self.tls is not None:
             # Keys both 3.10 (Erlang 25) and 4.0 (Erlang 27) accept.
             conf += [
-                f"listeners.ssl.default = {self.tls.port}",
+                f"listeners.ssl.1 = {address}:{self.tls.port}",
                 f"ssl_options.cacertfile = {self.tls.cacertfile}",
                 f"ssl_options.certfile = {self.tls.certfile}",
                 f"ssl_options.keyfile = {self.tls.keyfile}",
@@ -166,7 +241,7 @@ class NodeConfig:
                 "ssl_cert_login_from = common_name",
             ]
             plugins.append("rabbitmq_auth_mechanism_ssl")
-        (self.base_dir / "rabbitmq.conf").write_text("\n".join(conf) + "\n")
+        write_private(self.base_dir / "rabbitmq.conf", "\n".join(conf) + "\n")
         # A retry tier keeps an expired retry that its full task queue refused and offers it
         # again after this many ms (RabbitMQ's default: 180 s, on 3.10 as on 4.0).
         (self.base_dir / "advanced.config").write_text(
@@ -175,7 +250,28 @@ class NodeConfig:
         )
         # No scheduler busy-waiting: spinning Erlang schedulers take CPU from the
         # Python processes that share these cores (RabbitMQ's runtime tuning guide).
+        # Erlang distribution on loopback only (RabbitMQ's networking guide).
+        loopback = "{" + LOOPBACK.replace(".", ",") + "}"
         (self.base_dir / "rabbitmq-env.conf").write_text(
-            'SERVER_ADDITIONAL_ERL_ARGS="+sbwt none +sbwtdcpu none +sbwtdio none"\n'
+            'SERVER_ADDITIONAL_ERL_ARGS="+sbwt none +sbwtdcpu none +sbwtdio none'
+            f' -kernel inet_dist_use_interface {loopback}"\n'
         )
         (self.base_dir / "enabled_plugins").write_text(f"[{','.join(plugins)}].\n")
+
+
+def write_secret(path: Path, text: str, *, mode: int) -> None:
+    """Create ``path`` with ``text``, readable by its owner only; keep it if it exists."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``path`` whole, readable and writable by its owner only (it holds a secret)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # a file an older version wrote may be world-readable
+    with os.fdopen(fd, "w") as f:
+        f.write(text)

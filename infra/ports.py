@@ -30,9 +30,9 @@ def port_in_use(port: int) -> bool:
     return False
 
 
-def accepts_connections(port: int, timeout_s: float = 1.0) -> bool:
+def accepts_connections(port: int, timeout_s: float = 1.0, host: str = "127.0.0.1") -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout_s):
+        with socket.create_connection((host, port), timeout=timeout_s):
             return True
     except OSError:
         return False

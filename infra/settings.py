@@ -151,9 +151,10 @@ class BaseSettings(Settings):
 
     amqp_url: str = setting(
         "AMQP_URL",
-        "amqp://guest:guest@127.0.0.1:5672/",
+        "amqp://127.0.0.1:5672/",
         "The broker: `amqp://user:password@host:port/vhost` (`amqps://` for TLS);"
-        " several nodes as comma-separated URLs.",
+        " several nodes as comma-separated URLs. Without a user the client logs in as `guest`,"
+        " which the private node does not have: `scripts/broker url` prints its administrator's.",
     )
     amqp_ca_file: Path | None = setting(
         "AMQP_CA_FILE",
@@ -233,6 +234,13 @@ class NodeSettings(Settings):
     amqp_port: int = setting("TASKGATE_AMQP_PORT", 5672, "The private node's AMQP port.")
     dist_port: int = setting(
         "TASKGATE_DIST_PORT", 25672, "The private node's Erlang distribution port."
+    )
+    broker_address: str = setting(
+        "TASKGATE_BROKER_ADDRESS",
+        "127.0.0.1",
+        "The IP address the private node's AMQP, AMQPS and management listeners bind to"
+        " (`0.0.0.0` or `::`: every interface). Erlang distribution and epmd stay on loopback;"
+        " the node's administrator logs in over loopback only.",
     )
     management_port: int | None = setting(
         "TASKGATE_MANAGEMENT_PORT",

@@ -1,4 +1,4 @@
-"""``taskgate broker start|stop|status|restart|rotate-users``: the private RabbitMQ node,
+"""``taskgate broker start|stop|status|restart|url|rotate-users``: the private RabbitMQ node,
 through ``infra.node``, and its per-process users, through ``workers.access`` (the same
 node and users ``scripts/broker`` manages)."""
 
@@ -23,9 +23,13 @@ def add_parser(commands: Subcommands) -> None:
         "users of the web, worker and rpc processes that are missing, and write their\n"
         "AMQP URLs to $TASKGATE_VAR/broker/users.env; users whose password there still\n"
         "logs in are kept. rotate-users gives them new passwords and lists the\n"
-        "processes to restart. Config: TASKGATE_VAR (./var),\n"
-        "TASKGATE_AMQP_PORT (5672), TASKGATE_DIST_PORT (25672),\n"
-        "TASKGATE_MANAGEMENT_PORT (15672; empty disables the management plugin).",
+        "processes to restart. The node has no guest user: its administrator (admin,\n"
+        "also the management UI's login) gets a generated password at the first\n"
+        "start, kept in $TASKGATE_VAR/broker/admin.password; url prints its AMQP URL:\n"
+        '  export AMQP_URL="$(taskgate broker url)"\n'
+        "Config: TASKGATE_VAR (./var), TASKGATE_AMQP_PORT (5672), TASKGATE_DIST_PORT\n"
+        "(25672), TASKGATE_MANAGEMENT_PORT (15672; empty disables the management plugin),\n"
+        "TASKGATE_BROKER_ADDRESS (127.0.0.1: the address AMQP and management listen on).",
         exits.describe_codes(
             ok="done; status: the node runs",
             failure="the node did not start or stop (its log's tail is shown), or its\n"
@@ -35,7 +39,7 @@ def add_parser(commands: Subcommands) -> None:
     )
     parser.add_argument(
         "action",
-        choices=["start", "stop", "status", "restart", "rotate-users"],
+        choices=["start", "stop", "status", "restart", "url", "rotate-users"],
         help="restart keeps the data (queues, users, messages)",
     )
     parser.add_argument(

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import aio_pika
 
+from infra.ports import free_port
 from workers.topology import task_queue
 
 
@@ -17,6 +20,30 @@ async def eventually(
     async with asyncio.timeout(timeout_s):
         while not await condition():  # noqa: ASYNC110  (there is no event to await)
             await asyncio.sleep(interval_s)
+
+
+def unreachable_amqp_url() -> str:
+    """An AMQP URL on a port nobody listens on right now."""
+    return f"amqp://nobody:nothing@127.0.0.1:{free_port()}/"
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The addresses a TCP socket of this host listens on ``port`` at, from /proc/net/tcp{,6}.
+
+    What the kernel says, not what the program reports: RabbitMQ 3.10's listener list
+    shows the management listener at ``[::]`` whatever it is bound to.
+    """
+    found = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, port_hex = local.split(":")
+            if state == "0A" and int(port_hex, 16) == port:  # 0A: LISTEN
+                # Each 32-bit word of the address is in host (little-endian) byte order.
+                words = bytes.fromhex(address)
+                raw = b"".join(words[i : i + 4][::-1] for i in range(0, len(words), 4))
+                found.add(str(ipaddress.ip_address(raw)))
+    return found
 
 
 async def take_tasks(amqp_url: str, kind: str) -> list[str]:

@@ -32,7 +32,7 @@ async def quote(cart: Cart) -> dict:  # the request body is validated against Ca
 
 
 async def main() -> None:
-    amqp_url = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+    amqp_url = os.environ["AMQP_URL"]  # the private node's: "$(scripts/broker url)"
     connection = await rpc.connect_wire(amqp_url, name="pricing")  # reconnects by itself
     await server.start(connection)
     async with await rpc.RpcClient.create(connection) as client:

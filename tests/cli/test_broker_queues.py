@@ -16,12 +16,15 @@ from pathlib import Path
 
 import aio_pika
 import aiormq
+import httpx
 import pytest
 
 from infra.node import BrokerNode, NodeConfig
+from infra.node_config import ADMIN_USER
 from infra.ports import free_port
 from workers.access import read_env_file
 
+from ..helpers import listening_addresses
 from .conftest import REPO, CliResult, cli_env, finish, taskgate
 
 HEADER = ["name", "ready", "unacked", "consumers", "publish/s", "deliver/s"]
@@ -41,12 +44,12 @@ async def node_env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[di
         "TASKGATE_AMQP_PORT": str(config.amqp_port),
         "TASKGATE_DIST_PORT": str(config.dist_port),
         "TASKGATE_MANAGEMENT_PORT": str(config.management_port),
-        "AMQP_URL": config.amqp_url,
     }
     try:
         started = await taskgate("broker", "start", "--timeout", "50", env=env)
         assert started.code == 0, started.stderr
         assert f"management: http://127.0.0.1:{config.management_port}/" in started.stdout
+        env["AMQP_URL"] = config.amqp_url  # its administrator, made by that first start
         yield env
         stopped = await taskgate("broker", "stop", env=env)
         assert stopped.code == 0, stopped.stderr
@@ -119,7 +122,7 @@ async def test_queues_will_not_ask_rabbitmqctl_about_another_broker(node_env):
     env = {
         **node_env,
         "TASKGATE_MANAGEMENT_PORT": "",
-        "AMQP_URL": f"amqp://guest:guest@127.0.0.1:{other_port}/",
+        "AMQP_URL": f"amqp://nobody:nothing@127.0.0.1:{other_port}/",
     }
 
     result = await taskgate("queues", env=env)
@@ -172,6 +175,27 @@ async def logs_in(url: str) -> bool:
         return False
     await connection.close()
     return True
+
+
+async def test_management_refuses_guest_and_answers_the_administrator(node_env):
+    config = node_config(node_env)
+    url = f"http://127.0.0.1:{config.management_port}/api/whoami"
+
+    async with httpx.AsyncClient(timeout=30) as client:
+        guest = await client.get(url, auth=("guest", "guest"))
+        admin = await client.get(url, auth=(ADMIN_USER, config.admin_password))
+
+    assert guest.status_code == 401
+    assert admin.status_code == 200 and admin.json()["tags"] == ["administrator"]
+    assert listening_addresses(config.management_port) == {"127.0.0.1"}
+
+
+async def test_broker_url_prints_the_administrators_amqp_url(node_env):
+    result = await taskgate("broker", "url", env=node_env)
+
+    assert result.code == 0, result.stderr
+    assert result.stdout == node_config(node_env).amqp_url + "\n"
+    assert await logs_in(result.stdout.strip())
 
 
 async def test_broker_start_and_restart_keep_the_users_their_processes_log_in_as(node_env):

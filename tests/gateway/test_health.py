@@ -17,16 +17,15 @@ import httpx
 import pytest
 
 from gateway.settings import GatewaySettings
-from infra.ports import free_port
 
-from ..helpers import eventually
+from ..helpers import eventually, unreachable_amqp_url
 from .conftest import jpeg_bytes, metrics_auth, upload, wait_ready
 
 
 def unreachable_broker(settings: GatewaySettings) -> GatewaySettings:
     return replace(
         settings,
-        amqp_url=f"amqp://guest:guest@127.0.0.1:{free_port()}/",
+        amqp_url=unreachable_amqp_url(),
         reconnect_interval_s=0.1,
     )
 

@@ -44,6 +44,27 @@ async def test_recording_an_event_twice_keeps_one_copy_and_its_number(store):
     assert (await store.get_task("a")).last_seq == 3
 
 
+async def test_one_batch_numbers_its_own_copies_and_ends_at_its_own_terminal_event(store):
+    # The store numbers a batch in memory: a copy or a terminal event earlier in the same
+    # batch counts as if it had been recorded before.
+    queued, succeeded = event("a", "queued"), event("a", "succeeded", result={})
+    late = event("a", "progress", percent=1.0)
+    many = [event(f"t{k:03d}", "queued") for k in range(300)]  # more than one IN list
+
+    results = await store.record([queued, queued, succeeded, late, succeeded, *many])
+
+    assert [(r.seq, r.state) for r in results[:3]] == [
+        (1, "queued"),
+        (1, "queued"),
+        (2, "succeeded"),
+    ]
+    assert isinstance(results[3], RejectedEvent)
+    assert results[4] == results[2]
+    assert {r.seq for r in results[5:]} == {1} and len(results) == 305
+    assert [e.state for e in await store.events_after("a", 0, 10)] == ["queued", "succeeded"]
+    assert (await store.get_task("t299")).last_seq == 1
+
+
 async def test_two_stores_on_one_file_share_the_numbering(tmp_path):
     path = tmp_path / "db" / "taskgate.db"
     first, second = await open_database(path), await open_database(path)

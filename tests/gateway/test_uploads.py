@@ -13,10 +13,9 @@ from PIL import Image
 from prometheus_client import REGISTRY
 
 from gateway.settings import GatewaySettings
-from infra.ports import free_port
 from workers.topology import declare_kind
 
-from ..helpers import eventually, take_tasks
+from ..helpers import eventually, take_tasks, unreachable_amqp_url
 from .conftest import bearer, jpeg_bytes, read_stream, upload, wait_ready
 
 
@@ -138,7 +137,7 @@ async def test_with_the_broker_down_uploads_are_accepted_up_to_the_outbox_bound(
 ):
     settings = replace(
         gateway_settings,
-        amqp_url=f"amqp://guest:guest@127.0.0.1:{free_port()}/",
+        amqp_url=unreachable_amqp_url(),
         outbox_max_pending=2,
     )
     async with gateway_app(settings) as client:

@@ -6,7 +6,7 @@ import asyncio
 
 import rpc
 
-from ..helpers import eventually
+from ..helpers import eventually, unreachable_amqp_url
 
 RECOVERABLE = (rpc.RpcNoServer, rpc.RpcTimeout, rpc.BrokerUnavailable)
 
@@ -118,11 +118,9 @@ async def test_broker_restart_mid_traffic_client_and_server_recover(
 
 
 async def test_server_process_waits_for_an_absent_broker_and_stops_cleanly():
-    from infra.ports import free_port
-
     from .conftest import ServerProcess
 
-    process = ServerProcess(f"amqp://guest:guest@127.0.0.1:{free_port()}/")
+    process = ServerProcess(unreachable_amqp_url())
     try:
         await process.wait_for_output("retrying")
         process.terminate()

@@ -21,6 +21,8 @@ from rpc.wire.address import BrokerAddress, parse_addresses
 from rpc.wire.robust import backoff_s
 from taskgate.amqp_address import AmqpAddress
 
+from ..helpers import unreachable_amqp_url
+
 
 def keep_order(addresses: list[BrokerAddress]) -> None:
     """A ``shuffle`` that does not: the tests choose which node comes first."""
@@ -122,7 +124,7 @@ def test_backoff_grows_is_jittered_and_capped():
 
 
 async def test_a_dead_first_address_is_skipped(amqp_url: str):
-    dead = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
+    dead = unreachable_amqp_url()
 
     connection = await WireConnection.connect(
         f"{dead},{amqp_url}", name="test-dead-first", timeout_s=5, shuffle=keep_order

@@ -1,7 +1,7 @@
 """TLS to the broker (``amqps://``) against a node of this module's own with a TLS listener.
 
 The module makes its own CA, the node's certificate (for ``localhost`` only) and a
-client certificate whose common name is ``guest`` (the EXTERNAL login).
+client certificate whose common name is the node's administrator (the EXTERNAL login).
 """
 
 from __future__ import annotations
@@ -18,10 +18,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from infra.node import BrokerNode, NodeConfig
-from infra.node_config import TlsListener
+from infra.node_config import ADMIN_USER, TlsListener
 from infra.ports import free_port
 from rpc.wire import ConnectError, WireConnection
 from rpc.wire.tls import TlsOptions
+
+from ..helpers import listening_addresses
 
 Key = rsa.RSAPrivateKey
 
@@ -132,7 +134,7 @@ def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsBroker]:
     ca = make_ca(certs, "test-ca")
     wrong_ca_file, _, _ = make_ca(certs, "other-ca")
     server_cert, server_key = make_leaf(certs, "localhost", ca, server=True)
-    client_cert, client_key = make_leaf(certs, "guest", ca, server=False)
+    client_cert, client_key = make_leaf(certs, ADMIN_USER, ca, server=False)
     config = dataclasses.replace(
         NodeConfig.on_free_ports(tmp_path_factory.mktemp("tls-broker")),
         tls=TlsListener(free_port(), ca[0], server_cert, server_key),
@@ -197,12 +199,18 @@ async def test_plain_amqp_to_the_same_node_still_works(tls_broker: TlsBroker):
 
 
 async def test_a_client_certificate_logs_in_with_external(tls_broker: TlsBroker):
-    # No password in the URL: the certificate's common name (guest) is the user.
-    url = tls_broker.config.amqps_url.replace("guest:guest@", "") + "?auth_mechanism=external"
+    # No password in the URL: the certificate's common name (the administrator) is the user.
+    assert tls_broker.config.tls is not None
+    url = f"amqps://localhost:{tls_broker.config.tls.port}/?auth_mechanism=external"
     tls = TlsOptions(tls_broker.ca_file, tls_broker.client_cert, tls_broker.client_key)
     connection = await WireConnection.connect(url, name="test-external", tls=tls)
 
-    assert await round_trip(connection, b"as guest") == b"as guest"
+    assert await round_trip(connection, b"as admin") == b"as admin"
+
+
+def test_the_tls_listener_is_bound_to_loopback_only(tls_broker: TlsBroker):
+    assert tls_broker.config.tls is not None
+    assert listening_addresses(tls_broker.config.tls.port) == {"127.0.0.1"}
 
 
 def test_an_unreadable_ca_file_is_a_configuration_error(tmp_path: Path):

@@ -13,10 +13,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from infra.ports import free_port
 from workers import StatusEvent, TaskSubmitter, WorkerSettings
 
-from ..helpers import eventually
+from ..helpers import eventually, unreachable_amqp_url
 from .conftest import REPO, get_dead_letters
 
 TIMEOUT_S = 60
@@ -276,7 +275,7 @@ async def run_dead_cli(settings, *args: str) -> subprocess.CompletedProcess[str]
 async def test_a_worker_started_before_the_broker_waits_for_it_and_stops_cleanly(
     settings, worker_process, kinds
 ):
-    absent = replace(settings, amqp_url=f"amqp://guest:guest@127.0.0.1:{free_port()}/")
+    absent = replace(settings, amqp_url=unreachable_amqp_url())
     process = worker_process(kinds.process_prefix(), AMQP_URL=absent.amqp_url)
 
     async def retrying() -> bool:
