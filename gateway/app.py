@@ -18,6 +18,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from infra.database import open_database
+from workers import task_records
 
 from .auth import Authenticating, Credentials, close_session, get_session, open_session
 from .broker import BrokerLink
@@ -42,12 +43,15 @@ from .outbox_relay import OutboxRelay
 from .publisher import Publisher
 from .rate_limit import RateLimiter
 from .recorder import Recorder
+from .retention import Retention
 from .rpc_proxy import call_method
 from .sessions import Sessions
 from .settings import GatewaySettings
 from .shutdown import on_exit_signal
 from .streams import task_events
 from .sweeper import OrphanSweeper
+from .task_cancel import cancel_task
+from .task_list import list_tasks
 from .task_store import DatabaseTaskStore
 from .tasks import get_file, get_task
 from .tokens import check_secret
@@ -105,6 +109,7 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         orders = await OrderStore.open(database)
         await database.migrate("outbox", OUTBOX_MIGRATIONS)
         await database.migrate("upload_keys", UPLOAD_KEY_MIGRATIONS)
+        await task_records.migrate(database)
         hub = Hub(capacity=settings.sse_buffer_events)
         notifications = NotificationHub(capacity=settings.sse_buffer_events)
         publisher = Publisher(
@@ -134,6 +139,12 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
             settings.storage_dir,
             grace_s=settings.orphan_grace_s,
             interval_s=settings.orphan_sweep_s,
+            retention=Retention(
+                database,
+                settings.storage_dir,
+                retention_s=settings.task_retention_s,
+                batch=settings.task_retention_batch,
+            ),
         )
         app.state.database = database
         app.state.relay = relay
@@ -204,7 +215,9 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         Route("/session", get_session, methods=["GET"]),
         Route("/session", close_session, methods=["DELETE"]),
         Route("/uploads", limit_uploads(create_upload, settings), methods=["POST"]),
+        Route("/tasks", list_tasks),
         Route("/tasks/{task_id}", get_task),
+        Route("/tasks/{task_id}", cancel_task, methods=["DELETE"]),
         Route("/tasks/{task_id}/events", task_events),
         Route("/files/{task_id}/{name}", get_file),
         Route("/orders", create_order, methods=["POST"]),

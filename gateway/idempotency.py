@@ -22,7 +22,9 @@ MAX_IDEMPOTENCY_KEY = 200
 UPLOAD_KEY_MIGRATIONS: Sequence[Migration] = [
     "CREATE TABLE upload_keys ("
     " scoped_key TEXT PRIMARY KEY, request_hash TEXT NOT NULL, task_id TEXT NOT NULL,"
-    " created_at DOUBLE PRECISION NOT NULL)"
+    " created_at DOUBLE PRECISION NOT NULL)",
+    # A task's key goes with it when retention removes it (gateway/retention.py).
+    "CREATE INDEX IF NOT EXISTS upload_keys_task ON upload_keys (task_id)",
 ]
 
 

@@ -95,6 +95,17 @@ class GatewaySettings(ServiceSettings):
         300.0,
         "How often the web process looks for upload directories without a task.",
     )
+    task_retention_s: float = setting(
+        "TASK_RETENTION_S",
+        7 * 24 * 3600.0,
+        "How long a finished task (its events, files and the workers' records) is kept after"
+        " it ended; then the sweeper removes it and it is 404.",
+    )
+    task_retention_batch: int = setting(
+        "TASK_RETENTION_BATCH",
+        500,
+        "Finished tasks removed per transaction (short transactions: no long locks).",
+    )
     store_write_timeout_s: float = setting(
         "STORE_WRITE_TIMEOUT_S",
         2.0,

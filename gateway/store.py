@@ -77,6 +77,19 @@ class TaskSummary:
         return self.state in TERMINAL_STATES
 
 
+@dataclass(frozen=True, slots=True)
+class TaskQuery:
+    """Which tasks a list shows: each filter set narrows it; ``before`` is the keyset
+    cursor ``(created_at, task_id)`` of the last task of the page before."""
+
+    limit: int
+    owner: str | None = None
+    state: str | None = None
+    kind: str | None = None
+    since: float | None = None
+    before: tuple[float, str] | None = None
+
+
 def apply_event(
     summary: TaskSummary | None, event: StatusEvent, *, owner: str | None = None
 ) -> TaskSummary:
@@ -114,7 +127,7 @@ def apply_event(
             changes.update(state="queued")
         case "scheduled":  # the message says when it is due
             changes.update(state="scheduled", message=event.message)
-        case _:  # failed, retrying, dead
+        case _:  # failed, retrying, dead, cancelled
             changes.update(state=event.state, error=event.error)
     return replace(summary, **changes)  # type: ignore[arg-type]
 
@@ -139,6 +152,10 @@ class TaskStore(Protocol):
         ...
 
     async def get_task(self, task_id: str) -> TaskSummary | None: ...
+
+    async def list_tasks(self, query: TaskQuery) -> list[TaskSummary]:
+        """The tasks ``query`` selects, newest first."""
+        ...
 
     async def events_after(self, task_id: str, after_seq: int, limit: int) -> list[StoredEvent]:
         """The task's events with a sequence number above ``after_seq``, oldest first."""

@@ -1,11 +1,13 @@
-"""The orphan sweeper: removes upload directories whose upload was never accepted.
+"""The sweeper: removes upload directories whose upload was never accepted, and (with a
+``Retention``, gateway/retention.py) finished tasks past their retention.
 
 An upload writes its file under ``STORAGE_DIR/<task_id>/`` before the
 transaction that accepts it; a web process killed in between leaves a
 directory without a task. Every ``interval_s`` the sweeper removes directories
 untouched for ``grace_s`` whose task does not exist. The grace covers an upload
 still arriving (its directory changes as the file is written) and one whose
-transaction is committing; a task that exists keeps its directory.
+transaction is committing; a task that exists keeps its directory. Retention
+runs in the same round, after the orphans.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from pathlib import Path
 
 from infra.database import Database, DatabaseError, Transaction
 
+from .retention import Retention
+
 logger = logging.getLogger(__name__)
 
 
@@ -27,12 +31,19 @@ class OrphanSweeper:
     """``start()`` a periodic sweep of ``storage_dir``; ``sweep()`` runs one."""
 
     def __init__(
-        self, database: Database, storage_dir: Path, *, grace_s: float, interval_s: float
+        self,
+        database: Database,
+        storage_dir: Path,
+        *,
+        grace_s: float,
+        interval_s: float,
+        retention: Retention | None = None,
     ) -> None:
         self._database = database
         self._storage_dir = storage_dir
         self._grace_s = grace_s
         self._interval_s = interval_s
+        self._retention = retention
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -49,8 +60,10 @@ class OrphanSweeper:
         while True:
             try:
                 await self.sweep()
+                if self._retention is not None:
+                    await self._retention.sweep()
             except (DatabaseError, OSError) as exc:
-                logger.warning("orphan sweep failed (%s); trying again later", exc)
+                logger.warning("sweep failed (%s); trying again later", exc)
             await asyncio.sleep(self._interval_s)
 
     async def sweep(self) -> list[str]:

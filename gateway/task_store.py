@@ -16,7 +16,7 @@ from typing import get_args
 from infra.database import Database, Migration, Row, Transaction
 from workers.messages import TERMINAL_STATES, State, StatusEvent
 
-from .store import RejectedEvent, StoredEvent, TaskSummary, apply_event
+from .store import RejectedEvent, StoredEvent, TaskQuery, TaskSummary, apply_event
 
 COMPONENT = "tasks"
 
@@ -57,6 +57,10 @@ TASK_MIGRATIONS: list[Migration] = [
     },
     # 2: a user's unfinished tasks are counted at each upload (gateway/upload_limits.py).
     "CREATE INDEX IF NOT EXISTS tasks_owner_state ON tasks (owner, state)",
+    # 3: task lists, newest first, a user's or everyone's (gateway/task_list.py); the
+    # retention sweep finds old tasks by the second too.
+    "CREATE INDEX IF NOT EXISTS tasks_owner_created ON tasks (owner, created_at, task_id);"
+    "CREATE INDEX IF NOT EXISTS tasks_created ON tasks (created_at, task_id)",
 ]
 
 # In the order of TaskSummary's fields.
@@ -220,6 +224,38 @@ class DatabaseTaskStore:
             return int(row[0]) if row is not None else 0
 
         return await self.database.read(count)
+
+    async def list_tasks(self, query: TaskQuery) -> list[TaskSummary]:
+        """The tasks ``query`` selects, newest first (by ``created_at``, then ``task_id``)."""
+        conditions: list[str] = []
+        args: list[object] = []
+
+        def where(sql: str, *values: object) -> None:
+            placeholders = [f"${len(args) + n}" for n in range(1, len(values) + 1)]
+            conditions.append(sql.format(*placeholders))
+            args.extend(values)
+
+        if query.owner is not None:
+            where("owner = {}", query.owner)
+        if query.state is not None:
+            where("state = {}", query.state)
+        if query.kind is not None:
+            where("kind = {}", query.kind)
+        if query.since is not None:
+            where("created_at >= {}", query.since)
+        if query.before is not None:
+            # A row value: both backends walk the index from the cursor, whatever the page.
+            where("(created_at, task_id) < ({}, {})", *query.before)
+        sql = (
+            f"SELECT {_COLUMNS} FROM tasks"
+            + (" WHERE " + " AND ".join(conditions) if conditions else "")
+            + f" ORDER BY created_at DESC, task_id DESC LIMIT ${len(args) + 1}"
+        )
+
+        async def fetch(tx: Transaction) -> list[TaskSummary]:
+            return [TaskSummary(*row) for row in await tx.fetch(sql, *args, query.limit)]
+
+        return await self.database.read(fetch)
 
     async def events_after(self, task_id: str, after_seq: int, limit: int) -> list[StoredEvent]:
         async def after(tx: Transaction) -> list[StoredEvent]:

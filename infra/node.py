@@ -203,14 +203,20 @@ class BrokerNode:
         """
         cfg = self.config
         try:
-            users = self.rabbitmqctl("list_users", "--quiet", "--no-table-headers")
-            known = {line.split("\t")[0] for line in users.splitlines() if line}
-            verb = "change_password" if ADMIN_USER in known else "add_user"
-            self.rabbitmqctl(verb, ADMIN_USER, cfg.admin_password)
+            # Each rabbitmqctl call starts an Erlang VM: no list_users first.
+            try:
+                self.rabbitmqctl("add_user", ADMIN_USER, cfg.admin_password)
+            except RuntimeError as exc:
+                if "already exists" not in str(exc):
+                    raise
+                self.rabbitmqctl("change_password", ADMIN_USER, cfg.admin_password)
             self.rabbitmqctl("set_user_tags", ADMIN_USER, "administrator")
             self.rabbitmqctl("set_permissions", "-p", "/", ADMIN_USER, ".*", ".*", ".*")
-            if "guest" in known:
+            try:
                 self.rabbitmqctl("delete_user", "guest")
+            except RuntimeError as exc:
+                if "does not exist" not in str(exc):
+                    raise
         except BaseException:
             cfg.admin_password_file.unlink(missing_ok=True)
             raise
@@ -337,14 +343,17 @@ def config_from_env(environ: Mapping[str, str] | None = None) -> NodeConfig:
     from .settings import NodeSettings
 
     settings = NodeSettings.from_env(environ)
-    return NodeConfig(
-        base_dir=settings.var_dir / "broker",
-        amqp_port=settings.amqp_port,
-        dist_port=settings.dist_port,
-        management_port=settings.management_port,
-        epmd_port=settings.epmd_port,
-        bind_address=settings.broker_address,
-    )
+    try:
+        return NodeConfig(
+            base_dir=settings.var_dir / "broker",
+            amqp_port=settings.amqp_port,
+            dist_port=settings.dist_port,
+            management_port=settings.management_port,
+            epmd_port=settings.epmd_port,
+            bind_address=settings.broker_address,
+        )
+    except ValueError as exc:  # the only value NodeConfig checks
+        raise ValueError(f"TASKGATE_BROKER_ADDRESS: {exc}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -362,7 +371,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    node = BrokerNode(config_from_env())
+    try:
+        node = BrokerNode(config_from_env())
+    except ValueError as exc:  # the message names the variable
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     cfg = node.config
     try:
         if args.command == "status":

@@ -22,7 +22,8 @@ SUMMARY = """\
 exit codes:
   0    success (upload --watch and watch: the task succeeded)
   1    failure: an RPC error, timeout or missing server; an HTTP error from the
-       gateway; a task that failed or went dead; a broker that cannot be reached
+       gateway; a task that failed, went dead or was cancelled; a broker that
+       cannot be reached
   2    bad usage: unknown options, JSON that does not parse, SECRET_KEY unset
   3    broker status: the node is not running
   130  interrupted (Ctrl-C)

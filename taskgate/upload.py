@@ -28,7 +28,7 @@ def add_parser(commands: Subcommands) -> None:
         exits.describe_codes(
             ok="the gateway took the file (with --watch: the task succeeded)",
             failure="the gateway refused the file or cannot be reached "
-            "(with --watch: the task failed or went dead)",
+            "(with --watch: the task failed, went dead or was cancelled)",
             usage="bad arguments, or no such FILE",
         ),
         parents=[gateway_options()],

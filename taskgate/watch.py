@@ -29,7 +29,7 @@ from .gateway_client import (
     task_path,
 )
 
-TERMINAL_STATES = frozenset({"succeeded", "failed", "dead"})
+TERMINAL_STATES = frozenset({"succeeded", "failed", "dead", "cancelled"})
 # The named events that report the task; unnamed ones (retry hints) carry nothing to show.
 STATE_EVENTS = frozenset(
     {"scheduled", "queued", "running", "progress", "retrying", *TERMINAL_STATES}
@@ -40,7 +40,8 @@ DEFAULT_RETRY_S = 2.0
 DEFAULT_GIVE_UP_AFTER_S = 300.0
 FOLLOW_CODES = exits.describe_codes(
     ok="the task succeeded",
-    failure="the task failed or went dead; the gateway refused (e.g. 401, 404) or stayed away",
+    failure="the task failed, went dead or was cancelled; the gateway refused (e.g. 401,"
+    " 404) or stayed away",
 )
 
 

@@ -128,18 +128,16 @@ async def test_the_broker_address_setting_moves_the_client_listeners(moved_node:
     assert "RabbitMQ version" in moved_node.rabbitmqctl("status")
 
 
+# A restart and seven rabbitmqctl calls, each an Erlang VM's boot: on a loaded machine
+# this can take longer than the suite's default timeout.
+@pytest.mark.timeout(300)
 async def test_a_node_made_with_guest_gets_an_administrator_at_its_next_start(
     moved_node: BrokerNode,
 ):
     """A node whose data predates its administrator: RabbitMQ made guest/guest then."""
     config = moved_node.config
-    for args in (
-        ("add_user", "guest", "guest"),
-        ("set_user_tags", "guest", "administrator"),
-        ("set_permissions", "-p", "/", "guest", ".*", ".*", ".*"),
-        ("delete_user", ADMIN_USER),
-    ):
-        moved_node.rabbitmqctl(*args)
+    moved_node.rabbitmqctl("add_user", "guest", "guest")
+    moved_node.rabbitmqctl("delete_user", ADMIN_USER)
     config.admin_password_file.unlink()
     old_password_in_conf = (config.base_dir / "rabbitmq.conf").read_text()
 
@@ -152,8 +150,8 @@ async def test_a_node_made_with_guest_gets_an_administrator_at_its_next_start(
 
 
 def test_a_bind_address_must_be_an_ip_address(tmp_path: Path):
-    with pytest.raises(ValueError, match="'localhost' is not an IP address"):
-        NodeConfig(tmp_path, amqp_port=1, dist_port=2, bind_address="localhost")
+    with pytest.raises(ValueError, match=r"^TASKGATE_BROKER_ADDRESS: .*'localhost' is not an IP"):
+        config_from_env({"TASKGATE_VAR": str(tmp_path), "TASKGATE_BROKER_ADDRESS": "localhost"})
 
     wildcard = NodeConfig(tmp_path, amqp_port=5672, dist_port=2, bind_address="::")
     assert wildcard.amqp_endpoint == "amqp://[::1]:5672/"  # clients here use loopback

@@ -32,6 +32,7 @@ GATEWAY_MAY_IMPORT = frozenset(
         "workers.messages",  # task messages and status events
         "workers.settings",  # defaults shared by the processes (the database path)
         "workers.shop.contracts",  # the shop's RPC types, order event and queues
+        "workers.task_records",  # cancelling a task, forgetting one past its retention
         "workers.topology",  # broker names and declarations
     }
 )

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, TypeVar
 
 from rpc.errors import BrokerUnavailable
 
+from .cancellation import Cancellation
+from .errors import TaskCancelled
 from .messages import StatusEvent, new_event
 from .pool import TaskPool
 from .settings import WorkerSettings
@@ -33,6 +36,7 @@ class TaskContext:
         publish: Callable[[StatusEvent], Awaitable[None]],
         publish_soon: Callable[[StatusEvent], asyncio.Future[bool]],
         pool: Callable[[], TaskPool],
+        cancellation: Cancellation | None = None,
     ) -> None:
         self.task_id = task_id
         self.kind = kind
@@ -44,6 +48,12 @@ class TaskContext:
         self._publish = publish
         self._publish_soon = publish_soon
         self._pool = pool
+        self.cancellation = cancellation or Cancellation()
+
+    @property
+    def cancelled(self) -> bool:
+        """The task was cancelled: stop soon (it is stopped for good after a grace period)."""
+        return self.cancellation.requested
 
     @property
     def storage_dir(self) -> Path:
@@ -60,7 +70,12 @@ class TaskContext:
         return task_dir(self.settings.storage_dir, self.task_id)
 
     async def progress(self, percent: float, message: str = "") -> None:
-        """Publish a ``progress`` event; returns once the broker has it."""
+        """Publish a ``progress`` event; returns once the broker has it.
+
+        Raises TaskCancelled instead once the task is cancelled.
+        """
+        if self.cancelled:
+            raise TaskCancelled("the task was cancelled")
         await self._publish(self._progress_event(percent, message))
 
     async def run_in_process(self, fn: Callable[..., T], *args: Any) -> T:
@@ -70,6 +85,8 @@ class TaskContext:
         ``progress`` events of this task, confirmed before this returns; at most
         one per ``settings.progress_interval_s``, the latest of each interval, so
         a job shorter than the interval publishes none (see ProgressThrottle).
+        Once the task is cancelled ``report_progress`` raises TaskCancelled in the job, and
+        after the grace period its process is killed: this raises TaskCancelled.
         """
         confirms: list[asyncio.Future[bool]] = []
         lost: list[BrokerUnavailable] = []
@@ -84,14 +101,18 @@ class TaskContext:
             on_progress, self.settings.progress_interval_s, asyncio.get_running_loop()
         )
         try:
-            result = await self._pool().run(fn, *args, on_progress=throttle)
+            result = await self._pool().run(
+                fn, *args, on_progress=throttle, cancellation=self.cancellation
+            )
             throttle.close()
             for future in confirms:
                 await confirmed(future)
-        except BaseException:
+        except BaseException as exc:
             # Nobody waits for the other confirms now; a lost channel fails them all.
             for future in confirms:
                 forget(future)
+            if isinstance(exc, BrokenProcessPool) and self.cancellation.forced:
+                raise TaskCancelled("the task was cancelled; its pool process killed") from None
             raise
         finally:
             throttle.close()

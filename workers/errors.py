@@ -5,6 +5,7 @@
     │   ├── RetryableError     try again after the next delay tier (alias: Retry)
     │   └── PermanentError     fail now, never retry (bad input, policy violation)
     │       └── InvalidInput   the payload or the file it names was rejected
+    ├── TaskCancelled          the task was cancelled (``ctx.progress``, ``report_progress``)
     ├── SubmitError            a task could not be submitted
     │   └── UnknownKind        no queue takes the kind (the broker returned the message)
     └── WaitTimeout            no terminal status within the caller's timeout
@@ -38,6 +39,12 @@ class PermanentError(TaskError):
 
 class InvalidInput(PermanentError):
     """The payload, or the file it names, was rejected."""
+
+
+class TaskCancelled(WorkerError):
+    """The task was cancelled (``DELETE /tasks/{id}``): raised by ``ctx.progress`` and, in a
+    pool job, by ``report_progress``. A handler may clean up (``finally``); once cancelled,
+    any exception ends the attempt ``cancelled`` without a retry (a result still counts)."""
 
 
 class SubmitError(WorkerError):

@@ -33,9 +33,17 @@ TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 TaskId = Annotated[str, msgspec.Meta(pattern=TASK_ID_PATTERN)]
 
 State = Literal[
-    "scheduled", "queued", "running", "progress", "succeeded", "failed", "retrying", "dead"
+    "scheduled",
+    "queued",
+    "running",
+    "progress",
+    "succeeded",
+    "failed",
+    "retrying",
+    "dead",
+    "cancelled",
 ]
-TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "dead"})
+TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "dead", "cancelled"})
 
 
 class TaskMessage(msgspec.Struct, frozen=True):
@@ -67,10 +75,10 @@ class StatusEvent(msgspec.Struct, frozen=True, omit_defaults=True):
 
     ``timestamp`` is Unix time in seconds. ``percent`` and ``message`` come with
     ``progress``; ``result`` with ``succeeded``; ``error`` with ``failed``,
-    ``retrying`` and ``dead``; ``retry_in_ms`` with ``retrying``; ``run_at`` (Unix
-    time) and ``message`` with ``scheduled``: a delayed task, published to its
-    queue then. Field bounds are checked when decoding; ``result``'s nesting by
-    :func:`decode_status_event`.
+    ``retrying``, ``dead`` and ``cancelled`` (who or what cancelled it); ``retry_in_ms``
+    with ``retrying``; ``run_at`` (Unix time) and ``message`` with ``scheduled``: a
+    delayed task, published to its queue then. Field bounds are checked when
+    decoding; ``result``'s nesting by :func:`decode_status_event`.
     """
 
     event_id: _Text

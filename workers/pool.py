@@ -4,7 +4,9 @@ a job running in it reports progress to its task."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
+import functools
 import itertools
 import logging
 import multiprocessing
@@ -16,7 +18,12 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.queues import SimpleQueue
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .errors import TaskCancelled
+
+if TYPE_CHECKING:  # pool processes need not import the store
+    from .cancellation import Cancellation
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +37,26 @@ _PR_SET_PDEATHSIG = 1
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _KEEP_BYTES = 256 * 1024 * 1024
+# Slots of the shared job table (job id modulo this): far more than jobs run or wait at once.
+_JOB_SLOTS = 4096
+
+
+class _JobTable:
+    """Memory the pool's processes share, per job slot: the parent marks a job cancelled
+    there, and a pool process says which job it runs and its pid (one store each, no pipe)."""
+
+    def __init__(self, context: Any) -> None:
+        # ``job id + 1`` of the cancelled job; 0: none.
+        self.cancelled = context.RawArray("q", _JOB_SLOTS)
+        # Per slot: ``job id + 1`` of the job running, and the pid running it.
+        self.running = context.RawArray("q", 2 * _JOB_SLOTS)
+
+    def is_cancelled(self, job_id: int) -> bool:
+        return bool(self.cancelled[job_id % _JOB_SLOTS] == job_id + 1)
+
+    def pid_of(self, job_id: int) -> int | None:
+        slot = 2 * (job_id % _JOB_SLOTS)
+        return int(self.running[slot + 1]) if self.running[slot] == job_id + 1 else None
 
 
 class TaskPool:
@@ -53,6 +80,7 @@ class TaskPool:
         self._listeners: dict[int, ProgressListener] = {}
         self._job_ids = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._jobs = _JobTable(self._context)
         self._reports, self._executor = self._start()
 
     def _start(self) -> tuple[SimpleQueue[tuple[int, float, str]], ProcessPoolExecutor]:
@@ -63,14 +91,23 @@ class TaskPool:
             max_workers=self._processes,
             mp_context=self._context,
             initializer=_init_process,
-            initargs=(reports,),
+            initargs=(reports, self._jobs),
         )
         return reports, executor
 
     async def run(
-        self, fn: Callable[..., T], *args: Any, on_progress: ProgressListener | None = None
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        on_progress: ProgressListener | None = None,
+        cancellation: Cancellation | None = None,
     ) -> T:
-        """``fn(*args)`` in a pool process; its reports reach ``on_progress`` on the loop."""
+        """``fn(*args)`` in a pool process; its reports reach ``on_progress`` on the loop.
+
+        Once ``cancellation`` is asked, the job's next ``report_progress`` raises
+        TaskCancelled (so does its start, if it has not started); once forced, its
+        process is killed and the pool replaced (this raises BrokenProcessPool).
+        """
         loop = asyncio.get_running_loop()
         if self._loop is None:
             self._loop = loop
@@ -80,7 +117,15 @@ class TaskPool:
             self._listeners[job_id] = on_progress
         executor = self._executor
         try:
-            return await loop.run_in_executor(executor, _run_job, job_id, fn, args)
+            with contextlib.ExitStack() as stack:
+                if cancellation is not None:
+                    stack.enter_context(
+                        cancellation.hooks(
+                            on_request=functools.partial(self._cancel, job_id),
+                            on_force=functools.partial(self._kill, job_id),
+                        )
+                    )
+                return await loop.run_in_executor(executor, _run_job, job_id, fn, args)
         except BrokenProcessPool:
             if executor is self._executor:
                 logger.error("a process of the pool died; starting a new pool")
@@ -90,6 +135,18 @@ class TaskPool:
             # A job writes its reports before its result: they are all in the pipe by now.
             self._read_reports()
             self._listeners.pop(job_id, None)
+            self._jobs.cancelled[job_id % _JOB_SLOTS] = 0
+
+    def _cancel(self, job_id: int) -> None:
+        self._jobs.cancelled[job_id % _JOB_SLOTS] = job_id + 1
+
+    def _kill(self, job_id: int) -> None:
+        """Kill the process running ``job_id`` (a job not started yet raises at its start)."""
+        pid = self._jobs.pid_of(job_id)
+        if pid is not None:
+            logger.warning("killing pool process %d: its job was cancelled and did not stop", pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def _restart(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.remove_reader(self._report_fd)
@@ -124,9 +181,12 @@ def report_progress(percent: float, message: str = "") -> None:
     """Report progress from a function that ``TaskContext.run_in_process`` runs.
 
     The worker publishes it as a ``progress`` event of the task that started the
-    job. Called anywhere else (directly, in a test) it does nothing.
+    job. It raises TaskCancelled once the task is cancelled. Called anywhere else
+    (directly, in a test) it does nothing.
     """
     if _reports is not None and _job_id is not None:
+        if _jobs is not None and _jobs.is_cancelled(_job_id):
+            raise TaskCancelled("the task was cancelled")
         _reports.put((_job_id, float(percent), message[:_MAX_MESSAGE_CHARS]))
 
 
@@ -135,20 +195,29 @@ _MAX_MESSAGE_CHARS = 500
 # A pool process's side: where its reports go, and which job it is running.
 _reports: SimpleQueue[tuple[int, float, str]] | None = None
 _job_id: int | None = None
+_jobs: _JobTable | None = None
 
 
 def _run_job(job_id: int, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
     global _job_id
     _job_id = job_id
+    slot = 2 * (job_id % _JOB_SLOTS)
+    assert _jobs is not None
+    _jobs.running[slot + 1] = os.getpid()
+    _jobs.running[slot] = job_id + 1
     try:
+        if _jobs.is_cancelled(job_id):
+            raise TaskCancelled("the task was cancelled before its job started")
         return fn(*args)
     finally:
+        _jobs.running[slot] = 0
         _job_id = None
 
 
-def _init_process(reports: SimpleQueue[tuple[int, float, str]]) -> None:
-    global _reports
+def _init_process(reports: SimpleQueue[tuple[int, float, str]], jobs: _JobTable) -> None:
+    global _reports, _jobs
     _reports = reports
+    _jobs = jobs
     # Ctrl-C reaches the whole process group; the parent decides when the pool stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent()

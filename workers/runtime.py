@@ -23,6 +23,7 @@ from rpc.dead_letter import dead_letter
 from rpc.errors import BrokerRefused, BrokerUnavailable
 from rpc.wire import BrokerError, Channel, Delivery, RobustChannel, Unavailable, WireConnection
 
+from .cancellation import CancelWatch, cancellable
 from .claims import new_holder, when_free
 from .context import TaskContext
 from .deliveries import (
@@ -33,7 +34,7 @@ from .deliveries import (
     traceback_summary,
     valid_task_id,
 )
-from .errors import PermanentError
+from .errors import PermanentError, TaskCancelled
 from .messages import StatusEvent, Undecodable, decode_task, new_event
 from .metrics import MESSAGE_COPIES, STATUS_EVENTS, TASK_SECONDS
 from .outcomes import OutcomeLog
@@ -83,6 +84,7 @@ class Worker:
         self._stopping = False
         self._pool: TaskPool | None = None
         self._outcomes: OutcomeLog | None = None
+        self._cancels: CancelWatch | None = None
         self._database = database  # None: opened from settings.database at start
         self._own_database: Database | None = None
 
@@ -130,6 +132,8 @@ class Worker:
         if self._outcomes is not None:
             outcomes, self._outcomes = self._outcomes, None
             await outcomes.close()
+        if self._cancels is not None:
+            await self._cancels.close()
         if (database := self._own_database) is not None:
             self._own_database = None
             await database.close()
@@ -143,6 +147,7 @@ class Worker:
             lease_s=self.settings.task_lease_s,
             legacy_dir=self.settings.storage_dir,
         )
+        self._cancels = await CancelWatch.open(database, self.settings)
 
     def pool(self) -> TaskPool:
         """The process pool for CPU-bound work, started on first use."""
@@ -155,11 +160,7 @@ class Worker:
         await declare_retry_tiers(channel, self.settings.retry_delays_ms)
 
     async def _consume(self, channel: Channel) -> None:
-        """Declare and consume every kind's queues; runs again after each reconnect.
-
-        The prefetch is per consumer (AMQP's default), so each priority's queue
-        has its own: a prefetch full of normal work leaves room for high work.
-        """
+        """Declare and consume every kind's queues, a prefetch each; again on each reconnect."""
         if self._stopping:
             return
         await channel.basic_qos(prefetch_count=self.settings.prefetch)
@@ -285,25 +286,31 @@ class Worker:
         headers: dict[str, Any],
     ) -> None:
         """Run the task once; its outcome recorded and published (or retry or dead letter)."""
-        assert self._outcomes is not None
+        assert self._outcomes is not None and self._cancels is not None
         # "running" goes out without waiting for its confirm, so the handler's first progress
         # event shares its write; the attempt's outcome waits for that confirm (below).
         running = self._publish_soon(new_event(task.kind, task_id, "running", attempt))
-        ctx = TaskContext(
-            task_id=task_id,
-            kind=task.kind,
-            attempt=attempt,
-            redelivered=message.redelivered,
-            settings=self.settings,
-            publish=self._publish,
-            publish_soon=self._publish_soon,
-            pool=self.pool,
-        )
         started = time.perf_counter()
         try:
-            result = await task.handler(ctx, payload)
+            with self._cancels.watch(task_id) as cancellation:
+                ctx = TaskContext(
+                    task_id=task_id,
+                    kind=task.kind,
+                    attempt=attempt,
+                    redelivered=message.redelivered,
+                    settings=self.settings,
+                    publish=self._publish,
+                    publish_soon=self._publish_soon,
+                    pool=self.pool,
+                    cancellation=cancellation,
+                )
+                result = await cancellable(
+                    task.handler(ctx, payload), cancellation, stopping=lambda: self._stopping
+                )
         except PermanentError as exc:
             outcome = new_event(task.kind, task_id, "failed", attempt, error=describe(exc))
+        except TaskCancelled as exc:
+            outcome = new_event(task.kind, task_id, "cancelled", attempt, error=describe(exc))
         except (BrokerUnavailable, asyncio.CancelledError):
             # From ctx.progress (not the task's fault), or a stop: leave it unacked for redelivery.
             forget(running)

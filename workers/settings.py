@@ -70,6 +70,17 @@ class WorkerSettings(ServiceSettings):
         " runs; a copy of the task elsewhere waits for it. Keep it well above the hosts'"
         " clock skew.",
     )
+    task_cancel_poll_s: float = setting(
+        "TASK_CANCEL_POLL_S",
+        1.0,
+        "How often a worker running tasks reads the store for cancels of them.",
+    )
+    task_cancel_grace_s: float = setting(
+        "TASK_CANCEL_GRACE_S",
+        10.0,
+        "How long a cancelled running task may take to stop; then it is stopped for good"
+        " (its pool process killed and replaced).",
+    )
     progress_interval_s: float = setting(
         "PROGRESS_INTERVAL_S",
         0.25,

@@ -53,7 +53,7 @@ ATTEMPT_HEADER = "x-taskgate-attempt"
 REPLAYED_HEADER = "x-taskgate-replayed"
 
 # Bindings on ``status`` for a process that only awaits outcomes (a third of the traffic).
-TERMINAL_BINDING_KEYS = ("#.succeeded", "#.failed", "#.dead")
+TERMINAL_BINDING_KEYS = ("#.succeeded", "#.failed", "#.dead", "#.cancelled")
 
 # Broker-side redeliveries of one message before its queue dead-letters it.
 DELIVERY_LIMIT = 20

@@ -6,8 +6,11 @@
 const CATALOGUE_SKUS = ["MUG-01", "TEE-01", "BOOK-01", "CAP-01", "PRINT-01", "STICKER-01"];
 const MAX_QUANTITY = 100; // the shop's limit per line
 // Every event name a task's stream can carry (`event:` is the task's state).
-const TASK_EVENTS = ["scheduled", "queued", "running", "progress", "retrying", "succeeded", "failed", "dead", "reset"];
-const TERMINAL_STATES = new Set(["succeeded", "failed", "dead"]);
+const TASK_EVENTS = [
+  "scheduled", "queued", "running", "progress", "retrying", "succeeded", "failed", "dead",
+  "cancelled", "reset",
+];
+const TERMINAL_STATES = new Set(["succeeded", "failed", "dead", "cancelled"]);
 const ORDER_SERVICES = ["email", "inventory", "analytics"];
 const QUOTE_DEBOUNCE_MS = 300;
 // How long to wait before reopening a stream the browser gave up on (it retries dropped
@@ -336,6 +339,21 @@ function resumeStreams() {
 // Thumbnails
 
 let uploadFollower = null;
+let uploadTaskUrl = null; // the task on show, while it can be cancelled
+
+/** DELETE the task on show; its stream then ends with `cancelled` (or what came first). */
+async function cancelUpload() {
+  if (!uploadTaskUrl) return;
+  $("upload-cancel").disabled = true;
+  try {
+    const answer = await api("DELETE", uploadTaskUrl);
+    if (answer && answer.cancel === "requested") setUploadState("cancelling", "Stopping…");
+  } catch (error) {
+    showError($("upload-error"), error);
+  } finally {
+    $("upload-cancel").disabled = false;
+  }
+}
 
 async function submitUpload(event) {
   event.preventDefault();
@@ -353,6 +371,8 @@ async function submitUpload(event) {
   try {
     const accepted = await api("POST", "/uploads", { body: form });
     setUploadState("queued", "Queued…");
+    uploadTaskUrl = accepted.status_url;
+    $("upload-cancel").hidden = false;
     uploadFollower = new TaskFollower({
       eventsUrl: accepted.events_url,
       statusUrl: accepted.status_url,
@@ -369,6 +389,8 @@ async function submitUpload(event) {
 }
 
 function resetUploadView() {
+  uploadTaskUrl = null;
+  $("upload-cancel").hidden = true;
   $("upload-progress").value = 0;
   $("upload-error").textContent = "";
   $("upload-connection").textContent = "";
@@ -384,6 +406,7 @@ function setUploadState(state, message) {
 function drawUploadEvent(name, data) {
   const state = name === "reset" ? data.state : name;
   if (typeof data.percent === "number") $("upload-progress").value = data.percent;
+  if (TERMINAL_STATES.has(state)) $("upload-cancel").hidden = true;
   switch (state) {
     case "scheduled":
       setUploadState(state, `Scheduled for ${new Date(data.run_at * 1000).toLocaleString()}…`);
@@ -404,6 +427,9 @@ function drawUploadEvent(name, data) {
       $("upload-progress").value = 100;
       setUploadState(state, "Done.");
       showThumbnails(data.result);
+      break;
+    case "cancelled":
+      setUploadState(state, "Cancelled.");
       break;
     case "failed":
     case "dead":
@@ -916,6 +942,7 @@ function start() {
   $("signin-form").addEventListener("submit", signIn);
   $("signout-button").addEventListener("click", signOut);
   $("upload-form").addEventListener("submit", submitUpload);
+  $("upload-cancel").addEventListener("click", cancelUpload);
   $("order-form").addEventListener("submit", placeOrder);
   $("notify-form").addEventListener("submit", sendNotification);
   buildCatalogueRows();

@@ -6,7 +6,18 @@ import asyncio
 
 from .conftest import taskgate
 
-COMMANDS = ("call", "upload", "watch", "dead", "queues", "migrate-queues", "token", "broker")
+COMMANDS = (
+    "call",
+    "upload",
+    "watch",
+    "tasks",
+    "cancel",
+    "dead",
+    "queues",
+    "migrate-queues",
+    "token",
+    "broker",
+)
 
 
 async def test_help_lists_every_command_and_the_exit_codes():

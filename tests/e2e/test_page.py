@@ -309,3 +309,17 @@ async def test_a_session_that_ends_mid_task_signs_in_again_and_the_page_carries_
     release(gateway_settings, task_id, 3)
     await expect(page.get_by_test_id("upload-status")).to_have_attribute("data-state", "succeeded")
     await expect_thumbnails(page, ["64", "256", "800"])
+
+
+async def test_a_queued_upload_is_cancelled_from_the_page(start_gateway, open_page, tmp_path):
+    gateway = await start_gateway()  # no worker: the task stays queued until cancelled
+    page = await open_page(gateway)
+    await choose_and_upload(page, image_file(tmp_path, 64, 48))
+    cancel = page.get_by_test_id("upload-cancel")
+    await expect(cancel).to_be_visible()
+
+    await cancel.click()
+
+    await expect(page.get_by_test_id("upload-status")).to_have_attribute("data-state", "cancelled")
+    await expect(page.get_by_test_id("upload-message")).to_have_text("Cancelled.")
+    await expect(cancel).to_be_hidden()
