@@ -2,10 +2,10 @@
 
 A worker holds up to its prefetch of deliveries from each priority's queue
 (the prefetch is per consumer, AMQP's default: a prefetch full of normal work
-leaves room for high work), all waiting for one of ``WORKER_CONCURRENCY`` slots. A plain semaphore would
-start them in arrival order, so a high task would wait behind the normal ones
-already prefetched; here a freed slot goes to the oldest high waiter if there
-is one, else to the oldest normal one.
+leaves room for high work), all waiting for one of ``WORKER_CONCURRENCY``
+slots. A plain semaphore would start them in arrival order, so a high task
+would wait behind the normal ones already prefetched; here a freed slot goes
+to the oldest high waiter if there is one, else to the oldest normal one.
 """
 
 from __future__ import annotations
