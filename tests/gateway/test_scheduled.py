@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 
@@ -195,6 +197,17 @@ async def test_a_delayed_upload_is_scheduled_then_thumbnailed(
     running = json.loads(next(e.data for e in events if e.event == "running"))
     assert running["timestamp"] >= run_at
     assert events[-1].event == "succeeded"
+
+
+async def test_a_scheduled_task_cancelled_leaves_the_outbox(gateway_app, gateway_settings):
+    async with gateway_app(gateway_settings) as client:
+        accepted = (await upload(client, jpeg_bytes(), fields={"delay_s": "3600"})).json()
+        assert (await client.get(accepted["status_url"])).json()["state"] == "scheduled"
+        response = await client.delete(accepted["status_url"])
+        assert response.status_code == 200, response.text
+        assert response.json()["state"] == "cancelled"
+    with contextlib.closing(sqlite3.connect(gateway_settings.database_path)) as db:
+        assert db.execute("SELECT count(*) FROM outbox").fetchone() == (0,)
 
 
 @pytest.mark.parametrize(
