@@ -262,11 +262,12 @@ async def scheduled_count(tx: Transaction) -> int:
 
 
 async def cancel_unsent(tx: Transaction, message_id: str) -> bool:
-    """Drop the entry ``message_id`` if no relay holds it; whether it was dropped.
+    """Drop the entry ``message_id`` if it is not due yet; whether it was dropped.
 
-    For cancelling a delayed task: once dropped it is never published.
+    For cancelling a delayed task: it is never published. A due entry is left to
+    its relay (it leaves within milliseconds; its consumers skip what was cancelled).
     """
     deleted = await tx.execute(
-        "DELETE FROM outbox WHERE message_id = $1 AND claimed_until IS NULL", message_id
+        "DELETE FROM outbox WHERE message_id = $1 AND not_before > $2", message_id, time.time()
     )
     return deleted > 0

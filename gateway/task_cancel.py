@@ -89,7 +89,7 @@ def _cancelling(event: StatusEvent) -> Work[StoredEvent | None]:
             return None
         if result == "finished":
             raise _Finished
-        # A delayed task not published yet never will be (one that is, the worker skips).
+        # A delayed task not due yet is never published (one that is, the worker skips).
         await cancel_unsent(tx, event.task_id)
         (recorded,) = await record_events(tx, [(event, body)])
         if not isinstance(recorded, StoredEvent):  # a terminal event not from a worker's outcome
