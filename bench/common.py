@@ -1,5 +1,6 @@
-"""What every benchmark shares: its broker, its arguments (the tiny mode), stopping a child,
-rounds against a baseline and their medians, percentiles, and the check that it measured.
+"""What every benchmark shares: its broker (or cluster), its arguments (the tiny mode),
+stopping a child, rounds against a baseline and their medians, percentiles, and the check
+that it measured.
 
 The scripts run as ``python bench/X.py``: each puts the repository first on
 ``sys.path`` (bench/rpc.py would shadow the rpc package otherwise) and imports
@@ -50,6 +51,26 @@ def broker(prefix: str) -> Iterator[tuple[str, int | None, Path]]:
             yield node.amqp_url, node.pid, tmp
         finally:
             node.stop()
+
+
+@contextlib.contextmanager
+def cluster(prefix: str) -> Iterator[tuple[str, int | None]]:
+    """(AMQP URL naming every node, the first node's pid or None): AMQP_CLUSTER_URL's
+    cluster, else a private 3-node cluster (infra/cluster.py) in a temp dir, stopped (and
+    the dir removed) on exit. Task queues and journal shards get a replica on each node."""
+    url = os.environ.get("AMQP_CLUSTER_URL")
+    if url is not None:
+        yield url, None
+        return
+    from infra.cluster import BrokerCluster
+
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp_dir:
+        nodes = BrokerCluster.on_free_ports(Path(tmp_dir))
+        try:
+            nodes.start()
+            yield nodes.amqp_url, nodes.nodes[0].pid
+        finally:
+            nodes.stop()
 
 
 # --- arguments ----------------------------------------------------------------------------

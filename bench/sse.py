@@ -29,6 +29,12 @@ process publishes. All traffic stays on loopback; every wait has a bound.
     python bench/sse.py --hold-only --streams 40000 --sides taskgate
     AMQP_URL=amqp://... python bench/sse.py              # a scratch broker of yours
     python bench/sse.py --tiny                           # seconds: checks that it works
+    python bench/sse.py --cluster                        # + the gateway on a 3-node cluster
+
+``--cluster`` measures the gateway a third time, as the ``cluster`` column: the
+same streams and events on a private 3-node cluster (or AMQP_CLUSTER_URL's),
+where the journal shards are quorum queues with a replica on each node and the
+gateway and publisher get the URL naming all three.
 
 Targets for one process: 20,000 streams held; p99 < 100 ms at 1,000 events/s
 spread over 5,000 subscribers; < 20 KB per idle stream.
@@ -38,6 +44,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
 import math
 import secrets
 import shlex
@@ -49,7 +57,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import broker, check_measured
+from bench.common import broker, check_measured, cluster
 from bench.common import parse_args as parse_with_tiny
 from bench.sse_client import raise_nofile_limit
 from bench.sse_publish import Publisher
@@ -140,6 +148,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="channels per AMQP connection",
     )
     parser.add_argument("--seed", type=int, default=1, help="picks the tasks events go to")
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="also measure the gateway on a 3-node cluster (quorum journal shards), "
+        "reported beside as the 'cluster' column",
+    )
     args = parse_with_tiny(parser, TINY, argv)
     args.tasks = args.tasks or args.streams
     if args.idle_seconds is None:
@@ -190,11 +204,42 @@ async def run_bench(
             results.append(await measure_side(bench, spec, index))
     finally:
         await publisher.close()
+    if args.cluster:
+        results.append(await measure_on_cluster(bench, len(args.sides)))
     ceiling = None
     if args.ceiling_events and not args.hold_only:
         print("broker ceiling: measuring", flush=True)
         ceiling = await broker_ceiling(url, args.ceiling_events, tasks=2_000, window=500)
     return results, bench, ceiling
+
+
+async def measure_on_cluster(bench: Bench, side_index: int) -> SideResult:
+    """The gateway's side again, with the gateway and the publisher on a 3-node cluster."""
+    with contextlib.ExitStack() as stack:
+        print("cluster: starting 3 nodes", flush=True)
+        # In a thread: the nodes take tens of seconds to boot, and the loop has work meanwhile.
+        url, pid = await asyncio.to_thread(stack.enter_context, cluster("bench-sse-cluster-"))
+        publisher = Publisher(url)
+        await publisher.open()
+        try:
+            on_cluster = dataclasses.replace(
+                bench,
+                url=url,
+                broker_pid=pid,
+                publisher=publisher,
+                task_ids=[f"ssc{k:06d}{secrets.token_hex(4)}" for k in range(bench.args.tasks)],
+            )
+            spec = gateway_spec(
+                url, bench.workdir / "gateway-cluster", bench.secret, bench.streams_per_task
+            )
+            spec = dataclasses.replace(
+                spec, name="cluster", note=f"{spec.note}; on 3 nodes (broker RSS: the first)"
+            )
+            print("cluster: starting", flush=True)
+            return await measure_side(on_cluster, spec, side_index)
+        finally:
+            await publisher.close()
+            await asyncio.to_thread(stack.close)
 
 
 async def main_async(

@@ -26,7 +26,7 @@ def verdict(ok: bool | None) -> str:
 def report(results: list[SideResult], bench: Bench, cli: str, server_limit: int) -> None:
     args = bench.args
     by_name = {r.name: r for r in results}
-    columns = [by_name[name] for name in ("taskgate", "baseline") if name in by_name]
+    columns = [by_name[name] for name in ("taskgate", "cluster", "baseline") if name in by_name]
     print()
     print(f"command: {cli}")
     ceiling = (

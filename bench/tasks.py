@@ -16,6 +16,12 @@ project's venv with the ``bench`` extra (``pip install -e '.[bench]'``) and Debi
     python bench/tasks.py --tasks 5000
     python bench/tasks.py --no-peers           # taskgate and Celery only
     python bench/tasks.py --tiny               # seconds: checks that it works
+    python bench/tasks.py --cluster            # and taskgate on a 3-node cluster, beside
+
+``--cluster`` then runs taskgate alone (same bursts, one worker process) on a
+private 3-node cluster (or AMQP_CLUSTER_URL's), where every task queue and
+journal shard is a quorum queue replicated on the three nodes, and reports it
+beside the single node: what replication costs a task.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ sys.path.insert(0, str(REPO))
 from bench.common import (  # noqa: E402
     broker,
     check_measured,
+    cluster,
     parse_args,
     rotate,
     stop_process,
@@ -159,6 +166,34 @@ async def compare(
             await client.close()
 
 
+async def taskgate_rounds(url: str, n: int, warmup: int, rounds: int) -> list[float]:
+    """taskgate's tasks/s per round on its own (the cluster run has no peers)."""
+    taskgate = await Taskgate.create(url)
+    try:
+        await taskgate.burst(warmup)
+        rates = []
+        for i in range(rounds):
+            rates.append(await taskgate.burst(n))
+            print(f"round {i + 1}: taskgate on the cluster {rates[-1]:>9,.1f} tasks/s", flush=True)
+        return rates
+    finally:
+        await taskgate.close()
+
+
+def on_cluster(n: int, warmup: int, rounds: int) -> list[float]:
+    """taskgate's tasks/s per round, one worker process, on a 3-node cluster."""
+    import tempfile
+
+    import uvloop
+
+    with cluster("bench-tasks-cluster-") as (url, _), tempfile.TemporaryDirectory() as tmp:
+        worker = start_taskgate_worker(url, Path(tmp) / "storage")
+        try:
+            return uvloop.run(taskgate_rounds(url, n, warmup, rounds))
+        finally:
+            stop_process(worker)
+
+
 def start_taskgate_worker(url: str, storage: Path) -> subprocess.Popen[bytes]:
     # Not ``-m workers --tasks``: bench/ on sys.path would shadow the rpc package with bench/rpc.py.
     env = {
@@ -204,6 +239,11 @@ def main() -> int:
     parser.add_argument(
         "--no-peers", action="store_true", help="taskgate and Celery only (no taskiq, FastStream)"
     )
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="also run taskgate on a 3-node cluster (quorum queues) and report it beside",
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parse_args(parser, tiny={"tasks": 50, "warmup": 10, "rounds": 1})
     if args.serve:
@@ -226,10 +266,19 @@ def main() -> int:
         finally:
             for worker in workers:
                 stop_process(worker)
+    on_three = on_cluster(args.tasks, args.warmup, args.rounds) if args.cluster else None
     print_table(rates, args.tasks)
-    return check_measured(
-        {f"{name}.tasks_per_s": statistics.median(rate) for name, rate in rates.items()}
-    )
+    measured = {f"{name}.tasks_per_s": statistics.median(rate) for name, rate in rates.items()}
+    if on_three is not None:
+        single = statistics.median(rates["taskgate"])
+        median = statistics.median(on_three)
+        print(
+            f"taskgate on a 3-node cluster (quorum queues, a replica on each node): "
+            f"{median:,.0f} tasks/s, {median / single:.2f}x the single node "
+            f"(rounds {min(on_three):,.0f}-{max(on_three):,.0f})"
+        )
+        measured["cluster.taskgate.tasks_per_s"] = median
+    return check_measured(measured)
 
 
 SETUPS = {

@@ -18,9 +18,11 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from infra.database import open_database
-from workers import task_records
+from workers import claims, kinds, task_records
 
+from . import autoscale
 from .auth import Authenticating, Credentials, close_session, get_session, open_session
+from .autoscale import AutoscaleSignal, Bounds
 from .broker import BrokerLink
 from .errors import EXCEPTION_HANDLERS
 from .feed import LiveFeed
@@ -49,6 +51,7 @@ from .sessions import Sessions
 from .settings import GatewaySettings
 from .shutdown import on_exit_signal
 from .streams import task_events
+from .stuck import StuckTaskSweeper
 from .sweeper import OrphanSweeper
 from .task_cancel import cancel_task
 from .task_list import list_tasks
@@ -110,6 +113,8 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         await database.migrate("outbox", OUTBOX_MIGRATIONS)
         await database.migrate("upload_keys", UPLOAD_KEY_MIGRATIONS)
         await task_records.migrate(database)
+        await database.migrate(kinds.COMPONENT, kinds.MIGRATIONS)
+        await database.migrate(autoscale.COMPONENT, autoscale.MIGRATIONS)
         hub = Hub(capacity=settings.sse_buffer_events)
         notifications = NotificationHub(capacity=settings.sse_buffer_events)
         publisher = Publisher(
@@ -123,9 +128,25 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         feed = LiveFeed(hub)
         recorder = Recorder(store, shards=settings.status_shards, records=settings.recorder_records)
         notification_feed = NotificationFeed(notifications, sessions)
+        autoscale_signal = AutoscaleSignal(
+            database,
+            Bounds(
+                window_s=settings.autoscale_window_s,
+                drain_s=settings.autoscale_drain_s,
+                min_workers=settings.autoscale_min_workers,
+                max_workers=settings.autoscale_max_workers,
+            ),
+            interval_s=settings.autoscale_interval_s,
+        )
         broker = BrokerLink(
             settings,
-            attach=[feed.start, recorder.start, notification_feed.start, publisher.start],
+            attach=[
+                feed.start,
+                recorder.start,
+                notification_feed.start,
+                publisher.start,
+                autoscale_signal.start,
+            ],
         )
         relay = OutboxRelay(
             database,
@@ -146,6 +167,14 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
                 batch=settings.task_retention_batch,
             ),
         )
+        stuck_tasks = StuckTaskSweeper(
+            database,
+            relay,
+            publisher,
+            lease_s=settings.task_lease_s,
+            name=claims.new_holder("gateway"),
+        )
+        app.state.autoscale = autoscale_signal
         app.state.database = database
         app.state.relay = relay
         app.state.settings = settings
@@ -181,6 +210,7 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         broker.start()
         relay.start()
         sweeper.start()
+        stuck_tasks.start()
 
         def end_streams() -> None:
             hub.end_all("shutdown")
@@ -192,6 +222,8 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
             yield
         finally:
             forget_signal()
+            await stuck_tasks.close()
+            await autoscale_signal.close()
             await sweeper.close()
             await relay.close()
             await readiness.close()

@@ -11,7 +11,8 @@ web port ``/metrics`` answers only ``Authorization: Bearer <METRICS_TOKEN>``
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily
@@ -23,6 +24,9 @@ from rpc.wire.protocol import blocked_seconds_total
 
 from .errors import HttpError
 from .settings import GatewaySettings
+
+if TYPE_CHECKING:
+    from .autoscale import KindLoad
 
 # Distinct kinds that get a label value of their own; later kinds are counted as OTHER_KIND.
 MAX_KIND_LABELS = 32
@@ -48,6 +52,11 @@ TASKS_FINISHED = Counter(
     "Terminal status events seen by this process, by kind and state",
     ["kind", "state"],
 )
+TASKS_STUCK = Counter(
+    "taskgate_tasks_stuck",
+    "Tasks this process queued again because their worker stopped renewing its lease, by kind",
+    ["kind"],
+)
 EVENTS_RECORDED = Counter(
     "taskgate_events_recorded", "Status events this process recorded, by state", ["state"]
 )
@@ -62,6 +71,57 @@ RECORDING_LAG = Gauge(
 EVENTS_DELIVERED = Counter("taskgate_events_delivered", "Status events written to SSE streams")
 SSE_CONNECTIONS = Gauge("taskgate_sse_connections", "Open SSE streams")
 UPLOAD_BYTES = Counter("taskgate_upload_bytes", "Bytes of accepted uploads")
+
+
+# The autoscaling signal (gateway/autoscale.py), per kind a worker registered (at most
+# workers.kinds.MAX_KINDS), the same in every web process: take max() across them.
+QUEUE_READY = Gauge("taskgate_queue_ready", "Task messages ready in the kind's queue", ["kind"])
+QUEUE_CONSUMERS = Gauge("taskgate_queue_consumers", "Consumers of the kind's queue", ["kind"])
+QUEUE_UNACKED = Gauge(
+    "taskgate_queue_unacked",
+    "Tasks delivered to workers and not yet settled (live leases: running or prefetched)",
+    ["kind"],
+)
+QUEUE_OLDEST_AGE = Gauge(
+    "taskgate_queue_oldest_ready_age_seconds",
+    "Age of the oldest task waiting in the kind's queue that no worker holds (0: none)",
+    ["kind"],
+)
+TASK_ARRIVALS = Gauge(
+    "taskgate_task_arrival_rate", "Tasks created per second over AUTOSCALE_WINDOW_S", ["kind"]
+)
+TASK_COMPLETIONS = Gauge(
+    "taskgate_task_completion_rate",
+    "Task outcomes recorded per second over AUTOSCALE_WINDOW_S",
+    ["kind"],
+)
+TASK_MEAN_SECONDS = Gauge(
+    "taskgate_task_mean_seconds",
+    "Mean run time of the tasks completed over AUTOSCALE_WINDOW_S (absent: none)",
+    ["kind"],
+)
+DESIRED_WORKERS = Gauge(
+    "taskgate_desired_workers",
+    "Workers the kind needs: arrival rate x mean task time (+ the ready backlog drained in"
+    " AUTOSCALE_DRAIN_S) / a worker's concurrency, within AUTOSCALE_MIN/MAX_WORKERS",
+    ["kind"],
+)
+
+
+def set_autoscaling(loads: Iterable[KindLoad]) -> None:
+    """Set the autoscaling gauges from a fresh measurement."""
+    for load in loads:
+        kind = load.kind
+        if load.ready is not None and load.consumers is not None:
+            QUEUE_READY.labels(kind).set(load.ready)
+            QUEUE_CONSUMERS.labels(kind).set(load.consumers)
+        QUEUE_UNACKED.labels(kind).set(load.unacked)
+        QUEUE_OLDEST_AGE.labels(kind).set(load.oldest_ready_age_s)
+        TASK_ARRIVALS.labels(kind).set(load.arrivals_per_s)
+        TASK_COMPLETIONS.labels(kind).set(load.completions_per_s)
+        if load.mean_task_s is not None:
+            TASK_MEAN_SECONDS.labels(kind).set(load.mean_task_s)
+        DESIRED_WORKERS.labels(kind).set(load.desired_workers)
 
 
 class _BrokerBlocked(Collector):

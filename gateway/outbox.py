@@ -139,15 +139,27 @@ async def add_to_outbox(tx: Transaction, entry: OutboxEntry, *, max_pending: int
     not for the broker.
     """
     now = time.time()
-    not_before = max(now, entry.not_before)
-    if not_before <= now:
+    if entry.not_before <= now:
         pending = await pending_count(tx, now)
         if pending >= max_pending:
             raise OutboxFull(f"{pending} accepted messages wait for the broker")
+    await _insert(tx, entry, "")
+
+
+async def add_again(tx: Transaction, entry: OutboxEntry) -> None:
+    """Add ``entry`` to publish a message again (a stuck task), past the bound; nothing if
+    an entry with its id still waits (it is published anyway)."""
+    await _insert(tx, entry, " ON CONFLICT (message_id) DO NOTHING")
+
+
+async def _insert(tx: Transaction, entry: OutboxEntry, on_conflict: str) -> None:
+    now = time.time()
+    not_before = max(now, entry.not_before)
     headers = None if entry.headers is None else msgspec.json.encode(entry.headers)
     await tx.execute(
         "INSERT INTO outbox (message_id, exchange, routing_key, body, message_type, headers,"
-        " created_at, next_attempt_at, not_before) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+        " created_at, next_attempt_at, not_before) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)"
+        + on_conflict,
         entry.message_id,
         entry.exchange,
         entry.routing_key,

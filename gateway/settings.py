@@ -7,9 +7,28 @@ from pathlib import Path
 
 from infra.settings import ServiceSettings, Var, setting
 from rpc.settings import RPC_REPLY_MODE, RPC_TIMEOUT_S, ReplyMode
-from workers.settings import MAX_PIXELS, STATUS_SHARDS, STORAGE_DIR, TASK_QUEUE_MAX_LENGTH
+from workers.settings import (
+    MAX_PIXELS,
+    STATUS_SHARDS,
+    STORAGE_DIR,
+    TASK_LEASE_S,
+    TASK_QUEUE_MAX_LENGTH,
+)
 
 # Read by the web process and the CLI (``taskgate token``).
+# The autoscaling signal (gateway/autoscale.py); `taskgate queues` reads them too.
+AUTOSCALE_WINDOW_S = Var(
+    "AUTOSCALE_WINDOW_S", 60.0, "Arrival and completion rates are averaged over this window."
+)
+AUTOSCALE_DRAIN_S = Var(
+    "AUTOSCALE_DRAIN_S",
+    60.0,
+    "taskgate_desired_workers adds the workers that would drain the ready backlog in this time.",
+)
+AUTOSCALE_MIN_WORKERS = Var(
+    "AUTOSCALE_MIN_WORKERS", 0, "Lower bound of taskgate_desired_workers (0: scale to zero)."
+)
+AUTOSCALE_MAX_WORKERS = Var("AUTOSCALE_MAX_WORKERS", 20, "Upper bound of taskgate_desired_workers.")
 SECRET_KEY = Var(
     "SECRET_KEY",
     "",
@@ -95,6 +114,16 @@ class GatewaySettings(ServiceSettings):
         300.0,
         "How often the web process looks for upload directories without a task.",
     )
+    task_lease_s: float = setting(TASK_LEASE_S)
+    autoscale_interval_s: float = setting(
+        "AUTOSCALE_INTERVAL_S",
+        5.0,
+        "How often the web process refreshes the autoscaling gauges on /metrics.",
+    )
+    autoscale_window_s: float = setting(AUTOSCALE_WINDOW_S)
+    autoscale_drain_s: float = setting(AUTOSCALE_DRAIN_S)
+    autoscale_min_workers: int = setting(AUTOSCALE_MIN_WORKERS)
+    autoscale_max_workers: int = setting(AUTOSCALE_MAX_WORKERS)
     task_retention_s: float = setting(
         "TASK_RETENTION_S",
         7 * 24 * 3600.0,

@@ -127,7 +127,7 @@ def apply_event(
             changes.update(state="queued")
         case "scheduled":  # the message says when it is due
             changes.update(state="scheduled", message=event.message)
-        case _:  # failed, retrying, dead, cancelled
+        case _:  # failed, retrying, dead, cancelled, stuck
             changes.update(state=event.state, error=event.error)
     return replace(summary, **changes)  # type: ignore[arg-type]
 

@@ -175,6 +175,22 @@ class BaseSettings(Settings):
     )
 
 
+DATABASE_PATH = Var(
+    "DATABASE_PATH",
+    Path("./var/taskgate.db"),
+    "SQLite file of the store (tasks, orders, outbox, the shop's tables, the workers'"
+    " outcomes) when DATABASE_URL is unset; every process must see the same file.",
+)
+DATABASE_URL = Var(
+    "DATABASE_URL",
+    None,
+    "The shared store of processes on several hosts: `postgresql://user:password@host:port/db`"
+    " (or `postgres://`), through asyncpg, each process with a pool of connections"
+    " (unset: the SQLite file DATABASE_PATH)."
+    " `scripts/postgres start` starts a private development server and prints its URL.",
+)
+
+
 @dataclass(frozen=True)
 class ServiceSettings(BaseSettings):
     """What the long-running processes (web, worker, rpc) add."""
@@ -188,20 +204,8 @@ class ServiceSettings(BaseSettings):
     reconnect_max_s: float = setting(
         "AMQP_RECONNECT_MAX_S", 30.0, "Longest delay between attempts to reach the broker."
     )
-    database_path: Path = setting(
-        "DATABASE_PATH",
-        Path("./var/taskgate.db"),
-        "SQLite file of the store (tasks, orders, outbox, the shop's tables, the workers'"
-        " outcomes) when DATABASE_URL is unset; every process must see the same file.",
-    )
-    database_url: str | None = setting(
-        "DATABASE_URL",
-        None,
-        "The shared store of processes on several hosts: `postgresql://user:password@host:port/db`"
-        " (or `postgres://`), through asyncpg, each process with a pool of connections"
-        " (unset: the SQLite file DATABASE_PATH)."
-        " `scripts/postgres start` starts a private development server and prints its URL.",
-    )
+    database_path: Path = setting(DATABASE_PATH)
+    database_url: str | None = setting(DATABASE_URL)
     log_format: Literal["text", "json"] = setting(
         "LOG_FORMAT", "text", "`text` for people, `json` for one JSON object per line."
     )

@@ -48,7 +48,12 @@ async def serve(server: RpcServer, settings: RpcSettings) -> None:
     if connection is None:
         return
     try:
-        await server.start(connection, prefetch=settings.prefetch, concurrency=settings.concurrency)
+        await server.start(
+            connection,
+            prefetch=settings.prefetch,
+            concurrency=settings.concurrency,
+            queue_type=settings.queue_type,
+        )
         logger.info("ready")
         await stop.wait()
         logger.info("stopping: finishing calls in flight")

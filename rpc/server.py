@@ -9,6 +9,7 @@ names no reply queue) is dead-lettered to ``rpc.dead`` with the reason in a head
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import time
@@ -26,7 +27,7 @@ from .connection import cancel_consumers, close_channels
 from .dead_letter import dead_letter
 from .errors import ServiceError
 from .metrics import SERVER_SECONDS
-from .topology import DEAD_EXCHANGE, DEAD_QUEUE, method_queue
+from .topology import DEAD_EXCHANGE, DEAD_QUEUE, QueueType, method_queue, queue_options
 from .wire import Channel, Delivery, Properties, RobustChannel, WireConnection, WireError
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class RpcServer:
         self._idle.set()
         self._semaphore: asyncio.Semaphore | None = None
         self._prefetch = 0
+        self._queue_type: QueueType = "classic"
         self._stopping = False
 
         @self.method("system.ping")
@@ -99,14 +101,21 @@ class RpcServer:
         return register
 
     async def start(
-        self, connection: WireConnection, *, prefetch: int = 256, concurrency: int = 128
+        self,
+        connection: WireConnection,
+        *,
+        prefetch: int = 256,
+        concurrency: int = 128,
+        queue_type: QueueType = "classic",
     ) -> None:
-        """Declare the method queues and start consuming them."""
+        """Declare the method queues (and rpc.dead) as ``queue_type`` and start consuming."""
         self._prefetch = prefetch
         self._semaphore = asyncio.Semaphore(concurrency)
         self._stopping = False
+        self._queue_type = queue_type
         self._dead_channel = await connection.open_channel(
-            _declare_dead_letters, publisher_confirms=True
+            functools.partial(_declare_dead_letters, queue_type=queue_type),
+            publisher_confirms=True,
         )
         self._channel = await connection.open_channel(self._consume)
         logger.info("RPC server %r serving %s", self.name, ", ".join(self.methods))
@@ -131,12 +140,8 @@ class RpcServer:
         tags = []
         for method in self._methods.values():
             queue = method_queue(method.name)
-            # Auto-delete: with no server left the queue goes, so a mandatory
-            # request is returned at once instead of waiting for its timeout.
             # Expired requests are dropped, not dead-lettered: their caller has moved on.
-            # Durable, though it lives only as long as its servers: RabbitMQ 4.0 deprecates
-            # transient queues that are not exclusive.
-            await channel.queue_declare(queue, durable=True, auto_delete=True)
+            await channel.queue_declare(queue, **queue_options(self._queue_type, method=True))
             tags.append(await channel.basic_consume(queue, self._make_consumer(method)))
         self._consumer_tags = tags
         self._raw = channel
@@ -247,9 +252,9 @@ class RpcServer:
         # Otherwise it stays unacked: the broker redelivers it once the channel goes.
 
 
-async def _declare_dead_letters(channel: Channel) -> None:
+async def _declare_dead_letters(channel: Channel, *, queue_type: QueueType) -> None:
     await channel.exchange_declare(DEAD_EXCHANGE, exchange_type="fanout", durable=True)
-    await channel.queue_declare(DEAD_QUEUE, durable=True)
+    await channel.queue_declare(DEAD_QUEUE, **queue_options(queue_type, method=False))
     await channel.queue_bind(DEAD_QUEUE, DEAD_EXCHANGE)
 
 

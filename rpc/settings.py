@@ -7,6 +7,8 @@ from typing import Literal
 
 from infra.settings import ServiceSettings, Var, setting
 
+from .topology import QueueType
+
 ReplyMode = Literal["direct", "queue"]
 
 # Read by every process that makes RPC calls (web, cli).
@@ -34,4 +36,12 @@ class RpcSettings(ServiceSettings):
     concurrency: int = setting("RPC_CONCURRENCY", 128, "Requests handled at once.")
     shutdown_grace_s: float = setting(
         "RPC_SHUTDOWN_GRACE_S", 30.0, "On SIGTERM, how long calls in flight may take to finish."
+    )
+    queue_type: QueueType = setting(
+        "RPC_QUEUE_TYPE",
+        "classic",
+        "The method queues and `rpc.dead`: `classic` (one node; a call with no server left"
+        " fails at once) or `quorum` (for a cluster: they survive the loss of a node; a call"
+        " with no server waits for its timeout until the queue expires, 60 s). Every rpc"
+        " process on a broker must use the same.",
     )

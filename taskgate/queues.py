@@ -1,15 +1,18 @@
 """``taskgate queues``: every queue of the broker (the vhost of $AMQP_URL) with its backlog,
-consumers and message rates.
+consumers and message rates, then the autoscaling signal of each registered task kind.
 
 The figures come from the management HTTP API when the node has the plugin, as
 the broker script's node does unless TASKGATE_MANAGEMENT_PORT is empty. Without
 it they come from ``rabbitmqctl list_queues``, run against the private node with
 the environment ``infra.node`` gives it; rabbitmqctl knows no rates, shown as "-".
+The signal per kind is what the web process puts on /metrics
+(``gateway/autoscale.py``), from the store and those queue figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import subprocess
 from collections.abc import Mapping
@@ -19,7 +22,11 @@ from urllib.parse import quote
 
 import httpx
 
+from gateway.autoscale import Bounds, KindLoad, QueueCount, combined, measure
 from infra import node
+from infra.database import DatabaseError, open_database
+from workers import kinds
+from workers.topology import PRIORITIES, task_queue
 
 from . import exits, settings
 from .amqp_address import AmqpAddress
@@ -40,6 +47,18 @@ RABBITMQCTL_COLUMNS = ("name", "messages_ready", "messages_unacknowledged", "con
 HEADERS = ("name", "ready", "unacked", "consumers", "publish/s", "deliver/s")
 NUMERIC = (False, True, True, True, True, True)
 MISSING = "-"
+KIND_HEADERS = (
+    "kind",
+    "ready",
+    "leased",
+    "oldest s",
+    "arrivals/s",
+    "done/s",
+    "mean s",
+    "consumers",
+    "desired workers",
+)
+KIND_NUMERIC = (False, *([True] * (len(KIND_HEADERS) - 1)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +92,14 @@ def add_parser(commands: Subcommands) -> None:
         "default 15672, or --management-url); with TASKGATE_MANAGEMENT_PORT empty they\n"
         "come from rabbitmqctl on the private node (see: taskgate broker --help).",
         "columns: ready and unacked messages, consumers, and publish and deliver\n"
-        "(incl. basic.get) rates per second; '-' where the source has no figure.\n\n"
+        "(incl. basic.get) rates per second; '-' where the source has no figure.\n"
+        "Then, per task kind a worker registered in the store (DATABASE_URL or\n"
+        "DATABASE_PATH), the autoscaling signal the web process puts on /metrics:\n"
+        "ready messages, leased tasks (delivered, unsettled), the age of the oldest\n"
+        "waiting task, arrivals and completions per second and the mean task time\n"
+        "over AUTOSCALE_WINDOW_S, consumers, and desired workers (Little's law,\n"
+        "see docs/design.md). Without a store (no DATABASE_URL, no DATABASE_PATH\n"
+        "file), only the queues.\n\n"
         + exits.describe_codes(
             ok="the table was printed",
             failure="neither the management API nor rabbitmqctl answered",
@@ -183,8 +209,63 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise usage_error(f"AMQP_URL: {exc}") from None
     queues = sorted(collect(args, address), key=lambda queue: queue.name)
-    if not queues:
+    if queues:
+        print(format_table(HEADERS, [queue.cells() for queue in queues], numeric=NUMERIC))
+    else:
         print(f"no queues in vhost {address.vhost!r}")
+    cli = settings.load()
+    if cli.database_url is None and not cli.database_path.exists():
+        return exits.OK  # no store here: no kinds to report on (and none is created)
+    counts = {
+        queue.name: QueueCount(queue.ready, queue.consumers or 0)
+        for queue in queues
+        if queue.ready is not None
+    }
+    try:
+        loads = asyncio.run(kind_loads(cli, counts))
+    except (DatabaseError, OSError) as exc:
+        print(f"\nno autoscaling signal: the store ({cli.database}) could not be read: {exc}")
         return exits.OK
-    print(format_table(HEADERS, [queue.cells() for queue in queues], numeric=NUMERIC))
+    if loads:
+        print()
+        print(
+            format_table(KIND_HEADERS, [kind_cells(load) for load in loads], numeric=KIND_NUMERIC)
+        )
     return exits.OK
+
+
+async def kind_loads(cli: settings.CliSettings, counts: dict[str, QueueCount]) -> list[KindLoad]:
+    """The signal of every registered kind, with the broker's figures of its queue."""
+    database = await open_database(cli.database)
+    try:
+        registered = await database.read(kinds.registered)
+        bounds = Bounds(
+            window_s=cli.autoscale_window_s,
+            drain_s=cli.autoscale_drain_s,
+            min_workers=cli.autoscale_min_workers,
+            max_workers=cli.autoscale_max_workers,
+        )
+        by_kind = {
+            kind: combined(counts.get(task_queue(kind, level)) for level in PRIORITIES)
+            for kind in registered
+        }
+        return await measure(database, by_kind, bounds)
+    finally:
+        await database.close()
+
+
+def kind_cells(load: KindLoad) -> tuple[str, ...]:
+    def optional(value: int | None) -> str:
+        return MISSING if value is None else str(value)
+
+    return (
+        load.kind,
+        optional(load.ready),
+        str(load.unacked),
+        f"{load.oldest_ready_age_s:.1f}",
+        f"{load.arrivals_per_s:.2f}",
+        f"{load.completions_per_s:.2f}",
+        MISSING if load.mean_task_s is None else f"{load.mean_task_s:.2f}",
+        optional(load.consumers),
+        str(load.desired_workers),
+    )

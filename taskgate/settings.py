@@ -11,8 +11,23 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.settings import SECRET_KEY, GatewaySettings
-from infra.settings import BaseSettings, NodeSettings, Settings, reference, setting
+from gateway.settings import (
+    AUTOSCALE_DRAIN_S,
+    AUTOSCALE_MAX_WORKERS,
+    AUTOSCALE_MIN_WORKERS,
+    AUTOSCALE_WINDOW_S,
+    SECRET_KEY,
+    GatewaySettings,
+)
+from infra.settings import (
+    DATABASE_PATH,
+    DATABASE_URL,
+    BaseSettings,
+    NodeSettings,
+    Settings,
+    reference,
+    setting,
+)
 from rpc.settings import RPC_REPLY_MODE, RPC_TIMEOUT_S, ReplyMode, RpcSettings
 from workers.settings import TASK_QUEUE_MAX_LENGTH, WorkerSettings
 
@@ -40,6 +55,18 @@ class CliSettings(BaseSettings):
     rpc_timeout_s: float = setting(RPC_TIMEOUT_S)
     rpc_reply_mode: ReplyMode = setting(RPC_REPLY_MODE)
     queue_max_length: int = setting(TASK_QUEUE_MAX_LENGTH)
+    # `taskgate queues` reads the autoscaling signal from the store.
+    database_path: Path = setting(DATABASE_PATH)
+    database_url: str | None = setting(DATABASE_URL)
+    autoscale_window_s: float = setting(AUTOSCALE_WINDOW_S)
+    autoscale_drain_s: float = setting(AUTOSCALE_DRAIN_S)
+    autoscale_min_workers: int = setting(AUTOSCALE_MIN_WORKERS)
+    autoscale_max_workers: int = setting(AUTOSCALE_MAX_WORKERS)
+
+    @property
+    def database(self) -> str:
+        """What ``infra.database.open_database`` opens: DATABASE_URL, else DATABASE_PATH."""
+        return self.database_url or str(self.database_path)
 
 
 def load() -> CliSettings:

@@ -27,7 +27,9 @@ FORBIDDEN = {
 # The workers' modules the gateway may import: their contracts, not their internals.
 GATEWAY_MAY_IMPORT = frozenset(
     {
+        "workers.claims",  # leases in the store: the stuck-task watchdog takes them over
         "workers.errors",  # the errors its API raises (InvalidInput, UnknownKind)
+        "workers.kinds",  # the kinds workers registered (the autoscaling signal's labels)
         "workers.image_contracts",  # the thumbnail task's payload, the accepted images
         "workers.messages",  # task messages and status events
         "workers.settings",  # defaults shared by the processes (the database path)

@@ -8,6 +8,7 @@ contracts, settings): ``tests/test_layers.py`` keeps it so.
 from .context import TaskContext
 from .errors import (
     InvalidInput,
+    LeaseLost,
     PermanentError,
     Retry,
     RetryableError,
@@ -28,6 +29,7 @@ from .submit import TaskSubmitter
 __all__ = [
     "TERMINAL_STATES",
     "InvalidInput",
+    "LeaseLost",
     "PermanentError",
     "Retry",
     "RetryableError",

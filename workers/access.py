@@ -169,10 +169,18 @@ def write_env_file(path: Path, urls: dict[str, str]) -> bool:
     return True
 
 
-def setup(rabbitmqctl: Rabbitmqctl, base_url: str, env_file: Path) -> str:
-    """Make the missing users, keep the others; what was done, in a sentence."""
+def setup(
+    rabbitmqctl: Rabbitmqctl,
+    base_url: str,
+    env_file: Path,
+    spread: Callable[[str], str] = lambda url: url,
+) -> str:
+    """Make the missing users, keep the others; what was done, in a sentence.
+
+    ``spread`` makes one node's URL into the one written (a cluster's names every node).
+    """
     urls, renewed = keep_users(rabbitmqctl, base_url, read_env_file(env_file))
-    written = write_env_file(env_file, urls)
+    written = write_env_file(env_file, {name: spread(url) for name, url in urls.items()})
     kept = [name for name in urls if name not in renewed]
     parts = []
     if renewed:
@@ -184,12 +192,17 @@ def setup(rabbitmqctl: Rabbitmqctl, base_url: str, env_file: Path) -> str:
 
 
 def rotate(
-    rabbitmqctl: Rabbitmqctl, base_url: str, env_file: Path, roles: Iterable[Role] = ROLES
+    rabbitmqctl: Rabbitmqctl,
+    base_url: str,
+    env_file: Path,
+    roles: Iterable[Role] = ROLES,
+    spread: Callable[[str], str] = lambda url: url,
 ) -> str:
     """New passwords for ``roles``; what must be restarted, in a few lines."""
     roles = list(roles)
     connections = _connections(rabbitmqctl)
-    urls = {**read_env_file(env_file), **create_users(rabbitmqctl, base_url, roles)}
+    renewed = create_users(rabbitmqctl, base_url, roles)
+    urls = {**read_env_file(env_file), **{name: spread(url) for name, url in renewed.items()}}
     write_env_file(env_file, {role.name: urls[role.name] for role in ROLES if role.name in urls})
     names = ", ".join(role.name for role in roles)
     plural = "s" if len(roles) > 1 else ""
@@ -271,15 +284,34 @@ def main(argv: list[str] | None = None) -> int:
         choices=[role.name for role in ROLES],
         help="rotate: only this user (repeatable; default: all)",
     )
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="the users of scripts/cluster's nodes (default file: $TASKGATE_VAR/cluster/users.env"
+        "), each URL naming all three",
+    )
     args = parser.parse_args(argv)
-    node = BrokerNode(config_from_env())
-    env_file = args.env_file or node.config.base_dir / "users.env"
+    if args.cluster:
+        from infra.cluster import cluster_from_env
+
+        cluster = cluster_from_env()
+        base_dir = cluster.nodes[0].config.base_dir.parent
+        rabbitmqctl, base_url, spread = (
+            cluster.rabbitmqctl,
+            cluster.nodes[0].amqp_url,
+            cluster.spread,
+        )
+    else:
+        node = BrokerNode(config_from_env())
+        base_dir = node.config.base_dir
+        rabbitmqctl, base_url, spread = node.rabbitmqctl, node.amqp_url, lambda url: url
+    env_file = args.env_file or base_dir / "users.env"
     try:
         if args.command == "setup":
-            print(setup(node.rabbitmqctl, node.amqp_url, env_file))
+            print(setup(rabbitmqctl, base_url, env_file, spread))
         else:
             chosen = [role for role in ROLES if not args.role or role.name in args.role]
-            print(rotate(node.rabbitmqctl, node.amqp_url, env_file, chosen))
+            print(rotate(rabbitmqctl, base_url, env_file, chosen, spread))
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -132,6 +132,10 @@ class CancelWatch:
             cancellation.close()
             self._watched.pop(task_id, None)
 
+    async def asked(self, task_id: str) -> bool:
+        """Whether a cancel of ``task_id`` was requested (one read; for a task about to start)."""
+        return bool(await self._database.read(lambda tx: cancels_requested(tx, [task_id])))
+
     async def _poll(self) -> None:
         while True:
             await asyncio.sleep(self._poll_s)

@@ -5,6 +5,7 @@
     │   ├── RetryableError     try again after the next delay tier (alias: Retry)
     │   └── PermanentError     fail now, never retry (bad input, policy violation)
     │       └── InvalidInput   the payload or the file it names was rejected
+    ├── LeaseLost              another worker took the task over (this one was stopped)
     ├── TaskCancelled          the task was cancelled (``ctx.progress``, ``report_progress``)
     ├── SubmitError            a task could not be submitted
     │   └── UnknownKind        no queue takes the kind (the broker returned the message)
@@ -57,3 +58,8 @@ class UnknownKind(SubmitError):
 
 class WaitTimeout(WorkerError, TimeoutError):
     """No terminal status arrived within the caller's timeout."""
+
+
+class LeaseLost(WorkerError):
+    """Another worker took this task over: this one's lease ran out (it was stopped or cut
+    off), so it must neither go on with the task nor finish it. Raised by ``ctx.progress``."""

@@ -32,6 +32,7 @@ from .topology import (
 TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 TaskId = Annotated[str, msgspec.Meta(pattern=TASK_ID_PATTERN)]
 
+# stuck: the worker holding the task stopped renewing its lease; the task is back in its queue.
 State = Literal[
     "scheduled",
     "queued",
@@ -42,6 +43,7 @@ State = Literal[
     "retrying",
     "dead",
     "cancelled",
+    "stuck",
 ]
 TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "dead", "cancelled"})
 

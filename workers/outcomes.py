@@ -10,6 +10,15 @@ redelivery or a second publish, on any host:
 - republishes the recorded event (same ``event_id``) if the worker that
   recorded it died before its claim was released, instead of running again.
 
+A worker claims a task as soon as it is delivered (prefetched tasks too) and
+renews all its leases in one statement every third of a lease. A worker that
+stops (SIGSTOP, a VM paused, a host cut off) loses them: a watchdog
+(``gateway/stuck.py``) takes an expired claim over and publishes the task
+again. Once the worker runs again it acts on a task only while its own
+lease is unexpired by its own clock (``still_holds``), asks the store
+otherwise, and records an outcome only under its own claim (``record``), so a
+task taken over is neither started again nor finished twice.
+
 Claims and outcomes are group-committed (``GroupCommit``), and a release is
 not waited for: a lost release only delays a later copy until the lease ends.
 The table was ``STORAGE_DIR/.outcomes.sqlite3`` per host until issue 15;
@@ -39,6 +48,11 @@ COMPONENT = "outcomes"
 MIGRATIONS: list[Migration] = [
     # The schema of the per-host file, so a store made from that file is adopted as it is.
     "CREATE TABLE IF NOT EXISTS task_outcomes (task_id TEXT PRIMARY KEY, event BYTEA NOT NULL)",
+    # 2: completions per kind and their run time, for the autoscaling signal (issue 18).
+    "ALTER TABLE task_outcomes ADD COLUMN kind TEXT;"
+    "ALTER TABLE task_outcomes ADD COLUMN finished_at DOUBLE PRECISION;"
+    "ALTER TABLE task_outcomes ADD COLUMN run_s DOUBLE PRECISION;"
+    "CREATE INDEX task_outcomes_finished ON task_outcomes (finished_at)",
 ]
 LEGACY_FILE_NAME = ".outcomes.sqlite3"
 SCOPE = "task"
@@ -70,9 +84,12 @@ class OutcomeLog:
         self.holder = holder
         self.lease_s = lease_s
         self._renewer: asyncio.Task[None] | None = None
-        # The tasks this worker holds: a copy that reaches this same worker must wait too,
-        # and only these leases are renewed.
-        self._held: set[str] = set()
+        # The tasks this worker holds, each with the end of its lease as last written (by this
+        # host's clock): a copy that reaches this same worker must wait too, and only these
+        # leases are renewed.
+        self._held: dict[str, float] = {}
+        # Held tasks whose claim another took over: they must not run or finish here.
+        self._lost: set[str] = set()
 
     @classmethod
     async def open(
@@ -87,29 +104,34 @@ class OutcomeLog:
         log._renewer = asyncio.get_running_loop().create_task(log._renew_leases())
         return log
 
-    async def start(self, task_id: str) -> Start:
+    async def start(self, task_id: str, held: claims.Held | None = None) -> Start:
         """Claim ``task_id`` unless another worker holds it; what this copy must do.
 
-        After ``run`` or ``republish``, call ``release`` once the outcome is
-        published or the message is back in the queue.
+        ``held``: the task's message, kept with the claim so that a watchdog can
+        publish the task again if this worker stops. After ``run`` or
+        ``republish``, call ``release`` once the outcome is published or the
+        message is back in the queue.
         """
         if task_id in self._held:
             return Start(wait_until_s=time.time() + LOCAL_POLL_S)
-        self._held.add(task_id)
+        self._held[task_id] = time.time() + self.lease_s
+        self._lost.discard(task_id)
         try:
-            decision = await self._group.write(self._start(task_id))
+            decision = await self._group.write(self._start(task_id, held))
         except BaseException:
-            self._held.discard(task_id)
+            self._held.pop(task_id, None)
             raise
         if not decision.run and decision.republish is None:
-            self._held.discard(task_id)
+            self._held.pop(task_id, None)
         return decision
 
-    def _start(self, task_id: str) -> Callable[[Transaction], Awaitable[Start]]:
+    def _start(
+        self, task_id: str, held: claims.Held | None
+    ) -> Callable[[Transaction], Awaitable[Start]]:
 
         async def start(tx: Transaction) -> Start:
             now_s = time.time()
-            claim = await claims.take(tx, SCOPE, task_id, self.holder, now_s, self.lease_s)
+            claim = await claims.take(tx, SCOPE, task_id, self.holder, now_s, self.lease_s, held)
             if not claim.won:
                 return Start(wait_until_s=claim.until_s)
             recorded = await _recorded(tx, task_id)
@@ -126,24 +148,62 @@ class OutcomeLog:
         """The recorded terminal event of ``task_id``, or None."""
         return await self._db.read(lambda tx: _recorded(tx, task_id))
 
-    async def record(self, event: StatusEvent) -> StatusEvent:
+    def surely_holds(self, task_id: str) -> bool:
+        """Whether this worker's lease of ``task_id`` is sure to run a third of a lease more,
+        by this host's clock (no store access)."""
+        until_s = self._held.get(task_id)
+        return (
+            until_s is not None
+            and task_id not in self._lost
+            and until_s - time.time() > self.lease_s / 3
+        )
+
+    async def still_holds(self, task_id: str) -> bool:
+        """Whether this worker still holds ``task_id``; asks the store only when its lease
+        may have run out (this worker stopped, or renewals failed)."""
+        if self.surely_holds(task_id):
+            return True
+        if task_id not in self._held or task_id in self._lost:
+            return False
+        until_s = time.time() + self.lease_s
+        kept = await self._group.write(
+            lambda tx: claims.renew(tx, SCOPE, [task_id], self.holder, until_s)
+        )
+        self._note_renewed([task_id], kept, until_s)
+        return task_id in kept
+
+    async def record(self, event: StatusEvent, *, run_s: float | None = None) -> StatusEvent | None:
         """Record ``event`` as its task's outcome unless one is; the outcome, once committed.
 
         A worker whose lease ran out may find another's outcome recorded: it
         publishes that one, so the task still has a single terminal event.
+        None: another took the task over (this worker's lease ran out); its
+        result is dropped, the task finishes there.
         """
         body = encoder.encode(event)
+        until_s = time.time() + self.lease_s
 
-        async def record(tx: Transaction) -> StatusEvent:
+        async def record(tx: Transaction) -> StatusEvent | None:
+            if not await claims.holds(tx, SCOPE, event.task_id, self.holder):
+                return None
+            # Renewed in the same commit: a watchdog that saw the lease run out must not take
+            # the claim over now (its update only matches the lease it saw).
+            await claims.renew(tx, SCOPE, [event.task_id], self.holder, until_s)
             added = await tx.execute(
-                "INSERT INTO task_outcomes (task_id, event) VALUES ($1, $2)"
-                " ON CONFLICT (task_id) DO NOTHING",
+                "INSERT INTO task_outcomes (task_id, event, kind, finished_at, run_s)"
+                " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (task_id) DO NOTHING",
                 event.task_id,
                 body,
+                event.kind,
+                event.timestamp,
+                run_s,
             )
             return event if added else (await _recorded(tx, event.task_id) or event)
 
-        return await self._group.write(record)
+        outcome = await self._group.write(record)
+        if outcome is None:
+            self._lost.add(event.task_id)
+        return outcome
 
     async def known(self, task_id: str) -> bool:
         """Whether ``task_id`` has a recorded outcome or a holder."""
@@ -166,7 +226,8 @@ class OutcomeLog:
         (the message goes back to the queue) the claim is only expired, so a
         copy that finds an outcome recorded publishes it.
         """
-        self._held.discard(task_id)
+        self._held.pop(task_id, None)
+        self._lost.discard(task_id)
         if settled:
             self._group.submit(lambda tx: claims.release(tx, SCOPE, task_id, self.holder))
         else:
@@ -184,20 +245,40 @@ class OutcomeLog:
         """Extend this worker's claims every third of a lease, for as long as it runs."""
         while True:
             await asyncio.sleep(self.lease_s / 3)
-            if not self._held:
+            held = [task_id for task_id in self._held if task_id not in self._lost]
+            if not held:
                 continue
             until_s = time.time() + self.lease_s
-            held = sorted(self._held)
 
             async def renew(
                 tx: Transaction, held: list[str] = held, until_s: float = until_s
-            ) -> None:
-                await claims.renew(tx, SCOPE, held, self.holder, until_s)
+            ) -> set[str]:
+                return await claims.renew(tx, SCOPE, held, self.holder, until_s)
 
             try:
-                await self._group.write(renew)
+                kept = await self._group.write(renew)
             except Exception as exc:  # the next round tries again; the lease has two more
                 logger.warning("could not renew the task leases: %s", exc)
+                continue
+            self._note_renewed(held, kept, until_s)
+
+    def _note_renewed(self, asked: list[str], kept: set[str], until_s: float) -> None:
+        lost = []
+        for task_id in asked:
+            if task_id not in self._held:
+                continue  # released meanwhile
+            if task_id in kept:
+                self._held[task_id] = until_s
+            elif task_id not in self._lost:
+                self._lost.add(task_id)
+                lost.append(task_id)
+        if lost:
+            logger.warning(
+                "lost the lease of %d tasks (this worker was stopped longer than its lease?);"
+                " they were taken over and will not run or finish here: %s",
+                len(lost),
+                ", ".join(lost),
+            )
 
 
 async def _recorded(tx: Transaction, task_id: str) -> StatusEvent | None:

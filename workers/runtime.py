@@ -4,6 +4,11 @@ A delivery is acked only after its outcome is safely with the broker: the
 terminal status event (succeeded, failed), the retry copy in a delay tier plus
 its ``retrying`` event, or the dead letter plus its ``dead`` event. A worker
 that dies before that loses nothing: the broker redelivers the message.
+
+Each delivery is claimed in the store as it arrives, before it waits for a
+free handler slot, so prefetched tasks hold leases too; a worker that stops
+holding them has them taken over (workers/outcomes.py) and, if it runs again,
+acks them without running or finishing them.
 """
 
 from __future__ import annotations
@@ -19,22 +24,16 @@ import msgspec
 from infra.database import Database, open_database
 from infra.logs import log_context
 from rpc.connection import cancel_consumers, close_channels
-from rpc.dead_letter import dead_letter
 from rpc.errors import BrokerRefused, BrokerUnavailable
 from rpc.wire import BrokerError, Channel, Delivery, RobustChannel, Unavailable, WireConnection
 
+from . import kinds
 from .cancellation import CancelWatch, cancellable
-from .claims import new_holder, when_free
+from .claims import Held, new_holder, when_free
 from .context import TaskContext
-from .deliveries import (
-    attempt_of,
-    describe,
-    nack_requeue,
-    publish_retry,
-    traceback_summary,
-    valid_task_id,
-)
-from .errors import PermanentError, TaskCancelled
+from .deliveries import attempt_of, describe, nack_requeue, priority_of, valid_task_id
+from .errors import LeaseLost, PermanentError, TaskCancelled
+from .failures import Failures, bury, retry_or_bury
 from .messages import StatusEvent, Undecodable, decode_task, new_event
 from .metrics import MESSAGE_COPIES, STATUS_EVENTS, TASK_SECONDS
 from .outcomes import OutcomeLog
@@ -44,10 +43,7 @@ from .settings import WorkerSettings
 from .slots import PrioritySlots
 from .status import confirmed, forget, publish_status, publish_status_soon
 from .topology import (
-    ATTEMPT_HEADER,
     PRIORITIES,
-    Priority,
-    dead_queue,
     declare_kind,
     declare_retry_tiers,
     declare_status,
@@ -147,6 +143,7 @@ class Worker:
             lease_s=self.settings.task_lease_s,
             legacy_dir=self.settings.storage_dir,
         )
+        await kinds.register(database, self.registry.kinds, self.settings.concurrency)
         self._cancels = await CancelWatch.open(database, self.settings)
 
     def pool(self) -> TaskPool:
@@ -167,31 +164,21 @@ class Worker:
         tags = []
         for task in self.registry:
             await declare_kind(channel, task.kind, max_length=self.settings.queue_max_length)
+            consumer = self._make_consumer(task)
             # Normal first: a stop cancels in this order, and stops taking high work last.
             for priority in reversed(PRIORITIES):
-                tags.append(
-                    await channel.basic_consume(
-                        task_queue(task.kind, priority), self._make_consumer(task, priority)
-                    )
-                )
+                tags.append(await channel.basic_consume(task_queue(task.kind, priority), consumer))
         self._consumer_tags = tags
         self._raw = channel
 
-    def _make_consumer(
-        self, task: Task, priority: Priority
-    ) -> Callable[[Delivery], Coroutine[Any, Any, None]]:
+    def _make_consumer(self, task: Task) -> Callable[[Delivery], Coroutine[Any, Any, None]]:
         async def consume(message: Delivery) -> None:
             current = asyncio.current_task()
             assert current is not None
             self._running.add(current)
             self._idle.clear()
             try:
-                async with self._slots.take(priority):
-                    if self._stopping:
-                        # Prefetched but not started: give it back now rather than at exit.
-                        nack_requeue(message)
-                        return
-                    await self._process(task, message)
+                await self._process(task, message)
             except BrokerUnavailable as exc:
                 # Back to the queue (or, with the channel gone, redelivered by the broker);
                 # the outcome log makes the rerun idempotent.
@@ -219,6 +206,42 @@ class Worker:
         STATUS_EVENTS.labels(event.kind, event.state).inc()
         return future
 
+    async def _cancelled(self, task_id: str) -> bool:
+        assert self._cancels is not None
+        return await self._cancels.asked(task_id)
+
+    async def _end_unstarted(self, task: Task, task_id: str, attempt: int) -> None:
+        """End a task cancelled while it waited here, prefetched, without running it."""
+        assert self._outcomes is not None
+        cancelled = new_event(
+            task.kind, task_id, "cancelled", attempt, error="cancelled before it started"
+        )
+        recorded = await self._outcomes.record(cancelled)
+        if recorded is None:
+            raise LeaseLost(f"task {task_id} was taken over before it started here")
+        await self._publish(recorded)
+
+    def _failures(self) -> Failures:
+        assert self._publish_channel is not None
+        return Failures(self._publish_channel, self._publish, self.settings)
+
+    async def _publish_held(self, event: StatusEvent) -> None:
+        """Publish a handler's event while this worker holds its task; LeaseLost otherwise."""
+        assert self._outcomes is not None
+        if not await self._outcomes.still_holds(event.task_id):
+            raise LeaseLost(f"task {event.task_id} was taken over while it ran here")
+        await self._publish(event)
+
+    def _publish_soon_held(self, event: StatusEvent) -> asyncio.Future[bool]:
+        """A pool job's progress: dropped unless the lease is surely held (no store access
+        from this callback); the job's outcome is checked when it is recorded."""
+        assert self._outcomes is not None
+        if not self._outcomes.surely_holds(event.task_id):
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(True)
+            return done
+        return self._publish_soon(event)
+
     async def _process(self, task: Task, message: Delivery) -> None:
         properties = message.properties
         headers = dict(properties.headers or {})
@@ -230,13 +253,15 @@ class Worker:
             assert self._outcomes is not None
             if task_id and await self._outcomes.known(task_id):
                 task_id = None  # a malformed copy of a task that ran or runs: no `dead` for it
-            await self._dead_letter(
-                task,
-                message,
-                task_id=task_id,
-                attempt=attempt,
-                reason=str(exc),
-            )
+            async with self._slots.take(priority_of(task.kind, message)):
+                await bury(
+                    self._failures(),
+                    task,
+                    message,
+                    task_id=task_id,
+                    attempt=attempt,
+                    reason=str(exc),
+                )
             message.ack()
             return
         with log_context(task_id=task_message.task_id, kind=task.kind):
@@ -251,11 +276,18 @@ class Worker:
         attempt: int,
         headers: dict[str, Any],
     ) -> None:
-        """Run a decoded task once, whatever copies of it arrive where (workers/outcomes.py)."""
+        """Run a decoded task once, whatever copies of it arrive where (workers/outcomes.py).
+
+        The claim is taken before the task waits for a handler slot: a
+        prefetched task holds a lease too.
+        """
         outcomes = self._outcomes
         assert outcomes is not None
+        held = Held(task.kind, message.body, attempt)
         start = await when_free(
-            lambda: outcomes.start(task_id), consumer=task.kind, stopping=lambda: self._stopping
+            lambda: outcomes.start(task_id, held),
+            consumer=task.kind,
+            stopping=lambda: self._stopping,
         )
         if start is None:
             nack_requeue(message)  # stopping while another worker held it
@@ -265,12 +297,28 @@ class Worker:
             message.ack()
             return
         settled = False
+        # A prefetched task's claim predates any cancel, so the cancel was only requested.
+        prefetched = self._slots.locked()
         try:
-            if start.republish is None:
-                await self._execute(task, message, task_id, payload, attempt, headers)
-            else:
-                MESSAGE_COPIES.labels(task.kind, "republished").inc()
-                await self._publish(start.republish)
+            async with self._slots.take(priority_of(task.kind, message)):
+                if self._stopping:
+                    # Prefetched but not started: give it back now rather than at exit.
+                    nack_requeue(message)
+                    return
+                if start.republish is None and prefetched and await self._cancelled(task_id):
+                    await self._end_unstarted(task, task_id, attempt)
+                elif start.republish is None:
+                    await self._execute(task, message, task_id, payload, attempt, headers)
+                else:
+                    MESSAGE_COPIES.labels(task.kind, "republished").inc()
+                    await self._publish(start.republish)
+            message.ack()
+            settled = True
+        except LeaseLost:
+            # Taken over while this worker was stopped: the task runs (or ran) elsewhere,
+            # from a copy the watchdog published. This delivery is no longer needed.
+            MESSAGE_COPIES.labels(task.kind, "taken_over").inc()
+            logger.warning("task %s was taken over by another worker; dropped here", task_id)
             message.ack()
             settled = True
         finally:
@@ -285,8 +333,14 @@ class Worker:
         attempt: int,
         headers: dict[str, Any],
     ) -> None:
-        """Run the task once; its outcome recorded and published (or retry or dead letter)."""
-        assert self._outcomes is not None and self._cancels is not None
+        """Run the task once; its outcome recorded and published (or retry or dead letter).
+
+        LeaseLost: another worker took the task over; nothing more is published here.
+        """
+        outcomes = self._outcomes
+        assert outcomes is not None and self._cancels is not None
+        if not await outcomes.still_holds(task_id):
+            raise LeaseLost(f"task {task_id} was taken over before it started here")
         # "running" goes out without waiting for its confirm, so the handler's first progress
         # event shares its write; the attempt's outcome waits for that confirm (below).
         running = self._publish_soon(new_event(task.kind, task_id, "running", attempt))
@@ -299,8 +353,8 @@ class Worker:
                     attempt=attempt,
                     redelivered=message.redelivered,
                     settings=self.settings,
-                    publish=self._publish,
-                    publish_soon=self._publish_soon,
+                    publish=self._publish_held,
+                    publish_soon=self._publish_soon_held,
                     pool=self.pool,
                     cancellation=cancellation,
                 )
@@ -311,13 +365,16 @@ class Worker:
             outcome = new_event(task.kind, task_id, "failed", attempt, error=describe(exc))
         except TaskCancelled as exc:
             outcome = new_event(task.kind, task_id, "cancelled", attempt, error=describe(exc))
-        except (BrokerUnavailable, asyncio.CancelledError):
-            # From ctx.progress (not the task's fault), or a stop: leave it unacked for redelivery.
+        except (BrokerUnavailable, LeaseLost, asyncio.CancelledError):
+            # From ctx.progress (not the task's fault), or a stop: leave it unacked for
+            # redelivery; or another worker has it now.
             forget(running)
             raise
         except Exception as exc:
             await confirmed(running)
-            await self._retry_or_bury(task, message, task_id, attempt, headers, exc)
+            if not await outcomes.still_holds(task_id):
+                raise LeaseLost(f"task {task_id} was taken over while it ran here") from exc
+            await retry_or_bury(self._failures(), task, message, task_id, attempt, headers, exc)
             return
         else:
             try:
@@ -329,71 +386,10 @@ class Worker:
                 outcome = new_event(
                     task.kind, task_id, "failed", attempt, error=f"unencodable result: {exc}"
                 )
-        TASK_SECONDS.labels(task.kind).observe(time.perf_counter() - started)
+        run_s = time.perf_counter() - started
+        TASK_SECONDS.labels(task.kind).observe(run_s)
         await confirmed(running)
-        await self._publish(await self._outcomes.record(outcome))
-
-    async def _retry_or_bury(
-        self,
-        task: Task,
-        message: Delivery,
-        task_id: str,
-        attempt: int,
-        headers: dict[str, Any],
-        exc: Exception,
-    ) -> None:
-        max_attempts = task.max_attempts or self.settings.max_attempts
-        error = describe(exc)
-        if attempt >= max_attempts:
-            logger.warning(
-                "task %s (%s) exhausted %d attempts: %s", task_id, task.kind, attempt, error
-            )
-            await self._dead_letter(
-                task,
-                message,
-                task_id=task_id,
-                attempt=attempt,
-                reason=f"attempts exhausted ({attempt}/{max_attempts}): {error}",
-                tb=traceback_summary(exc),
-            )
-            return
-        delay_ms = self.settings.retry_delay_ms(attempt)
-        logger.info(
-            "task %s (%s) attempt %d failed, retry in %d ms: %s",
-            task_id,
-            task.kind,
-            attempt,
-            delay_ms,
-            error,
-        )
-        await self._publish(
-            new_event(task.kind, task_id, "retrying", attempt, error=error, retry_in_ms=delay_ms)
-        )
-        assert self._publish_channel is not None
-        await publish_retry(self._publish_channel, message, task.kind, delay_ms, attempt + 1)
-
-    async def _dead_letter(
-        self,
-        task: Task,
-        message: Delivery,
-        *,
-        task_id: str | None,
-        attempt: int,
-        reason: str,
-        tb: str = "",
-    ) -> None:
-        """Move the message to ``tasks.<kind>.dead`` with why; publish ``dead``; the caller acks."""
-        assert self._publish_channel is not None
-        buried = await dead_letter(
-            self._publish_channel,
-            message,
-            dead_queue(task.kind),
-            reason,
-            source_queue=task_queue(task.kind),
-            traceback=tb,
-            headers={ATTEMPT_HEADER: attempt},
-        )
-        if not buried:
-            raise BrokerUnavailable(f"could not dead-letter a {task.kind} task")
-        if task_id is not None:
-            await self._publish(new_event(task.kind, task_id, "dead", attempt, error=reason))
+        recorded = await outcomes.record(outcome, run_s=run_s)
+        if recorded is None:
+            raise LeaseLost(f"task {task_id} was taken over while it ran here; result dropped")
+        await self._publish(recorded)

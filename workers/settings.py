@@ -28,6 +28,14 @@ STATUS_SHARDS = Var(
     "Journal shards status events are spread over by task id (status.journal.<k>); the same"
     " in every web and worker process. Change it only with every journal empty.",
 )
+TASK_LEASE_S = Var(
+    "TASK_LEASE_S",
+    30.0,
+    "A worker's lease on each task it holds (delivered, prefetched or running), renewed every"
+    " third of it; a task whose lease runs out is marked stuck and published again by a web"
+    " process within about 1.4 leases. The same in every web and worker process; keep it well"
+    " above the hosts' clock skew and the longest pause a live worker may have.",
+)
 MAX_PIXELS = Var("MAX_PIXELS", 40_000_000, "Largest image (width x height) accepted and decoded.")
 
 
@@ -63,13 +71,7 @@ class WorkerSettings(ServiceSettings):
         30.0,
         "On SIGTERM, how long tasks in flight may take; the rest go back to the queue.",
     )
-    task_lease_s: float = setting(
-        "TASK_LEASE_S",
-        30.0,
-        "A worker's claim on a task in the store, renewed every third of it while the task"
-        " runs; a copy of the task elsewhere waits for it. Keep it well above the hosts'"
-        " clock skew.",
-    )
+    task_lease_s: float = setting(TASK_LEASE_S)
     task_cancel_poll_s: float = setting(
         "TASK_CANCEL_POLL_S",
         1.0,

@@ -35,6 +35,10 @@ class PrioritySlots:
         finally:
             self._release()
 
+    def locked(self) -> bool:
+        """Whether a taker would wait now."""
+        return self._free == 0
+
     async def _acquire(self, priority: Priority) -> None:
         if self._free > 0 and not any(self._waiters.values()):
             self._free -= 1

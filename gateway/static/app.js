@@ -7,8 +7,8 @@ const CATALOGUE_SKUS = ["MUG-01", "TEE-01", "BOOK-01", "CAP-01", "PRINT-01", "ST
 const MAX_QUANTITY = 100; // the shop's limit per line
 // Every event name a task's stream can carry (`event:` is the task's state).
 const TASK_EVENTS = [
-  "scheduled", "queued", "running", "progress", "retrying", "succeeded", "failed", "dead",
-  "cancelled", "reset",
+  "scheduled", "queued", "running", "progress", "retrying", "stuck", "succeeded", "failed",
+  "dead", "cancelled", "reset",
 ];
 const TERMINAL_STATES = new Set(["succeeded", "failed", "dead", "cancelled"]);
 const ORDER_SERVICES = ["email", "inventory", "analytics"];
@@ -422,6 +422,9 @@ function drawUploadEvent(name, data) {
       break;
     case "retrying":
       setUploadState(state, `Attempt ${data.attempt} failed (${data.error}); retrying…`);
+      break;
+    case "stuck":
+      setUploadState(state, "Its worker stopped; queued again…");
       break;
     case "succeeded":
       $("upload-progress").value = 100;

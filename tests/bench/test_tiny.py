@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -23,11 +24,17 @@ MEASURED = re.compile(r"^measured: (.*)$", re.MULTILINE)
 
 
 def run_tiny(
-    script: str, amqp_url: str, timeout_s: float = TINY_TIMEOUT_S, **env: str
+    script: str,
+    amqp_url: str,
+    timeout_s: float = TINY_TIMEOUT_S,
+    *,
+    options: Sequence[str] = (),
+    **env: str,
 ) -> dict[str, float]:
-    """Run ``python bench/<script> --tiny`` as the README does; what it measured, by name."""
+    """Run ``python bench/<script> --tiny [options]`` as the README does; what it measured,
+    by name."""
     done = subprocess.run(
-        [sys.executable, f"bench/{script}", "--tiny"],
+        [sys.executable, f"bench/{script}", "--tiny", *options],
         cwd=REPO,
         env={**os.environ, "AMQP_URL": amqp_url, **env},
         stdin=subprocess.DEVNULL,
@@ -134,3 +141,9 @@ def test_task_control_tiny_lists_cancels_and_removes(amqp_url: str) -> None:
             "retention_tasks_per_s",
         },
     )
+
+
+@pytest.mark.timeout(TINY_TIMEOUT_S + 20)
+def test_leases_tiny_renews_and_scans(amqp_url: str) -> None:
+    measured = run_tiny("leases.py", amqp_url)
+    assert_measured(measured, {"renew_ms.16", "scan_ms.100"})

@@ -19,15 +19,21 @@ import aiormq
 import httpx
 import pytest
 
+from gateway.task_store import DatabaseTaskStore
+from infra.database import open_database
 from infra.node import BrokerNode, NodeConfig
 from infra.node_config import ADMIN_USER
 from infra.ports import free_port
+from workers import claims, kinds, outcomes
 from workers.access import read_env_file
 
 from ..helpers import listening_addresses
 from .conftest import REPO, CliResult, cli_env, finish, taskgate
 
 HEADER = ["name", "ready", "unacked", "consumers", "publish/s", "deliver/s"]
+KIND_HEADER = (
+    "kind ready leased oldest s arrivals/s done/s mean s consumers desired workers".split()
+)
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +80,15 @@ async def queue_with_two_messages(node_env: dict[str, str]) -> str:
     return name
 
 
-def rows(stdout: str) -> dict[str, list[str]]:
-    """The table's rows by queue name; checks the header and that columns line up."""
+def rows(stdout: str, header: list[str] = HEADER) -> dict[str, list[str]]:
+    """A table's rows by their first cell (the queues table, or the one under ``header``);
+    checks the header and that columns line up."""
     lines = stdout.splitlines()
-    assert lines[0].split() == HEADER, stdout
+    start = next(n for n, line in enumerate(lines) if line.split()[:1] == header[:1])
+    lines = lines[start:]
+    if "" in lines:
+        lines = lines[: lines.index("")]
+    assert lines[0].split() == header, stdout
     # Numbers align right, under the right edge of their header.
     ready_edge = lines[0].index("ready") + len("ready")
     assert all(line[ready_edge - 1] != " " for line in lines[1:]), stdout
@@ -271,3 +282,26 @@ async def test_broker_start_makes_a_missing_user_or_users_file_again(node_env):
 
     assert rewritten.code == 0, rewritten.stderr
     assert all([await logs_in(url) for url in read_env_file(path).values()])
+
+
+async def test_queues_shows_the_autoscaling_signal_of_each_registered_kind(node_env, tmp_path):
+    store = tmp_path / "taskgate.db"
+    database = await open_database(str(store))
+    try:
+        # What the web process and a worker of the kind set up in the store.
+        await DatabaseTaskStore.open(database)
+        for component, steps in (
+            (claims.COMPONENT, claims.MIGRATIONS),
+            (outcomes.COMPONENT, outcomes.MIGRATIONS),
+        ):
+            await database.migrate(component, steps)
+        await kinds.register(database, ["cli.kind"], concurrency=2)
+    finally:
+        await database.close()
+
+    result = await taskgate("queues", env={**node_env, "DATABASE_PATH": str(store)})
+
+    assert result.code == 0, result.stderr
+    # No queue of that kind on this node yet ("-"), nothing leased, waiting or done: 0 workers.
+    signal = rows(result.stdout, KIND_HEADER)
+    assert signal["cli.kind"] == ["-", "0", "0.0", "0.00", "0.00", "-", "-", "0"]

@@ -114,6 +114,7 @@ def settings_env(settings: GatewaySettings) -> dict[str, str]:
         **({"DATABASE_URL": settings.database_url} if settings.database_url else {}),
         "STORAGE_DIR": str(settings.storage_dir),
         "UPLOAD_KIND": settings.upload_kind,
+        "TASK_LEASE_S": str(settings.task_lease_s),
         "SSE_RETRY_MS": str(settings.sse_retry_ms),
         "SSE_MAX_PER_USER": str(settings.sse_max_per_user),
         "SSE_MAX_STREAMS": str(settings.sse_max_streams),
@@ -154,11 +155,22 @@ class ChildProcess:
 class GatewayProcess(ChildProcess):
     """``python -m gateway`` on a port of its own."""
 
-    def __init__(self, settings: GatewaySettings, port: int, log_path: Path) -> None:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        port: int,
+        log_path: Path,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.settings = settings
-        env = {**settings_env(settings), "HOST": "127.0.0.1", "PORT": str(port)}
+        env = {
+            **settings_env(settings),
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+            **(extra_env or {}),
+        }
         super().__init__([sys.executable, "-m", "gateway"], env, log_path)
 
     def client(self, user: str | None = USER) -> httpx.AsyncClient:
@@ -210,7 +222,7 @@ def worker_process(
     consumers with ``orders=True``); killed afterwards."""
     started: list[ChildProcess] = []
 
-    def start(*, orders: bool = False) -> ChildProcess:
+    def start(*, orders: bool = False, env: dict[str, str] | None = None) -> ChildProcess:
         env = {
             **settings_env(gateway_settings),
             "AMQP_URL": role_urls["worker"],
@@ -219,6 +231,7 @@ def worker_process(
             "SHUTDOWN_GRACE_S": "5",
             # Every progress report at once: a test image renders faster than the default interval.
             "PROGRESS_INTERVAL_S": "0",
+            **(env or {}),
         }
         argv = [sys.executable, "-m", "workers", "--tasks", TEST_TASKS]
         if orders:

@@ -29,3 +29,15 @@ async def gated(ctx: TaskContext, request: ThumbnailRequest) -> dict[str, object
             await asyncio.sleep(0.02)
         await ctx.progress(step * 10, f"step {step}")
     return await thumbnail(ctx, request)
+
+
+@registry.task(f"{PREFIX}.waiting")
+async def waiting(ctx: TaskContext, request: ThumbnailRequest) -> dict[str, object]:
+    """Wait for the file ``gate-1`` in the task's directory, report progress, return the pid
+    of the worker that finished it. No process pool: starting one can stall a loaded
+    worker's loop for seconds, longer than a test's short lease."""
+    gate = ctx.output_dir() / "gate-1"
+    while not gate.exists():  # noqa: ASYNC110 - the test's only signal is a file
+        await asyncio.sleep(0.02)
+    await ctx.progress(50, "past the gate")
+    return {"finished_by_pid": os.getpid()}

@@ -49,6 +49,32 @@ async def test_renewing_extends_only_the_holders_own_claims(database: Database) 
     assert not (await take(database, "a", now_s=400.0)).won
 
 
+async def test_a_watchdog_takes_an_expired_lease_over_once_and_its_holder_learns_it(
+    database: Database,
+) -> None:
+    held = claims.Held("k", b'{"task_id": "t1"}', 2)
+    await database.write(lambda tx: claims.take(tx, "task", "t1", "a", 100.0, 10.0, held))
+    await database.write(lambda tx: claims.take(tx, "task", "t2", "a", 100.0, 10.0, held))
+    # One statement renews both; t2's lease is then left to run out.
+    kept = await database.write(lambda tx: claims.renew(tx, "task", ["t1", "t2"], "a", 120.0))
+    assert kept == {"t1", "t2"}
+    await database.write(lambda tx: claims.renew(tx, "task", ["t1"], "a", 200.0))
+    (expired,) = await database.read(lambda tx: claims.expired(tx, "task", 150.0, 10))
+    assert (expired.item_id, expired.holder, expired.held) == ("t2", "a", held)
+    took = [
+        await database.write(lambda tx, name=name: claims.take_over(tx, "task", expired, name))
+        for name in ("watchdog-1", "watchdog-2")
+    ]
+    assert took == [True, False]  # two gateways sweeping at once: one takes it
+    assert await database.read(lambda tx: claims.expired(tx, "task", 150.0, 10)) == []
+    # The stopped holder, running again, learns which leases it lost.
+    kept = await database.write(lambda tx: claims.renew(tx, "task", ["t1", "t2"], "a", 300.0))
+    assert kept == {"t1"}
+    # The copy the watchdog published takes the claim at once, knowing a holder was there.
+    copy = await database.write(lambda tx: claims.take(tx, "task", "t2", "b", 151.0, 10.0, held))
+    assert copy == claims.Claim(won=True, had_prior=True)
+
+
 async def test_two_copies_starting_together_run_once(database: Database) -> None:
     logs = [await OutcomeLog.open(database, holder=name) for name in ("a", "b")]
     try:
@@ -68,6 +94,7 @@ async def test_the_first_outcome_recorded_is_the_one_every_copy_publishes(
 ) -> None:
     log = await OutcomeLog.open(database, holder="a")
     try:
+        assert (await log.start("t" * 32)).run
         first = new_event("k", "t" * 32, "succeeded", 1, result=1)
         late = new_event("k", "t" * 32, "failed", 1, error="lost its lease, ran again")
         assert await log.record(first) == first
