@@ -86,7 +86,6 @@ class Worker:
         self._cancels: CancelWatch | None = None
         self._database = database  # None: opened from settings.database at start
         self._own_database: Database | None = None
-        self._senders = task_senders(None)
 
     async def start(self, connection: WireConnection) -> None:
         """Declare the topology and start consuming every registered kind."""
@@ -251,16 +250,13 @@ class Worker:
         headers = dict(properties.headers or {})
         attempt = attempt_of(headers)
         try:
-            if refused := self._senders.refusal(properties):
-                raise UntrustedSender(refused)
+            self._senders.check(properties)
             task_message, payload = decode_task(message.body, task.decoder)
         except (Undecodable, UntrustedSender) as exc:
-            # Forged: not a word on the task's stream, whose id may be another's real task.
-            forged = isinstance(exc, UntrustedSender)
-            task_id = None if forged else valid_task_id(properties.message_id)
+            task_id = valid_task_id(properties.message_id)
             assert self._outcomes is not None
-            if task_id and await self._outcomes.known(task_id):
-                task_id = None  # a malformed copy of a task that ran or runs: no `dead` for it
+            if type(exc) is UntrustedSender or (task_id and await self._outcomes.known(task_id)):
+                task_id = None  # forged (the id may be another's), or a copy of one that ran
             async with self._slots.take(priority_of(task.kind, message)):
                 await bury(
                     self._failures(),
