@@ -31,8 +31,9 @@ from infra.ports import free_port
 
 from ..gateway.conftest import ChildProcess, GatewayProcess, bearer, jpeg_bytes
 from ..helpers import eventually
+from .conftest import BOOT_TIMEOUT_S
 
-pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(BOOT_TIMEOUT_S + 900)]
 
 CLIENTS = 3
 # MUG-01's seeded stock is 500: orders beyond it would be refused (409), not lost.
