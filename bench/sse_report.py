@@ -165,9 +165,16 @@ CPU_ROWS = (
 
 
 def _cpu_per_delivery_us(result: SideResult) -> float | None:
-    """The server's CPU time per event it delivered (and, for taskgate, recorded)."""
-    cpu, rate = result.busy_cpu.get("server"), result.deliveries_per_s
-    return None if cpu is None or not rate else cpu / 100 / rate * 1e6
+    """The server's CPU time per event it delivered (and, for taskgate, recorded): its
+    /proc CPU time from the first publish until the deliveries were in, per delivery.
+
+    Process CPU time rather than a share of the wall clock, so that other processes on
+    the machine slow the run down without inflating the figure (much: they still take
+    caches and cause context switches).
+    """
+    if result.server_cpu_s is None or not result.delivered:
+        return None
+    return result.server_cpu_s / result.delivered * 1e6
 
 
 def _mb(kib: int | None) -> float | None:

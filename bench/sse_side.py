@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.common import percentile_ms
-from bench.procfs import CpuWindow, nofile_limit, open_fds, rss_kb
+from bench.procfs import CpuWindow, cpu_s, nofile_limit, open_fds, rss_kb
 from bench.servers import ServerProcess, http_status
 from bench.sse_fleet import ClientFleet
 from bench.sse_publish import KIND, Publisher, PublishOutcome, publish_at_rate
@@ -106,6 +106,9 @@ class SideResult:
     latencies_s: list[float] = field(default_factory=list)
     last_delivery_at: float = 0.0
     busy_cpu: dict[str, float] = field(default_factory=dict)
+    # The server's CPU seconds (/proc utime + stime) from the first publish until every
+    # delivery was in (or the drain bound): all it spent on these events, backlog included.
+    server_cpu_s: float | None = None
     exit_code: int | None = None
     error: str | None = None
 
@@ -293,6 +296,7 @@ async def publish_and_collect(
         pids["broker"] = [bench.broker_pid]
     meter = CpuWindow(pids, own_name="publisher")
     meter.begin()
+    server_cpu_start = cpu_s(server.pid)
     print(
         f"  {server.name}: publishing {args.rate:g} events/s for {args.seconds:g} s",
         flush=True,
@@ -309,6 +313,7 @@ async def publish_and_collect(
         if await fleet.delivered() >= result.expected:
             break
         await asyncio.sleep(0.25)
+    result.server_cpu_s = cpu_s(server.pid) - server_cpu_start
     for stats in await fleet.stats():
         result.delivered += stats["delivered"]
         result.undecodable += stats["undecodable"]

@@ -41,6 +41,7 @@ from gateway.store import TaskQuery  # noqa: E402
 from gateway.task_list import encode_cursor  # noqa: E402
 from gateway.task_store import DatabaseTaskStore, record_events  # noqa: E402
 from infra.database import Database, Transaction, open_database  # noqa: E402
+from infra.local_storage import LocalStorage  # noqa: E402
 from infra.postgres_node import PostgresConfig, PostgresNode  # noqa: E402
 from workers import task_records  # noqa: E402
 from workers.messages import encoder, new_event  # noqa: E402
@@ -142,7 +143,7 @@ async def measure(database: Database, tasks: int, repeat: int) -> dict[str, floa
         repeat, lambda: database.read(lambda tx: task_records.cancels_requested(tx, running))
     )
     retention = Retention(
-        database, Path(tempfile.gettempdir()) / "none", retention_s=86400, batch=500
+        database, LocalStorage(Path(tempfile.gettempdir()) / "none"), retention_s=86400, batch=500
     )
     began = time.perf_counter()
     removed = await retention.sweep()
@@ -185,4 +186,4 @@ if __name__ == "__main__":
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=50)
     parser.add_argument("--postgres", action="store_true", help="a private PostgreSQL")
-    sys.exit(asyncio.run(main(parse_args(parser, {"tasks": 3_000, "repeat": 5}))))
+    sys.exit(asyncio.run(main(parse_args(parser, {"tasks": 1_000, "repeat": 5}))))

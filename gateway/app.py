@@ -18,6 +18,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from infra.database import open_database
+from infra.storage import open_storage
 from workers import claims, kinds, task_records
 
 from . import autoscale
@@ -104,7 +105,9 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        settings.storage_dir.mkdir(parents=True, exist_ok=True)
+        storage = open_storage(settings.storage_config())
+        if settings.storage_config().is_local:
+            settings.storage_dir.mkdir(parents=True, exist_ok=True)
         database = await open_database(
             settings.database, write_timeout_s=settings.store_write_timeout_s
         )
@@ -157,12 +160,12 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         )
         sweeper = OrphanSweeper(
             database,
-            settings.storage_dir,
+            storage,
             grace_s=settings.orphan_grace_s,
             interval_s=settings.orphan_sweep_s,
             retention=Retention(
                 database,
-                settings.storage_dir,
+                storage,
                 retention_s=settings.task_retention_s,
                 batch=settings.task_retention_batch,
             ),
@@ -176,6 +179,7 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         )
         app.state.autoscale = autoscale_signal
         app.state.database = database
+        app.state.storage = storage
         app.state.relay = relay
         app.state.settings = settings
         app.state.store = store
@@ -236,6 +240,7 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
             await broker.close()
             await store.close()
             await database.close()
+            await storage.close()
 
     routes = [
         Route("/", page),

@@ -3,7 +3,8 @@
 The body is ``{"error": {"code": "...", "message": "..."}}``; ``code`` is stable
 for programs, ``message`` is for people, and validation errors add ``path``.
 Errors of lower layers that handlers let through get the same shape here: the
-store's ``StoreUnavailable`` is a 503 ``store_unavailable`` with Retry-After;
+store's ``StoreUnavailable`` is a 503 ``store_unavailable`` with Retry-After,
+the object store failing (``StorageError``) a 503 ``storage_unavailable``;
 the broker refusing a declaration or a permission (``BrokerRefused``: 406
 PRECONDITION_FAILED, 403 ACCESS_REFUSED, ...) is a 500 ``broker_refused`` with
 the broker's own text, since retrying will not help until the configuration changes.
@@ -20,6 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
+from infra.storage import StorageError
 from rpc.errors import BrokerRefused
 
 from .store import StoreUnavailable
@@ -78,6 +80,13 @@ async def handle_store_unavailable(request: Request, exc: Exception) -> Response
     return error_response(HttpError(503, "store_unavailable", str(exc), headers=retry))
 
 
+async def handle_storage_error(request: Request, exc: Exception) -> Response:
+    """The object store failed (unreachable, refused): nothing was accepted; retry later."""
+    logger.warning("%s %s: %s", request.method, request.url.path, exc)
+    retry = {"Retry-After": str(RETRY_AFTER_S)}
+    return error_response(HttpError(503, "storage_unavailable", str(exc), headers=retry))
+
+
 async def handle_broker_refused(request: Request, exc: Exception) -> Response:
     """The broker refused what this gateway asked: its configuration and the broker's differ."""
     assert isinstance(exc, BrokerRefused)
@@ -108,6 +117,7 @@ EXCEPTION_HANDLERS = {
     HttpError: handle_http_error,
     HTTPException: handle_starlette_error,
     StoreUnavailable: handle_store_unavailable,
+    StorageError: handle_storage_error,
     BrokerRefused: handle_broker_refused,
     ClientDisconnect: handle_client_disconnect,
 }

@@ -1,23 +1,25 @@
-"""Receive a multipart form as it streams in: the file goes to disk chunk by chunk.
+"""Receive a multipart form as it streams in: the file goes to the object store chunk by chunk.
 
 Starlette's ``request.form()`` spools files to a temporary file and only then
 hands them over, so a size limit is checked after the whole body has arrived.
-Here python-multipart's push parser is fed from ``request.stream()``: the file
-is written straight into its final directory, the size limit and the content
+Here python-multipart's push parser is fed from ``request.stream()``: the
+file's chunks go straight to an ``ObjectWriter`` (a local file or an S3
+multipart upload, ``infra/storage.py``), the size limit and the content
 sniffing cut the request off at the first chunk that breaks them, and nothing
-larger than one chunk is held in memory.
+larger than one chunk of the request is held here.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import BinaryIO
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
+
+from infra.storage import ObjectWriter
 
 from .errors import HttpError
 
@@ -27,8 +29,9 @@ HEAD_BYTES = 16
 
 @dataclass
 class ReceivedFile:
-    path: Path
     size: int = 0
+    # SHA-256 of the file's bytes, if asked for.
+    digest: hashlib._Hash | None = None
     # As the client sent them: shown to people, never used as a path.
     filename: str | None = None
     content_type: str | None = None
@@ -54,15 +57,13 @@ class _FormReader:
         self,
         *,
         file_field: str,
-        file_path: Path,
         limits: FormLimits,
-        sniff: Callable[[bytes], None],
+        hash_file: bool,
     ) -> None:
         self.form = ReceivedForm()
         self._file_field = file_field
-        self._file_path = file_path
         self._limits = limits
-        self._sniff = sniff
+        self._hash_file = hash_file
         self._headers: dict[bytes, bytes] = {}
         self._header_field = b""
         self._header_value = b""
@@ -70,9 +71,12 @@ class _FormReader:
         self._field_count = 0
         self._name = ""
         self._value = bytearray()
-        self._out: BinaryIO | None = None
-        self._head = b""
-        self._sniffed = False
+        # The file's chunks parsed from the latest piece of the body, not yet stored.
+        self.pending: list[bytes] = []
+        self._in_file = False
+        # The file's first bytes, for the sniffer; complete once ``head_ready``.
+        self.head = b""
+        self.head_ready = False
 
     def callbacks(self) -> dict[str, Callable[..., None]]:
         return {
@@ -88,11 +92,7 @@ class _FormReader:
     @property
     def inside_file(self) -> bool:
         """The body ended before the file part did."""
-        return self._out is not None
-
-    def close(self) -> None:
-        if self._out is not None:
-            self._out.close()
+        return self._in_file
 
     def _part_begin(self) -> None:
         self._headers = {}
@@ -126,16 +126,15 @@ class _FormReader:
             raise HttpError(422, "too_many_files", "one file per request")
         content_type = self._headers.get(b"content-type")
         self.form.file = ReceivedFile(
-            path=self._file_path,
+            digest=hashlib.sha256() if self._hash_file else None,
             filename=filename.decode("utf-8", "replace"),
             content_type=content_type.decode("latin-1") if content_type else None,
         )
-        self._file_path.parent.mkdir(parents=True, exist_ok=True)
-        self._out = open(self._file_path, "wb")
+        self._in_file = True
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         chunk = data[start:end]
-        if self._out is None:
+        if not self._in_file:
             self._value += chunk
             if len(self._value) > self._limits.max_field_bytes:
                 raise HttpError(413, "field_too_large", f"the field {self._name!r} is too large")
@@ -148,40 +147,39 @@ class _FormReader:
                 "file_too_large",
                 f"the file is larger than {self._limits.max_file_bytes} bytes",
             )
-        if not self._sniffed:
-            self._head += chunk[:HEAD_BYTES]
-            if len(self._head) >= HEAD_BYTES:
-                self._sniff(self._head)
-                self._sniffed = True
-        # Page-cache writes of one chunk: cheaper than a thread hop.
-        self._out.write(chunk)
+        if not self.head_ready:
+            self.head += chunk[: HEAD_BYTES - len(self.head)]
+            self.head_ready = len(self.head) >= HEAD_BYTES
+        if self.form.file.digest is not None:
+            self.form.file.digest.update(chunk)
+        self.pending.append(chunk)
 
     def _part_end(self) -> None:
-        if self._out is None:
+        if not self._in_file:
             self.form.fields[self._name] = self._value.decode("utf-8", "replace")
             return
-        self._out.close()
-        self._out = None
-        # An empty file is no file (422 from the caller), not a file of an unknown type.
-        if not self._sniffed and self._head:
-            self._sniff(self._head)  # a file shorter than HEAD_BYTES
-            self._sniffed = True
+        self._in_file = False
+        # A file shorter than HEAD_BYTES is sniffed whole; an empty one is no file (422 from
+        # the caller), not a file of an unknown type.
+        self.head_ready = bool(self.head)
 
 
 async def receive_form(
     request: Request,
     *,
     file_field: str,
-    file_path: Path,
     limits: FormLimits,
-    sniff: Callable[[bytes], None],
+    open_file: Callable[[bytes], ObjectWriter],
+    hash_file: bool = False,
 ) -> ReceivedForm:
-    """Parse a ``multipart/form-data`` body; its one file (if any) is written to ``file_path``.
+    """Parse a ``multipart/form-data`` body; its one file (if any) is stored as it arrives.
 
-    Raises HttpError: 415 if the body is not multipart, 413 past a limit, 400 if
-    it is malformed or cut off, 422 for a file in another field or a second file;
-    ``sniff`` gets the file's first bytes and raises to reject it. On error the
-    caller removes what was written.
+    ``open_file`` gets the file's first bytes (HEAD_BYTES, or all of a shorter
+    file), raises to reject it, or returns the writer its bytes go to; the file
+    is committed once the body has ended well, aborted otherwise. Raises
+    HttpError: 415 if the body is not multipart, 413 past a limit, 400 if it is
+    malformed or cut off, 422 for a file in another field or a second file.
+    With ``hash_file``, ``file.digest`` is the SHA-256 of its bytes.
     """
     content_type, options = parse_options_header(request.headers.get("content-type"))
     boundary = options.get(b"boundary")
@@ -194,16 +192,31 @@ async def receive_form(
         raise HttpError(
             413, "file_too_large", f"the file is larger than {limits.max_file_bytes} bytes"
         )
-    reader = _FormReader(file_field=file_field, file_path=file_path, limits=limits, sniff=sniff)
+    reader = _FormReader(file_field=file_field, limits=limits, hash_file=hash_file)
     parser = MultipartParser(boundary, reader.callbacks(), max_size=max_body)  # type: ignore[arg-type]
+    writer: ObjectWriter | None = None
     try:
-        async for chunk in request.stream():
-            parser.write(chunk)
-        parser.finalize()
-    except MultipartParseError as exc:
-        raise HttpError(400, "malformed_multipart", f"malformed multipart body: {exc}") from exc
-    finally:
-        reader.close()
-    if reader.inside_file:
-        raise HttpError(400, "malformed_multipart", "the body ends inside the file")
+        try:
+            async for chunk in request.stream():
+                parser.write(chunk)
+                if reader.pending and (writer is not None or reader.head_ready):
+                    writer = writer or open_file(reader.head)
+                    for data in reader.pending:
+                        await writer.write(data)
+                    reader.pending.clear()
+            parser.finalize()
+        except MultipartParseError as exc:
+            raise HttpError(400, "malformed_multipart", f"malformed multipart body: {exc}") from exc
+        if reader.inside_file:
+            raise HttpError(400, "malformed_multipart", "the body ends inside the file")
+        if reader.pending:  # a file shorter than HEAD_BYTES
+            writer = writer or open_file(reader.head)
+            for data in reader.pending:
+                await writer.write(data)
+        if writer is not None:
+            await writer.commit()
+    except BaseException:
+        if writer is not None:
+            await writer.abort()
+        raise
     return reader.form

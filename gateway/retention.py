@@ -1,13 +1,13 @@
 """Retention: finished tasks are removed ``TASK_RETENTION_S`` after they ended, with everything
 kept for them: their events, their upload key, the workers' records (outcome, claim,
-cancel request: ``workers.task_records.forget``) and their files under ``STORAGE_DIR``.
+cancel request: ``workers.task_records.forget``) and their files in the object store.
 
 The sweeper (gateway/sweeper.py) runs it. Each batch of at most
 ``TASK_RETENTION_BATCH`` tasks is one short write transaction, so recording,
 uploads and cancels go on between batches: on SQLite the write lock is held
 for one batch at a time, on PostgreSQL only the batch's rows are locked.
-Files go after their rows' commit: a crash in between leaves directories
-without a task, which the orphan sweep removes.
+Files go after their rows' commit (``Storage.delete_task``): a crash in between
+leaves files without a task, which the orphan sweep removes.
 
 A removed task is gone: ``GET /tasks/{id}``, its stream and its files are 404,
 as for a task that never existed. No tombstone is kept to tell the two apart
@@ -16,13 +16,11 @@ as for a task that never existed. No tombstone is kept to tell the two apart
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import shutil
 import time
-from pathlib import Path
 
 from infra.database import Database, Transaction
+from infra.storage import Storage
 from workers import task_records
 from workers.messages import TERMINAL_STATES
 
@@ -41,10 +39,10 @@ class Retention:
     """``await sweep()`` removes every finished task past the retention, a batch at a time."""
 
     def __init__(
-        self, database: Database, storage_dir: Path, *, retention_s: float, batch: int
+        self, database: Database, storage: Storage, *, retention_s: float, batch: int
     ) -> None:
         self._database = database
-        self._storage_dir = storage_dir
+        self._storage = storage
         self._retention_s = retention_s
         self._batch = batch
 
@@ -55,7 +53,7 @@ class Retention:
         while True:
             task_ids = await self._database.write(lambda tx: self._remove_batch(tx, cut))
             for task_id in task_ids:
-                await asyncio.to_thread(shutil.rmtree, self._storage_dir / task_id, True)
+                await self._storage.delete_task(task_id)
             removed += len(task_ids)
             if len(task_ids) < self._batch:
                 break

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from infra.settings import ServiceSettings, Var, setting
 from rpc.settings import RPC_REPLY_MODE, RPC_TIMEOUT_S, ReplyMode
 from workers.settings import (
     MAX_PIXELS,
     STATUS_SHARDS,
-    STORAGE_DIR,
     TASK_LEASE_S,
     TASK_QUEUE_MAX_LENGTH,
+    StorageSettings,
 )
 
 # Read by the web process and the CLI (``taskgate token``).
@@ -38,7 +37,7 @@ SECRET_KEY = Var(
 
 
 @dataclass(frozen=True)
-class GatewaySettings(ServiceSettings):
+class GatewaySettings(ServiceSettings, StorageSettings):
     """What the web process needs to know; defaults run on one laptop."""
 
     read_by = ("web",)
@@ -65,7 +64,6 @@ class GatewaySettings(ServiceSettings):
     )
     rpc_timeout_s: float = setting(RPC_TIMEOUT_S)
     rpc_reply_mode: ReplyMode = setting(RPC_REPLY_MODE)
-    storage_dir: Path = setting(STORAGE_DIR)
     max_upload_bytes: int = setting(
         "MAX_UPLOAD_BYTES", 20 * 1024 * 1024, "Largest upload accepted (413 beyond)."
     )

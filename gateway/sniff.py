@@ -8,8 +8,10 @@ the pixel limit) before a task is created for it.
 
 from __future__ import annotations
 
-from pathlib import Path
+import asyncio
+from typing import IO
 
+from infra.storage import Storage
 from workers.errors import InvalidInput
 from workers.image_contracts import ALLOWED_FORMATS, Probe, probe
 
@@ -40,13 +42,22 @@ def sniff_format(head: bytes) -> str:
     )
 
 
-def probe_image(path: Path, max_pixels: int) -> Probe:
-    """Pillow's view of the file's header; HttpError 422 if it is corrupt or too large.
+async def probe_stored(storage: Storage, key: str, max_pixels: int) -> Probe:
+    """Pillow's view of the stored file's header; HttpError 422 if it is corrupt or too large.
 
-    It reads the header only (no pixels), fast enough to run on the event loop:
-    a thread hop costs more than the read.
+    It reads the header only (no pixels). A local file is read on the event loop:
+    a thread hop costs more than the read. From S3 the header comes by ranged
+    reads, which block: in a thread.
     """
-    try:
-        return probe(str(path), max_pixels)
-    except InvalidInput as exc:
-        raise HttpError(422, "invalid_image", str(exc)) from None
+    path = storage.local_path(key)
+    if path is not None:
+        return _probe(path.open("rb"), max_pixels)
+    return await asyncio.to_thread(lambda: _probe(storage.open_sync(key), max_pixels))
+
+
+def _probe(file: IO[bytes], max_pixels: int) -> Probe:
+    with file:
+        try:
+            return probe(file, max_pixels)
+        except InvalidInput as exc:
+            raise HttpError(422, "invalid_image", str(exc)) from None

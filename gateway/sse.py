@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import AsyncGenerator, Mapping
 
 from starlette.types import Message, Receive, Scope, Send
@@ -97,42 +98,37 @@ class EventStreamResponse:
 
 
 class SendGuard:
-    """Cancels the task whose ``send`` has not finished within ``timeout_s``.
+    """Cancels its task when one of its writes has not finished within ``timeout_s``.
 
     A stream writes a frame per event; ``asyncio.timeout`` around each write cost a
-    timer, its heap entry and a context object per frame. Here one bare timer per
-    stream is armed at a write and, when it fires, re-armed only if a write is in
-    progress: a stream that writes often arms it about once per ``timeout_s``.
+    timer, its heap entry and a context object per frame, and a timer per stream
+    holds memory. Here a write only notes when it started; one task per event loop
+    (``_StallWatch``) looks at the writes in progress every CHECK_EVERY_S.
     """
 
-    __slots__ = ("_loop", "_sending_since", "_task", "_timeout_s", "_timer", "timed_out")
+    __slots__ = ("_sending_since", "_task", "_timeout_s", "_watch", "timed_out")
 
     def __init__(self, timeout_s: float) -> None:
-        self._loop = asyncio.get_running_loop()
         self._task = asyncio.current_task()
         self._timeout_s = timeout_s
-        self._sending_since: float | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._sending_since = 0.0
+        self._watch = _StallWatch.of(asyncio.get_running_loop())
+        self._watch.live += 1
         self.timed_out = False
 
     async def send(self, send: Send, message: Message) -> None:
-        self._sending_since = self._loop.time()
-        if self._timer is None:
-            self._timer = self._loop.call_later(self._timeout_s, self._check)
+        watch = self._watch
+        self._sending_since = watch.loop.time()
+        watch.sending.add(self)
         try:
             await send(message)
         finally:
-            self._sending_since = None
+            watch.sending.discard(self)
 
-    def _check(self) -> None:
-        self._timer = None
-        if self._sending_since is None:
-            return  # idle: the next write arms it again
-        waited = self._loop.time() - self._sending_since
-        if waited < self._timeout_s:
-            self._timer = self._loop.call_later(self._timeout_s - waited, self._check)
-        elif self._task is not None:
+    def _check(self, now: float) -> None:
+        if now - self._sending_since >= self._timeout_s and self._task is not None:
             self.timed_out = True
+            self._watch.sending.discard(self)
             self._task.cancel()
 
     def uncancel(self) -> bool:
@@ -142,6 +138,40 @@ class SendGuard:
         return self._task.uncancel() == 0
 
     def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._watch.sending.discard(self)
+        self._watch.live -= 1
+
+
+# How often the writes in progress are checked: a stuck write ends within its bound plus this.
+CHECK_EVERY_S = 1.0
+
+
+class _StallWatch:
+    """The writes in progress on one event loop, checked by a task that runs while any
+    stream is open."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.sending: set[SendGuard] = set()
+        self.live = 0
+        self._task = loop.create_task(self._run(), name="sse-stall-watch")
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> _StallWatch:
+        watch = _WATCHES.get(loop)
+        if watch is None or watch._task.done():
+            watch = _WATCHES[loop] = cls(loop)
+        return watch
+
+    async def _run(self) -> None:
+        # Started by the first guard, so live is above 0; it ends a check after the last.
+        while self.live > 0:
+            await asyncio.sleep(CHECK_EVERY_S)
+            now = self.loop.time()
+            for guard in list(self.sending):
+                guard._check(now)
+
+
+_WATCHES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _StallWatch] = (
+    weakref.WeakKeyDictionary()
+)

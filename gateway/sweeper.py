@@ -1,13 +1,18 @@
-"""The sweeper: removes upload directories whose upload was never accepted, and (with a
+"""The sweeper: removes the files of uploads that were never accepted, and (with a
 ``Retention``, gateway/retention.py) finished tasks past their retention.
 
-An upload writes its file under ``STORAGE_DIR/<task_id>/`` before the
-transaction that accepts it; a web process killed in between leaves a
-directory without a task. Every ``interval_s`` the sweeper removes directories
-untouched for ``grace_s`` whose task does not exist. The grace covers an upload
-still arriving (its directory changes as the file is written) and one whose
-transaction is committing; a task that exists keeps its directory. Retention
-runs in the same round, after the orphans.
+An upload stores its file under ``<task_id>/`` in the object store before the
+transaction that accepts it; a web process killed in between leaves files
+without a task. Every ``interval_s`` the sweeper removes the files of task
+prefixes untouched for ``grace_s`` whose task does not exist. The grace covers
+an upload still arriving (a local file changes as it is written; an S3 object
+exists only once complete) and one whose transaction is committing; a task
+that exists keeps its files. Retention runs in the same round, after the
+orphans.
+
+The multipart upload of a web process killed mid-upload is not an object yet:
+S3 keeps its parts until the bucket's lifecycle rule
+``AbortIncompleteMultipartUpload`` drops them (docs/design.md).
 """
 
 from __future__ import annotations
@@ -15,12 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 import time
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 
 from infra.database import Database, DatabaseError, Transaction
+from infra.storage import Storage, StorageError
 
 from .retention import Retention
 
@@ -28,19 +32,22 @@ logger = logging.getLogger(__name__)
 
 
 class OrphanSweeper:
-    """``start()`` a periodic sweep of ``storage_dir``; ``sweep()`` runs one."""
+    """``start()`` a periodic sweep of ``storage``; ``sweep()`` runs one."""
 
     def __init__(
         self,
         database: Database,
-        storage_dir: Path,
+        storage: Storage,
         *,
         grace_s: float,
         interval_s: float,
         retention: Retention | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._database = database
-        self._storage_dir = storage_dir
+        self._storage = storage
+        # The wall clock, as the store dates its objects (tests move it on).
+        self._clock = clock
         self._grace_s = grace_s
         self._interval_s = interval_s
         self._retention = retention
@@ -62,40 +69,24 @@ class OrphanSweeper:
                 await self.sweep()
                 if self._retention is not None:
                     await self._retention.sweep()
-            except (DatabaseError, OSError) as exc:
+            except (DatabaseError, StorageError, OSError) as exc:
                 logger.warning("sweep failed (%s); trying again later", exc)
             await asyncio.sleep(self._interval_s)
 
     async def sweep(self) -> list[str]:
-        """Remove the directories of uploads never accepted; their names."""
-        candidates = await asyncio.to_thread(self._quiet_directories, time.time() - self._grace_s)
+        """Remove the files of uploads never accepted; their task ids."""
+        before = self._clock() - self._grace_s
+        changes = await self._storage.task_last_changes()
+        candidates = [task_id for task_id, changed in changes.items() if changed < before]
         if not candidates:
             return []
         known = await self._database.read(lambda tx: _existing_tasks(tx, candidates))
         orphans = [name for name in candidates if name not in known]
         for name in orphans:
-            await asyncio.to_thread(shutil.rmtree, self._storage_dir / name, True)
+            await self._storage.delete_task(name)
         if orphans:
-            logger.info("removed %d upload directories without a task", len(orphans))
+            logger.info("removed the files of %d uploads without a task", len(orphans))
         return orphans
-
-    def _quiet_directories(self, before: float) -> list[str]:
-        """Directories of ``storage_dir`` whose newest change is older than ``before``."""
-        if not self._storage_dir.is_dir():
-            return []
-        quiet = []
-        for entry in self._storage_dir.iterdir():
-            try:
-                if entry.is_dir() and _last_change(entry) < before:
-                    quiet.append(entry.name)
-            except FileNotFoundError:  # removed while we looked
-                continue
-        return quiet
-
-
-def _last_change(directory: Path) -> float:
-    # A file being written changes its own mtime, not its directory's.
-    return max([directory.stat().st_mtime, *(p.stat().st_mtime for p in directory.iterdir())])
 
 
 async def _existing_tasks(tx: Transaction, task_ids: Sequence[str]) -> set[str]:

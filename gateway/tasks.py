@@ -1,18 +1,29 @@
-"""``GET /tasks/{id}`` and the result files under ``/files/<task_id>/<name>``."""
+"""``GET /tasks/{id}`` and the result files under ``/files/<task_id>/<name>``.
+
+Result files are streamed through the gateway from whichever store holds them,
+never handed out as presigned S3 URLs: every request is checked against its
+owner (a presigned URL is a bearer link for its lifetime, and a revoked
+session could not take it back), the response keeps the gateway's headers
+(``nosniff``, ``Cache-Control: private``), the page's CSP stays ``img-src 'self'``,
+and the S3 endpoint need not be reachable from browsers. The cost is the
+gateway's bandwidth and about one event-loop pass per 64 KiB
+(docs/design.md, "Object storage").
+"""
 
 from __future__ import annotations
 
+import mimetypes
 import re
 
 import msgspec
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
+from infra.storage import ObjectMissing, Storage
 from workers.messages import TASK_ID_PATTERN
 
 from .auth import authenticate
 from .errors import HttpError
-from .settings import GatewaySettings
 from .store import TaskStore, TaskSummary
 from .views import task_view
 
@@ -37,21 +48,37 @@ async def get_task(request: Request) -> JSONResponse:
     )
 
 
-async def get_file(request: Request) -> FileResponse:
+# Outputs are written once under fixed names and never change; only their owner may
+# see them, so no shared cache may keep one.
+_FILE_HEADERS = {"Cache-Control": "private, max-age=31536000, immutable"}
+
+
+async def get_file(request: Request) -> Response:
     """One of the task's outputs, as its result lists them; never the upload or anything else."""
     user = authenticate(request)
-    settings: GatewaySettings = request.app.state.settings
+    storage: Storage = request.app.state.storage
     task_id = request.path_params["task_id"]
     name = request.path_params["name"]
     if not _TASK_ID.match(task_id) or not _FILE_NAME.match(name) or ".." in name:
         raise HttpError(404, "not_found", "no such file")
     summary = await owned_task(request, task_id, user.user_id)
-    path = settings.storage_dir / task_id / name
-    if f"{task_id}/{name}" not in _output_paths(summary) or not path.is_file():
+    key = f"{task_id}/{name}"
+    if key not in _output_paths(summary):
         raise HttpError(404, "not_found", "no such file")
-    # Outputs are written once under fixed names and never change; only their owner may
-    # see them, so no shared cache may keep one.
-    return FileResponse(path, headers={"Cache-Control": "private, max-age=31536000, immutable"})
+    path = storage.local_path(key)
+    if path is not None:
+        if not path.is_file():
+            raise HttpError(404, "not_found", "no such file")
+        return FileResponse(path, headers=_FILE_HEADERS)
+    try:
+        stored = await storage.read(key)
+    except ObjectMissing:
+        raise HttpError(404, "not_found", "no such file") from None
+    return StreamingResponse(
+        stored.chunks,
+        media_type=mimetypes.guess_type(name)[0] or "application/octet-stream",
+        headers={**_FILE_HEADERS, "Content-Length": str(stored.size)},
+    )
 
 
 def _output_paths(summary: TaskSummary) -> set[str]:

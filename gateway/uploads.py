@@ -1,6 +1,7 @@
 """``POST /uploads``: store an image and its thumbnail task; answer once both are committed.
 
-The file is written under its task's directory first. Then one transaction
+The file is streamed into the object store (``infra/storage.py``) under its
+task's prefix, ``<task_id>/source.<ext>``, as it arrives. Then one transaction
 records the task, its ``queued`` event and the task message in the outbox
 (``gateway/outbox.py``); the 202 follows its commit, and the outbox relay
 publishes the task. The broker being down or slow delays the task, it does not
@@ -15,15 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import shutil
+import logging
 import time
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from infra.database import Database, Transaction, Work
+from infra.storage import ObjectWriter, Storage, StorageError
 from rpc.errors import BrokerUnavailable
 from workers.image_contracts import ThumbnailOptions, ThumbnailRequest
 from workers.messages import StatusEvent, TaskMessage, encoder, new_event, new_task_id
@@ -38,12 +40,14 @@ from .outbox import OutboxEntry, OutboxFull, add_to_outbox, outbox_full
 from .outbox_relay import OutboxRelay
 from .publisher import Publisher
 from .settings import GatewaySettings
-from .sniff import EXTENSIONS, probe_image, sniff_format
+from .sniff import EXTENSIONS, probe_stored, sniff_format
 from .task_store import record_events
 from .upload_limits import check_sizes
 from .views import events_url, status_url
 
 FILE_FIELD = "file"
+
+logger = logging.getLogger(__name__)
 
 
 def _options(fields: dict[str, str]) -> ThumbnailOptions:
@@ -67,46 +71,44 @@ def _options(fields: dict[str, str]) -> ThumbnailOptions:
 async def create_upload(request: Request) -> JSONResponse:
     settings: GatewaySettings = request.app.state.settings
     database: Database = request.app.state.database
+    storage: Storage = request.app.state.storage
     relay: OutboxRelay = request.app.state.relay
     user = authenticate(request)
     key = idempotency_key(request)
     task_id = new_task_id()
-    task_dir = settings.storage_dir / task_id
-    formats: list[str] = []
+    sources: list[str] = []
 
-    def sniff(head: bytes) -> None:
-        formats.append(sniff_format(head))
+    def open_file(head: bytes) -> ObjectWriter:
+        sources.append(f"{task_id}/source.{EXTENSIONS[sniff_format(head)]}")
+        return storage.writer(sources[0])
+
+    def forget_files() -> Awaitable[None]:
+        return storage.delete_task(task_id)
 
     try:
         form = await receive_form(
             request,
             file_field=FILE_FIELD,
-            file_path=task_dir / ".upload",
             limits=FormLimits(max_file_bytes=settings.max_upload_bytes),
-            sniff=sniff,
+            open_file=open_file,
+            hash_file=key is not None,
         )
         if form.file is None or form.file.size == 0:
             raise HttpError(422, "missing_file", f"send the image in the {FILE_FIELD!r} field")
         options = _options(form.fields)
-        check_sizes(
-            options, probe_image(form.file.path, settings.max_pixels), settings.max_thumbnail_sizes
-        )
-        source = f"source.{EXTENSIONS[formats[0]]}"
-        form.file.path.rename(task_dir / source)
-        request_hash = (
-            "" if key is None else await asyncio.to_thread(_hash, task_dir / source, form.fields)
-        )
+        probe = await probe_stored(storage, sources[0], settings.max_pixels)
+        check_sizes(options, probe, settings.max_thumbnail_sizes)
+        request_hash = "" if form.file.digest is None else _hash(form.file.digest, form.fields)
         await _check_kind(request.app.state.publisher, settings.upload_kind)
         message = TaskMessage(
             task_id=task_id,
             kind=settings.upload_kind,
-            payload=msgspec.Raw(
-                encoder.encode(ThumbnailRequest(file=f"{task_id}/{source}", options=options))
-            ),
+            payload=msgspec.Raw(encoder.encode(ThumbnailRequest(file=sources[0], options=options))),
             submitted_at=time.time(),
         )
     except BaseException:
-        shutil.rmtree(task_dir, ignore_errors=True)
+        if sources:
+            await _shielded(forget_files)
         raise
     queued: StatusEvent = new_event(settings.upload_kind, task_id, "queued", 1)
     entry = OutboxEntry(
@@ -127,13 +129,13 @@ async def create_upload(request: Request) -> JSONResponse:
         await add_to_outbox(tx, entry, max_pending=settings.outbox_max_pending)
         return task_id
 
-    accepted = await _commit(database, accept, task_dir)
+    accepted = await _commit(database, accept, forget_files)
     if accepted == task_id:
         relay.wake()
         TASKS_ACCEPTED.labels(settings.upload_kind).inc()
         UPLOAD_BYTES.inc(form.file.size)
     else:  # a retry of an upload accepted before: its own copy of the file is not needed
-        shutil.rmtree(task_dir, ignore_errors=True)
+        await _shielded(forget_files)
     return JSONResponse(
         {
             "task_id": accepted,
@@ -145,23 +147,36 @@ async def create_upload(request: Request) -> JSONResponse:
     )
 
 
-async def _commit(database: Database, accept: Work[str], task_dir: Path) -> str:
-    """Run the accepting transaction; on a refusal, nothing is kept (the directory goes too).
+async def _commit(
+    database: Database, accept: Work[str], forget_files: Callable[[], Awaitable[None]]
+) -> str:
+    """Run the accepting transaction; on a refusal, nothing is kept (the file goes too).
 
-    A cancelled request (the client left) leaves the directory: the transaction
+    A cancelled request (the client left) leaves the file: the transaction
     may still commit, and if it does not, the orphan sweeper removes it.
     """
     try:
         return await asyncio.shield(database.write(accept))
     except OutboxFull as exc:
-        shutil.rmtree(task_dir, ignore_errors=True)
+        await _shielded(forget_files)
         raise outbox_full(exc) from None
     except IdempotencyConflict as exc:
-        shutil.rmtree(task_dir, ignore_errors=True)
+        await _shielded(forget_files)
         raise HttpError(409, "idempotency_conflict", str(exc)) from None
     except Exception:  # rolled back (the store cannot commit, ...): nothing was stored
-        shutil.rmtree(task_dir, ignore_errors=True)
+        await _shielded(forget_files)
         raise
+
+
+async def _shielded(forget_files: Callable[[], Awaitable[None]]) -> None:
+    """Remove the upload's files, even while the request is being cancelled.
+
+    A store that fails here leaves them to the orphan sweeper.
+    """
+    try:
+        await asyncio.shield(forget_files())
+    except StorageError as exc:
+        logger.warning("could not remove an upload's files (%s); the sweeper will", exc)
 
 
 async def _check_kind(publisher: Publisher, kind: str) -> None:
@@ -177,11 +192,8 @@ async def _check_kind(publisher: Publisher, kind: str) -> None:
         pass
 
 
-def _hash(path: Path, fields: dict[str, str]) -> str:
+def _hash(digest: hashlib._Hash, fields: dict[str, str]) -> str:
     """What identifies the request for Idempotency-Key: the file's bytes and the form's fields."""
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
+    digest = digest.copy()
     digest.update(encoder.encode(sorted(fields.items())))
     return digest.hexdigest()

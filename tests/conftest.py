@@ -1,10 +1,13 @@
-"""Shared fixtures: a private RabbitMQ node and a private PostgreSQL server for the whole session.
+"""Shared fixtures: a private RabbitMQ node, PostgreSQL server and S3 server for the whole session.
 
 Set AMQP_URL to test against an existing broker instead; tests that need to
 restart the broker are then skipped. PostgreSQL is always a server of our own
 (never one we did not start); each test that asks gets a fresh database in it.
 If a server cannot boot, the first test that needs it shows why and every
-other one errors with a one-line pointer to it.
+other one errors with a one-line pointer to it. The S3 server is moto's server
+mode in a child process (``infra/s3_server.py`` says why); the ``storage``
+fixtures run a test on the local directory and on S3, as ``database`` runs it
+on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import rpc
 from infra.database import Database, open_database
 from infra.node import BootError, BrokerNode, NodeConfig
 from infra.postgres_node import PostgresBootError, PostgresConfig, PostgresNode
+from infra.s3_server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, S3BootError, S3Server
+from infra.storage import Storage, StorageConfig, open_storage
 from workers.access import ROLES, create_users
 
 
@@ -44,7 +49,10 @@ _boot_error_shown = pytest.StashKey[set[str]]()
 _BOOT_ERRORS: tuple[tuple[type[Exception], str], ...] = (
     (BootError, "RabbitMQ node"),
     (PostgresBootError, "PostgreSQL server"),
+    (S3BootError, "S3 server"),
 )
+# The session S3 server's bucket; each test gets a prefix of its own in it.
+TEST_BUCKET = "taskgate-tests"
 
 
 @pytest.hookimpl(wrapper=True)
@@ -193,3 +201,68 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
         yield db
     finally:
         await db.close()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """The session's private S3-compatible server (moto), with the bucket TEST_BUCKET."""
+    base_dir = Path(tempfile.mkdtemp(prefix="taskgate-s3-"))
+    server = S3Server(base_dir)
+    try:
+        server.start()
+        server.create_bucket(TEST_BUCKET)
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(base_dir, ignore_errors=True)
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage_config(request: pytest.FixtureRequest, tmp_path: Path) -> StorageConfig:
+    """Where the test's files live: each test runs on both backends.
+
+    Local: a directory in the test's temp dir; S3: a prefix of the test's own in
+    the session server's bucket (small parts, so a test's multipart upload stays small).
+    """
+    local_dir = tmp_path / "storage"
+    if request.param == "local":
+        return StorageConfig(local_dir=local_dir)
+    server: S3Server = request.getfixturevalue("s3_server")
+    return StorageConfig(
+        url=f"s3://{TEST_BUCKET}/{uuid.uuid4().hex[:12]}",
+        local_dir=local_dir,
+        endpoint_url=server.endpoint_url,
+        region=REGION,
+        access_key_id=ACCESS_KEY_ID,
+        secret_access_key=SECRET_ACCESS_KEY,
+        part_bytes=5 * 1024 * 1024,
+    )
+
+
+@pytest.fixture
+async def storage(storage_config: StorageConfig) -> AsyncIterator[Storage]:
+    """The test's object store (``storage_config``), closed after it."""
+    store = open_storage(storage_config)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+def storage_leftovers(
+    request: pytest.FixtureRequest, storage_config: StorageConfig, storage: Storage
+) -> Callable[[], Awaitable[list[str]]]:
+    """Async callable: what the test's store holds, by task prefix, and (S3) the multipart
+    uploads begun there and never completed nor aborted."""
+
+    async def leftovers() -> list[str]:
+        found = sorted(await storage.task_last_changes())
+        if not storage_config.is_local:
+            server: S3Server = request.getfixturevalue("s3_server")
+            prefix = storage_config.url.removeprefix(f"s3://{TEST_BUCKET}/") + "/"
+            uploads = server.incomplete_uploads(TEST_BUCKET)
+            found += [f"incomplete upload {key}" for key in uploads if key.startswith(prefix)]
+        return found
+
+    return leftovers

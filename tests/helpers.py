@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import aio_pika
 
 from infra.ports import free_port
+from infra.storage import StorageConfig
+from workers.settings import StorageSettings
 from workers.topology import task_queue
+
+S = TypeVar("S", bound=StorageSettings)
 
 
 async def eventually(
@@ -56,3 +62,30 @@ async def take_tasks(amqp_url: str, kind: str) -> list[str]:
         while (message := await queue.get(fail=False, no_ack=True)) is not None:
             ids.append(str(message.message_id))
         return ids
+
+
+def on_storage(settings: S, config: StorageConfig) -> S:
+    """``settings`` (a web or worker process's) with their files in the store ``config``."""
+    return dataclasses.replace(
+        settings,
+        storage_dir=config.local_dir,
+        storage_url=config.url,
+        s3_endpoint_url=config.endpoint_url,
+        s3_region=config.region,
+        s3_access_key_id=config.access_key_id,
+        s3_secret_access_key=config.secret_access_key,
+        s3_part_bytes=config.part_bytes,
+    )
+
+
+def storage_env(settings: StorageSettings) -> dict[str, str]:
+    """The environment that gives a child process the store of ``settings``."""
+    return {
+        "STORAGE_DIR": str(settings.storage_dir),
+        "STORAGE_URL": settings.storage_url,
+        "S3_ENDPOINT_URL": settings.s3_endpoint_url,
+        "S3_REGION": settings.s3_region,
+        "S3_ACCESS_KEY_ID": settings.s3_access_key_id,
+        "S3_SECRET_ACCESS_KEY": settings.s3_secret_access_key,
+        "S3_PART_BYTES": str(settings.s3_part_bytes),
+    }

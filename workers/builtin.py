@@ -7,32 +7,31 @@ from .context import TaskContext
 from .errors import InvalidInput
 from .image_contracts import ThumbnailRequest
 from .registry import TaskRegistry
-from .storage import resolve_input
 
 registry = TaskRegistry()
 
 
 @registry.task("images.thumbnail")
 async def thumbnail(ctx: TaskContext, request: ThumbnailRequest) -> dict[str, object]:
-    """Thumbnails of a stored image as WebP and JPEG in ``STORAGE_DIR/<task_id>/``."""
+    """Thumbnails of a stored image as WebP and JPEG under ``<task_id>/`` in the store."""
     settings = ctx.settings
-    source = resolve_input(settings.storage_dir, request.file)
     sizes_px = tuple(request.options.sizes_px or settings.thumbnail_sizes)
     if not sizes_px:
         raise InvalidInput("no thumbnail sizes requested")
     # One pool job checks the header, decodes and renders, reporting each step: a separate
     # probe on a thread would cost the loop more than the check is worth (the gateway
     # probed at upload, and the job checks again before decoding).
-    out_dir = ctx.output_dir(create=False)  # render_thumbnails creates it, off the loop
-    rendering = await ctx.run_in_process(
-        images.render_thumbnails,
-        str(source),
-        str(out_dir),
-        sizes_px,
-        settings.max_pixels,
-        request.options.quality,
-        request.options.watermark,
-    )
+    async with ctx.local_input(request.file) as source, ctx.local_outputs() as out_dir:
+        # render_thumbnails creates out_dir, off the loop.
+        rendering = await ctx.run_in_process(
+            images.render_thumbnails,
+            str(source),
+            str(out_dir),
+            sizes_px,
+            settings.max_pixels,
+            request.options.quality,
+            request.options.watermark,
+        )
     return {
         "source": {
             "format": rendering.source.format,

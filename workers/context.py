@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, TypeVar
 
+from infra.storage import Storage
 from rpc.errors import BrokerUnavailable
 
 from .cancellation import Cancellation
@@ -16,7 +18,7 @@ from .messages import StatusEvent, new_event
 from .pool import TaskPool
 from .settings import WorkerSettings
 from .status import confirmed, forget
-from .storage import task_dir
+from .storage import local_input, local_outputs, task_dir
 from .throttle import ProgressThrottle
 
 T = TypeVar("T")
@@ -33,6 +35,7 @@ class TaskContext:
         attempt: int,
         redelivered: bool,
         settings: WorkerSettings,
+        storage: Storage,
         publish: Callable[[StatusEvent], Awaitable[None]],
         publish_soon: Callable[[StatusEvent], asyncio.Future[bool]],
         pool: Callable[[], TaskPool],
@@ -45,6 +48,8 @@ class TaskContext:
         # True when the broker delivers this attempt again (a worker died holding it).
         self.redelivered = redelivered
         self.settings = settings
+        # Uploads and outputs (infra/storage.py): the local directory or S3.
+        self.storage = storage
         self._publish = publish
         self._publish_soon = publish_soon
         self._pool = pool
@@ -62,12 +67,25 @@ class TaskContext:
     def output_dir(self, *, create: bool = True) -> Path:
         """``STORAGE_DIR/<task_id>/``; outputs there keep their names across attempts.
 
+        With the local store only; ``local_outputs`` works with any store.
         ``create=False`` leaves creating it to the code that writes there (a pool
         process): a new directory can cost the loop half a millisecond of disk.
         """
         if not create:
             return self.settings.storage_dir / self.task_id
         return task_dir(self.settings.storage_dir, self.task_id)
+
+    def local_input(self, name: str) -> contextlib.AbstractAsyncContextManager[Path]:
+        """``async with``: the stored file ``name`` (``<task_id>/<file>``) as a local file."""
+        return local_input(self.storage, self.settings.storage_dir, name)
+
+    def local_outputs(self) -> contextlib.AbstractAsyncContextManager[Path]:
+        """``async with``: a local directory whose files become the task's stored outputs.
+
+        Outputs keep their names across attempts; they are stored when the block
+        ends without an error. The directory may not exist yet: create it.
+        """
+        return local_outputs(self.storage, self.task_id)
 
     async def progress(self, percent: float, message: str = "") -> None:
         """Publish a ``progress`` event; returns once the broker has it.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Annotated
+from typing import IO, Annotated
 
 import msgspec
 from PIL import Image, UnidentifiedImageError
@@ -50,13 +50,13 @@ class Probe:
     mode: str
 
 
-def probe(path: str, max_pixels: int) -> Probe:
+def probe(path: str | IO[bytes], max_pixels: int) -> Probe:
     """Check format and declared size from the header only, before any decoding."""
     with open_image(path, max_pixels) as img:
         return Probe(img.format or "?", img.width, img.height, img.mode)
 
 
-def open_image(path: str, max_pixels: int) -> Image.Image:
+def open_image(path: str | IO[bytes], max_pixels: int) -> Image.Image:
     """Open (header only) an image in an allowed format within ``max_pixels``; InvalidInput else."""
     try:
         with warnings.catch_warnings():

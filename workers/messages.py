@@ -60,9 +60,9 @@ class StatusEvent(msgspec.Struct, frozen=True, omit_defaults=True):
 
     ``timestamp`` is Unix time in seconds. ``percent`` and ``message`` come with
     ``progress``; ``result`` with ``succeeded``; ``error`` with ``failed``,
-    ``retrying``, ``dead`` and ``cancelled`` (who or what cancelled it); ``retry_in_ms``
-    with ``retrying``. Field bounds are checked when decoding; ``result``'s nesting
-    by :func:`decode_status_event`.
+    ``retrying``, ``dead``, ``cancelled`` (who or what cancelled it) and ``stuck`` (whose
+    lease ran out); ``retry_in_ms`` with ``retrying``. Field bounds are checked when
+    decoding; ``result``'s nesting by :func:`decode_status_event`.
     """
 
     event_id: _Text

@@ -6,7 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.settings import ServiceSettings, Var, setting
+from infra.settings import ServiceSettings, Settings, Var, setting
+from infra.storage import StorageConfig
 
 from .topology import DEFAULT_QUEUE_MAX_LENGTH, DEFAULT_STATUS_SHARDS
 
@@ -14,7 +15,8 @@ from .topology import DEFAULT_QUEUE_MAX_LENGTH, DEFAULT_STATUS_SHARDS
 STORAGE_DIR = Var(
     "STORAGE_DIR",
     Path("./var/storage"),
-    "Uploads and task outputs; the web process and the workers must see the same directory.",
+    "Uploads and task outputs when STORAGE_URL is unset; the web process and the workers must"
+    " see the same directory.",
 )
 TASK_QUEUE_MAX_LENGTH = Var(
     "TASK_QUEUE_MAX_LENGTH",
@@ -40,12 +42,58 @@ MAX_PIXELS = Var("MAX_PIXELS", 40_000_000, "Largest image (width x height) accep
 
 
 @dataclass(frozen=True)
-class WorkerSettings(ServiceSettings):
+class StorageSettings(Settings):
+    """Where uploads and outputs live (``infra/storage.py``): the web process and the workers."""
+
+    storage_dir: Path = setting(STORAGE_DIR)
+    storage_url: str = setting(
+        "STORAGE_URL",
+        "",
+        "Object storage for uploads and outputs on several hosts: `s3://bucket/prefix` on any"
+        " S3-compatible service (with S3_ENDPOINT_URL and the S3_* credentials; unset: the"
+        " local directory STORAGE_DIR).",
+    )
+    s3_endpoint_url: str = setting(
+        "S3_ENDPOINT_URL",
+        "",
+        "The S3 service's URL, e.g. `https://minio.internal:9000` (unset: AWS for S3_REGION).",
+    )
+    s3_region: str = setting("S3_REGION", "us-east-1", "The bucket's region.")
+    s3_access_key_id: str = setting(
+        "S3_ACCESS_KEY_ID",
+        "",
+        "Access key of the S3 user (unset: the host's own credentials: AWS_* variables,"
+        " instance profile).",
+    )
+    s3_secret_access_key: str = setting(
+        "S3_SECRET_ACCESS_KEY", "", "Secret key of S3_ACCESS_KEY_ID.", secret=True
+    )
+    s3_part_bytes: int = setting(
+        "S3_PART_BYTES",
+        8 * 1024 * 1024,
+        "Part size of multipart uploads (at least 5 MiB): what one upload holds in memory, twice"
+        " at most; a smaller file is one PUT.",
+    )
+
+    def storage_config(self) -> StorageConfig:
+        """What ``infra.storage.open_storage`` opens."""
+        return StorageConfig(
+            url=self.storage_url,
+            local_dir=self.storage_dir,
+            endpoint_url=self.s3_endpoint_url,
+            region=self.s3_region,
+            access_key_id=self.s3_access_key_id,
+            secret_access_key=self.s3_secret_access_key,
+            part_bytes=self.s3_part_bytes,
+        )
+
+
+@dataclass(frozen=True)
+class WorkerSettings(ServiceSettings, StorageSettings):
     """How workers consume, retry, store and shut down."""
 
     read_by = ("worker",)
 
-    storage_dir: Path = setting(STORAGE_DIR)
     status_shards: int = setting(STATUS_SHARDS)
     prefetch: int = setting("WORKER_PREFETCH", 16, "Unacked task messages the broker may push.")
     concurrency: int = setting("WORKER_CONCURRENCY", 8, "Task handlers run at once.")

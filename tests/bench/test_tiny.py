@@ -141,3 +141,11 @@ def test_task_control_tiny_lists_cancels_and_removes(amqp_url: str) -> None:
 def test_leases_tiny_renews_and_scans(amqp_url: str) -> None:
     measured = run_tiny("leases.py", amqp_url)
     assert_measured(measured, {"renew_ms.16", "scan_ms.100"})
+
+
+@pytest.mark.timeout(TINY_TIMEOUT_S + 20)
+def test_storage_clients_tiny_stores_and_reads_with_each_installed_client(amqp_url: str) -> None:
+    measured = run_tiny("storage_clients.py", amqp_url)
+    # aiobotocore and miniopy-async are measured where someone installed them by hand.
+    assert {"obstore.small_put_per_s", "boto3-thread.small_put_per_s"} <= set(measured)
+    assert all(value > 0 for value in measured.values()), measured

@@ -20,12 +20,13 @@ import httpx_sse
 import pytest
 from PIL import Image
 
+import rpc
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from gateway.tokens import mint
 from infra.ports import free_port
 
-from ..helpers import eventually
+from ..helpers import eventually, on_storage, storage_env
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_TASKS = "tests.gateway.tasks_for_gateway:registry"
@@ -75,11 +76,15 @@ def kind_prefix(unique_name: Callable[[str], str]) -> str:
 
 @pytest.fixture
 def gateway_settings(
-    role_urls: dict[str, str], tmp_path: Path, kind_prefix: str
+    request: pytest.FixtureRequest, role_urls: dict[str, str], tmp_path: Path, kind_prefix: str
 ) -> GatewaySettings:
     """Settings for one test: its own store and storage, its own thumbnail kind; the
-    gateway connects as the broker's ``web`` user."""
-    return GatewaySettings(
+    gateway connects as the broker's ``web`` user.
+
+    A test that asks for ``storage_config`` (or ``storage``) runs on the local
+    directory and on S3: these settings, and so its gateway and worker processes, use it.
+    """
+    settings = GatewaySettings(
         amqp_url=role_urls["web"],
         secret_key=secrets.token_urlsafe(32),
         reconnect_interval_s=0.2,
@@ -88,6 +93,17 @@ def gateway_settings(
         upload_kind=f"{kind_prefix}.thumbnail",
         metrics_token=secrets.token_urlsafe(16),
     )
+    if "storage_config" in request.fixturenames:
+        return on_storage(settings, request.getfixturevalue("storage_config"))
+    return settings
+
+
+@pytest.fixture
+async def worker_connection(role_urls: dict[str, str]) -> AsyncIterator[rpc.WireConnection]:
+    """A connection as the broker's ``worker`` user: the one the recorder takes events from."""
+    connection = await rpc.connect_wire(role_urls["worker"], name="test-worker")
+    yield connection
+    await connection.close()
 
 
 def metrics_auth(settings: GatewaySettings) -> dict[str, str]:
@@ -112,7 +128,7 @@ def settings_env(settings: GatewaySettings) -> dict[str, str]:
         "AMQP_RECONNECT_INTERVAL_S": str(settings.reconnect_interval_s),
         "DATABASE_PATH": str(settings.database_path),
         **({"DATABASE_URL": settings.database_url} if settings.database_url else {}),
-        "STORAGE_DIR": str(settings.storage_dir),
+        **storage_env(settings),
         "UPLOAD_KIND": settings.upload_kind,
         "TASK_LEASE_S": str(settings.task_lease_s),
         "SSE_RETRY_MS": str(settings.sse_retry_ms),

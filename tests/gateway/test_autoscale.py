@@ -6,6 +6,8 @@ import re
 import time
 from dataclasses import replace
 
+import pytest
+
 from gateway.autoscale import Bounds, desired_workers
 from gateway.settings import GatewaySettings
 from infra.database import open_database
@@ -64,9 +66,12 @@ def gauge(text: str, name: str, kind: str) -> float | None:
     return None if found is None else float(found.group(1))
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 async def test_metrics_give_each_registered_kind_its_backlog_rates_and_desired_workers(
-    gateway_app, gateway_settings: GatewaySettings
+    gateway_app, gateway_settings: GatewaySettings, backend: str, request: pytest.FixtureRequest
 ) -> None:
+    if backend == "postgresql":
+        gateway_settings = replace(gateway_settings, database_url=request.getfixturevalue("pg_url"))
     settings = replace(
         gateway_settings,
         autoscale_interval_s=0.1,

@@ -11,6 +11,7 @@ import msgspec
 from gateway.idempotency import UPLOAD_KEY_MIGRATIONS
 from gateway.retention import Retention
 from gateway.task_store import DatabaseTaskStore
+from infra.local_storage import LocalStorage
 from workers import task_records
 from workers.messages import encoder, new_event
 
@@ -69,7 +70,7 @@ async def test_finished_tasks_past_the_retention_go_with_all_they_kept(database,
 
     await database.write(worker_records)
 
-    retention = Retention(database, storage, retention_s=DAY_S, batch=2)
+    retention = Retention(database, LocalStorage(storage), retention_s=DAY_S, batch=2)
     assert await retention.sweep() == 3  # two batches
 
     for task_id in old_finished:
@@ -93,11 +94,13 @@ async def test_finished_tasks_past_the_retention_go_with_all_they_kept(database,
     assert await retention.sweep() == 0
 
 
-async def test_the_gateway_sweeper_removes_a_finished_task_and_it_is_404(gateway_settings):
+async def test_the_gateway_sweeper_removes_a_finished_task_and_it_is_404(
+    gateway_settings, storage_leftovers
+):
     settings = replace(gateway_settings, task_retention_s=0.0, orphan_sweep_s=0.05)
     async with running_app(settings) as client:
         task_id = (await upload(client, jpeg_bytes(64, 48))).json()["task_id"]
-        assert (settings.storage_dir / task_id).exists()
+        assert await storage_leftovers() == [task_id]
         assert (await client.delete(f"/tasks/{task_id}")).status_code == 200
 
         async def removed() -> bool:
@@ -107,4 +110,8 @@ async def test_the_gateway_sweeper_removes_a_finished_task_and_it_is_404(gateway
         events = await client.get(f"/tasks/{task_id}/events")
         assert events.status_code == 404
         assert events.json()["error"]["code"] == "not_found"
-        assert not (settings.storage_dir / task_id).exists()
+
+        async def files_removed() -> bool:  # after the rows' commit
+            return await storage_leftovers() == []
+
+        await eventually(files_removed, timeout_s=30, interval_s=0.05)

@@ -1,4 +1,4 @@
-"""The orphan sweeper: upload directories without a task go after the grace period."""
+"""The orphan sweeper: the files of uploads without a task go after the grace period."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 
 from gateway.sweeper import OrphanSweeper
 from gateway.task_store import DatabaseTaskStore
+from infra.local_storage import LocalStorage
+from infra.storage import Storage
 from workers.messages import encoder, new_event
 
 from ..helpers import eventually
@@ -36,7 +38,7 @@ async def test_a_directory_without_a_task_is_removed_after_the_grace_period(data
     stray_file = storage / "not-a-directory"
     stray_file.write_bytes(b"")
 
-    sweeper = OrphanSweeper(database, storage, grace_s=60, interval_s=3600)
+    sweeper = OrphanSweeper(database, LocalStorage(storage), grace_s=60, interval_s=3600)
     removed = await sweeper.sweep()
 
     assert removed == ["killed-mid-upload"]
@@ -49,7 +51,7 @@ async def test_the_sweeper_runs_in_the_background_until_closed(database, tmp_pat
     await DatabaseTaskStore.open(database)
     storage = tmp_path / "storage"
     orphan = directory(storage, "orphan", age_s=120)
-    sweeper = OrphanSweeper(database, storage, grace_s=60, interval_s=0.05)
+    sweeper = OrphanSweeper(database, LocalStorage(storage), grace_s=60, interval_s=0.05)
     sweeper.start()
     try:
 
@@ -59,3 +61,29 @@ async def test_the_sweeper_runs_in_the_background_until_closed(database, tmp_pat
         await eventually(gone, timeout_s=30)
     finally:
         await sweeper.close()
+
+
+async def store(storage: Storage, key: str) -> None:
+    writer = storage.writer(key)
+    await writer.write(b"\xff\xd8\xff")
+    await writer.commit()
+
+
+async def test_on_either_store_the_files_of_a_task_stay_and_an_orphans_go(
+    database, storage, storage_leftovers
+):
+    tasks = await DatabaseTaskStore.open(database)
+    queued = new_event("images.thumbnail", "task-1", "queued", 1)
+    await tasks.record([(queued, encoder.encode(queued))], owner="ada")
+    for key in ("task-1/source.jpg", "task-1/thumb-64.jpg", "orphan/source.jpg"):
+        await store(storage, key)
+
+    now = OrphanSweeper(database, storage, grace_s=60, interval_s=3600)
+    later = OrphanSweeper(
+        database, storage, grace_s=60, interval_s=3600, clock=lambda: time.time() + 120
+    )
+
+    assert await now.sweep() == []  # within the grace period: an upload may still commit
+    assert await later.sweep() == ["orphan"]
+    assert await storage_leftovers() == ["task-1"]
+    assert await storage.exists("task-1/thumb-64.jpg")

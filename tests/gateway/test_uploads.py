@@ -6,6 +6,8 @@ import contextlib
 import io
 import json
 import sqlite3
+import tracemalloc
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,7 +36,7 @@ def storage_entries(settings: GatewaySettings) -> list[Path]:
 
 
 async def test_upload_is_thumbnailed_and_its_progress_streamed(
-    gateway_settings, gateway_process, worker_process
+    gateway_settings, gateway_process, worker_process, storage_config
 ):
     worker_process()
     gateway = gateway_process()
@@ -72,9 +74,19 @@ async def test_upload_is_thumbnailed_and_its_progress_streamed(
         served = await client.get(largest["url"])
         assert served.status_code == 200
         assert Image.open(io.BytesIO(served.content)).size == (800, 600)
+        assert served.headers["content-type"] == "image/jpeg"
+        assert served.headers["content-length"] == str(largest["bytes"])
+        assert served.headers["x-content-type-options"] == "nosniff"
+        assert served.headers["cache-control"].startswith("private")
+        async with gateway.client("bob") as bob:
+            assert (await bob.get(largest["url"])).status_code == 404
+        # Only outputs are served: not the upload, though it is stored beside them.
+        assert (await client.get(f"/files/{task_id}/source.jpg")).status_code == 404
 
 
-async def test_a_file_over_the_limit_is_413_and_leaves_nothing(gateway_app, gateway_settings):
+async def test_a_file_over_the_limit_is_413_and_leaves_nothing(
+    gateway_app, gateway_settings, storage_leftovers
+):
     settings = replace(gateway_settings, max_upload_bytes=50_000)
     async with gateway_app(settings) as client:
         await wait_ready(client)
@@ -82,12 +94,12 @@ async def test_a_file_over_the_limit_is_413_and_leaves_nothing(gateway_app, gate
 
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "file_too_large"
-    assert storage_entries(settings) == []
+    assert await storage_leftovers() == []
     assert stored_task_ids(settings) == []
 
 
 async def test_a_file_that_is_not_an_image_is_415_whatever_its_name_and_type(
-    gateway_app, gateway_settings
+    gateway_app, gateway_settings, storage_leftovers
 ):
     async with gateway_app(gateway_settings) as client:
         await wait_ready(client)
@@ -100,11 +112,13 @@ async def test_a_file_that_is_not_an_image_is_415_whatever_its_name_and_type(
     assert "accepted format" in response.json()["error"]["message"]
     assert not_multipart.status_code == 415
     assert not_multipart.json()["error"]["code"] == "not_multipart"
-    assert storage_entries(gateway_settings) == []
+    assert await storage_leftovers() == []
     assert stored_task_ids(gateway_settings) == []
 
 
-async def test_unprocessable_uploads_are_422_with_a_reason(gateway_app, gateway_settings):
+async def test_unprocessable_uploads_are_422_with_a_reason(
+    gateway_app, gateway_settings, storage_leftovers
+):
     async with gateway_app(gateway_settings) as client:
         await wait_ready(client)
         no_file = await client.post("/uploads", data={"watermark": "x"}, files={"other": b""})
@@ -123,7 +137,7 @@ async def test_unprocessable_uploads_are_422_with_a_reason(gateway_app, gateway_
     assert corrupt.json()["error"]["code"] == "invalid_image"
     assert two_files.status_code == 422
     assert two_files.json()["error"]["code"] == "too_many_files"
-    assert storage_entries(gateway_settings) == []
+    assert await storage_leftovers() == []
     assert stored_task_ids(gateway_settings) == []
 
 
@@ -201,7 +215,7 @@ async def all_tried(settings: GatewaySettings) -> bool:
 
 
 async def test_an_idempotency_key_gives_the_same_task_once_and_refuses_another_file(
-    gateway_app, gateway_settings, kind_prefix, amqp_url
+    gateway_app, gateway_settings, kind_prefix, amqp_url, storage_leftovers
 ):
     settings = replace(gateway_settings, upload_kind=f"{kind_prefix}.idle")
     image, other_image = jpeg_bytes(), jpeg_bytes(320, 240)
@@ -239,7 +253,7 @@ async def test_an_idempotency_key_gives_the_same_task_once_and_refuses_another_f
     # One task and one directory per key and user; the retry's copy of the file is gone.
     expected = sorted([first.json()["task_id"], bob.json()["task_id"]])
     assert sorted(stored_task_ids(settings)) == expected
-    assert [p.name for p in storage_entries(settings)] == expected
+    assert await storage_leftovers() == expected
     assert sorted(queued) == expected
 
 
@@ -275,3 +289,54 @@ async def test_unknown_task_is_404_json(gateway_app, gateway_settings):
     for response in (status, events, file, traversal):
         assert response.status_code == 404
         assert response.json()["error"]["code"] == "not_found"
+
+
+async def test_an_upload_streams_into_the_store_and_is_never_held_in_memory(
+    gateway_app, gateway_settings, storage_config, storage_leftovers
+):
+    size = 24 * 1024 * 1024
+    settings = replace(gateway_settings, max_upload_bytes=2 * size)
+    image, padding = jpeg_bytes(), bytes(64 * 1024)
+    boundary = "taskgate-test-boundary"
+    seen_midway: list[list[str]] = []
+
+    async def body() -> AsyncIterator[bytes]:
+        yield (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="big.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
+        ).encode() + image
+        for sent in range(0, size, len(padding)):
+            if sent == size * 2 // 3:  # the first 16 MiB must be in the store by now
+                seen_midway.append(await being_stored())
+            yield padding
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    async def being_stored() -> list[str]:
+        if storage_config.is_local:
+            return [
+                f"{part.stat().st_size // (1 << 20)} MiB"
+                for part in settings.storage_dir.glob("*/.source.jpg.part-*")
+            ]
+        return [entry for entry in await storage_leftovers() if entry.startswith("incomplete")]
+
+    async with gateway_app(settings) as client:
+        await wait_ready(client)
+        tracemalloc.start()
+        try:
+            response = await client.post(
+                "/uploads",
+                content=body(),
+                headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+            )
+            _, peak_bytes = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+
+    assert response.status_code == 202, response.text
+    task_id = response.json()["task_id"]
+    # Local: the part file has grown past 8 MiB; S3: a multipart upload is under way.
+    assert len(seen_midway[0]) == 1, seen_midway
+    if storage_config.is_local:
+        assert int(seen_midway[0][0].split()[0]) >= 8
+    assert await storage_leftovers() == [task_id]
+    assert peak_bytes < size // 3, f"{peak_bytes:,} bytes held at once"

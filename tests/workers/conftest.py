@@ -24,6 +24,7 @@ from workers.shop.db import ShopDb
 from workers.shop.mailer import Mailer
 from workers.topology import dead_queue, declare_status, retry_tier, task_queue
 
+from ..helpers import on_storage, storage_env
 from .status_tap import StatusTap
 from .tasks_for_tests import TEST_TASK_NAMES
 
@@ -42,10 +43,12 @@ def on_backend(request: pytest.FixtureRequest, settings: WorkerSettings) -> Work
 
 
 @pytest.fixture
-def settings(amqp_url: str, tmp_path: Path) -> WorkerSettings:
+def settings(request: pytest.FixtureRequest, amqp_url: str, tmp_path: Path) -> WorkerSettings:
+    """A test's worker settings; on the local directory and on S3 if it asks for
+    ``storage_config`` (or ``storage``)."""
     storage = tmp_path / "storage"
     storage.mkdir()
-    return WorkerSettings(
+    settings = WorkerSettings(
         amqp_url=amqp_url,
         storage_dir=storage,
         database_path=tmp_path / "taskgate.db",
@@ -56,6 +59,9 @@ def settings(amqp_url: str, tmp_path: Path) -> WorkerSettings:
         max_attempts=3,
         shutdown_grace_s=10,
     )
+    if "storage_config" in request.fixturenames:
+        return on_storage(settings, request.getfixturevalue("storage_config"))
+    return settings
 
 
 class Kinds:
@@ -140,7 +146,7 @@ class WorkerProcess:
             **os.environ,
             "PYTHONPATH": str(REPO),
             "AMQP_URL": settings.amqp_url,
-            "STORAGE_DIR": str(settings.storage_dir),
+            **storage_env(settings),
             "DATABASE_PATH": str(settings.database_path),
             "RETRY_DELAYS_MS": ",".join(map(str, settings.retry_delays_ms)),
             "MAX_ATTEMPTS": str(settings.max_attempts),

@@ -48,14 +48,15 @@ def thumbnail_registry(kinds) -> tuple[str, TaskRegistry]:
 
 
 async def test_thumbnail_task_writes_each_size_as_webp_and_jpeg_with_progress(
-    thumbnail_registry, start_worker, submitter, settings
+    thumbnail_registry, start_worker, submitter, settings, storage, tmp_path
 ):
     kind, registry = thumbnail_registry
     # Orientation 6: the camera was turned; upright the picture is 300 wide, 400 high.
-    write_jpeg(settings.storage_dir / "upload.jpg", (400, 300), orientation=6)
+    write_jpeg(tmp_path / "upload.jpg", (400, 300), orientation=6)
+    await storage.put_file("uploads/upload.jpg", tmp_path / "upload.jpg")
     await start_worker(registry, thumbnail_sizes=(200, 64), progress_interval_s=0)
 
-    task_id = await submitter.submit(kind, {"file": "upload.jpg"})
+    task_id = await submitter.submit(kind, {"file": "uploads/upload.jpg"})
     events = [e async for e in submitter.events(task_id)]
 
     assert [e.state for e in events] == [
@@ -76,8 +77,9 @@ async def test_thumbnail_task_writes_each_size_as_webp_and_jpeg_with_progress(
     assert set(outputs) == {("WEBP", 200), ("JPEG", 200), ("WEBP", 64), ("JPEG", 64)}
     assert (outputs["JPEG", 200]["width"], outputs["JPEG", 200]["height"]) == (150, 200)
     for output in result["outputs"]:
-        path = settings.storage_dir / output["path"]
-        assert path.parent.name == task_id
+        path = tmp_path / "output"
+        assert output["path"].startswith(f"{task_id}/")
+        await storage.download(output["path"], path)
         with Image.open(path) as image:
             assert image.format == output["format"]
             assert image.size == (output["width"], output["height"])
@@ -121,6 +123,26 @@ async def test_bad_input_fails_permanently_with_a_clear_reason(
     assert outcome.error.startswith(error), outcome.error
     assert outcome.attempt == 1
     assert await get_dead_letters(connection, kind) == []
+
+
+@pytest.mark.parametrize(
+    ("file", "error"),
+    [
+        ("../outside.jpg", "InvalidInput: file name '../outside.jpg' is not a relative"),
+        ("a/../../outside.jpg", "InvalidInput: file name 'a/../../outside.jpg' is not a relative"),
+        ("task-1/missing.jpg", "InvalidInput: no stored file named 'task-1/missing.jpg'"),
+    ],
+)
+async def test_a_name_outside_the_store_or_of_nothing_fails_permanently_on_either_store(
+    thumbnail_registry, start_worker, submitter, storage_config, file, error
+):
+    kind, registry = thumbnail_registry
+    await start_worker(registry)
+
+    outcome = await submitter.submit_and_wait(kind, {"file": file}, timeout_s=TIMEOUT_S)
+
+    assert (outcome.state, outcome.attempt) == ("failed", 1)
+    assert outcome.error.startswith(error), outcome.error
 
 
 async def test_decompression_bomb_fails_permanently_before_decoding(
