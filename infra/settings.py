@@ -12,7 +12,7 @@ each class with ``setting(VAR)``, so it has one default and one description.
 what the long-running ones (web, worker, rpc) add; each process extends one of
 them. ``reference()`` renders the table in docs/configuration.md.
 
-Standard library only: ``scripts/broker`` runs ``python3 -m infra.node``
+Standard library only: ``scripts/broker`` runs ``python3 -m infra.node_cli``
 before the project is installed.
 """
 

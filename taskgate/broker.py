@@ -1,12 +1,12 @@
 """``taskgate broker start|stop|status|restart|url|rotate-users``: the private RabbitMQ node,
-through ``infra.node``, and its per-process users, through ``workers.access`` (the same
+through ``infra.node_cli``, and its per-process users, through ``workers.access`` (the same
 node and users ``scripts/broker`` manages)."""
 
 from __future__ import annotations
 
 import argparse
 
-from infra import node
+from infra import node_cli
 from workers import access
 
 from . import exits
@@ -61,7 +61,7 @@ def add_parser(commands: Subcommands) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.action == "rotate-users":
         return access.main(["rotate", *(f"--role={role}" for role in args.role or ())])
-    code = node.main([args.action, "--timeout-s", str(args.timeout)])
+    code = node_cli.main([args.action, "--timeout-s", str(args.timeout)])
     if code != exits.OK or args.action not in ("start", "restart"):
         return code
     return access.main(["setup"])

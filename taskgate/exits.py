@@ -10,7 +10,7 @@ OK = 0
 FAILURE = 1
 # The command line (or the environment it needs) is wrong; argparse uses 2 as well.
 USAGE = 2
-# ``broker status`` only: the node is not running (the code ``infra.node`` uses).
+# ``broker status`` only: the node is not running (the code ``infra.node_cli`` uses).
 STOPPED = 3
 # The shell's convention for "stopped by Ctrl-C" (128 + SIGINT).
 INTERRUPTED = 130

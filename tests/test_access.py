@@ -240,7 +240,8 @@ QUEUES = (
         _declare_status,
         (STATUS_EXCHANGE, f"{ACCESS_KIND}.t.succeeded", JOURNALS),
         publishers=frozenset({WORKER}),
-        readers=frozenset({WEB}),
+        # A worker declares the shards too, with a dead-letter exchange: RabbitMQ asks for read.
+        readers=frozenset({WEB, WORKER}),
         declarers=frozenset({WEB, WORKER}),
         senders=status_senders(WEB),
         trusted=frozenset({WORKER}),
@@ -447,6 +448,27 @@ async def test_only_its_declarers_delete_a_queue(admin, as_role, role, queue):
     refused = await _refused(raw.queue_delete(queue.name))
 
     assert refused == (role not in queue.declarers)
+    if raw.closed is None:
+        await raw.close()
+    await _still_there(admin, queue)
+
+
+DECLARES = [p for p in ROLE_QUEUE if p.values[0] in p.values[1].declarers]
+
+
+@pytest.mark.parametrize(("role", "queue"), DECLARES)
+async def test_each_declarer_creates_its_queue_as_its_process_does(admin, as_role, role, queue):
+    # Any of a queue's processes may start first on a new broker: a worker before any gateway
+    # must still make the journal shards (RabbitMQ asks more to create a queue than to
+    # declare one that exists: read on it, if it dead-letters).
+    raw = await admin.raw_channel()
+    await raw.queue_delete(queue.name)
+    await raw.close()
+    raw = await as_role[role].raw_channel()
+
+    refused = await _refused(queue.declare(raw))
+
+    assert not refused
     if raw.closed is None:
         await raw.close()
     await _still_there(admin, queue)

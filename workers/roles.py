@@ -92,7 +92,10 @@ ROLES = (
     ),
     # Workers: consume their task and order queues, publish status events, retries and
     # dead letters. They may bind their queues to ``orders`` (read) but never publish to it,
-    # nor to ``status.recorded`` (only a recorder numbers events), nor read the journal.
+    # nor to ``status.recorded`` (only a recorder numbers events). A worker declares the
+    # journal shards (it may start before any gateway: its events must not be dropped), which
+    # dead-letter, so RabbitMQ asks it for read on them, as it asks the gateway for read on
+    # the task queues; it never consumes them, and the recorder takes events only from it.
     # The worker user also replays dead letters (``taskgate dead replay``): tasks it sends
     # are trusted (workers/senders.py), so it may read the dead queues.
     Role(
@@ -118,6 +121,7 @@ ROLES = (
         read=_any_of(
             r"status",
             r"status\.shards",
+            _JOURNALS,  # declared with a dead-letter exchange, see above
             r"tasks(\..+)?",
             r"orders",
             _ORDER_QUEUES,
