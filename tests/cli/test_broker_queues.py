@@ -30,6 +30,9 @@ from workers.access import read_env_file
 from ..helpers import listening_addresses
 from .conftest import REPO, CliResult, cli_env, finish, taskgate
 
+# The module's own node boots (with management) in its first test's time.
+pytestmark = pytest.mark.timeout(360)
+
 HEADER = ["name", "ready", "unacked", "consumers", "publish/s", "deliver/s"]
 KIND_HEADER = (
     "kind ready leased oldest s arrivals/s done/s mean s consumers desired workers".split()
@@ -52,7 +55,7 @@ async def node_env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[di
         "TASKGATE_MANAGEMENT_PORT": str(config.management_port),
     }
     try:
-        started = await taskgate("broker", "start", "--timeout", "50", env=env)
+        started = await taskgate("broker", "start", "--timeout", "150", env=env)
         assert started.code == 0, started.stderr
         assert f"management: http://127.0.0.1:{config.management_port}/" in started.stdout
         env["AMQP_URL"] = config.amqp_url  # its administrator, made by that first start
