@@ -6,6 +6,10 @@ Each gateway has one exclusive auto-delete queue bound to the
 its routing key. Nothing here writes to the store: the hub gets each event as
 it was numbered.
 
+Only what a gateway published is taken (``user_id``, workers/senders.py);
+anything else is dropped with a warning: the live queue is a no-ack copy, and
+the store holds the events themselves.
+
 While the queue is gone (a lost connection), events go by unseen: after every
 (re)connect the hub tells each stream to read the store again, and a stream
 that sees a gap in the numbers reads it anyway (gateway/streams.py).
@@ -17,6 +21,7 @@ import logging
 
 from rpc.connection import close_channels
 from rpc.wire import Channel, Delivery, RobustChannel, WireConnection
+from workers.senders import gateway_senders
 from workers.topology import STATUS_RECORDED_EXCHANGE, declare_recorded
 
 from .hub import Hub
@@ -36,12 +41,14 @@ class LiveFeed:
         self._hub = hub
         self._channel: RobustChannel | None = None
         self._consuming = False
+        self._senders = gateway_senders(None)
 
     @property
     def ready(self) -> bool:
         return self._consuming and self._channel is not None and not self._channel.is_closed
 
     async def start(self, connection: WireConnection) -> None:
+        self._senders = gateway_senders(connection.user_id)
         self._channel = await connection.open_channel(self._consume, on_lost=self._lost)
 
     async def close(self) -> None:
@@ -66,6 +73,10 @@ class LiveFeed:
         self._consuming = False
 
     def _on_recorded(self, message: Delivery) -> None:
+        refused = self._senders.refusal(message.properties)
+        if refused is not None:
+            logger.warning("dropping a recorded event (%r): %s", message.routing_key[:100], refused)
+            return
         task_id, _, rest = message.routing_key.partition(".")
         seq, _, state = rest.partition(".")
         if not (seq.isdigit() and state):

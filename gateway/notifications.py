@@ -13,6 +13,7 @@ authenticated user, never a field of the request), and each user may send
 Notifications travel on the ``notifications`` fanout exchange; every gateway
 process has one exclusive auto-delete queue bound to it, feeding a hub keyed by
 recipient. They are ephemeral: a client sees those sent while it is connected.
+Only what a gateway published is taken (``user_id``, workers/senders.py).
 The same exchange carries ``session.ended`` messages: a sign-out on one web
 process ends the session's streams on all of them (``gateway.sessions``).
 """
@@ -33,6 +34,7 @@ from starlette.responses import JSONResponse, Response
 from rpc.connection import close_channels
 from rpc.errors import BrokerUnavailable
 from rpc.wire import Channel, Delivery, RobustChannel, WireConnection
+from workers.senders import gateway_senders
 
 from .auth import authenticate, end_with_session
 from .bodies import decode_json, read_body
@@ -107,8 +109,10 @@ class NotificationFeed:
         self._sessions = sessions
         self._numbers = itertools.count(1)
         self._channel: RobustChannel | None = None
+        self._senders = gateway_senders(None)
 
     async def start(self, connection: WireConnection) -> None:
+        self._senders = gateway_senders(connection.user_id)
         self._channel = await connection.open_channel(self._consume)
 
     async def close(self) -> None:
@@ -122,6 +126,11 @@ class NotificationFeed:
         await channel.basic_consume(declared.queue, self._on_message, no_ack=True, exclusive=True)
 
     def _on_message(self, message: Delivery) -> None:
+        refused = self._senders.refusal(message.properties)
+        if refused is not None:
+            # A forged notification would speak as the gateway; a forged sign-out end streams.
+            logger.warning("dropping a notification: %s", refused)
+            return
         try:
             if message.properties.message_type == SESSION_ENDED_TYPE:
                 self._sessions.ended(_ended_decoder.decode(message.body).session)

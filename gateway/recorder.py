@@ -6,19 +6,21 @@ id (workers/topology.py). Every gateway consumes every shard it records
 (``RECORDER_RECORDS``), and each shard has a single active consumer, so one
 recorder at a time takes a shard's events, in publish order. For a batch it:
 
-1. decodes and checks each event (workers.messages.decode_status_event);
+1. checks that a worker sent it (``user_id``, workers/senders.py), decodes and
+   checks each event (workers.messages.decode_status_event);
 2. records the good ones in one store transaction (idempotent by event_id);
 3. publishes each recorded event, with its sequence number in the routing key,
    to the ``status.recorded`` fanout, which every gateway's live feed
    (gateway/feed.py) hands to its hub; and waits for the broker's confirms;
 4. acks the batch.
 
-Poison is isolated per message: an event that fails to decode or validate, that
-the store rejects (it came after its task's terminal event), or whose write
-raises anything but StoreUnavailable is dead-lettered alone to ``status.dead``
-with the reason, and the rest of its batch is recorded. StoreUnavailable keeps
-the batch in hand and tries it again: nothing is requeued, so a store outage
-does not count against a queue's delivery limit.
+Poison is isolated per message: an event from anyone but a worker, one that
+fails to decode or validate, that the store rejects (it came after its task's
+terminal event), or whose write raises anything but StoreUnavailable is
+dead-lettered alone to ``status.dead`` with the reason, and the rest of its
+batch is recorded. StoreUnavailable keeps the batch in hand and tries it again:
+nothing is requeued, so a store outage does not count against a queue's
+delivery limit.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from rpc.connection import close_channels
 from rpc.dead_letter import dead_letter
 from rpc.wire import Channel, Delivery, Properties, RobustChannel, WireConnection, WireError
 from workers.messages import InvalidStatusEvent, StatusEvent, decode_status_event
+from workers.senders import status_senders
 from workers.topology import (
     CONTENT_TYPE,
     STATUS_DEAD_QUEUE,
@@ -94,6 +97,7 @@ class Recorder:
         self._backlog = 0
         self._idle = asyncio.Event()
         self._consuming = False
+        self._senders = status_senders(None)
 
     @property
     def ready(self) -> bool:
@@ -130,6 +134,7 @@ class Recorder:
             self._backlog = total
 
     async def start(self, connection: WireConnection) -> None:
+        self._senders = status_senders(connection.user_id)
         if not self._tasks:
             self._tasks = [
                 asyncio.create_task(self._record_forever(), name="status-recorder"),
@@ -207,6 +212,10 @@ class Recorder:
         good: list[_Item] = []
         poison: list[tuple[_Item, str]] = []
         for item in batch:
+            refused = self._senders.refusal(item.message.properties)
+            if refused is not None:
+                poison.append((item, refused))
+                continue
             try:
                 item.event = decode_status_event(item.message.body)
             except InvalidStatusEvent as exc:

@@ -4,7 +4,8 @@
     ├── TaskError              raised by task handlers to say how an attempt ended
     │   ├── RetryableError     try again after the next delay tier (alias: Retry)
     │   └── PermanentError     fail now, never retry (bad input, policy violation)
-    │       └── InvalidInput   the payload or the file it names was rejected
+    │       ├── InvalidInput   the payload or the file it names was rejected
+    │       └── UntrustedSender  a message from a broker user that may not send it
     ├── LeaseLost              another worker took the task over (this one was stopped)
     ├── TaskCancelled          the task was cancelled (``ctx.progress``, ``report_progress``)
     ├── SubmitError            a task could not be submitted
@@ -40,6 +41,10 @@ class PermanentError(TaskError):
 
 class InvalidInput(PermanentError):
     """The payload, or the file it names, was rejected."""
+
+
+class UntrustedSender(PermanentError):
+    """A message whose ``user_id`` is not one of its consumer's senders (workers/senders.py)."""
 
 
 class TaskCancelled(WorkerError):

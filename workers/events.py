@@ -6,7 +6,9 @@ and a handler. The queue is a quorum queue that dead-letters to
 ``PermanentError`` (an undecodable message, a refusal no retry can fix) moves
 it to the dead queue with the reason in a header, and any other exception
 returns it to the queue, so the broker redelivers it, up to ``DELIVERY_LIMIT``
-deliveries before it buries it. Handlers must therefore be idempotent.
+deliveries before it buries it. Handlers must therefore be idempotent. A
+message from anyone but the subscriber's ``senders`` (``user_id``,
+workers/senders.py) goes to the dead queue unread.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from rpc.errors import BrokerRefused, BrokerUnavailable
 from rpc.wire import BrokerError, Channel, Delivery, RobustChannel, Unavailable, WireConnection
 
 from .deliveries import describe, nack_requeue, traceback_summary
-from .errors import PermanentError
+from .errors import PermanentError, UntrustedSender
 from .messages import StatusEvent
 from .metrics import EVENTS_CONSUMED
+from .senders import WEB, Senders
 from .status import publish_status
 from .topology import DEFAULT_STATUS_SHARDS, declare_event_queue, declare_status
 
@@ -54,6 +57,8 @@ class Subscriber:
     routing_key: str
     handle: Handler
     exchange_type: str = "topic"
+    # The roles whose messages it takes (workers/senders.py): the gateway publishes events.
+    senders: tuple[str, ...] = (WEB,)
 
     @property
     def dead_queue(self) -> str:
@@ -79,8 +84,10 @@ class EventConsumers:
         self._tags: list[str] = []
         self._running: set[asyncio.Task[Any]] = set()
         self._stopping = False
+        self._senders: dict[str, Senders] = {}
 
     async def start(self, connection: WireConnection) -> None:
+        self._senders = {s.queue: Senders(s.senders, connection.user_id) for s in self._subscribers}
         try:
             self._publish_channel = await connection.open_channel(
                 functools.partial(declare_status, shards=self._status_shards),
@@ -138,7 +145,10 @@ class EventConsumers:
         context = EventContext(redelivered=message.redelivered, publish_status=self.publish_status)
         message_id = message.properties.message_id or ""
         with log_context(queue=subscriber.queue, message_id=message_id):
+            refused = self._senders[subscriber.queue].refusal(message.properties)
             try:
+                if refused is not None:
+                    raise UntrustedSender(refused)
                 await subscriber.handle(message.body, context)
             except PermanentError as exc:
                 buried = await self._dead_letter(subscriber, message, exc)

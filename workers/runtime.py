@@ -33,13 +33,14 @@ from .cancellation import CancelWatch, cancellable
 from .claims import Held, new_holder, when_free
 from .context import TaskContext
 from .deliveries import attempt_of, describe, nack_requeue, valid_task_id
-from .errors import LeaseLost, PermanentError, TaskCancelled
+from .errors import LeaseLost, PermanentError, TaskCancelled, UntrustedSender
 from .failures import Failures, bury, retry_or_bury
 from .messages import StatusEvent, Undecodable, decode_task, new_event
 from .metrics import MESSAGE_COPIES, STATUS_EVENTS, TASK_SECONDS
 from .outcomes import OutcomeLog
 from .pool import TaskPool
 from .registry import Task, TaskRegistry
+from .senders import task_senders
 from .settings import WorkerSettings
 from .status import confirmed, forget, publish_status, publish_status_soon
 from .topology import (
@@ -83,10 +84,12 @@ class Worker:
         self._cancels: CancelWatch | None = None
         self._database = database  # None: opened from settings.database at start
         self._own_database: Database | None = None
+        self._senders = task_senders(None)
 
     async def start(self, connection: WireConnection) -> None:
         """Declare the topology and start consuming every registered kind."""
         self._stopping = False
+        self._senders = task_senders(connection.user_id)
         if self._outcomes is None:
             await self._open_outcomes()
         try:
@@ -245,9 +248,13 @@ class Worker:
         headers = dict(properties.headers or {})
         attempt = attempt_of(headers)
         try:
+            if refused := self._senders.refusal(properties):
+                raise UntrustedSender(refused)
             task_message, payload = decode_task(message.body, task.decoder)
-        except Undecodable as exc:
-            task_id = valid_task_id(properties.message_id)
+        except (Undecodable, UntrustedSender) as exc:
+            # Forged: not a word on the task's stream, whose id may be another's real task.
+            forged = isinstance(exc, UntrustedSender)
+            task_id = None if forged else valid_task_id(properties.message_id)
             assert self._outcomes is not None
             if task_id and await self._outcomes.known(task_id):
                 task_id = None  # a malformed copy of a task that ran or runs: no `dead` for it

@@ -39,6 +39,13 @@ class BrokerAddress:
         """The host as it goes into a URL (an IPv6 address in brackets)."""
         return f"[{self.host}]" if ":" in self.host else self.host
 
+    @property
+    def user_id(self) -> str | None:
+        """The ``user_id`` this connection's messages carry (RabbitMQ refuses any but the
+        logged-in user's): the login's, or under EXTERNAL the URL's user part (the name the
+        broker takes from the certificate), if the URL has one."""
+        return self.username or None
+
     def __str__(self) -> str:
         # No credentials: this goes into logs.
         return f"{self.scheme}://{self.url_host}:{self.port}"
@@ -84,6 +91,7 @@ def parse_address(url: str) -> BrokerAddress:
             options["auth_mechanism"] = value.upper()
         else:
             raise ValueError(f"AMQP URL parameter {name!r} is not supported by this client")
+    external = options.get("auth_mechanism") == "EXTERNAL"
     try:
         port = parts.port
     except ValueError as exc:
@@ -92,7 +100,8 @@ def parse_address(url: str) -> BrokerAddress:
         scheme="amqps" if scheme == "amqps" else "amqp",
         host=parts.hostname or "localhost",
         port=port or (AMQPS_PORT if scheme == "amqps" else AMQP_PORT),
-        username=unquote(parts.username or "guest"),
+        # EXTERNAL logs in by certificate: a user part only names it (see user_id).
+        username=unquote(parts.username or ("" if external else "guest")),
         password=unquote(parts.password or "guest"),
         vhost=unquote(parts.path[1:]) or "/",
         **options,  # type: ignore[arg-type]

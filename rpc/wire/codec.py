@@ -127,6 +127,10 @@ _PROPERTY_LAYOUT = (
 )
 
 
+_USER_ID_BIT = 1 << 4
+_NO_PROPERTIES = Properties()
+
+
 def _shortstr(value: str) -> bytes:
     raw = value.encode()
     if len(raw) > 255:
@@ -134,16 +138,23 @@ def _shortstr(value: str) -> bytes:
     return bytes((len(raw),)) + raw
 
 
-def encode_properties(properties: Properties | None) -> tuple[int, bytes]:
-    """The property flags and the encoded property list."""
+def encode_properties(
+    properties: Properties | None, user_id: str | None = None
+) -> tuple[int, bytes]:
+    """The property flags and the encoded property list; ``user_id`` where ``properties``
+    have none."""
     if properties is None:
-        return 0, b""
+        if user_id is None:
+            return 0, b""
+        properties = _NO_PROPERTIES
     flags = 0
     parts: list[bytes] = []
     for name, bit, kind in _PROPERTY_LAYOUT:
         value = getattr(properties, name)
         if value is None:
-            continue
+            if bit != _USER_ID_BIT or user_id is None:
+                continue
+            value = user_id
         flags |= bit
         if kind == "s":
             parts.append(_shortstr(value))
@@ -194,8 +205,10 @@ def publish_frames(
     routing_key: str,
     properties: Properties | None,
     mandatory: bool,
+    user_id: str | None = None,
 ) -> list[bytes]:
-    """The method, header and body frames of one Basic.Publish."""
+    """The method, header and body frames of one Basic.Publish (``user_id``: see
+    encode_properties)."""
     method = b"".join(
         (
             _PUBLISH_HEAD,
@@ -204,7 +217,7 @@ def publish_frames(
             b"\x01" if mandatory else b"\x00",
         )
     )
-    flags, property_list = encode_properties(properties)
+    flags, property_list = encode_properties(properties, user_id)
     header = _HEADER_HEAD.pack(BASIC_CLASS, 0, len(body), flags) + property_list
     frames = [
         FRAME_HEAD.pack(FRAME_METHOD, channel, len(method)),

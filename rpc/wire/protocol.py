@@ -62,6 +62,7 @@ class AmqpProtocol(asyncio.Protocol):
         name: str,
         heartbeat_s: int | None,
         auth_mechanism: str = "PLAIN",
+        user_id: str | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.ready: asyncio.Future[None] = self.loop.create_future()
@@ -72,6 +73,8 @@ class AmqpProtocol(asyncio.Protocol):
         self.frame_max = FRAME_MAX
         self._channel_max = CHANNEL_MAX
         self._credentials = (username, password)
+        # Stamped on every message published here (Publishing.publish).
+        self.user_id = user_id
         self._auth_mechanism = auth_mechanism
         self._vhost = vhost
         self._name = name

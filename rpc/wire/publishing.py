@@ -48,6 +48,9 @@ class Publishing:
         PublishNacked or the channel's error. Otherwise returns None; an unroutable
         mandatory message then reaches ``on_return``. It does not wait while the
         broker blocks publishers (see basic_publish): the frames queue up unread.
+
+        The message carries the connection's user as ``user_id`` unless ``properties``
+        name one: the broker checks it, so a consumer knows who sent what (workers/senders.py).
         """
         if self.closed is not None:
             raise self.closed
@@ -65,6 +68,7 @@ class Publishing:
                 routing_key,
                 properties,
                 mandatory,
+                protocol.user_id,
             )
         )
         if not self._confirming:

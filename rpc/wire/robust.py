@@ -113,6 +113,11 @@ class WireConnection:
         return self._closed
 
     @property
+    def user_id(self) -> str | None:
+        """The broker user this connection logs in as, which its messages carry as ``user_id``."""
+        return (self.address or self.addresses[0]).user_id
+
+    @property
     def blocked_reason(self) -> str | None:
         """Why the broker blocks publishers on this connection (a memory or disk alarm), or None."""
         return self._protocol.blocked_reason if self._protocol is not None else None
@@ -168,6 +173,7 @@ class WireConnection:
                 name=self.name,
                 heartbeat_s=address.heartbeat_s,
                 auth_mechanism=address.auth_mechanism,
+                user_id=address.user_id,
             )
             # Upper bounds for the Tune negotiation (0 or unset: the client's own).
             if address.channel_max:

@@ -20,6 +20,7 @@ import httpx_sse
 import pytest
 from PIL import Image
 
+import rpc
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from gateway.tokens import mint
@@ -95,6 +96,14 @@ def gateway_settings(
     if "storage_config" in request.fixturenames:
         return on_storage(settings, request.getfixturevalue("storage_config"))
     return settings
+
+
+@pytest.fixture
+async def worker_connection(role_urls: dict[str, str]) -> AsyncIterator[rpc.WireConnection]:
+    """A connection as the broker's ``worker`` user: the one the recorder takes events from."""
+    connection = await rpc.connect_wire(role_urls["worker"], name="test-worker")
+    yield connection
+    await connection.close()
 
 
 def metrics_auth(settings: GatewaySettings) -> dict[str, str]:

@@ -16,21 +16,24 @@ from .conftest import wait_ready
 
 
 async def test_an_undecodable_status_event_is_dead_lettered_and_recording_goes_on(
-    gateway_app, gateway_settings, amqp_url
+    gateway_app, gateway_settings, amqp_url, role_urls
 ):
     poison_id = uuid.uuid4().hex
     good = new_event("images.thumbnail", uuid.uuid4().hex, "queued", 1)
     connection = await aio_pika.connect(amqp_url)
-    async with connection, gateway_app(gateway_settings) as client:
+    worker = await aio_pika.connect(role_urls["worker"])  # whom the recorder takes events from
+    async with connection, worker, gateway_app(gateway_settings) as client:
         await wait_ready(client)
         channel = await connection.channel()
-        status = await channel.get_exchange(STATUS_EXCHANGE)
+        status = await (await worker.channel()).get_exchange(STATUS_EXCHANGE)
         await status.publish(
-            aio_pika.Message(b'{"not": "an event"', message_id=poison_id, delivery_mode=2),
+            aio_pika.Message(
+                b'{"not": "an event"', message_id=poison_id, delivery_mode=2, user_id="worker"
+            ),
             routing_key="images.thumbnail.x.progress",
         )
         await status.publish(
-            aio_pika.Message(encoder.encode(good), delivery_mode=2),
+            aio_pika.Message(encoder.encode(good), delivery_mode=2, user_id="worker"),
             routing_key=f"images.thumbnail.{good.task_id}.queued",
         )
 
@@ -56,17 +59,20 @@ async def test_an_undecodable_status_event_is_dead_lettered_and_recording_goes_o
 
 
 async def test_poison_waiting_in_the_journal_at_start_is_dead_lettered_with_its_reason(
-    gateway_app, gateway_settings, amqp_url
+    gateway_app, gateway_settings, amqp_url, role_urls
 ):
     # The feed consumes the journal before the gateway's publisher, which buries, is up.
     poison_id = uuid.uuid4().hex
     connection = await aio_pika.connect(amqp_url)
-    async with connection:
+    worker = await aio_pika.connect(role_urls["worker"])  # whom the recorder takes events from
+    async with connection, worker:
         channel = await connection.channel()
         await declare_status(await channel.get_underlay_channel())
-        status = await channel.get_exchange(STATUS_EXCHANGE)
+        status = await (await worker.channel()).get_exchange(STATUS_EXCHANGE)
         await status.publish(
-            aio_pika.Message(b"\xff poison", message_id=poison_id, delivery_mode=2),
+            aio_pika.Message(
+                b"\xff poison", message_id=poison_id, delivery_mode=2, user_id="worker"
+            ),
             routing_key="images.thumbnail.y.progress",
         )
         async with gateway_app(gateway_settings) as client:

@@ -62,14 +62,14 @@ def finished_total() -> float:
 
 
 async def test_status_events_of_ever_new_kinds_add_at_most_a_bounded_number_of_series(
-    gateway_settings, connection, unique_name
+    gateway_settings, worker_connection, unique_name
 ):
     count = MAX_KIND_LABELS + 20
     events = [
         new_event(unique_name("kind"), uuid.uuid4().hex, "succeeded", 1) for _ in range(count)
     ]
     before = finished_total()
-    async with running(gateway_settings), status_channel(connection) as channel:
+    async with running(gateway_settings), status_channel(worker_connection) as channel:
         for event in events:
             await publish_status(channel, event)
 

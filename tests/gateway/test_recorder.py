@@ -32,7 +32,10 @@ from workers.topology import (
     REASON_HEADER,
     STATUS_DEAD_QUEUE,
     STATUS_EXCHANGE,
+    STATUS_RECORDED_EXCHANGE,
     declare_status,
+    recorded_routing_key,
+    status_journal,
 )
 
 from ..helpers import eventually
@@ -107,7 +110,7 @@ async def recorded_states(app: Starlette, task_id: str) -> list[str]:
 
 
 async def test_the_two_poison_events_of_issue_15_are_dead_lettered_alone_and_recording_goes_on(
-    gateway_settings, connection, pika_connection
+    gateway_settings, worker_connection, pika_connection
 ):
     # All on one task's shard, in one burst: before, between and after the poison.
     task_id = uuid.uuid4().hex
@@ -115,7 +118,7 @@ async def test_the_two_poison_events_of_issue_15_are_dead_lettered_alone_and_rec
     deep = b"[" * 3000 + b"]" * 3000
     first = new_event(KIND, task_id, "queued", 1)
     later = new_event(KIND, task_id, "running", 1)
-    async with running(gateway_settings) as app, status_channel(connection) as channel:
+    async with running(gateway_settings) as app, status_channel(worker_connection) as channel:
         await publish_status(channel, first)
         await publish_raw(
             channel,
@@ -143,7 +146,7 @@ async def test_the_two_poison_events_of_issue_15_are_dead_lettered_alone_and_rec
 
 
 async def test_an_event_after_its_tasks_terminal_event_is_dead_lettered_not_recorded(
-    gateway_settings, connection, pika_connection
+    gateway_settings, worker_connection, pika_connection
 ):
     task_id = uuid.uuid4().hex
     events = [
@@ -152,7 +155,7 @@ async def test_an_event_after_its_tasks_terminal_event_is_dead_lettered_not_reco
         new_event(KIND, task_id, "running", 2),
         new_event(KIND, task_id, "failed", 2, error="forged"),
     ]
-    async with running(gateway_settings) as app, status_channel(connection) as channel:
+    async with running(gateway_settings) as app, status_channel(worker_connection) as channel:
         for event in events:
             await publish_status(channel, event)
         buried = await dead_letters(pika_connection, {events[2].event_id, events[3].event_id})
@@ -161,6 +164,42 @@ async def test_an_event_after_its_tasks_terminal_event_is_dead_lettered_not_reco
     assert states == ["queued", "succeeded"]
     for late in events[2:]:
         assert "already ended succeeded" in buried[late.event_id].headers[REASON_HEADER]
+
+
+async def test_a_succeeded_event_the_rpc_user_forges_is_dead_lettered_not_recorded(
+    gateway_settings, worker_connection, role_urls, pika_connection
+):
+    """Issue 16: the rpc user put a ``succeeded`` event (its outputs another user's file and a
+    javascript: URL) into the journal through the default exchange, and it was recorded."""
+    task_id = uuid.uuid4().hex
+    forged = new_event(
+        KIND, task_id, "succeeded", 1, result={"outputs": {"x": "javascript:alert(1)"}}
+    )
+    async with running(gateway_settings) as app:
+        forger = await rpc.connect_wire(role_urls["rpc"], name="test-forger")
+        raw = await forger.raw_channel(publisher_confirms=True)
+        await raw.basic_publish(
+            encoder.encode(forged),
+            routing_key=status_journal(0),  # through amq.default, which the rpc user writes to
+            properties=Properties(
+                message_id=forged.event_id, correlation_id=task_id, delivery_mode=2
+            ),
+        )
+        await forger.close()
+        async with status_channel(worker_connection) as channel:  # a real worker's, after it
+            await publish_status(channel, new_event(KIND, task_id, "queued", 1))
+
+        async def recorded() -> bool:
+            return await recorded_states(app, task_id) == ["queued"]
+
+        await eventually(recorded, timeout_s=30)
+        buried = await dead_letters(pika_connection, {forged.event_id})
+        states = await recorded_states(app, task_id)
+
+    assert buried[forged.event_id].headers[REASON_HEADER] == (
+        "untrusted sender: user_id 'rpc' (only 'worker' may send this)"
+    )
+    assert states == ["queued"]
 
 
 async def take_until_terminal(subscription: Subscription) -> list[StoredEvent]:
@@ -180,7 +219,7 @@ def recorded_total() -> float:
 
 
 async def test_two_gateways_record_each_event_once_and_both_hubs_get_it_with_one_number(
-    gateway_settings, connection, tmp_path
+    gateway_settings, worker_connection, tmp_path
 ):
     # Two processes' worth of gateway in one: each app has its own broker connection.
     tasks = [uuid.uuid4().hex for _ in range(24)]
@@ -195,7 +234,7 @@ async def test_two_gateways_record_each_event_once_and_both_hubs_get_it_with_one
     async with (
         running(gateway_settings) as first,
         running(other) as second,
-        status_channel(connection) as channel,
+        status_channel(worker_connection) as channel,
     ):
         before = recorded_total()
         with contextlib.ExitStack() as stack:
@@ -284,12 +323,12 @@ async def test_a_write_error_on_one_event_dead_letters_it_alone_and_the_rest_is_
 
 
 async def test_an_event_waiting_when_the_gateway_starts_is_recorded_and_acked_once(
-    gateway_settings, connection, tmp_path
+    gateway_settings, worker_connection, tmp_path
 ):
     # The first deliveries arrive before the recorder's channel is handed back to it.
     waiting = new_event(KIND, uuid.uuid4().hex, "queued", 1)
     marker = new_event(KIND, uuid.uuid4().hex, "queued", 1)
-    async with status_channel(connection) as channel:
+    async with status_channel(worker_connection) as channel:
         await declare_status(await channel.get_underlay_channel())
         await publish_status(channel, waiting)
         async with running(gateway_settings) as first:
@@ -311,3 +350,25 @@ async def test_an_event_waiting_when_the_gateway_starts_is_recorded_and_acked_on
             again = await recorded_states(second, waiting.task_id)
 
     assert again == []
+
+
+async def test_a_recorded_event_from_any_user_but_a_gateways_reaches_no_stream(
+    gateway_settings, amqp_url, role_urls
+):
+    """The live feed takes what a recorder fanned out, and nothing another user put there."""
+    task_id = uuid.uuid4().hex
+    async with running(gateway_settings) as app:
+        with app.state.hub.subscribe(task_id) as subscription:
+            for url, state in ((amqp_url, "succeeded"), (role_urls["web"], "running")):
+                sender = await rpc.connect_wire(url, name="test-recorded")
+                raw = await sender.raw_channel(publisher_confirms=True)
+                await raw.basic_publish(
+                    b"{}",
+                    exchange=STATUS_RECORDED_EXCHANGE,
+                    routing_key=recorded_routing_key(task_id, 1, state),
+                )
+                await sender.close()
+            await subscription.wait(30)
+            states = [event.state for event in subscription.take()]
+
+    assert states == ["running"]

@@ -69,7 +69,10 @@ async def announce(pika_connection, order: OrderCreated, copies: int) -> None:
     for _ in range(copies):
         await exchange.publish(
             aio_pika.Message(
-                msgspec.json.encode(order), message_id=order.order_id, delivery_mode=2
+                msgspec.json.encode(order),
+                message_id=order.order_id,
+                delivery_mode=2,
+                user_id=pika_connection.url.user,  # the consumers trust the test's own user
             ),
             routing_key=ORDER_CREATED,
         )

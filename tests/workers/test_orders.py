@@ -11,6 +11,8 @@ import httpx
 import msgspec
 import respx
 
+from rpc.connection import connect_wire
+from rpc.wire import Properties
 from workers.messages import StatusEvent
 from workers.shop.contracts import (
     ORDER_CREATED,
@@ -41,7 +43,11 @@ async def announce(pika_connection, order: OrderCreated) -> None:
     channel = await pika_connection.channel(publisher_confirms=True)
     exchange = await channel.get_exchange(ORDERS_EXCHANGE)
     await exchange.publish(
-        aio_pika.Message(msgspec.json.encode(order), delivery_mode=2), routing_key=ORDER_CREATED
+        # As the test's user, whom its consumers trust (workers/senders.py).
+        aio_pika.Message(
+            msgspec.json.encode(order), delivery_mode=2, user_id=pika_connection.url.user
+        ),
+        routing_key=ORDER_CREATED,
     )
     await channel.close()
 
@@ -125,7 +131,8 @@ async def test_an_undecodable_order_event_is_dead_lettered_and_consuming_goes_on
     channel = await pika_connection.channel(publisher_confirms=True)
     exchange = await channel.get_exchange(ORDERS_EXCHANGE)
     await exchange.publish(
-        aio_pika.Message(b'{"order_id": 1}', message_id="poison"), routing_key=ORDER_CREATED
+        aio_pika.Message(b'{"order_id": 1}', message_id="poison", user_id=pika_connection.url.user),
+        routing_key=ORDER_CREATED,
     )
     order = await make_order(shop)
     submitter.track(order.order_id)
@@ -147,3 +154,45 @@ async def test_an_undecodable_order_event_is_dead_lettered_and_consuming_goes_on
 
     assert outcome.state == "succeeded"
     assert "not an order.created event" in poison[0].headers[REASON_HEADER]
+
+
+async def test_an_order_event_another_role_puts_in_the_queue_is_dead_lettered_unread(
+    role_urls, connection, shop, fulfilment
+):
+    """Issue 16: the worker user fed orders.email through the default exchange; the gateway
+    alone publishes orders, and a consumer takes them from no one else."""
+    order = await make_order(shop)
+    forger = await connect_wire(role_urls["worker"], name="test-forger")
+    raw = await forger.raw_channel(publisher_confirms=True)
+    with respx.mock(base_url=PROVIDER, assert_all_called=False) as provider:
+        route = provider.post("/v1/messages").mock(return_value=httpx.Response(200, json={}))
+        await raw.basic_publish(
+            msgspec.json.encode(order),
+            routing_key="orders.email",  # through amq.default, which the worker writes to
+            properties=Properties(message_id="forged", delivery_mode=2),
+        )
+        buried = await dead_letter(connection, "orders.email.dead", "forged")
+
+    await forger.close()
+    reason = (buried.properties.headers or {})[REASON_HEADER]
+    reason = reason.decode() if isinstance(reason, bytes) else reason
+    assert "untrusted sender: user_id 'worker'" in reason
+    assert not emails_for(route, order)
+    assert await shop.email_sent(order.order_id) is None
+
+
+async def dead_letter(connection, queue: str, message_id: str):
+    """The dead letter ``message_id`` from ``queue``, once it is there (taken)."""
+    found = []
+
+    async def there() -> bool:
+        raw = await connection.raw_channel()
+        while (message := await raw.basic_get(queue)) is not None:
+            if message.properties.message_id == message_id:
+                raw.basic_ack(message.delivery_tag)
+                found.append(message)
+        await raw.close()
+        return bool(found)
+
+    await eventually(there, timeout_s=TIMEOUT_S, interval_s=0.05)
+    return found[0]

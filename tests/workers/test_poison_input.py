@@ -51,7 +51,10 @@ async def test_a_task_nested_too_deep_is_dead_lettered_at_once_with_a_reason(
         body,
         exchange=TASKS_EXCHANGE,
         routing_key=kind,
-        properties=aiormq.spec.Basic.Properties(message_id="deep1"),
+        properties=aiormq.spec.Basic.Properties(
+            message_id="deep1",
+            user_id=pika_connection.url.user,  # a sender the worker trusts
+        ),
     )
     await channel.close()
 
@@ -81,7 +84,10 @@ async def test_an_order_event_nested_too_deep_is_dead_lettered_at_once_with_a_re
     channel = await pika_connection.channel(publisher_confirms=True)
     exchange = await channel.get_exchange(ORDERS_EXCHANGE)
     body = b'{"order_id":"deep2","x":%s}' % DEEP
-    await exchange.publish(aio_pika.Message(body, message_id="deep2"), routing_key=ORDER_CREATED)
+    await exchange.publish(
+        aio_pika.Message(body, message_id="deep2", user_id=pika_connection.url.user),
+        routing_key=ORDER_CREATED,
+    )
     dead = await channel.declare_queue("orders.inventory.dead", passive=True)
     poison: list[aio_pika.abc.AbstractIncomingMessage] = []
 

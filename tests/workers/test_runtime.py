@@ -259,7 +259,11 @@ async def test_undecodable_and_invalid_messages_are_dead_lettered_and_the_worker
     await start_worker(registry)
     channel = await pika_connection.channel(publisher_confirms=True)
     raw = await channel.get_underlay_channel()
-    await raw.basic_publish(b"\xff not json", exchange=TASKS_EXCHANGE, routing_key=kind)
+    # As the test's user, whom its worker trusts (workers/senders.py): aio-pika sets no user_id.
+    sender = aiormq.spec.Basic.Properties(user_id=pika_connection.url.user)
+    await raw.basic_publish(
+        b"\xff not json", exchange=TASKS_EXCHANGE, routing_key=kind, properties=sender
+    )
     invalid = msgspec.json.encode(
         TaskMessage(task_id="bad1", kind=kind, payload=msgspec.Raw(b'{"steps": "three"}'))
     )
@@ -267,7 +271,7 @@ async def test_undecodable_and_invalid_messages_are_dead_lettered_and_the_worker
         invalid,
         exchange=TASKS_EXCHANGE,
         routing_key=kind,
-        properties=aiormq.spec.Basic.Properties(message_id="bad1"),
+        properties=aiormq.spec.Basic.Properties(message_id="bad1", user_id=sender.user_id),
     )
     await channel.close()
 
