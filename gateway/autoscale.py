@@ -19,14 +19,14 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from infra.database import Database, DatabaseError, Migration, Transaction
 from rpc.connection import close_channels
 from rpc.wire import Channel, RobustChannel, WireConnection, WireError
 from workers import kinds
-from workers.topology import task_queue
+from workers.topology import PRIORITIES, task_queue
 
 from . import metrics
 
@@ -165,13 +165,28 @@ async def registered_kinds(database: Database) -> list[str]:
 
 
 async def count_queue(channel: Channel, kind: str) -> QueueCount | None:
-    """The broker's ready count and consumers of ``kind``'s queue (None: no such queue, and
+    """The broker's figures of ``kind``'s queues, one per priority (None: no such queue, and
     the channel is closed: the caller opens another)."""
-    try:
-        ok = await channel.queue_declare(task_queue(kind), passive=True)
-    except WireError:
+    counts: list[QueueCount | None] = []
+    for priority in reversed(PRIORITIES):  # normal first: every version declares it
+        try:
+            ok = await channel.queue_declare(task_queue(kind, priority), passive=True)
+        except WireError:
+            break
+        counts.append(QueueCount(ready=ok.message_count or 0, consumers=ok.consumer_count or 0))
+    return combined(counts)
+
+
+def combined(levels: Iterable[QueueCount | None]) -> QueueCount | None:
+    """A kind's figures from those of its priorities' queues: the ready messages of all,
+    the consumers of the busiest (each worker consumes every level); None if none exists."""
+    found = [count for count in levels if count is not None]
+    if not found:
         return None
-    return QueueCount(ready=ok.message_count or 0, consumers=ok.consumer_count or 0)
+    return QueueCount(
+        ready=sum(count.ready for count in found),
+        consumers=max(count.consumers for count in found),
+    )
 
 
 async def _by_kind(tx: Transaction, sql: str, *args: object) -> dict[str, int]:

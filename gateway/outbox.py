@@ -12,6 +12,12 @@ holding a claim loses it when the lease runs out, and another one publishes the
 entry. The id is the message's ``message_id`` (a task or order id), by which
 every consumer drops a second copy: a relay that loses its lease mid-publish
 can cause one.
+
+An entry may wait for a time (``not_before``: a delayed or scheduled task). It
+is due, and claimed, from then on: its ``next_attempt_at`` starts there, on the
+index the relay reads, and the relay sleeps until the earliest one. Until then
+it is no message waiting for the broker: ``OUTBOX_MAX_PENDING`` and the pending
+gauge count due entries only.
 """
 
 from __future__ import annotations
@@ -23,7 +29,15 @@ from typing import Any
 
 import msgspec
 
-from infra.database import Dialect, Migration, Transaction
+from infra.database import Database, Dialect, Migration, Transaction
+from workers.messages import TaskMessage, encoder
+from workers.topology import (
+    ATTEMPT_HEADER,
+    TASK_MESSAGE_TYPE,
+    TASKS_EXCHANGE,
+    Priority,
+    task_routing_key,
+)
 
 from .errors import HttpError
 
@@ -42,7 +56,10 @@ OUTBOX_MIGRATIONS: Sequence[Migration] = [
     " claimed_until DOUBLE PRECISION,"
     " last_error TEXT"
     ");"
-    "CREATE INDEX outbox_due ON outbox (next_attempt_at)"
+    "CREATE INDEX outbox_due ON outbox (next_attempt_at)",
+    # 2: delayed entries. Until not_before they do not count against OUTBOX_MAX_PENDING.
+    "ALTER TABLE outbox ADD COLUMN not_before DOUBLE PRECISION NOT NULL DEFAULT 0;"
+    "CREATE INDEX outbox_not_before ON outbox (not_before)",
 ]
 
 
@@ -76,17 +93,56 @@ class OutboxEntry:
     headers: dict[str, Any] | None = None
     created_at: float = 0.0
     attempts: int = 0
+    # Unix time before which it is not published (0: at once).
+    not_before: float = 0.0
+
+
+def task_entry(message: TaskMessage, priority: Priority, not_before: float = 0.0) -> OutboxEntry:
+    """The outbox entry that publishes ``message`` to its kind's queue of ``priority``."""
+    return OutboxEntry(
+        message_id=message.task_id,
+        exchange=TASKS_EXCHANGE,
+        routing_key=task_routing_key(message.kind, priority),
+        body=encoder.encode(message),
+        message_type=TASK_MESSAGE_TYPE,
+        headers={ATTEMPT_HEADER: 1},
+        not_before=not_before,
+    )
+
+
+class OutboxScheduler:
+    """Keeps delayed tasks of a ``workers.TaskSubmitter`` in the outbox of ``database``
+    (the store the gateways share: their relays publish them when due)."""
+
+    def __init__(self, database: Database, *, max_pending: int) -> None:
+        self._database = database
+        self._max_pending = max_pending
+
+    @classmethod
+    async def open(cls, database: Database, *, max_pending: int = 10_000) -> OutboxScheduler:
+        await database.migrate("outbox", OUTBOX_MIGRATIONS)
+        return cls(database, max_pending=max_pending)
+
+    async def schedule(self, message: TaskMessage, priority: Priority, run_at: float) -> None:
+        entry = task_entry(message, priority, not_before=run_at)
+        await self._database.write(
+            lambda tx: add_to_outbox(tx, entry, max_pending=self._max_pending)
+        )
 
 
 async def add_to_outbox(tx: Transaction, entry: OutboxEntry, *, max_pending: int) -> None:
     """Add ``entry`` in the caller's transaction; OutboxFull if ``max_pending`` wait already.
 
     The count and the insert are one transaction: exact on SQLite (one writer);
-    on PostgreSQL concurrent accepts may pass the bound by their number.
+    on PostgreSQL concurrent accepts may pass the bound by their number. An
+    entry not due yet is not counted, and is not refused: it waits for a time,
+    not for the broker.
     """
-    pending = int(await tx.fetchval("SELECT count(*) FROM outbox"))
-    if pending >= max_pending:
-        raise OutboxFull(f"{pending} accepted messages wait for the broker")
+    now = time.time()
+    if entry.not_before <= now:
+        pending = await pending_count(tx, now)
+        if pending >= max_pending:
+            raise OutboxFull(f"{pending} accepted messages wait for the broker")
     await _insert(tx, entry, "")
 
 
@@ -98,10 +154,12 @@ async def add_again(tx: Transaction, entry: OutboxEntry) -> None:
 
 async def _insert(tx: Transaction, entry: OutboxEntry, on_conflict: str) -> None:
     now = time.time()
+    not_before = max(now, entry.not_before)
     headers = None if entry.headers is None else msgspec.json.encode(entry.headers)
     await tx.execute(
         "INSERT INTO outbox (message_id, exchange, routing_key, body, message_type, headers,"
-        " created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)" + on_conflict,
+        " created_at, next_attempt_at, not_before) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)"
+        + on_conflict,
         entry.message_id,
         entry.exchange,
         entry.routing_key,
@@ -109,6 +167,7 @@ async def _insert(tx: Transaction, entry: OutboxEntry, on_conflict: str) -> None
         entry.message_type,
         headers,
         now,
+        not_before,
     )
 
 
@@ -190,6 +249,37 @@ async def release(tx: Transaction, failures: Sequence[tuple[str, str]]) -> None:
     )
 
 
-async def pending_count(tx: Transaction) -> int:
-    """Entries not yet confirmed by the broker."""
-    return int(await tx.fetchval("SELECT count(*) FROM outbox"))
+async def next_due_at(tx: Transaction) -> float | None:
+    """When the earliest unclaimed entry is due (perhaps past); None if there is none.
+
+    The first row of the due index that no relay holds: claimed rows are the
+    batches in flight, so this reads a handful of index entries, not the table.
+    """
+    value = await tx.fetchval(
+        "SELECT next_attempt_at FROM outbox WHERE claimed_until IS NULL"
+        " ORDER BY next_attempt_at LIMIT 1"
+    )
+    return None if value is None else float(value)
+
+
+async def pending_count(tx: Transaction, now: float | None = None) -> int:
+    """Due entries not yet confirmed by the broker."""
+    now = time.time() if now is None else now
+    return int(await tx.fetchval("SELECT count(*) FROM outbox WHERE not_before <= $1", now))
+
+
+async def scheduled_count(tx: Transaction) -> int:
+    """Entries not due yet (delayed tasks)."""
+    return int(await tx.fetchval("SELECT count(*) FROM outbox WHERE not_before > $1", time.time()))
+
+
+async def cancel_unsent(tx: Transaction, message_id: str) -> bool:
+    """Drop the entry ``message_id`` if it is not due yet; whether it was dropped.
+
+    For cancelling a delayed task: it is never published. A due entry is left to
+    its relay (it leaves within milliseconds; its consumers skip what was cancelled).
+    """
+    deleted = await tx.execute(
+        "DELETE FROM outbox WHERE message_id = $1 AND not_before > $2", message_id, time.time()
+    )
+    return deleted > 0

@@ -7,9 +7,10 @@ with backoff: a broker that is down, paused, nacks (a full task queue) or
 returns a message unroutable delays work, never loses it.
 
 The accept path wakes the relay after its commit, so a message usually leaves
-within milliseconds; without a wake-up the relay looks every ``poll_s`` for
-retries that came due and for entries of a gateway that died holding a claim
-(free again once its lease ran out).
+within milliseconds; without a wake-up the relay sleeps until the earliest
+entry is due (a delayed task, a retry), and at most ``poll_s``: it looks that
+often for entries another gateway accepted or held when it died (free again
+once its lease ran out).
 
 The relay waits for a confirm up to half the lease: a paused broker confirms
 late instead of the message being published twice, and no other relay takes
@@ -40,9 +41,11 @@ from .outbox import (
     any_due,
     claim_due,
     mark_sent,
+    next_due_at,
     pending_count,
     release,
     retry_later,
+    scheduled_count,
 )
 from .publisher import Publisher, Unroutable
 
@@ -58,7 +61,11 @@ OUTBOX_RETRIES = CounterMetric(
     ["reason"],
 )
 OUTBOX_PENDING = Gauge(
-    "taskgate_outbox_pending", "Accepted messages not yet confirmed by the broker (all gateways)"
+    "taskgate_outbox_pending",
+    "Accepted messages due and not yet confirmed by the broker (all gateways)",
+)
+OUTBOX_SCHEDULED = Gauge(
+    "taskgate_outbox_scheduled", "Accepted messages not due yet: delayed tasks (all gateways)"
 )
 
 # The first retry's pause; it doubles up to the relay's ``retry_max_s``.
@@ -116,6 +123,7 @@ class OutboxRelay:
         while True:
             # Cleared before the work, so a wake-up during it is not lost.
             self._woken.clear()
+            drained_at = time.time()
             try:
                 await self.drain()
             except DatabaseError as exc:
@@ -123,8 +131,22 @@ class OutboxRelay:
             except Exception:
                 logger.exception("outbox relay: unexpected error; retrying")
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._poll_s):
+                async with asyncio.timeout(await self._pause_s(drained_at)):
                     await self._woken.wait()
+
+    async def _pause_s(self, drained_at: float) -> float:
+        """Until the earliest entry is due, at most ``poll_s``.
+
+        An entry that was due when the drain began and is still here met a broker
+        away: it waits for the poll, or the relay would spin.
+        """
+        try:
+            due_at = await self._database.read(next_due_at)
+        except DatabaseError:
+            return self._poll_s
+        if due_at is None or due_at <= drained_at:
+            return self._poll_s
+        return min(self._poll_s, max(0.0, due_at - time.time()))
 
     async def drain(self) -> int:
         """Publish due entries, batch after batch, while the publisher is up; how many confirmed."""
@@ -135,6 +157,7 @@ class OutboxRelay:
             if claimed < self._batch or broker_away:
                 break
         OUTBOX_PENDING.set(await self._database.read(pending_count))
+        OUTBOX_SCHEDULED.set(await self._database.read(scheduled_count))
         return published
 
     async def publish_batch(self) -> tuple[int, int, bool]:

@@ -32,7 +32,7 @@ from rpc.wire import (
     WireConnection,
 )
 from workers.shop.contracts import ORDER_CREATED, ORDER_QUEUES, ORDERS_EXCHANGE
-from workers.topology import TASKS_EXCHANGE, declare_event_queue, declare_kind
+from workers.topology import TASKS_EXCHANGE, declare_event_queue, declare_kind, task_kind
 
 from .outbox import OutboxEntry
 
@@ -139,7 +139,8 @@ class Publisher:
 
     def _entry_declarer(self, entry: OutboxEntry) -> tuple[str, Declare]:
         if entry.exchange == TASKS_EXCHANGE:
-            return f"kind:{entry.routing_key}", self._kind_declarer(entry.routing_key)
+            kind = task_kind(entry.routing_key)
+            return f"kind:{kind}", self._kind_declarer(kind)
         if entry.exchange == ORDERS_EXCHANGE:
             return f"exchange:{ORDERS_EXCHANGE}", _declare_order_queues
         return f"exchange:{entry.exchange}", _declare_nothing

@@ -213,7 +213,13 @@ class GatewaySettings(ServiceSettings, StorageSettings):
     tasks_in_flight_per_user: int = setting(
         "TASKS_IN_FLIGHT_PER_USER",
         32,
-        "Unfinished tasks (queued, running, retrying) one user may have; 429 beyond.",
+        "Unfinished tasks (scheduled, queued, running, retrying) one user may have; 429 beyond.",
+    )
+    max_task_delay_s: float = setting(
+        "MAX_TASK_DELAY_S",
+        7 * 24 * 3600.0,
+        "How far ahead a task may be delayed (`delay_s`, `run_at`); 422 beyond. A delayed task"
+        " is one outbox row until it is due and counts as unfinished for its user.",
     )
     max_thumbnail_sizes: int = setting(
         "MAX_THUMBNAIL_SIZES", 6, "Sizes one upload may ask for (`sizes=`); 422 beyond."

@@ -125,6 +125,8 @@ def apply_event(
             changes["result"] = msgspec.json.encode(event.result).decode()
         case "queued":
             changes.update(state="queued")
+        case "scheduled":  # the message says when it is due
+            changes.update(state="scheduled", message=event.message)
         case _:  # failed, retrying, dead, cancelled, stuck
             changes.update(state=event.state, error=event.error)
     return replace(summary, **changes)  # type: ignore[arg-type]

@@ -2,7 +2,8 @@
 
 One store transaction decides (``workers.task_records.cancel``): a task no
 worker runs ends ``cancelled`` there and then, recorded here as its terminal
-event and as its outcome, so no copy of it will run; a running task is asked
+event and as its outcome, so no copy of it will run (a delayed one leaves the
+outbox too); a running task is asked
 to stop, and its worker publishes ``cancelled`` once it has (or the outcome
 it reached first). A finished task is 409.
 
@@ -34,6 +35,7 @@ from workers.topology import (
 from .auth import authenticate
 from .errors import HttpError
 from .metrics import TASKS_FINISHED, kind_label
+from .outbox import cancel_unsent
 from .publisher import Publisher
 from .store import StoredEvent, TaskStore
 from .task_store import record_events
@@ -87,6 +89,8 @@ def _cancelling(event: StatusEvent) -> Work[StoredEvent | None]:
             return None
         if result == "finished":
             raise _Finished
+        # A delayed task not due yet is never published (one that is, the worker skips).
+        await cancel_unsent(tx, event.task_id)
         (recorded,) = await record_events(tx, [(event, body)])
         if not isinstance(recorded, StoredEvent):  # a terminal event not from a worker's outcome
             raise _Finished

@@ -10,6 +10,10 @@ with Retry-After, like a store that cannot commit, and nothing is kept.
 
 With an ``Idempotency-Key`` (per user), a retry with the same file and
 options gets the same task and 202 again; with another body, 409.
+
+``priority``, ``delay_s`` and ``run_at`` (``gateway/submission.py``) choose the
+kind's queue and when the relay publishes the task; a delayed task's first
+event is ``scheduled`` with its ``run_at``, not ``queued``.
 """
 
 from __future__ import annotations
@@ -28,19 +32,26 @@ from infra.database import Database, Transaction, Work
 from infra.storage import ObjectWriter, Storage, StorageError
 from rpc.errors import BrokerUnavailable
 from workers.image_contracts import ThumbnailOptions, ThumbnailRequest
-from workers.messages import StatusEvent, TaskMessage, encoder, new_event, new_task_id
-from workers.topology import ATTEMPT_HEADER, TASK_MESSAGE_TYPE, TASKS_EXCHANGE
+from workers.messages import (
+    StatusEvent,
+    TaskMessage,
+    encoder,
+    new_event,
+    new_task_id,
+    scheduled_event,
+)
 
 from .auth import authenticate
 from .errors import HttpError
 from .idempotency import IdempotencyConflict, claim_upload_key, idempotency_key
 from .metrics import TASKS_ACCEPTED, UPLOAD_BYTES
 from .multipart import FormLimits, receive_form
-from .outbox import OutboxEntry, OutboxFull, add_to_outbox, outbox_full
+from .outbox import OutboxFull, add_to_outbox, outbox_full, task_entry
 from .outbox_relay import OutboxRelay
 from .publisher import Publisher
 from .settings import GatewaySettings
 from .sniff import EXTENSIONS, probe_stored, sniff_format
+from .submission import submission
 from .task_store import record_events
 from .upload_limits import check_sizes
 from .views import events_url, status_url
@@ -96,6 +107,7 @@ async def create_upload(request: Request) -> JSONResponse:
         if form.file is None or form.file.size == 0:
             raise HttpError(422, "missing_file", f"send the image in the {FILE_FIELD!r} field")
         options = _options(form.fields)
+        how = submission(form.fields, max_delay_s=settings.max_task_delay_s)
         probe = await probe_stored(storage, sources[0], settings.max_pixels)
         check_sizes(options, probe, settings.max_thumbnail_sizes)
         request_hash = "" if form.file.digest is None else _hash(form.file.digest, form.fields)
@@ -110,15 +122,12 @@ async def create_upload(request: Request) -> JSONResponse:
         if sources:
             await _shielded(forget_files)
         raise
-    queued: StatusEvent = new_event(settings.upload_kind, task_id, "queued", 1)
-    entry = OutboxEntry(
-        message_id=task_id,
-        exchange=TASKS_EXCHANGE,
-        routing_key=settings.upload_kind,
-        body=encoder.encode(message),
-        message_type=TASK_MESSAGE_TYPE,
-        headers={ATTEMPT_HEADER: 1},
+    queued: StatusEvent = (
+        new_event(settings.upload_kind, task_id, "queued", 1)
+        if how.run_at is None
+        else scheduled_event(settings.upload_kind, task_id, how.run_at)
     )
+    entry = task_entry(message, how.priority, not_before=how.run_at or 0.0)
 
     async def accept(tx: Transaction) -> str:
         if key is not None:

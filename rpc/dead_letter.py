@@ -3,7 +3,8 @@
 Every consumer of ours (RPC server, task runtime, event consumers, the
 gateway's status feed) buries its poison the same way: a persistent copy that
 keeps the message's identity and headers, adds the reason, the queue it came
-from and optionally a traceback, and is published with a confirm. The caller
+from, who sent it (its ``user_id``: the copy carries the dead-letterer's) and
+optionally a traceback, and is published with a confirm. The caller
 settles the original only once this returns True; on False it is still the
 caller's, to return to its queue.
 """
@@ -16,7 +17,7 @@ from typing import Any, Protocol
 
 from .errors import BrokerUnavailable
 from .publish import persistent_copy, publish_confirmed
-from .topology import QUEUE_HEADER, REASON_HEADER, TRACEBACK_HEADER
+from .topology import QUEUE_HEADER, REASON_HEADER, SENDER_HEADER, TRACEBACK_HEADER
 from .wire import Channel, Properties, RobustChannel
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ async def dead_letter(
     dead_headers.update(headers or {})
     dead_headers[REASON_HEADER] = reason
     dead_headers[QUEUE_HEADER] = source_queue
+    dead_headers[SENDER_HEADER] = message.properties.user_id or ""
     if traceback is not None:
         dead_headers[TRACEBACK_HEADER] = traceback
     try:

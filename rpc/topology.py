@@ -19,6 +19,9 @@ DEAD_QUEUE = "rpc.dead"
 REASON_HEADER = "x-taskgate-reason"
 QUEUE_HEADER = "x-taskgate-queue"
 TRACEBACK_HEADER = "x-taskgate-traceback"
+# Who sent the message that was dead-lettered (its user_id; "" if it had none): the copy
+# itself carries the user who dead-lettered it.
+SENDER_HEADER = "x-taskgate-sender"
 
 
 def method_queue(method: str) -> str:

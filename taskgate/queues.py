@@ -22,11 +22,11 @@ from urllib.parse import quote
 
 import httpx
 
-from gateway.autoscale import Bounds, KindLoad, QueueCount, measure
+from gateway.autoscale import Bounds, KindLoad, QueueCount, combined, measure
 from infra import node
 from infra.database import DatabaseError, open_database
 from workers import kinds
-from workers.topology import task_queue
+from workers.topology import PRIORITIES, task_queue
 
 from . import exits, settings
 from .amqp_address import AmqpAddress
@@ -245,7 +245,10 @@ async def kind_loads(cli: settings.CliSettings, counts: dict[str, QueueCount]) -
             min_workers=cli.autoscale_min_workers,
             max_workers=cli.autoscale_max_workers,
         )
-        by_kind = {kind: counts.get(task_queue(kind)) for kind in registered}
+        by_kind = {
+            kind: combined(counts.get(task_queue(kind, level)) for level in PRIORITIES)
+            for kind in registered
+        }
         return await measure(database, by_kind, bounds)
     finally:
         await database.close()

@@ -38,13 +38,32 @@ def add_parser(commands: Subcommands) -> None:
     parser.add_argument("--watermark", help="text to stamp on the thumbnails")
     parser.add_argument("--quality", type=int, help="JPEG/WebP quality, 1-100")
     parser.add_argument("--sizes", metavar="PX,PX", help="thumbnail sizes, e.g. 800,256")
+    parser.add_argument(
+        "--priority",
+        choices=("high", "normal"),
+        help="high overtakes the queued normal work (default: normal)",
+    )
+    when = parser.add_mutually_exclusive_group()
+    when.add_argument(
+        "--delay", type=float, metavar="SECONDS", help="run the task this many seconds from now"
+    )
+    when.add_argument(
+        "--at", metavar="TIME", help="run the task at TIME: ISO 8601 with a zone, or Unix time"
+    )
     add_watch_options(parser)
     parser.set_defaults(run=run)
 
 
 def options(args: argparse.Namespace) -> dict[str, str]:
     """The form fields besides the file; only those given, so the gateway's defaults apply."""
-    fields = {"watermark": args.watermark, "quality": args.quality, "sizes": args.sizes}
+    fields = {
+        "watermark": args.watermark,
+        "quality": args.quality,
+        "sizes": args.sizes,
+        "priority": args.priority,
+        "delay_s": args.delay,
+        "run_at": args.at,
+    }
     return {name: str(value) for name, value in fields.items() if value is not None}
 
 

@@ -31,7 +31,9 @@ from .gateway_client import (
 
 TERMINAL_STATES = frozenset({"succeeded", "failed", "dead", "cancelled"})
 # The named events that report the task; unnamed ones (retry hints) carry nothing to show.
-STATE_EVENTS = frozenset({"queued", "running", "progress", "retrying", "stuck", *TERMINAL_STATES})
+STATE_EVENTS = frozenset(
+    {"scheduled", "queued", "running", "progress", "retrying", "stuck", *TERMINAL_STATES}
+)
 RESET_EVENT = "reset"
 # The gateway's default SSE_RETRY_MS, until a stream sends its own ``retry:``.
 DEFAULT_RETRY_S = 2.0

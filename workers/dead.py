@@ -3,7 +3,11 @@
 ``list`` and ``show`` take the messages without acking and give them all back
 when done, so they stay in the dead queue in their order. ``replay`` moves each
 message back to ``tasks`` (attempt 1, a fresh ``queued`` event), acking the dead
-copy only once the broker confirmed the replayed one.
+copy only once the broker confirmed the replayed one. It leaves where it is a
+dead letter that did not come from a sender the workers take tasks from, or
+that copies a message which did not (workers/senders.py): anyone who writes to
+the default exchange can put a message into a dead queue, and a replayed task
+goes out as the replayer's.
 """
 
 from __future__ import annotations
@@ -17,10 +21,19 @@ from infra.process import run
 from rpc.connection import connect_wire, tls_options
 from rpc.errors import BrokerRefused, BrokerUnavailable
 from rpc.publish import persistent_copy, publish_confirmed
-from rpc.wire import BrokerError, Channel, ChannelClosed, Delivery, Unavailable, WireConnection
+from rpc.wire import (
+    BrokerError,
+    Channel,
+    ChannelClosed,
+    Delivery,
+    Properties,
+    Unavailable,
+    WireConnection,
+)
 
 from .errors import UnknownKind
 from .messages import Undecodable, decode_message, new_event, task_decoder
+from .senders import Senders, task_senders
 from .settings import WorkerSettings
 from .status import publish_status
 from .topology import (
@@ -28,6 +41,7 @@ from .topology import (
     QUEUE_HEADER,
     REASON_HEADER,
     REPLAYED_HEADER,
+    SENDER_HEADER,
     TASKS_EXCHANGE,
     TRACEBACK_HEADER,
     dead_queue,
@@ -36,7 +50,14 @@ from .topology import (
 )
 
 # Headers that describe the last death, not the task; a replayed message starts without them.
-_DEATH_HEADERS = (REASON_HEADER, TRACEBACK_HEADER, QUEUE_HEADER, "x-death", "x-first-death-")
+_DEATH_HEADERS = (
+    REASON_HEADER,
+    TRACEBACK_HEADER,
+    QUEUE_HEADER,
+    SENDER_HEADER,
+    "x-death",
+    "x-first-death-",
+)
 
 
 async def peek(connection: WireConnection, kind: str, limit: int | None = None) -> list[Delivery]:
@@ -69,25 +90,35 @@ async def replay(
     on_replayed: Callable[[str], None] | None = None,
     *,
     max_length: int,
+    on_left: Callable[[str, str], None] | None = None,
 ) -> int:
     """Move up to ``limit`` dead letters of ``kind`` back to its queue; return how many.
 
     ``max_length`` is the kind's queue length limit, as every process declares it
-    (``WorkerSettings.queue_max_length``): the broker refuses any other.
+    (``WorkerSettings.queue_max_length``): the broker refuses any other. A dead letter
+    from an untrusted sender stays, and ``on_left`` gets its label and why.
     """
 
     async def declare(raw: Channel) -> None:
         await declare_status_exchange(raw)
         await declare_kind(raw, kind, max_length=max_length)
 
+    senders = task_senders(connection.user_id)
     channel = await connection.open_channel(declare, publisher_confirms=True)
     replayed = 0
+    left: list[Delivery] = []
+    raw = await channel.get_underlay_channel()
     try:
-        raw = await channel.get_underlay_channel()
         while limit is None or replayed < limit:
             message = await raw.basic_get(dead_queue(kind))
             if message is None:
                 break
+            why = _untrusted(senders, message)
+            if why is not None:
+                left.append(message)  # unacked: this channel does not get it again
+                if on_left is not None:
+                    on_left(_label(message), why)
+                continue
             properties = message.properties
             headers = {
                 k: v
@@ -115,8 +146,23 @@ async def replay(
             if on_replayed is not None:
                 on_replayed(_label(message))
     finally:
+        if raw.closed is None:
+            for message in left:
+                raw.basic_nack(message.delivery_tag, requeue=True)
         await channel.close()
     return replayed
+
+
+def _untrusted(senders: Senders, message: Delivery) -> str | None:
+    """Why a dead letter may not go back (None: it may): it, or the message it copies
+    (SENDER_HEADER, written by rpc.dead_letter), came from an untrusted sender."""
+    why = senders.refusal(message.properties)
+    original = (message.properties.headers or {}).get(SENDER_HEADER)
+    if why is None and original is not None:
+        why = senders.refusal(Properties(user_id=_text(original) or None))
+        if why is not None:
+            why = f"it copies a message from an {why}"
+    return why
 
 
 def _task_id(message: Delivery) -> str | None:
@@ -174,6 +220,7 @@ async def _run(args: argparse.Namespace, settings: WorkerSettings) -> int:
                 args.limit,
                 on_replayed=lambda label: print(f"replayed {label}"),
                 max_length=settings.queue_max_length,
+                on_left=lambda label, why: print(f"left {label}: {why}"),
             )
             print(f"replayed {count} dead letters of {args.kind}")
             return 0

@@ -15,7 +15,7 @@ import msgspec
 from rpc.wire import Delivery, WireError
 
 from .messages import TaskId, encoder
-from .topology import ATTEMPT_HEADER
+from .topology import ATTEMPT_HEADER, Priority, task_routing_key
 
 logger = logging.getLogger(__name__)
 
@@ -55,3 +55,9 @@ def valid_task_id(value: str | None) -> str | None:
 
 
 _task_id_decoder = msgspec.json.Decoder(TaskId)
+
+
+def priority_of(kind: str, message: Delivery) -> Priority:
+    """The priority a task message came with: its routing key names its queue's level
+    (a retry tier keeps the routing key, so a retry keeps its level)."""
+    return "high" if message.routing_key == task_routing_key(kind, "high") else "normal"

@@ -44,7 +44,9 @@ class InvalidInput(PermanentError):
 
 
 class UntrustedSender(PermanentError):
-    """A message whose ``user_id`` is not one of its consumer's senders (workers/senders.py)."""
+    """A message whose ``user_id`` is not one of its consumer's senders (workers/senders.py).
+
+    A task so refused is dead-lettered without a ``dead`` event: its id may be another's."""
 
 
 class TaskCancelled(WorkerError):

@@ -12,11 +12,11 @@ from rpc.errors import BrokerUnavailable
 from rpc.publish import persistent_copy, publish_confirmed
 from rpc.wire import Delivery, RobustChannel
 
-from .deliveries import describe, traceback_summary
+from .deliveries import describe, priority_of, traceback_summary
 from .messages import StatusEvent, new_event
 from .registry import Task
 from .settings import WorkerSettings
-from .topology import ATTEMPT_HEADER, dead_queue, retry_tier, task_queue
+from .topology import ATTEMPT_HEADER, dead_queue, retry_tier, task_queue, task_routing_key
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,8 @@ async def retry_or_bury(
         failures.channel,
         message.body,
         exchange=retry_tier(delay_ms),
-        routing_key=task.kind,
+        # The tier keeps the routing key: back to the queue of the level it came from.
+        routing_key=task_routing_key(task.kind, priority_of(task.kind, message)),
         properties=persistent_copy(message.properties, retry_headers),
     )
 

@@ -7,6 +7,7 @@ Status events are :class:`StatusEvent` on the ``status`` exchange.
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from datetime import UTC, datetime
@@ -18,7 +19,14 @@ from rpc.publish import publish_confirmed
 from rpc.wire import Channel, Properties, RobustChannel
 
 from .errors import UnknownKind
-from .topology import ATTEMPT_HEADER, CONTENT_TYPE, TASK_MESSAGE_TYPE, TASKS_EXCHANGE
+from .topology import (
+    ATTEMPT_HEADER,
+    CONTENT_TYPE,
+    TASK_MESSAGE_TYPE,
+    TASKS_EXCHANGE,
+    Priority,
+    task_routing_key,
+)
 
 # Task ids name directories under STORAGE_DIR, so they must be plain names.
 TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
@@ -26,7 +34,16 @@ TaskId = Annotated[str, msgspec.Meta(pattern=TASK_ID_PATTERN)]
 
 # stuck: the worker holding the task stopped renewing its lease; the task is back in its queue.
 State = Literal[
-    "queued", "running", "progress", "succeeded", "failed", "retrying", "dead", "cancelled", "stuck"
+    "scheduled",
+    "queued",
+    "running",
+    "progress",
+    "succeeded",
+    "failed",
+    "retrying",
+    "dead",
+    "cancelled",
+    "stuck",
 ]
 TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "dead", "cancelled"})
 
@@ -61,8 +78,10 @@ class StatusEvent(msgspec.Struct, frozen=True, omit_defaults=True):
     ``timestamp`` is Unix time in seconds. ``percent`` and ``message`` come with
     ``progress``; ``result`` with ``succeeded``; ``error`` with ``failed``,
     ``retrying``, ``dead``, ``cancelled`` (who or what cancelled it) and ``stuck`` (whose
-    lease ran out); ``retry_in_ms`` with ``retrying``. Field bounds are checked when
-    decoding; ``result``'s nesting by :func:`decode_status_event`.
+    lease ran out); ``retry_in_ms`` with ``retrying``; ``run_at`` (Unix time) and
+    ``message`` with ``scheduled``: a delayed task, published to its queue then.
+    Field bounds are checked when decoding; ``result``'s nesting by
+    :func:`decode_status_event`.
     """
 
     event_id: _Text
@@ -76,6 +95,7 @@ class StatusEvent(msgspec.Struct, frozen=True, omit_defaults=True):
     result: Any = None
     error: str | None = None
     retry_in_ms: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)] | None = None
+    run_at: _Timestamp | None = None
 
     @property
     def terminal(self) -> bool:
@@ -153,6 +173,29 @@ def decode_task(body: bytes, payload_decoder: msgspec.json.Decoder[T]) -> tuple[
     return message, decode_message(payload_decoder, message.payload, what)
 
 
+def due_time(delay_s: float | None, run_at: float | None, now: float) -> float | None:
+    """When a task submitted at ``now`` with ``delay_s`` or ``run_at`` (Unix time) is due;
+    None for at once (neither given, or a time not in the future). ValueError if both
+    are given, or either is not a finite number or a delay is negative."""
+    if delay_s is not None and run_at is not None:
+        raise ValueError("give delay_s or run_at, not both")
+    if delay_s is not None:
+        if not math.isfinite(delay_s) or delay_s < 0:
+            raise ValueError(f"delay_s must be a number of seconds >= 0, not {delay_s!r}")
+        run_at = now + delay_s
+    if run_at is None:
+        return None
+    if not math.isfinite(run_at):
+        raise ValueError(f"run_at must be a Unix time, not {run_at!r}")
+    return run_at if run_at > now else None
+
+
+def scheduled_event(kind: str, task_id: str, run_at: float) -> StatusEvent:
+    """The first event of a task due at ``run_at``: ``scheduled``, saying when."""
+    due = datetime.fromtimestamp(run_at, UTC).isoformat(timespec="seconds")
+    return new_event(kind, task_id, "scheduled", 1, run_at=run_at, message=f"due at {due}")
+
+
 def new_task_id() -> str:
     return uuid.uuid4().hex
 
@@ -182,8 +225,11 @@ def task_properties(message: TaskMessage) -> Properties:
     )
 
 
-async def publish_task(channel: Channel | RobustChannel, message: TaskMessage) -> None:
-    """Publish ``message`` persistently to ``tasks``; return once the broker has it.
+async def publish_task(
+    channel: Channel | RobustChannel, message: TaskMessage, priority: Priority = "normal"
+) -> None:
+    """Publish ``message`` persistently to ``tasks`` at ``priority``; return once the broker
+    has it.
 
     The kind's queue must be declared. Raises BrokerUnavailable if the broker is
     down or refuses the message (a full queue nacks), UnknownKind if unroutable.
@@ -192,12 +238,14 @@ async def publish_task(channel: Channel | RobustChannel, message: TaskMessage) -
         channel,
         encoder.encode(message),
         exchange=TASKS_EXCHANGE,
-        routing_key=message.kind,
+        routing_key=task_routing_key(message.kind, priority),
         properties=task_properties(message),
         mandatory=True,
     )
     if not routed:
-        raise UnknownKind(f"no queue is bound to {TASKS_EXCHANGE!r} for {message.kind!r}")
+        raise UnknownKind(
+            f"no queue is bound to {TASKS_EXCHANGE!r} for {message.kind!r} at {priority} priority"
+        )
 
 
 encoder = msgspec.json.Encoder()

@@ -9,6 +9,8 @@ from typing import Any, TypeVar, cast
 
 import msgspec
 
+from .topology import HIGH_SUFFIX
+
 Handler = Callable[..., Awaitable[Any]]
 H = TypeVar("H", bound=Handler)
 
@@ -36,6 +38,9 @@ class TaskRegistry:
         """
 
         def register(handler: H) -> H:
+            if kind.endswith(HIGH_SUFFIX):
+                # tasks.<kind>.high is the high-priority queue of <kind> (workers/topology.py).
+                raise ValueError(f"task kind {kind!r} may not end with {HIGH_SUFFIX!r}")
             if not inspect.iscoroutinefunction(cast(Any, handler)):
                 raise TypeError(f"task handler for {kind!r} must be an async function")
             if kind in self._tasks:

@@ -32,7 +32,7 @@ from . import kinds
 from .cancellation import CancelWatch, cancellable
 from .claims import Held, new_holder, when_free
 from .context import TaskContext
-from .deliveries import attempt_of, describe, nack_requeue, valid_task_id
+from .deliveries import attempt_of, describe, nack_requeue, priority_of, valid_task_id
 from .errors import LeaseLost, PermanentError, TaskCancelled, UntrustedSender
 from .failures import Failures, bury, retry_or_bury
 from .messages import StatusEvent, Undecodable, decode_task, new_event
@@ -42,8 +42,10 @@ from .pool import TaskPool
 from .registry import Task, TaskRegistry
 from .senders import task_senders
 from .settings import WorkerSettings
+from .slots import PrioritySlots
 from .status import confirmed, forget, publish_status, publish_status_soon
 from .topology import (
+    PRIORITIES,
     declare_kind,
     declare_retry_tiers,
     declare_status,
@@ -74,7 +76,7 @@ class Worker:
         self._publish_channel: RobustChannel | None = None
         self._raw: Channel | None = None
         self._consumer_tags: list[str] = []
-        self._semaphore = asyncio.Semaphore(settings.concurrency)
+        self._slots = PrioritySlots(settings.concurrency)
         self._running: set[asyncio.Task[Any]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -84,7 +86,6 @@ class Worker:
         self._cancels: CancelWatch | None = None
         self._database = database  # None: opened from settings.database at start
         self._own_database: Database | None = None
-        self._senders = task_senders(None)
 
     async def start(self, connection: WireConnection) -> None:
         """Declare the topology and start consuming every registered kind."""
@@ -160,16 +161,17 @@ class Worker:
         await declare_retry_tiers(channel, self.settings.retry_delays_ms)
 
     async def _consume(self, channel: Channel) -> None:
-        """Declare and consume every kind's queue; runs again after each reconnect."""
+        """Declare and consume every kind's queues, a prefetch each; again on each reconnect."""
         if self._stopping:
             return
         await channel.basic_qos(prefetch_count=self.settings.prefetch)
         tags = []
         for task in self.registry:
             await declare_kind(channel, task.kind, max_length=self.settings.queue_max_length)
-            tags.append(
-                await channel.basic_consume(task_queue(task.kind), self._make_consumer(task))
-            )
+            consumer = self._make_consumer(task)
+            # Normal first: a stop cancels in this order, and stops taking high work last.
+            for priority in reversed(PRIORITIES):
+                tags.append(await channel.basic_consume(task_queue(task.kind, priority), consumer))
         self._consumer_tags = tags
         self._raw = channel
 
@@ -248,17 +250,14 @@ class Worker:
         headers = dict(properties.headers or {})
         attempt = attempt_of(headers)
         try:
-            if refused := self._senders.refusal(properties):
-                raise UntrustedSender(refused)
+            self._senders.check(properties)
             task_message, payload = decode_task(message.body, task.decoder)
         except (Undecodable, UntrustedSender) as exc:
-            # Forged: not a word on the task's stream, whose id may be another's real task.
-            forged = isinstance(exc, UntrustedSender)
-            task_id = None if forged else valid_task_id(properties.message_id)
+            task_id = valid_task_id(properties.message_id)
             assert self._outcomes is not None
-            if task_id and await self._outcomes.known(task_id):
-                task_id = None  # a malformed copy of a task that ran or runs: no `dead` for it
-            async with self._semaphore:
+            if type(exc) is UntrustedSender or (task_id and await self._outcomes.known(task_id)):
+                task_id = None  # forged (the id may be another's), or a copy of one that ran
+            async with self._slots.take(priority_of(task.kind, message)):
                 await bury(
                     self._failures(),
                     task,
@@ -303,9 +302,9 @@ class Worker:
             return
         settled = False
         # A prefetched task's claim predates any cancel, so the cancel was only requested.
-        prefetched = self._semaphore.locked()
+        prefetched = self._slots.locked()
         try:
-            async with self._semaphore:
+            async with self._slots.take(priority_of(task.kind, message)):
                 if self._stopping:
                     # Prefetched but not started: give it back now rather than at exit.
                     nack_requeue(message)

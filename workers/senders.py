@@ -20,7 +20,8 @@ from collections.abc import Iterable
 
 from rpc.wire import Properties
 
-from .access import ROLES
+from .errors import UntrustedSender
+from .roles import ROLES
 
 ROLE_USERS = frozenset(role.name for role in ROLES)
 WEB = "web"
@@ -47,6 +48,12 @@ class Senders:
         if sender is None:
             return f"untrusted sender: no user_id (only {self._expected} may send this)"
         return f"untrusted sender: user_id {sender[:100]!r} (only {self._expected} may send this)"
+
+    def check(self, properties: Properties) -> None:
+        """UntrustedSender with the reason, unless a message with ``properties`` is trusted."""
+        refused = self.refusal(properties)
+        if refused is not None:
+            raise UntrustedSender(refused)
 
     def __repr__(self) -> str:
         return f"Senders({sorted(self.users)})"

@@ -6,6 +6,10 @@ the moment of submission, so an outcome that arrives before ``wait`` is called
 is not missed. Events of untracked tasks are dropped. Events published while
 the connection is down are not seen here (the ``status.journal`` queue keeps
 them for the gateway's store).
+
+A delayed task (``delay_s``, ``run_at``) is not published now: a ``Scheduler``
+keeps it until it is due. The gateway's is the outbox in the shared store
+(``gateway.outbox.OutboxScheduler``), which the gateways' relays publish from.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -28,21 +32,32 @@ from .errors import WaitTimeout
 from .messages import (
     StatusEvent,
     TaskMessage,
+    due_time,
     encoder,
     event_decoder,
     new_event,
     new_task_id,
     publish_task,
+    scheduled_event,
 )
 from .status import publish_status
 from .topology import (
     DEFAULT_QUEUE_MAX_LENGTH,
     STATUS_EXCHANGE,
+    Priority,
     declare_kind,
     declare_status_exchange,
 )
 
 logger = logging.getLogger(__name__)
+
+
+class Scheduler(Protocol):
+    """Keeps delayed tasks until they are due, then publishes them."""
+
+    async def schedule(self, message: TaskMessage, priority: Priority, run_at: float) -> None:
+        """Keep ``message`` (durably) and publish it at ``priority`` from ``run_at`` (Unix time)."""
+        ...
 
 
 @dataclass(eq=False)
@@ -72,9 +87,15 @@ class TaskSubmitter:
     """
 
     def __init__(
-        self, *, binding_keys: tuple[str, ...], max_finished: int, queue_max_length: int
+        self,
+        *,
+        binding_keys: tuple[str, ...],
+        max_finished: int,
+        queue_max_length: int,
+        scheduler: Scheduler | None = None,
     ) -> None:
         self._binding_keys = binding_keys
+        self._scheduler = scheduler
         self._queue_max_length = queue_max_length
         self._max_finished = max_finished
         self._watches: dict[str, _Watch] = {}
@@ -92,17 +113,21 @@ class TaskSubmitter:
         binding_keys: Iterable[str] = ("#",),
         max_finished: int = 10_000,
         queue_max_length: int = DEFAULT_QUEUE_MAX_LENGTH,
+        scheduler: Scheduler | None = None,
     ) -> TaskSubmitter:
         """Open the submitter's channel and start listening for status events.
 
         ``binding_keys`` narrow what this process receives (``<kind>.<task_id>.<state>``
         patterns, e.g. ``images.thumbnail.#``, or ``topology.TERMINAL_BINDING_KEYS`` when
-        only ``wait`` is used); the default sees every event.
+        only ``wait`` is used); the default sees every event. ``scheduler`` keeps
+        delayed tasks (``gateway.outbox.OutboxScheduler``); without one, ``submit``
+        takes no delay.
         """
         submitter = cls(
             binding_keys=tuple(binding_keys),
             max_finished=max_finished,
             queue_max_length=queue_max_length,
+            scheduler=scheduler,
         )
         try:
             submitter._channel = await connection.open_channel(
@@ -126,21 +151,38 @@ class TaskSubmitter:
         self._closed = True
         await close_channels(self._channel)
 
-    async def submit(self, kind: str, payload: Any = None, *, task_id: str | None = None) -> str:
+    async def submit(
+        self,
+        kind: str,
+        payload: Any = None,
+        *,
+        task_id: str | None = None,
+        priority: Priority = "normal",
+        delay_s: float | None = None,
+        run_at: float | None = None,
+    ) -> str:
         """Publish a ``queued`` event and the task; return its id once the broker has both.
 
-        Declares the kind's queue on first use, so tasks wait there until a worker
-        starts. Raises BrokerUnavailable if the broker is down or refuses the message.
+        ``priority="high"`` work overtakes the kind's queued normal work. With
+        ``delay_s`` or ``run_at`` (Unix time) in the future, a ``scheduled`` event
+        goes out and the scheduler keeps the task until then (ValueError without
+        one). Declares the kind's queues on first use, so tasks wait there until a
+        worker starts. Raises BrokerUnavailable if the broker is down or refuses
+        the message.
         """
         channel = self._channel
         if self._closed or channel is None:
             raise BrokerUnavailable("the submitter is closed")
+        now = time.time()
+        due = due_time(delay_s, run_at, now)
+        if due is not None and self._scheduler is None:
+            raise ValueError("a delayed task needs the submitter's scheduler (see create)")
         task_id = task_id or new_task_id()
         message = TaskMessage(
             task_id=task_id,
             kind=kind,
             payload=msgspec.Raw(encoder.encode(payload)),
-            submitted_at=time.time(),
+            submitted_at=now,
         )
         if kind not in self._declared:
             try:
@@ -153,9 +195,13 @@ class TaskSubmitter:
                 raise BrokerRefused(exc.code, exc.text) from exc
             self._declared.add(kind)
         self.track(task_id)
-        # queued goes first so no consumer sees a task's running before its queued.
+        # queued (scheduled) goes first so no consumer sees a task's running before it.
+        if due is not None and self._scheduler is not None:
+            await publish_status(channel, scheduled_event(kind, task_id, due))
+            await self._scheduler.schedule(message, priority, due)
+            return task_id
         await publish_status(channel, new_event(kind, task_id, "queued", 1))
-        await publish_task(channel, message)
+        await publish_task(channel, message, priority)
         return task_id
 
     def track(self, task_id: str) -> None:

@@ -14,15 +14,24 @@ full queue waits (the broker tries again every
 ``dead_letter_worker_publisher_confirm_timeout``) instead of being dropped.
 Queues declared by an older taskgate as classic are moved over by
 ``taskgate migrate-queues`` (the broker cannot change a queue's type).
+
+Priorities: each kind has a queue per level, ``tasks.<kind>`` (normal) and
+``tasks.<kind>.high``, bound to ``tasks`` with routing keys ``<kind>`` and
+``<kind>.high``. Quorum queues order by priority only from RabbitMQ 4.0, and
+even there a worker whose prefetch is full of normal work would not see high
+work; with a queue per level each has its own consumer and prefetch, so high
+work reaches a busy worker at once, and the worker starts it first
+(``workers/slots.py``). Both levels dead-letter to ``tasks.<kind>.dead``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 # Dead letters of every kind carry the same headers: rpc.dead_letter writes them.
 from rpc.topology import QUEUE_HEADER as QUEUE_HEADER
 from rpc.topology import REASON_HEADER as REASON_HEADER
+from rpc.topology import SENDER_HEADER as SENDER_HEADER
 from rpc.topology import TRACEBACK_HEADER as TRACEBACK_HEADER
 from rpc.wire import Channel
 
@@ -65,9 +74,25 @@ TASK_MESSAGE_TYPE = "task"
 STATUS_MESSAGE_TYPE = "status"
 
 
-def task_queue(kind: str) -> str:
-    """The queue workers of ``kind`` consume."""
-    return f"tasks.{kind}"
+Priority = Literal["high", "normal"]
+# Highest first: the order in which a worker prefers them.
+PRIORITIES: tuple[Priority, ...] = ("high", "normal")
+HIGH_SUFFIX = ".high"
+
+
+def task_queue(kind: str, priority: Priority = "normal") -> str:
+    """The queue workers of ``kind`` consume for work of ``priority``."""
+    return f"tasks.{task_routing_key(kind, priority)}"
+
+
+def task_routing_key(kind: str, priority: Priority = "normal") -> str:
+    """The routing key on ``tasks`` of work of ``kind`` at ``priority``."""
+    return kind if priority == "normal" else f"{kind}{HIGH_SUFFIX}"
+
+
+def task_kind(routing_key: str) -> str:
+    """The kind a routing key on ``tasks`` names, at whatever priority."""
+    return routing_key.removesuffix(HIGH_SUFFIX)
 
 
 def dead_queue(kind: str) -> str:
@@ -152,30 +177,39 @@ async def declare_kind(
     *,
     max_length: int = DEFAULT_QUEUE_MAX_LENGTH,
 ) -> None:
-    """The ``tasks`` exchange, the kind's work queue and its dead-letter queue.
+    """The ``tasks`` exchange, the kind's work queue per priority and its dead-letter queue.
 
-    Every process must declare a kind with the same ``max_length``: the broker
-    refuses a redeclaration with different arguments, and changing them needs
-    the queue deleted first.
+    Every process must declare a kind with the same ``max_length`` (it bounds
+    each level): the broker refuses a redeclaration with different arguments,
+    and changing them needs the queue deleted first.
     """
     await channel.exchange_declare(TASKS_EXCHANGE, exchange_type="direct", durable=True)
-    queue = task_queue(kind)
-    await declare_work_queue(
-        channel, queue, {"x-max-length": max_length, "x-overflow": "reject-publish"}
-    )
-    await channel.queue_bind(queue, TASKS_EXCHANGE, routing_key=kind)
+    for priority in PRIORITIES:
+        queue = task_queue(kind, priority)
+        await declare_work_queue(
+            channel,
+            queue,
+            {"x-max-length": max_length, "x-overflow": "reject-publish"},
+            dead=dead_queue(kind),
+        )
+        await channel.queue_bind(
+            queue, TASKS_EXCHANGE, routing_key=task_routing_key(kind, priority)
+        )
 
 
 async def declare_work_queue(
     channel: Channel,
     queue: str,
     arguments: dict[str, Any] | None = None,
+    *,
+    dead: str | None = None,
 ) -> None:
-    """A durable quorum queue that dead-letters to ``<queue>.dead`` (declared too).
+    """A durable quorum queue that dead-letters to ``dead`` (default ``<queue>.dead``; declared
+    too).
 
     ``arguments`` add to the shared ones; every process must pass the same.
     """
-    dead = f"{queue}.dead"
+    dead = dead or f"{queue}.dead"
     await declare_dead_queue(channel, dead)
     await channel.queue_declare(
         queue,

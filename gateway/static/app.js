@@ -7,8 +7,8 @@ const CATALOGUE_SKUS = ["MUG-01", "TEE-01", "BOOK-01", "CAP-01", "PRINT-01", "ST
 const MAX_QUANTITY = 100; // the shop's limit per line
 // Every event name a task's stream can carry (`event:` is the task's state).
 const TASK_EVENTS = [
-  "queued", "running", "progress", "retrying", "stuck", "succeeded", "failed", "dead", "cancelled",
-  "reset",
+  "scheduled", "queued", "running", "progress", "retrying", "stuck", "succeeded", "failed",
+  "dead", "cancelled", "reset",
 ];
 const TERMINAL_STATES = new Set(["succeeded", "failed", "dead", "cancelled"]);
 const ORDER_SERVICES = ["email", "inventory", "analytics"];
@@ -408,6 +408,9 @@ function drawUploadEvent(name, data) {
   if (typeof data.percent === "number") $("upload-progress").value = data.percent;
   if (TERMINAL_STATES.has(state)) $("upload-cancel").hidden = true;
   switch (state) {
+    case "scheduled":
+      setUploadState(state, `Scheduled for ${new Date(data.run_at * 1000).toLocaleString()}…`);
+      break;
     case "queued":
       setUploadState(state, "Queued…");
       break;

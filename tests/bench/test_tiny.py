@@ -121,6 +121,12 @@ def test_a_side_that_measured_nothing_fails_the_bench(capsys: pytest.CaptureFixt
 
 
 @pytest.mark.timeout(TINY_TIMEOUT_S + 20)
+def test_scheduled_tiny_publishes_tasks_all_due_at_once(amqp_url: str) -> None:
+    measured = run_tiny("scheduled.py", amqp_url)
+    assert_measured(measured, {"relay.tasks_published", "relay.tasks_per_s"})
+
+
+@pytest.mark.timeout(TINY_TIMEOUT_S + 20)
 def test_task_control_tiny_lists_cancels_and_removes(amqp_url: str) -> None:
     measured = run_tiny("task_control.py", amqp_url)
     assert_measured(

@@ -79,6 +79,22 @@ async def test_upload_watch_follows_the_task_to_success(tmp_path, gateway_proces
     assert "[" + "#" * 30 + "] 100%" in result.stderr
 
 
+async def test_upload_with_a_delay_and_a_priority_is_scheduled(tmp_path, gateway_process):
+    gateway = gateway_process()
+    await gateway.wait_ready()
+    env = gateway_env(gateway)
+
+    result = await taskgate(
+        "upload", str(jpeg_file(tmp_path)), "--delay", "3600", "--priority", "high", env=env
+    )
+
+    assert result.code == 0, result.stderr
+    async with gateway.client(USER) as client:
+        status = (await client.get(f"/tasks/{task_id_of(result.stdout)}")).json()
+    assert status["state"] == "scheduled"
+    assert status["message"].startswith("due at ")
+
+
 async def test_watch_of_a_finished_task(tmp_path, gateway_process, worker_process):
     worker_process()
     gateway = gateway_process()

@@ -17,13 +17,17 @@ from workers.access import create_users
 
 from ..gateway.conftest import *  # noqa: F403  (the gateway, worker and rpc process fixtures)
 
+# What the first test of a run may spend on the session's cluster booting (a busy 2-core
+# machine took over 220 s), on top of its own time limit.
+BOOT_TIMEOUT_S = 360
+
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerCluster]:
     """Three nodes on free ports, formed into one cluster; stopped after the session."""
     cluster = BrokerCluster.on_free_ports(tmp_path_factory.mktemp("cluster"))
     try:
-        cluster.start()
+        cluster.start(timeout_s=BOOT_TIMEOUT_S)
         yield cluster
     finally:
         cluster.stop()

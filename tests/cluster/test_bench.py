@@ -12,8 +12,9 @@ from infra.cluster import BrokerCluster
 
 from ..bench.test_tiny import TINY_TIMEOUT_S, assert_measured, run_tiny
 from ..conftest import BrokerHandle
+from .conftest import BOOT_TIMEOUT_S
 
-pytestmark = [pytest.mark.cluster, pytest.mark.timeout(2 * TINY_TIMEOUT_S + 20)]
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(BOOT_TIMEOUT_S + 3 * TINY_TIMEOUT_S)]
 
 
 def test_tasks_tiny_runs_tasks_on_the_node_and_on_the_cluster(

@@ -91,7 +91,7 @@ async def kinds(
     channel = await pika_connection.channel()
     raw = await channel.get_underlay_channel()
     for kind in made.made:
-        for queue in (task_queue(kind), dead_queue(kind)):
+        for queue in (task_queue(kind), task_queue(kind, "high"), dead_queue(kind)):
             await raw.queue_delete(queue)
     for delay_ms in RETRY_DELAYS_MS:
         await raw.queue_delete(retry_tier(delay_ms))

@@ -7,6 +7,7 @@ import msgspec
 from rpc.connection import connect_wire
 from rpc.wire import Properties
 from workers import TaskContext, TaskRegistry
+from workers.dead import replay
 from workers.messages import TaskMessage, encoder
 from workers.senders import Senders
 from workers.topology import REASON_HEADER
@@ -21,7 +22,7 @@ class Steps(msgspec.Struct):
 
 
 async def test_a_task_the_rpc_user_puts_in_a_task_queue_is_dead_lettered_unrun(
-    kinds, start_worker, submitter, connection, role_urls
+    kinds, start_worker, submitter, connection, role_urls, settings
 ):
     """Issue 16: the rpc user fed tasks.images.thumbnail through the default exchange."""
     kind = kinds()
@@ -58,6 +59,22 @@ async def test_a_task_the_rpc_user_puts_in_a_task_queue_is_dead_lettered_unrun(
     reason = reason.decode() if isinstance(reason, bytes) else reason
     assert reason.startswith("untrusted sender: user_id 'rpc'")
     assert "forged1" not in ran
+    # The dead letter is the worker's copy, but it says whose message it copies: replaying
+    # all of the kind's dead letters must not launder the forgery into a trusted task.
+    left: list[tuple[str, str]] = []
+    replayed = await replay(
+        connection,
+        kind,
+        max_length=settings.queue_max_length,
+        on_left=lambda label, why: left.append((label, why)),
+    )
+    assert replayed == 0
+    [(label, why)] = left
+    assert label == "forged1"
+    assert why.startswith("it copies a message from an untrusted sender: user_id 'rpc'")
+    assert [m.properties.message_id for m in await get_dead_letters(connection, kind)] == [
+        "forged1"
+    ]
 
 
 def test_a_message_without_user_id_or_from_another_user_is_refused_with_why():
