@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import importlib.util
 import io
+import math
 import os
 import statistics
 import sys
@@ -363,7 +364,14 @@ async def _round(client: Client, args: argparse.Namespace, server_pid: int, f: F
             yield big
 
     key = f"{tag}-large/source.jpg"
-    up_s, up_cpu = await _timed(lambda: client.put_stream(key, stream()))
+    try:
+        up_s, up_cpu = await _timed(lambda: client.put_stream(key, stream()))
+    except Exception as exc:  # a library that cannot stream an upload of unknown length
+        print(f"{client.name}: streamed upload failed: {type(exc).__name__}: {exc}")
+        f.large_put_mib_s.append(math.nan)
+        f.large_get_mib_s.append(math.nan)
+        f.large_cpu_ms_per_mib.append(math.nan)
+        return
     sizes: list[int] = []
 
     async def get_large() -> None:

@@ -128,27 +128,43 @@ _ABORT = object()
 
 
 class _S3Writer(ObjectWriter):
-    """Feeds ``put_async`` from a bounded queue; the object exists only once it completes."""
+    """Feeds ``put_async`` from a bounded queue; the object exists only once it completes.
+
+    The first part is kept until it is full: a file smaller than a part is one PUT
+    (a multipart upload would cost the store three requests).
+    """
 
     def __init__(self, store: S3Store, key: str, part_bytes: int) -> None:
         self._store = store
         self._key = key
         self._part_bytes = part_bytes
+        self._head: bytearray | None = bytearray()
         self._queue: asyncio.Queue[object] = asyncio.Queue(_QUEUED_CHUNKS)
         self._upload: asyncio.Task[Any] | None = None
         self._done = False
 
     async def write(self, data: bytes) -> None:
-        await self._send(data)
+        if self._head is None:
+            await self._send(data)
+            return
+        self._head += data
+        if len(self._head) >= self._part_bytes:
+            head, self._head = self._head, None
+            await self._send(head)  # no copy: nothing writes to it after this
 
     async def commit(self) -> None:
+        self._done = True
+        if self._head is not None:
+            with _translated(f"store {self._key!r}"):
+                await obstore.put_async(self._store, self._key, self._head, use_multipart=False)
+            return
         await self._send(_END)
         assert self._upload is not None
-        self._done = True
         with _translated(f"store {self._key!r}"):
             await self._upload
 
     async def abort(self) -> None:
+        self._head = None
         if self._done or self._upload is None:
             return
         self._done = True
@@ -181,14 +197,14 @@ class _S3Writer(ObjectWriter):
                 self._upload.result()
             raise StorageError(f"the upload of {self._key!r} ended early")
 
-    async def _items(self) -> AsyncIterator[bytes]:
+    async def _items(self) -> AsyncIterator[bytes | bytearray]:
         while True:
             item = await self._queue.get()
             if item is _END:
                 return
             if item is _ABORT:
                 raise _Abort(self._key)
-            assert isinstance(item, bytes)
+            assert isinstance(item, bytes | bytearray)
             yield item
 
 
