@@ -73,7 +73,8 @@ async def cancel_task(request: Request) -> JSONResponse:
     TASKS_FINISHED.labels(kind_label(event.kind), "cancelled").inc()
     await _announce(request.app.state.publisher, stored)
     cancelled = await store.get_task(task_id)
-    assert cancelled is not None
+    if cancelled is None:  # past its retention already (TASK_RETENTION_S=0) and removed
+        return JSONResponse({"task_id": task_id, "state": "cancelled"})
     return JSONResponse(task_view(cancelled))
 
 
