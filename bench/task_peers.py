@@ -37,6 +37,10 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # run as a script: bench/rpc.py must not shadow rpc
+
+from bench.servers import die_with_parent  # noqa: E402
+
 NOOP = "bench.noop"
 # Where the worker processes find their servers (set by PeerServers for its children).
 AMQP_ENV, REDIS_ENV, POSTGRES_ENV = "BENCH_PEER_AMQP", "BENCH_PEER_REDIS", "BENCH_PEER_POSTGRES"
@@ -58,6 +62,7 @@ def redis_server(base_dir: Path) -> Iterator[str]:
     base_dir.mkdir(parents=True, exist_ok=True)
     server = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(base_dir)],
+        preexec_fn=die_with_parent,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -284,7 +289,11 @@ class PeerServers:
 
     def start_workers(self) -> list[subprocess.Popen[bytes]]:
         """One worker process (tree) per peer, each as its framework starts it."""
-        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        quiet = {
+            "stdout": subprocess.DEVNULL,
+            "stderr": subprocess.DEVNULL,
+            "preexec_fn": die_with_parent,
+        }
         workers = []
         for variant in ("default", "durable"):
             workers.append(
@@ -316,7 +325,6 @@ class PeerServers:
 
 if __name__ == "__main__":
     # ``python bench/task_peers.py --serve default|durable``: a FastStream worker process.
-    sys.path.insert(0, str(REPO))
     import uvloop
 
     uvloop.run(serve_faststream(sys.argv[2]))

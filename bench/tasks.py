@@ -52,6 +52,7 @@ from bench.common import (  # noqa: E402
     rotate,
     stop_process,
 )
+from bench.servers import die_with_parent  # noqa: E402
 from bench.task_peers import PeerServers  # noqa: E402
 from rpc.connection import connect_wire  # noqa: E402
 from rpc.wire import WireConnection  # noqa: E402
@@ -204,7 +205,9 @@ def start_taskgate_worker(url: str, storage: Path) -> subprocess.Popen[bytes]:
         "WORKER_PREFETCH": "256",
         "WORKER_CONCURRENCY": "128",
     }
-    return subprocess.Popen([sys.executable, __file__, "--serve"], env=env)
+    return subprocess.Popen(
+        [sys.executable, __file__, "--serve"], env=env, preexec_fn=die_with_parent
+    )
 
 
 def serve_taskgate() -> None:
@@ -224,6 +227,7 @@ def start_celery_worker(url: str) -> subprocess.Popen[bytes]:
         [sys.executable, "-m", "celery", "-A", "tasks:celery_app", "worker", "-l", "warning"],
         cwd=BENCH_DIR,
         env=env,
+        preexec_fn=die_with_parent,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
