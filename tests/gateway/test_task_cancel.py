@@ -100,7 +100,7 @@ def kinds(kind_prefix: str) -> Kinds:
 
 @pytest.fixture
 async def start_worker(
-    kinds: Kinds, gateway_settings: GatewaySettings, connection: rpc.WireConnection
+    kinds: Kinds, gateway_settings: GatewaySettings, worker_connection: rpc.WireConnection
 ) -> AsyncIterator[Callable[[], Awaitable[Worker]]]:
     """An in-process worker on the gateway's store and storage (cancels polled every 50 ms)."""
     started: list[Worker] = []
@@ -116,7 +116,8 @@ async def start_worker(
             task_cancel_grace_s=GRACE_S,
         )
         worker = Worker(kinds.registry, settings)
-        await worker.start(connection)
+        # As the worker user: the recorder takes status events only from it.
+        await worker.start(worker_connection)
         started.append(worker)
         return worker
 
