@@ -316,6 +316,9 @@ async def admin(broker) -> AsyncIterator[WireConnection]:
     raw = await connection.raw_channel()
     for declare in {queue.declare for queue in QUEUES}:
         await declare(raw)
+    # status.dead keeps what the whole suite dead-lettered, with nothing consuming it: taking
+    # a message put in behind that backlog (large poison bodies among it) can outlast a wait.
+    await raw.queue_purge(STATUS_DEAD_QUEUE)
     yield connection
     for name in (
         task_queue(ACCESS_KIND),
