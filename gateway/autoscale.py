@@ -15,13 +15,13 @@ within ``drain_s``; divided by a worker's concurrency, rounded up, bounded.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from infra.background import cancel_and_wait
 from infra.database import Database, DatabaseError, Migration, Transaction
 from rpc.connection import close_channels
 from rpc.wire import Channel, RobustChannel, WireConnection, WireError
@@ -234,11 +234,8 @@ class AutoscaleSignal:
             self._task = asyncio.create_task(self._run(), name="autoscale-signal")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         await close_channels(self._channel)
         self._channel = None
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 import rpc
+from infra.background import cancel_and_wait
 from rpc.connection import tls_options
 from rpc.wire.robust import backoff_s
 
@@ -41,10 +41,7 @@ class BrokerLink:
         self._connecting = asyncio.create_task(self._connect_until_up(), name="broker-connect")
 
     async def close(self) -> None:
-        if self._connecting is not None:
-            self._connecting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._connecting
+        await cancel_and_wait(self._connecting)
         await self._disconnect()
 
     async def _disconnect(self) -> None:

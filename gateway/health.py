@@ -12,7 +12,6 @@ beyond its bound, and the journal shards hold no more than theirs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Protocol
@@ -20,6 +19,7 @@ from typing import Protocol
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from infra.background import cancel_and_wait
 from rpc.errors import BrokerUnavailable
 from rpc.wire import PublishBlocked
 
@@ -89,10 +89,7 @@ class Readiness:
         return await asyncio.shield(self._running)
 
     async def close(self) -> None:
-        if self._running is not None:
-            self._running.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._running
+        await cancel_and_wait(self._running)
 
     async def _check(self) -> dict[str, object]:
         checks = await asyncio.gather(

@@ -31,6 +31,7 @@ from collections import Counter
 from prometheus_client import Counter as CounterMetric
 from prometheus_client import Gauge
 
+from infra.background import cancel_and_wait
 from infra.database import Database, DatabaseError, Transaction
 from rpc.errors import BrokerRefused, BrokerUnavailable
 from rpc.wire import PublishNacked
@@ -104,11 +105,8 @@ class OutboxRelay:
         self._woken.set()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         # What this relay still holds is free for the others now, not after the lease.
         with contextlib.suppress(DatabaseError):
             await self._database.write(self._release)

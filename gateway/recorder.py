@@ -33,6 +33,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from infra.background import cancel_and_wait
 from rpc.connection import close_channels
 from rpc.dead_letter import dead_letter
 from rpc.wire import Channel, Delivery, Properties, RobustChannel, WireConnection, WireError
@@ -156,9 +157,7 @@ class Recorder:
                 async with asyncio.timeout(CLOSE_WAIT_S):
                     await self._idle.wait()
         for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         await close_channels(self._channel)
 
     async def _consume(self, channel: Channel) -> None:

@@ -12,12 +12,13 @@ called from ``gateway.shutdown``), so no per-stream listener is needed for it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import weakref
 from collections.abc import AsyncGenerator, Mapping
 
 from starlette.types import Message, Receive, Scope, Send
+
+from infra.background import cancel_and_wait
 
 from .hub import Subscription
 
@@ -86,9 +87,7 @@ class EventStreamResponse:
             logger.info("ending a stream: %s", type(exc).__name__)
         finally:
             guard.close()
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            await cancel_and_wait(watcher)
             await self._frames.aclose()
 
     async def _watch_disconnect(self, receive: Receive) -> None:

@@ -22,10 +22,10 @@ take-over matches the lease it saw).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
+from infra.background import cancel_and_wait
 from infra.database import Database, DatabaseError, Transaction
 from rpc.errors import BrokerUnavailable
 from workers import claims
@@ -78,11 +78,8 @@ class StuckTaskSweeper:
         self._task = asyncio.create_task(self._run(), name="stuck-task-sweeper")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:

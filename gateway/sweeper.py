@@ -18,11 +18,11 @@ S3 keeps its parts until the bucket's lifecycle rule
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
 
+from infra.background import cancel_and_wait
 from infra.database import Database, DatabaseError, Transaction
 from infra.storage import Storage, StorageError
 
@@ -57,11 +57,8 @@ class OrphanSweeper:
         self._task = asyncio.create_task(self._run(), name="orphan-sweeper")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:

@@ -23,6 +23,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
+from infra.background import cancel_and_wait
 from infra.database import Database
 from rpc.errors import BrokerUnavailable
 
@@ -155,8 +156,5 @@ class CancelWatch:
                     cancellation.request(self._grace_s)
 
     async def close(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
-            self._poller = None
+        await cancel_and_wait(self._poller)
+        self._poller = None

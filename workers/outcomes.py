@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from infra.background import cancel_and_wait
 from infra.database import Database, Migration, Transaction
 
 from . import claims
@@ -234,11 +235,8 @@ class OutcomeLog:
             self._group.submit(lambda tx: claims.expire(tx, SCOPE, task_id, self.holder))
 
     async def close(self) -> None:
-        if self._renewer is not None:
-            self._renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewer
-            self._renewer = None
+        await cancel_and_wait(self._renewer)
+        self._renewer = None
         await self._group.drain()
 
     async def _renew_leases(self) -> None:
