@@ -38,6 +38,7 @@ from workers.topology import (
     TASKS_EXCHANGE,
     declare_recorded,
     recorded_routing_key,
+    task_routing_key,
 )
 
 from .metrics import TASKS_STUCK, kind_label
@@ -128,7 +129,7 @@ class StuckTaskSweeper:
                 OutboxEntry(
                     message_id=claim.item_id,
                     exchange=TASKS_EXCHANGE,
-                    routing_key=held.kind,
+                    routing_key=task_routing_key(held.kind, held.priority),
                     body=held.body,
                     message_type=TASK_MESSAGE_TYPE,
                     headers={ATTEMPT_HEADER: held.attempt},

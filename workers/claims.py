@@ -37,6 +37,7 @@ from typing import Protocol, TypeVar
 from infra.database import Migration, Transaction
 
 from .metrics import MESSAGE_COPIES
+from .topology import Priority
 
 COMPONENT = "claims"
 MIGRATIONS: list[Migration] = [
@@ -47,6 +48,8 @@ MIGRATIONS: list[Migration] = [
     "ALTER TABLE worker_claims ADD COLUMN kind TEXT;"
     "ALTER TABLE worker_claims ADD COLUMN message BYTEA;"
     "ALTER TABLE worker_claims ADD COLUMN attempt BIGINT",
+    # 3: the queue it came from, so a stuck high-priority task goes back to the high queue.
+    "ALTER TABLE worker_claims ADD COLUMN priority TEXT",
 ]
 
 
@@ -106,6 +109,7 @@ class Held:
     kind: str
     body: bytes
     attempt: int
+    priority: Priority = "normal"
 
 
 async def take(
@@ -131,11 +135,12 @@ async def take(
     # Two copies that both found no row race on the insert; PostgreSQL makes the second
     # wait for the first to commit, then the WHERE keeps the first's live claim.
     won = await tx.fetchval(
-        "INSERT INTO worker_claims (scope, item_id, holder, until_s, kind, message, attempt)"
-        " VALUES ($1, $2, $3, $4, $6, $7, $8)"
+        "INSERT INTO worker_claims"
+        " (scope, item_id, holder, until_s, kind, message, attempt, priority)"
+        " VALUES ($1, $2, $3, $4, $6, $7, $8, $9)"
         " ON CONFLICT (scope, item_id) DO UPDATE SET holder = excluded.holder,"
         " until_s = excluded.until_s, kind = excluded.kind, message = excluded.message,"
-        " attempt = excluded.attempt"
+        " attempt = excluded.attempt, priority = excluded.priority"
         " WHERE worker_claims.holder = excluded.holder OR worker_claims.until_s < $5"
         " RETURNING holder",
         scope,
@@ -146,6 +151,7 @@ async def take(
         None if held is None else held.kind,
         None if held is None else held.body,
         None if held is None else held.attempt,
+        None if held is None else held.priority,
     )
     if won is None:
         return Claim(won=False, had_prior=True, until_s=now_s + 1.0)
@@ -231,7 +237,7 @@ async def expired(tx: Transaction, scope: str, now_s: float, limit: int) -> list
     the queue) has ``until_s = 0`` and is not among them.
     """
     rows = await tx.fetch(
-        "SELECT item_id, holder, until_s, kind, message, attempt FROM worker_claims"
+        "SELECT item_id, holder, until_s, kind, message, attempt, priority FROM worker_claims"
         " WHERE scope = $1 AND until_s > 0 AND until_s < $2 AND message IS NOT NULL"
         " ORDER BY until_s LIMIT $3",
         scope,
@@ -239,7 +245,12 @@ async def expired(tx: Transaction, scope: str, now_s: float, limit: int) -> list
         limit,
     )
     return [
-        Expired(row[0], row[1], float(row[2]), Held(row[3], bytes(row[4]), int(row[5] or 1)))
+        Expired(
+            row[0],
+            row[1],
+            float(row[2]),
+            Held(row[3], bytes(row[4]), int(row[5] or 1), "high" if row[6] == "high" else "normal"),
+        )
         for row in rows
     ]
 

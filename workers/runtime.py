@@ -287,7 +287,7 @@ class Worker:
         """
         outcomes = self._outcomes
         assert outcomes is not None
-        held = Held(task.kind, message.body, attempt)
+        held = Held(task.kind, message.body, attempt, priority_of(task.kind, message))
         start = await when_free(
             lambda: outcomes.start(task_id, held),
             consumer=task.kind,
