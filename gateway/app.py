@@ -22,6 +22,8 @@ from infra.storage import open_storage
 from workers import claims, kinds, task_records
 
 from . import autoscale
+from .admin.dead_letters import discard_dead, list_dead_queues, replay_dead, show_dead_queue
+from .admin.timeline import task_timeline
 from .auth import Authenticating, Credentials, close_session, get_session, open_session
 from .autoscale import AutoscaleSignal, Bounds
 from .broker import BrokerLink
@@ -257,6 +259,11 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         Route("/tasks/{task_id}", cancel_task, methods=["DELETE"]),
         Route("/tasks/{task_id}/events", task_events),
         Route("/files/{task_id}/{name}", get_file),
+        Route("/admin/api/tasks/{task_id}/timeline", task_timeline),
+        Route("/admin/api/dead", list_dead_queues),
+        Route("/admin/api/dead/{queue}", show_dead_queue),
+        Route("/admin/api/dead/{queue}/replay", replay_dead, methods=["POST"]),
+        Route("/admin/api/dead/{queue}/discard", discard_dead, methods=["POST"]),
         Route("/orders", create_order, methods=["POST"]),
         Route("/orders/{order_id}", get_order),
         Route("/rpc/{method}", call_method, methods=["POST"]),

@@ -1,0 +1,219 @@
+"""The admin API's tasks and actions: dead letters shown, replayed and discarded, a task's
+timeline, admins reading any task; every admin route refused to anyone else."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import httpx
+import pytest
+
+import rpc
+from gateway.settings import GatewaySettings
+from workers import TaskContext, TaskRegistry, Worker, WorkerSettings
+from workers.builtin import ThumbnailRequest
+from workers.topology import STATUS_DEAD_QUEUE, dead_queue
+
+from ..helpers import eventually
+from .conftest import bearer, jpeg_bytes, running_app, upload
+
+ADMIN = "root"
+
+
+class Kinds:
+    """One kind that fails until the test mends it, and dies at its first failure."""
+
+    def __init__(self, prefix: str) -> None:
+        self.kind = f"{prefix}.flaky"
+        self.mended = asyncio.Event()
+        self.registry = TaskRegistry()
+
+        @self.registry.task(self.kind, max_attempts=1)
+        async def flaky(ctx: TaskContext, request: ThumbnailRequest) -> dict[str, int]:
+            if not self.mended.is_set():
+                raise ValueError("not mended yet")
+            await ctx.progress(50, "halfway")
+            return {"attempt": ctx.attempt}
+
+
+@pytest.fixture
+def kinds(kind_prefix: str) -> Kinds:
+    return Kinds(kind_prefix)
+
+
+@pytest.fixture
+def settings(gateway_settings: GatewaySettings, kinds: Kinds) -> GatewaySettings:
+    return replace(gateway_settings, upload_kind=kinds.kind)
+
+
+@pytest.fixture
+async def worker(
+    kinds: Kinds, settings: GatewaySettings, worker_connection: rpc.WireConnection
+) -> AsyncIterator[Worker]:
+    """An in-process worker on the gateway's store and storage, as the worker user."""
+    worker = Worker(
+        kinds.registry,
+        WorkerSettings(
+            amqp_url=settings.amqp_url,
+            storage_dir=settings.storage_dir,
+            database_path=settings.database_path,
+            processes=1,
+            progress_interval_s=0,
+        ),
+        name="flaky-worker",
+    )
+    await worker.start(worker_connection)
+    yield worker
+    await worker.stop(grace_s=5)
+
+
+@pytest.fixture
+async def clients(
+    settings: GatewaySettings,
+) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
+    """The app, signed in as its ordinary user and, second, as an admin."""
+    async with running_app(settings) as user:
+        admin = httpx.AsyncClient(
+            transport=user._transport,
+            base_url="http://gateway",
+            headers=bearer(settings, ADMIN, admin=True),
+        )
+        async with admin:
+            yield user, admin
+
+
+async def submit(client: httpx.AsyncClient) -> str:
+    response = await upload(client, jpeg_bytes(64, 48))
+    assert response.status_code == 202, response.text
+    return str(response.json()["task_id"])
+
+
+async def wait_state(client: httpx.AsyncClient, task_id: str, state: str) -> dict:
+    found: dict = {}
+
+    async def reached() -> bool:
+        found.update((await client.get(f"/tasks/{task_id}")).json())
+        return found.get("state") == state
+
+    await eventually(reached, timeout_s=30, interval_s=0.02)
+    return found
+
+
+async def dead_letters(admin: httpx.AsyncClient, queue: str) -> list[dict]:
+    response = await admin.get(f"/admin/api/dead/{queue}")
+    assert response.status_code == 200, response.text
+    return list(response.json()["messages"])
+
+
+async def test_a_dead_task_is_listed_shown_replayed_and_then_succeeds(clients, kinds, worker):
+    user, admin = clients
+    task_id = await submit(user)
+    await wait_state(user, task_id, "dead")
+    queue = dead_queue(kinds.kind)
+
+    listed = (await admin.get("/admin/api/dead")).json()["queues"]
+    (shown,) = await dead_letters(admin, queue)
+
+    assert {"queue": queue, "kind": kinds.kind, "count": 1} in listed
+    assert {q["queue"] for q in listed} >= {STATUS_DEAD_QUEUE, "orders.email.dead"}
+    assert shown["message_id"] == task_id
+    assert shown["task_id"] == task_id
+    assert shown["attempt"] == 1
+    assert shown["reason"] == "attempts exhausted (1/1): ValueError: not mended yet"
+    assert shown["from_queue"] == f"tasks.{kinds.kind}"
+    assert shown["died_at"] is not None and shown["died_at"] > 0
+    assert task_id in shown["body"]
+
+    kinds.mended.set()
+    replayed = await admin.post(
+        f"/admin/api/dead/{queue}/replay", json={"message_ids": [task_id, "no-such-id"]}
+    )
+
+    assert replayed.status_code == 200, replayed.text
+    assert replayed.json() == {"replayed": 1, "missing": ["no-such-id"], "left": []}
+    done = await wait_state(user, task_id, "succeeded")
+    assert done["result"] == {"attempt": 1}
+    assert await dead_letters(admin, queue) == []
+    timeline = (await admin.get(f"/admin/api/tasks/{task_id}/timeline")).json()
+    states = [event["state"] for event in timeline["events"]]
+    assert states == ["queued", "running", "dead", "queued", "running", "progress", "succeeded"]
+    workers = {event["state"]: event["worker"] for event in timeline["events"]}
+    assert workers["queued"] is None  # the gateway's, at the upload and at the replay
+    assert workers["dead"] == workers["succeeded"] == worker.holder
+    assert worker.holder.startswith("flaky-worker@")
+    assert timeline["task"]["state"] == "succeeded"
+
+
+async def test_a_discarded_dead_letter_is_gone_and_its_task_stays_dead(clients, kinds, worker):
+    user, admin = clients
+    kept, dropped = await submit(user), await submit(user)
+    await wait_state(user, kept, "dead")
+    await wait_state(user, dropped, "dead")
+    queue = dead_queue(kinds.kind)
+
+    response = await admin.post(
+        f"/admin/api/dead/{queue}/discard", json={"message_ids": [dropped, "no-such-id"]}
+    )
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {"discarded": 1, "missing": ["no-such-id"]}
+    assert [m["message_id"] for m in await dead_letters(admin, queue)] == [kept]
+    assert (await user.get(f"/tasks/{dropped}")).json()["state"] == "dead"
+
+
+async def test_only_a_listed_dead_queue_is_shown_and_only_a_tasks_is_replayed(clients):
+    _, admin = clients
+
+    unknown = await admin.get("/admin/api/dead/tasks.nope.dead")
+    status = await admin.post(
+        f"/admin/api/dead/{STATUS_DEAD_QUEUE}/replay", json={"message_ids": ["x"]}
+    )
+
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["code"] == "not_found"
+    assert status.status_code == 409
+    assert status.json()["error"]["code"] == "not_replayable"
+
+
+async def test_an_admin_reads_any_task_and_its_timeline(clients, kinds, worker):
+    user, admin = clients
+    kinds.mended.set()
+    task_id = await submit(user)
+    await wait_state(user, task_id, "succeeded")
+
+    read = await admin.get(f"/tasks/{task_id}")
+    timeline = await admin.get(f"/admin/api/tasks/{task_id}/timeline")
+    unknown = await admin.get("/admin/api/tasks/nope/timeline")
+
+    assert read.status_code == 200 and read.json()["state"] == "succeeded"
+    events = timeline.json()["events"]
+    assert [e["state"] for e in events] == ["queued", "running", "progress", "succeeded"]
+    assert events[2]["percent"] == 50 and events[2]["message"] == "halfway"
+    assert events[-1]["result"] == {"attempt": 1}
+    assert [e["timestamp"] for e in events] == sorted(e["timestamp"] for e in events)
+    assert unknown.status_code == 404
+
+
+ADMIN_ROUTES = [
+    ("GET", "/admin/api/tasks/{task}/timeline"),
+    ("GET", "/admin/api/dead"),
+    ("GET", "/admin/api/dead/{queue}"),
+    ("POST", "/admin/api/dead/{queue}/replay"),
+    ("POST", "/admin/api/dead/{queue}/discard"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), ADMIN_ROUTES)
+async def test_an_admin_route_refuses_anyone_but_an_admin(settings, kinds, method, path):
+    url = path.format(task="t1", queue=dead_queue(kinds.kind))
+    async with running_app(settings, user=None) as anonymous:
+        nobody = await anonymous.request(method, url, json={"message_ids": ["t1"]})
+        user = await anonymous.request(
+            method, url, json={"message_ids": ["t1"]}, headers=bearer(settings, "mallory")
+        )
+
+    assert nobody.status_code == 401, nobody.text
+    assert user.status_code == 403, user.text
+    assert user.json()["error"]["code"] == "forbidden"
