@@ -129,7 +129,12 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
             announce=functools.partial(announce_sign_out, publisher),
         )
         feed = LiveFeed(hub)
-        recorder = Recorder(store, shards=settings.status_shards, records=settings.recorder_records)
+        recorder = Recorder(
+            store,
+            shards=settings.status_shards,
+            records=settings.recorder_records,
+            linger_s=settings.recorder_linger_ms / 1000,
+        )
         notification_feed = NotificationFeed(notifications, sessions)
         autoscale_signal = AutoscaleSignal(
             database,
