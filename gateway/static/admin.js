@@ -293,7 +293,7 @@ function drawTasks() {
     if (task.state === "running" && typeof task.percent === "number") {
       state.append(el("span", { cls: "muted small", text: ` ${Math.round(task.percent)} %` }));
     }
-    row.append(id, cell(task.kind), state, cell(task.attempt ?? "", "num"), cell(clock(task.updated_at)));
+    row.append(id, cell(task.kind), state, cell(task.attempt ?? "", "num"), cell(clock(task.updated_at), "time"));
     return row;
   }));
   $("tasks-empty").hidden = tasks.rows.size > 0;
@@ -348,7 +348,7 @@ function drawTimeline(task, events) {
   $("timeline-rows").replaceChildren(...events.map((event) => {
     const row = el("tr", { data: { testid: "timeline-event", state: event.state } });
     row.append(
-      cell(clock(event.timestamp)), el("td", {}, [stateBadge(event.state)]),
+      cell(clock(event.timestamp), "time"), el("td", {}, [stateBadge(event.state)]),
       cell(event.attempt ?? "", "num"), cell(event.worker ?? ""), el("td", {}, eventDetail(event)),
     );
     return row;
@@ -485,7 +485,7 @@ function deadRow(message) {
   row.append(
     el("td", {}, [pick]), el("td", {}, message.task_id ? [taskButton(message.task_id)] : ["–"]),
     cell(message.attempt ?? "", "num"), cell(message.reason ?? "", "error"),
-    cell(message.died_at ? clock(message.died_at) : ""), el("td", {}, [body]),
+    cell(message.died_at ? clock(message.died_at) : "", "time"), el("td", {}, [body]),
   );
   return row;
 }

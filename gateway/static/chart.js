@@ -3,7 +3,7 @@
 
 const SVG = "http://www.w3.org/2000/svg";
 const W = 320;
-const H = 120;
+const H = 140;
 const PAD = { left: 34, right: 6, top: 6, bottom: 16 };
 
 function node(tag, attrs = {}, text) {
