@@ -1,0 +1,1 @@
+"""The operator dashboard: its page and its admin-only API."""
