@@ -7,13 +7,10 @@ import functools
 import gc
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
-from starlette.responses import FileResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -26,6 +23,7 @@ from . import autoscale
 from .admin import overview as admin_overview
 from .admin.history import HistorySampler, get_history
 from .admin.overview import Overview, get_overview
+from .admin.page import admin_page
 from .admin.stream import admin_stream
 from .auth import Authenticating, Credentials, close_session, get_session, open_session
 from .autoscale import AutoscaleSignal, Bounds
@@ -48,6 +46,7 @@ from .order_store import OrderStore
 from .orders import create_order, get_order
 from .outbox import OUTBOX_MIGRATIONS
 from .outbox_relay import OutboxRelay
+from .pages import STATIC_DIR, page
 from .publisher import Publisher
 from .rate_limit import RateLimiter
 from .recorder import Recorder
@@ -68,24 +67,6 @@ from .upload_limits import limit_uploads
 from .uploads import create_upload
 
 logger = logging.getLogger(__name__)
-
-
-STATIC_DIR = Path(__file__).resolve().parent / "static"
-
-
-# The page has no inline script or style and talks to its own origin only.
-PAGE_CSP = (
-    "default-src 'self'; img-src 'self'; connect-src 'self'; style-src 'self'; "
-    "script-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-)
-
-
-async def page(request: Request) -> FileResponse:
-    """The web page (plain HTML, CSS and JS shipped in the package)."""
-    return FileResponse(
-        STATIC_DIR / "index.html",
-        headers={"Cache-Control": "no-cache", "Content-Security-Policy": PAGE_CSP},
-    )
 
 
 def tune_garbage_collector() -> None:
@@ -136,7 +117,12 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
             announce=functools.partial(announce_sign_out, publisher),
         )
         feed = LiveFeed(hub)
-        recorder = Recorder(store, shards=settings.status_shards, records=settings.recorder_records)
+        recorder = Recorder(
+            store,
+            shards=settings.status_shards,
+            records=settings.recorder_records,
+            linger_s=settings.recorder_linger_ms / 1000,
+        )
         notification_feed = NotificationFeed(notifications, sessions)
         autoscale_signal = AutoscaleSignal(
             database,
@@ -263,6 +249,7 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
 
     routes = [
         Route("/", page),
+        Route("/admin", admin_page),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         Route("/healthz", healthz),
         Route("/readyz", readyz),

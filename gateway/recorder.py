@@ -56,7 +56,8 @@ logger = logging.getLogger(__name__)
 
 # Events recorded in one transaction, at most; also each shard consumer's prefetch.
 BATCH_SIZE = 256
-# How long a batch that is not full waits for more events (bench/sse.py: see docs/benchmarks.md).
+# How long a batch that is not full waits for more events, by default (RECORDER_LINGER_MS;
+# bench/sse.py: see docs/benchmarks.md).
 BATCH_LINGER_S = 0.005
 # Pause before a write the store could not take is tried again.
 STORE_RETRY_S = 1.0
@@ -81,9 +82,15 @@ class Recorder:
     """Records the journal shards this process is given; create, then ``await start(conn)``."""
 
     def __init__(
-        self, store: TaskStore, *, shards: int, records: Sequence[int] | None = None
+        self,
+        store: TaskStore,
+        *,
+        shards: int,
+        records: Sequence[int] | None = None,
+        linger_s: float = BATCH_LINGER_S,
     ) -> None:
         self._store = store
+        self._linger_s = linger_s
         self._shards = shards
         self._records = tuple(range(shards)) if records is None else tuple(records)
         unknown = [shard for shard in self._records if not 0 <= shard < shards]
@@ -189,7 +196,7 @@ class Recorder:
             if len(self._inbox) < BATCH_SIZE:
                 # A few ms for more to come: each batch costs a transaction, a thread hop
                 # and a wait for confirms, whatever its size.
-                await asyncio.sleep(BATCH_LINGER_S)
+                await asyncio.sleep(self._linger_s)
             batch = [self._inbox.popleft() for _ in range(min(BATCH_SIZE, len(self._inbox)))]
             self._busy_since = batch[0].arrived_at
             try:

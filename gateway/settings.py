@@ -186,6 +186,12 @@ class GatewaySettings(ServiceSettings, StorageSettings):
         " active recorder at a time, whichever process consumes it first.",
         shown="all",
     )
+    recorder_linger_ms: float = setting(
+        "RECORDER_LINGER_MS",
+        5.0,
+        "How long the recorder waits for more status events before recording a batch that is"
+        " not full: more CPU per event below it, more latency above it (docs/benchmarks.md).",
+    )
     recorder_max_lag_s: float = setting(
         "RECORDER_MAX_LAG_S",
         10.0,

@@ -1,6 +1,10 @@
 // taskgate's page: thumbnails, the shop and notifications over the gateway's HTTP and SSE API.
-// Plain browser JavaScript, no build step. Server data only ever goes into the DOM as text.
-"use strict";
+// Plain browser JavaScript (an ES module), no build step. Server data only ever goes into the
+// DOM as text.
+
+import { $, api, showError } from "./http.js";
+import { LiveSource } from "./live.js";
+import { startSession } from "./session.js";
 
 // The shop has no catalogue endpoint: these are the seeded SKUs, named and priced by a quote.
 const CATALOGUE_SKUS = ["MUG-01", "TEE-01", "BOOK-01", "CAP-01", "PRINT-01", "STICKER-01"];
@@ -21,75 +25,6 @@ const MAX_REOPEN_DELAY_MS = 30000;
 const MAX_NOTIFICATIONS = 50;
 const CATALOGUE_ATTEMPTS = 10;
 const CATALOGUE_RETRY_MS = 1000; // times the attempt number
-
-const $ = (id) => document.getElementById(id);
-
-// ---------------------------------------------------------------------------------------------
-// HTTP
-
-class ApiError extends Error {
-  constructor(status, code, message, details = {}) {
-    super(message);
-    this.status = status;
-    this.code = code;
-    this.details = details;
-  }
-}
-
-/** fetch + JSON both ways; errors become ApiError with the gateway's message. */
-async function api(method, url, { json, body, headers = {}, signal } = {}) {
-  const init = {
-    method,
-    credentials: "same-origin",
-    headers: { Accept: "application/json", ...headers },
-    signal,
-  };
-  if (json !== undefined) {
-    init.body = JSON.stringify(json);
-    init.headers["Content-Type"] = "application/json";
-  } else if (body !== undefined) {
-    init.body = body;
-  }
-  let response;
-  try {
-    response = await fetch(url, init);
-  } catch (error) {
-    if (error.name === "AbortError") throw error;
-    throw new ApiError(0, "network", "Could not reach the server. Check the connection and try again.");
-  }
-  const data = await readJson(response);
-  if (response.ok) return data;
-  const error = apiError(response, data);
-  // /session answers 401 as part of signing in; anywhere else it means the session is gone.
-  if (response.status === 401 && !url.startsWith("/session")) sessionExpired();
-  throw error;
-}
-
-async function readJson(response) {
-  const text = await response.text();
-  if (!text) return null;
-  try {
-    return JSON.parse(text);
-  } catch {
-    return null;
-  }
-}
-
-function apiError(response, data) {
-  const error = data && typeof data === "object" ? data.error : null;
-  if (error && typeof error.message === "string") {
-    const { code, message, ...details } = error;
-    return new ApiError(response.status, code || "error", message, details);
-  }
-  const message = response.status === 503
-    ? "The service is busy or restarting. Try again in a moment."
-    : `The server answered ${response.status} ${response.statusText}.`.replace(" .", ".");
-  return new ApiError(response.status, "http_error", message);
-}
-
-function showError(element, error) {
-  element.textContent = error ? error.message || String(error) : "";
-}
 
 // ---------------------------------------------------------------------------------------------
 // Task streams
@@ -216,91 +151,16 @@ class TaskFollower {
 // ---------------------------------------------------------------------------------------------
 // Session
 
-// Who the page is signed in as; another user must not see the last one's tasks.
-const session = { user: null };
-
-async function checkSession() {
-  try {
-    signedIn(await api("GET", "/session"));
-  } catch (error) {
-    if (error.status === 401) {
-      showSignIn("");
-    } else {
-      $("session-checking").textContent = `Could not check your session: ${error.message}`;
-      setTimeout(checkSession, REOPEN_DELAY_MS * 2);
-    }
-  }
-}
-
-function setSessionState(state) {
-  $("session").dataset.state = state;
-  $("session-checking").hidden = state !== "checking";
-  $("signed-in").hidden = state !== "signed-in";
-}
-
+/** Someone signed in: an admin may notify everyone; everyone else reaches their own pages. */
 function signedIn(info) {
-  if (session.user !== null && session.user !== info.user_id) forgetUserState();
-  session.user = info.user_id;
-  $("session-user").textContent = `Signed in as ${info.user_id}`;
-  if (info.expires_at) {
-    const until = new Date(info.expires_at * 1000).toLocaleString();
-    $("session-user").title = `Session valid until ${until}`;
-  }
-  // Only an admin may notify everyone; everyone else's notifications reach their own pages.
   $("notify-everyone-row").hidden = !info.admin;
   if (!info.admin) $("notify-everyone").checked = false;
-  setSessionState("signed-in");
-  $("signin").hidden = true;
   showApp();
 }
 
-function showSignIn(reason) {
-  setSessionState("signed-out");
-  $("signin-reason").textContent = reason;
-  $("signin-error").textContent = "";
-  $("signin").hidden = false;
+function signedOut() {
   $("app").hidden = true;
   suspendStreams();
-  $("signin-token").focus();
-}
-
-/** Any 401 outside /session: the cookie expired or was revoked. */
-function sessionExpired() {
-  if ($("session").dataset.state === "signed-out") return;
-  showSignIn("Your session has ended. Sign in again to carry on; the page keeps its place.");
-}
-
-async function signIn(event) {
-  event.preventDefault();
-  const token = $("signin-token").value.trim();
-  if (!token) {
-    $("signin-error").textContent = "Paste an access token first.";
-    return;
-  }
-  $("signin-button").disabled = true;
-  try {
-    const info = await api("POST", "/session", { json: { token } });
-    $("signin-token").value = "";
-    signedIn(info);
-  } catch (error) {
-    showError($("signin-error"), error);
-  } finally {
-    $("signin-button").disabled = false;
-  }
-}
-
-async function signOut() {
-  $("signout-button").disabled = true;
-  try {
-    await api("DELETE", "/session");
-    showSignIn("You are signed out.");
-    forgetUserState();
-    session.user = null;
-  } catch (error) {
-    $("session-user").textContent = `Sign-out failed: ${error.message}`;
-  } finally {
-    $("signout-button").disabled = false;
-  }
 }
 
 function showApp() {
@@ -813,53 +673,18 @@ function drawOrderEvent(name, data) {
 // ---------------------------------------------------------------------------------------------
 // Notifications
 
-let notificationSource = null;
+const notificationSource = new LiveSource("/notifications/stream", {
+  events: { notification: addNotification },
+  onState: setNotificationsLive,
+});
 const seenNotifications = new Set();
 
 function openNotifications() {
-  if (notificationSource) return;
-  const source = new EventSource("/notifications/stream");
-  notificationSource = source;
-  setNotificationsLive("connecting");
-  source.addEventListener("open", () => setNotificationsLive("open"));
-  source.addEventListener("notification", (event) => {
-    try {
-      addNotification(JSON.parse(event.data));
-    } catch {
-      // Not ours to show.
-    }
-  });
-  source.addEventListener("error", () => {
-    if (source !== notificationSource) return;
-    if (source.readyState !== EventSource.CLOSED) {
-      setNotificationsLive("connecting"); // retried by the browser
-      return;
-    }
-    notificationSource = null;
-    setNotificationsLive("closed");
-    recoverNotifications();
-  });
+  notificationSource.open();
 }
 
 function closeNotifications() {
-  if (notificationSource) notificationSource.close();
-  notificationSource = null;
-  setNotificationsLive("closed");
-}
-
-/** The browser gave up on the stream: a 401 sends the user to sign in, else try again later. */
-async function recoverNotifications() {
-  try {
-    await api("GET", "/session");
-  } catch (error) {
-    if (error.status === 401) {
-      sessionExpired();
-      return;
-    }
-  }
-  setTimeout(() => {
-    if (!$("app").hidden) openNotifications();
-  }, REOPEN_DELAY_MS);
+  notificationSource.close();
 }
 
 function setNotificationsLive(state) {
@@ -942,14 +767,12 @@ async function sendNotification(event) {
 // ---------------------------------------------------------------------------------------------
 
 function start() {
-  $("signin-form").addEventListener("submit", signIn);
-  $("signout-button").addEventListener("click", signOut);
   $("upload-form").addEventListener("submit", submitUpload);
   $("upload-cancel").addEventListener("click", cancelUpload);
   $("order-form").addEventListener("submit", placeOrder);
   $("notify-form").addEventListener("submit", sendNotification);
   buildCatalogueRows();
-  checkSession();
+  startSession({ signedIn, signedOut, forget: forgetUserState });
 }
 
 start();

@@ -12,7 +12,14 @@ from pathlib import Path
 
 import aio_pika
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    async_playwright,
+    expect,
+)
 
 from gateway import tokens
 from gateway.settings import GatewaySettings
@@ -51,11 +58,12 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 @pytest.fixture
-def mint_token(gateway_settings: GatewaySettings) -> Callable[[str], str]:
-    """Access tokens signed with the SECRET_KEY the test's gateway processes get."""
+def mint_token(gateway_settings: GatewaySettings) -> Callable[..., str]:
+    """Access tokens signed with the SECRET_KEY the test's gateway processes get
+    (``admin=True``: an admin's)."""
 
-    def mint(user_id: str) -> str:
-        return tokens.mint(gateway_settings.secret_key, user_id, ttl_s=3600)
+    def mint(user_id: str, *, admin: bool = False) -> str:
+        return tokens.mint(gateway_settings.secret_key, user_id, ttl_s=3600, admin=admin)
 
     return mint
 
@@ -75,7 +83,8 @@ def start_gateway(
 
 
 class PageErrors:
-    """Uncaught exceptions in the page: a test fails on any (console noise is fine)."""
+    """Uncaught exceptions in the page and what the CSP blocked: a test fails on any (other
+    console noise, such as a refused request, is fine)."""
 
     def __init__(self) -> None:
         self.errors: list[str] = []
@@ -83,21 +92,31 @@ class PageErrors:
     def __call__(self, error: Exception) -> None:
         self.errors.append(str(error))
 
+    def console(self, message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text:
+            self.errors.append(message.text)
+
 
 @pytest.fixture
 async def open_page(
-    browser: Browser, mint_token: Callable[[str], str]
+    browser: Browser, mint_token: Callable[..., str]
 ) -> AsyncIterator[Callable[..., Awaitable[Page]]]:
-    """``await open_page(gateway)``: a fresh browser context on the gateway's page.
+    """``await open_page(gateway)``: a fresh browser context on the gateway's page (``path``).
 
     ``signed_in=True`` (the default) first sets the session cookie the way the page's
-    sign-in box does, with a token for "ada".
+    sign-in box does, with a token for "ada" (an admin's with ``admin=True``).
     """
     contexts: list[BrowserContext] = []
     page_errors = PageErrors()
 
     async def open_(
-        gateway: GatewayProcess, *, signed_in: bool = True, width: int = 1280, height: int = 900
+        gateway: GatewayProcess,
+        *,
+        signed_in: bool = True,
+        admin: bool = False,
+        path: str = "/",
+        width: int = 1280,
+        height: int = 900,
     ) -> Page:
         context = await browser.new_context(
             base_url=gateway.url,
@@ -108,16 +127,17 @@ async def open_page(
         contexts.append(context)
         context.set_default_timeout(TIMEOUT_MS)
         if signed_in:
-            await sign_in(context, mint_token("ada"))
+            await sign_in(context, mint_token("ada", admin=admin))
         page = await context.new_page()
         page.on("pageerror", page_errors)
-        await page.goto("/")
+        page.on("console", page_errors.console)
+        await page.goto(path)
         return page
 
     yield open_
     for context in contexts:
         await context.close()
-    assert page_errors.errors == [], "uncaught errors in the page"
+    assert page_errors.errors == [], "uncaught errors (or CSP violations) in the page"
 
 
 async def sign_in(context: BrowserContext, token: str) -> None:

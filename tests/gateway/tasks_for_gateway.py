@@ -41,3 +41,12 @@ async def waiting(ctx: TaskContext, request: ThumbnailRequest) -> dict[str, obje
         await asyncio.sleep(0.02)
     await ctx.progress(50, "past the gate")
     return {"finished_by_pid": os.getpid()}
+
+
+@registry.task(f"{PREFIX}.flaky", max_attempts=1)
+async def flaky(ctx: TaskContext, request: ThumbnailRequest) -> dict[str, object]:
+    """Fails, and so is dead-lettered at once, until the file ``gate-1`` is in the task's
+    directory: a replayed dead letter then succeeds."""
+    if not (ctx.output_dir() / "gate-1").exists():
+        raise RuntimeError("gate-1 is closed")
+    return {"passed": True}
