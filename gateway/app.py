@@ -14,13 +14,18 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from infra import presence
 from infra.database import open_database
 from infra.storage import open_storage
 from workers import claims, kinds, task_records
 
 from . import autoscale
+from .admin import overview as admin_overview
 from .admin.dead_letters import discard_dead, list_dead_queues, replay_dead, show_dead_queue
+from .admin.history import HistorySampler, get_history
+from .admin.overview import Overview, get_overview
 from .admin.page import admin_page
+from .admin.stream import admin_stream
 from .admin.timeline import task_timeline
 from .auth import Authenticating, Credentials, close_session, get_session, open_session
 from .autoscale import AutoscaleSignal, Bounds
@@ -101,6 +106,8 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         await task_records.migrate(database)
         await database.migrate(kinds.COMPONENT, kinds.MIGRATIONS)
         await database.migrate(autoscale.COMPONENT, autoscale.MIGRATIONS)
+        await database.migrate(admin_overview.COMPONENT, admin_overview.MIGRATIONS)
+        await database.migrate(presence.COMPONENT, presence.MIGRATIONS)
         hub = Hub(capacity=settings.sse_buffer_events)
         notifications = NotificationHub(capacity=settings.sse_buffer_events)
         publisher = Publisher(
@@ -129,6 +136,12 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
             ),
             interval_s=settings.autoscale_interval_s,
         )
+        overview = Overview(
+            database,
+            sample_s=settings.admin_sample_s,
+            presence_interval_s=settings.presence_interval_s,
+        )
+        history = HistorySampler(database, overview, step_s=settings.admin_history_step_s)
         broker = BrokerLink(
             settings,
             attach=[
@@ -137,6 +150,7 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
                 notification_feed.start,
                 publisher.start,
                 autoscale_signal.start,
+                overview.start,
             ],
         )
         relay = OutboxRelay(
@@ -166,6 +180,8 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
             name=claims.new_holder("gateway"),
         )
         app.state.autoscale = autoscale_signal
+        app.state.admin_overview = overview
+        app.state.admin_history = history
         app.state.database = database
         app.state.storage = storage
         app.state.relay = relay
@@ -203,6 +219,7 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         relay.start()
         sweeper.start()
         stuck_tasks.start()
+        history.start()
 
         def end_streams() -> None:
             hub.end_all("shutdown")
@@ -214,6 +231,8 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
             yield
         finally:
             forget_signal()
+            await history.close()
+            await overview.close()
             await stuck_tasks.close()
             await autoscale_signal.close()
             await sweeper.close()
@@ -256,6 +275,9 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         Route("/rpc/{method}", call_method, methods=["POST"]),
         Route("/notifications", send_notification, methods=["POST"]),
         Route("/notifications/stream", notification_stream),
+        Route("/admin/api/overview", get_overview),
+        Route("/admin/api/history", get_history),
+        Route("/admin/stream", admin_stream),
     ]
     middleware = []
     if settings.cors_origins:
@@ -275,6 +297,7 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         streams={
             r"/tasks/(?P<task_id>[^/]+)/events": task_events,
             r"/notifications/stream": notification_stream,
+            r"/admin/stream": admin_stream,
         },
         routes=routes,
         middleware=middleware,

@@ -123,9 +123,11 @@ class Hub:
     def __init__(self, *, capacity: int) -> None:
         self._capacity = capacity
         self._by_task: dict[str, set[Subscription]] = {}
+        # Subscriptions to every task's events (the admin stream).
+        self._every: set[Subscription] = set()
 
     def __len__(self) -> int:
-        return sum(len(subscriptions) for subscriptions in self._by_task.values())
+        return len(self._every) + sum(len(subs) for subs in self._by_task.values())
 
     @contextlib.contextmanager
     def subscribe(self, task_id: str) -> Iterator[Subscription]:
@@ -138,7 +140,21 @@ class Hub:
             subscription.close()
             self._remove(subscription)
 
+    @contextlib.contextmanager
+    def subscribe_all(self, capacity: int) -> Iterator[Subscription]:
+        """A subscription to every task's events, buffering up to ``capacity``."""
+        subscription = Subscription("", capacity)
+        self._every.add(subscription)
+        try:
+            yield subscription
+        finally:
+            subscription.close()
+            self._every.discard(subscription)
+
     def publish(self, event: StoredEvent) -> None:
+        for subscription in list(self._every):
+            if not subscription._push(event):
+                self._every.discard(subscription)
         subscriptions = self._by_task.get(event.task_id)
         if not subscriptions:
             return
@@ -153,6 +169,8 @@ class Hub:
                 subscription._request_resync()
 
     def end_all(self, reason: str) -> None:
+        for subscription in list(self._every):
+            subscription.end(reason)
         for subscriptions in list(self._by_task.values()):
             for subscription in list(subscriptions):
                 subscription.end(reason)

@@ -119,6 +119,18 @@ class GatewaySettings(ServiceSettings, StorageSettings):
         "How often the web process refreshes the autoscaling gauges on /metrics.",
     )
     autoscale_window_s: float = setting(AUTOSCALE_WINDOW_S)
+    admin_sample_s: float = setting(
+        "ADMIN_SAMPLE_S",
+        2.0,
+        "How often the admin stream sends the overview; every admin page on a web process"
+        " shares one sample per interval.",
+    )
+    admin_history_step_s: float = setting(
+        "ADMIN_HISTORY_STEP_S",
+        15.0,
+        "The step of the admin page's 15-minute charts: one sample of queue depths and tasks"
+        " in flight per step, taken by one web process for all.",
+    )
     autoscale_drain_s: float = setting(AUTOSCALE_DRAIN_S)
     autoscale_min_workers: int = setting(AUTOSCALE_MIN_WORKERS)
     autoscale_max_workers: int = setting(AUTOSCALE_MAX_WORKERS)

@@ -208,6 +208,15 @@ class DatabaseTaskStore:
 
         return await self.database.read(get)
 
+    async def get_tasks(self, task_ids: Collection[str]) -> list[TaskSummary]:
+        """The tasks of ``task_ids`` that exist, in no order: one read however many."""
+
+        async def get(tx: Transaction) -> list[TaskSummary]:
+            sql = f"SELECT {_COLUMNS} FROM tasks WHERE task_id IN ({{}})"
+            return [TaskSummary(*row) for row in await _fetch_in(tx, sql, task_ids)]
+
+        return await self.database.read(get)
+
     async def count_unfinished(self, owner: str, up_to: int) -> int:
         """Tasks of ``owner`` not in a terminal state, counted up to ``up_to`` (a bounded read
         however many tasks the owner has)."""

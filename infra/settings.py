@@ -217,6 +217,12 @@ class ServiceSettings(BaseSettings):
     metrics_host: str = setting(
         "METRICS_HOST", "127.0.0.1", "The address the METRICS_PORT server listens on."
     )
+    presence_interval_s: float = setting(
+        "PRESENCE_INTERVAL_S",
+        5.0,
+        "How often worker and rpc processes write their heartbeat (who they are, what they"
+        " run) to the store; the web process counts one gone after three intervals without.",
+    )
 
     @property
     def database(self) -> str:

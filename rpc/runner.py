@@ -12,8 +12,10 @@ import importlib
 import logging
 import sys
 
+from infra.database import open_database
 from infra.logs import configure_logging
 from infra.metrics import serve_metrics
+from infra.presence import Heartbeat
 from infra.process import exit_requested, run
 
 from .connection import connect_until_up, connect_wire, tls_options
@@ -47,6 +49,15 @@ async def serve(server: RpcServer, settings: RpcSettings) -> None:
     )
     if connection is None:
         return
+    # The store only for the presence heartbeat; the shared settings already name it, and
+    # the services it serves (workers/services.py) use the same one.
+    database = await open_database(settings.database)
+    heartbeat = Heartbeat(
+        database,
+        "rpc",
+        lambda: {"server": server.name, "methods": server.methods, "calls": server.stats.window()},
+        interval_s=settings.presence_interval_s,
+    )
     try:
         await server.start(
             connection,
@@ -54,12 +65,15 @@ async def serve(server: RpcServer, settings: RpcSettings) -> None:
             concurrency=settings.concurrency,
             queue_type=settings.queue_type,
         )
+        await heartbeat.start()
         logger.info("ready")
         await stop.wait()
         logger.info("stopping: finishing calls in flight")
         await server.stop(settings.shutdown_grace_s)
     finally:
+        await heartbeat.close()
         await connection.close()
+        await database.close()
 
 
 def main(argv: list[str] | None = None) -> int:

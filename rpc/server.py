@@ -26,6 +26,7 @@ from . import codec
 from .connection import cancel_consumers, close_channels
 from .dead_letter import dead_letter
 from .errors import ServiceError
+from .latency import MethodStats
 from .metrics import SERVER_SECONDS
 from .topology import DEAD_EXCHANGE, DEAD_QUEUE, QueueType, method_queue, queue_options
 from .wire import Channel, Delivery, Properties, RobustChannel, WireConnection, WireError
@@ -72,6 +73,8 @@ class RpcServer:
         self._prefetch = 0
         self._queue_type: QueueType = "classic"
         self._stopping = False
+        # The last 15 minutes' calls, for this server's presence heartbeat (the admin page).
+        self.stats = MethodStats()
 
         @self.method("system.ping")
         async def ping() -> dict[str, Any]:
@@ -181,7 +184,9 @@ class RpcServer:
             return
         started = time.perf_counter()
         body, name, outcome = await self._dispatch(method, properties, message.body)
-        SERVER_SECONDS.labels(name, outcome).observe(time.perf_counter() - started)
+        elapsed_s = time.perf_counter() - started
+        SERVER_SECONDS.labels(name, outcome).observe(elapsed_s)
+        self.stats.observe(name, elapsed_s, error=outcome != "ok")
         reply_properties = Properties(
             content_type=codec.CONTENT_TYPE,
             correlation_id=properties.correlation_id,

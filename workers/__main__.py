@@ -19,6 +19,7 @@ import sys
 from infra.database import Database, open_database, redact
 from infra.logs import configure_logging
 from infra.metrics import serve_metrics
+from infra.presence import Heartbeat
 from infra.process import exit_requested, run
 from rpc.connection import connect_until_up, connect_wire, tls_options
 from rpc.wire import WireConnection
@@ -71,12 +72,26 @@ async def serve(registry: TaskRegistry, settings: WorkerSettings, *, orders: boo
         worker = Worker(registry, settings, database=database)
         await worker.start(connection)
         stack.push_async_callback(worker.stop)
+        heartbeat = Heartbeat(
+            database,
+            "worker",
+            functools.partial(report, worker),
+            interval_s=settings.presence_interval_s,
+        )
+        await heartbeat.start()
+        stack.push_async_callback(heartbeat.close)
         if orders:
             consumers = await start_order_consumers(connection, settings, database, stack)
             stack.push_async_callback(consumers.stop, settings.shutdown_grace_s)
         logger.info("ready")
         await stop.wait()
         logger.info("stopping: finishing work in flight (up to %s s)", settings.shutdown_grace_s)
+
+
+def report(worker: Worker) -> dict[str, object]:
+    """What the worker's heartbeat says: the kinds it runs and the tasks running now."""
+    running = worker.cancels.running() if worker.cancels is not None else []
+    return {"kinds": sorted(worker.registry.kinds), "running": running}
 
 
 async def start_order_consumers(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
@@ -43,7 +44,9 @@ T = TypeVar("T")
 class Cancellation:
     """One attempt's cancel: ``request(grace_s)`` asks, the grace's end forces."""
 
-    def __init__(self) -> None:
+    def __init__(self, kind: str = "") -> None:
+        self.kind = kind
+        self.started_at = time.time()
         self.requested = False
         self.forced = False
         self._on_request: list[Hook] = []
@@ -124,14 +127,19 @@ class CancelWatch:
         return watch
 
     @contextlib.contextmanager
-    def watch(self, task_id: str) -> Iterator[Cancellation]:
+    def watch(self, task_id: str, kind: str = "") -> Iterator[Cancellation]:
         """The cancellation of ``task_id`` while it runs here (once per worker at a time)."""
-        cancellation = self._watched[task_id] = Cancellation()
+        cancellation = self._watched[task_id] = Cancellation(kind)
         try:
             yield cancellation
         finally:
             cancellation.close()
             self._watched.pop(task_id, None)
+
+    def running(self) -> list[dict[str, object]]:
+        """The tasks running here now, oldest first (for the presence heartbeat)."""
+        by_start = sorted(self._watched.items(), key=lambda item: item[1].started_at)
+        return [{"task_id": t, "kind": c.kind, "since": c.started_at} for t, c in by_start]
 
     async def asked(self, task_id: str) -> bool:
         """Whether a cancel of ``task_id`` was requested (one read; for a task about to start)."""

@@ -83,7 +83,7 @@ class Worker:
         self._stopping = False
         self._pool: TaskPool | None = None
         self._outcomes: OutcomeLog | None = None
-        self._cancels: CancelWatch | None = None
+        self.cancels: CancelWatch | None = None
         self._database = database  # None: opened from settings.database at start
         self._own_database: Database | None = None
 
@@ -132,8 +132,8 @@ class Worker:
         if self._outcomes is not None:
             outcomes, self._outcomes = self._outcomes, None
             await outcomes.close()
-        if self._cancels is not None:
-            await self._cancels.close()
+        if self.cancels is not None:
+            await self.cancels.close()
         if (database := self._own_database) is not None:
             self._own_database = None
             await database.close()
@@ -148,7 +148,7 @@ class Worker:
             legacy_dir=self.settings.storage_dir,
         )
         await kinds.register(database, self.registry.kinds, self.settings.concurrency)
-        self._cancels = await CancelWatch.open(database, self.settings)
+        self.cancels = await CancelWatch.open(database, self.settings)
 
     def pool(self) -> TaskPool:
         """The process pool for CPU-bound work, started on first use."""
@@ -210,8 +210,8 @@ class Worker:
         return future
 
     async def _cancelled(self, task_id: str) -> bool:
-        assert self._cancels is not None
-        return await self._cancels.asked(task_id)
+        assert self.cancels is not None
+        return await self.cancels.asked(task_id)
 
     async def _end_unstarted(self, task: Task, task_id: str, attempt: int) -> None:
         """End a task cancelled while it waited here, prefetched, without running it."""
@@ -342,7 +342,7 @@ class Worker:
         LeaseLost: another worker took the task over; nothing more is published here.
         """
         outcomes = self._outcomes
-        assert outcomes is not None and self._cancels is not None
+        assert outcomes is not None and self.cancels is not None
         if not await outcomes.still_holds(task_id):
             raise LeaseLost(f"task {task_id} was taken over before it started here")
         # "running" goes out without waiting for its confirm, so the handler's first progress
@@ -350,7 +350,7 @@ class Worker:
         running = self._publish_soon(new_event(task.kind, task_id, "running", attempt))
         started = time.perf_counter()
         try:
-            with self._cancels.watch(task_id) as cancellation:
+            with self.cancels.watch(task_id, task.kind) as cancellation:
                 ctx = TaskContext(
                     task_id=task_id,
                     kind=task.kind,

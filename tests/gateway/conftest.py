@@ -137,6 +137,9 @@ def settings_env(settings: GatewaySettings) -> dict[str, str]:
         "SESSION_CACHE_S": str(settings.session_cache_s),
         "NOTIFICATIONS_PER_MINUTE": str(settings.notifications_per_minute),
         "NOTIFICATION_BURST": str(settings.notification_burst),
+        "PRESENCE_INTERVAL_S": str(settings.presence_interval_s),
+        "ADMIN_SAMPLE_S": str(settings.admin_sample_s),
+        "ADMIN_HISTORY_STEP_S": str(settings.admin_history_step_s),
     }
 
 
