@@ -4,6 +4,7 @@ timeline, admins reading any task; every admin route refused to anyone else."""
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
@@ -12,7 +13,7 @@ import pytest
 
 import rpc
 from gateway.settings import GatewaySettings
-from workers import TaskContext, TaskRegistry, Worker, WorkerSettings
+from workers import PermanentError, TaskContext, TaskRegistry, Worker, WorkerSettings
 from workers.builtin import ThumbnailRequest
 from workers.topology import STATUS_DEAD_QUEUE, dead_queue
 
@@ -23,19 +24,30 @@ ADMIN = "root"
 
 
 class Kinds:
-    """One kind that fails until the test mends it, and dies at its first failure."""
+    """Kinds that fail until the test mends them: ``flaky`` dies at its first failure,
+    ``broken`` fails for good. ``ran`` counts each task's runs."""
 
     def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
         self.kind = f"{prefix}.flaky"
         self.mended = asyncio.Event()
+        self.ran: Counter[str] = Counter()
         self.registry = TaskRegistry()
 
         @self.registry.task(self.kind, max_attempts=1)
         async def flaky(ctx: TaskContext, request: ThumbnailRequest) -> dict[str, int]:
+            self.ran[ctx.task_id] += 1
             if not self.mended.is_set():
                 raise ValueError("not mended yet")
             await ctx.progress(50, "halfway")
             return {"attempt": ctx.attempt}
+
+        @self.registry.task(f"{prefix}.broken")
+        async def broken(ctx: TaskContext, request: ThumbnailRequest) -> dict[str, str]:
+            self.ran[ctx.task_id] += 1
+            if not self.mended.is_set():
+                raise PermanentError("broken")
+            return {"file": request.file}
 
 
 @pytest.fixture
@@ -44,8 +56,14 @@ def kinds(kind_prefix: str) -> Kinds:
 
 
 @pytest.fixture
-def settings(gateway_settings: GatewaySettings, kinds: Kinds) -> GatewaySettings:
-    return replace(gateway_settings, upload_kind=kinds.kind)
+def upload_kind() -> str:
+    """The kind uploads make; a test marked ``parametrize("upload_kind", [...])`` picks it."""
+    return "flaky"
+
+
+@pytest.fixture
+def settings(gateway_settings: GatewaySettings, kinds: Kinds, upload_kind: str) -> GatewaySettings:
+    return replace(gateway_settings, upload_kind=f"{kinds.prefix}.{upload_kind}")
 
 
 @pytest.fixture
@@ -194,6 +212,86 @@ async def test_an_admin_reads_any_task_and_its_timeline(clients, kinds, worker):
     assert events[-1]["result"] == {"attempt": 1}
     assert [e["timestamp"] for e in events] == sorted(e["timestamp"] for e in events)
     assert unknown.status_code == 404
+
+
+@pytest.mark.parametrize("upload_kind", ["broken"])
+async def test_a_failed_task_retried_runs_once_more_as_a_new_task(clients, kinds, worker, settings):
+    user, admin = clients
+    task_id = await submit(user)
+    await wait_state(user, task_id, "failed")
+    kinds.mended.set()
+
+    response = await user.post(f"/tasks/{task_id}/retry", json={})
+    again = await admin.post(f"/tasks/{task_id}/retry", json={})
+
+    assert response.status_code == 202, response.text
+    retry_id = response.json()["task_id"]
+    assert response.json() == {"task_id": retry_id, "retry_of": task_id}
+    assert retry_id != task_id
+    assert again.status_code == 202 and again.json() == response.json()  # one retry per task
+    done = await wait_state(user, retry_id, "succeeded")
+    assert done["result"] == {"file": f"{retry_id}/source.jpg"}  # its own copy of the upload
+    assert (settings.storage_dir / retry_id / "source.jpg").is_file()
+    assert (await user.get(f"/tasks/{task_id}")).json()["state"] == "failed"
+    assert kinds.ran == Counter({task_id: 1, retry_id: 1})
+    timeline = (await admin.get(f"/admin/api/tasks/{retry_id}/timeline")).json()
+    assert timeline["events"][0]["message"] == f"retry of {task_id}"
+
+
+async def test_an_admin_retries_a_users_dead_task_and_the_user_owns_the_retry(
+    clients, kinds, worker
+):
+    user, admin = clients
+    task_id = await submit(user)
+    await wait_state(user, task_id, "dead")
+    kinds.mended.set()
+
+    response = await admin.post(f"/tasks/{task_id}/retry")
+
+    assert response.status_code == 202, response.text
+    retry_id = response.json()["task_id"]
+    assert (await wait_state(user, retry_id, "succeeded"))["result"] == {"attempt": 1}
+    assert (await user.get(f"/tasks/{task_id}")).json()["state"] == "dead"
+
+
+async def test_only_a_failed_dead_or_cancelled_task_of_ones_own_is_retried(
+    clients, kinds, worker, settings
+):
+    user, admin = clients
+    kinds.mended.set()
+    task_id = await submit(user)
+    await wait_state(user, task_id, "succeeded")
+
+    succeeded = await user.post(f"/tasks/{task_id}/retry", json={})
+    async with running_app(settings, user="mallory") as mallory:
+        others = await mallory.post(f"/tasks/{task_id}/retry", json={})
+        anonymous = await mallory.post(
+            f"/tasks/{task_id}/retry", json={}, headers={"Authorization": ""}
+        )
+    unknown = await admin.post("/tasks/nope/retry", json={})
+    extra = await user.post(f"/tasks/{task_id}/retry", json={"priority": "high"})
+
+    assert succeeded.status_code == 409
+    assert succeeded.json()["error"]["code"] == "succeeded"
+    assert others.status_code == 404
+    assert anonymous.status_code == 401
+    assert unknown.status_code == 404
+    assert extra.status_code == 422
+
+
+async def test_a_queued_task_is_not_retried_but_cancelled_it_is(clients, kinds, settings):
+    user, admin = clients
+    task_id = await submit(user)  # no worker: it stays queued
+
+    queued = await user.post(f"/tasks/{task_id}/retry", json={})
+    cancelled = await admin.delete(f"/tasks/{task_id}")
+    retried = await user.post(f"/tasks/{task_id}/retry", json={})
+
+    assert queued.status_code == 409
+    assert queued.json()["error"]["code"] == "not_finished"
+    assert cancelled.status_code == 200 and cancelled.json()["error"] == f"cancelled by {ADMIN}"
+    assert retried.status_code == 202, retried.text
+    assert (await user.get(f"/tasks/{retried.json()['task_id']}")).json()["state"] == "queued"
 
 
 ADMIN_ROUTES = [
