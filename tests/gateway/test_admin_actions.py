@@ -13,9 +13,9 @@ import pytest
 
 import rpc
 from gateway.settings import GatewaySettings
-from workers import PermanentError, TaskContext, TaskRegistry, Worker, WorkerSettings
+from workers import PermanentError, TaskContext, TaskRegistry, Worker, WorkerSettings, dead
 from workers.builtin import ThumbnailRequest
-from workers.topology import STATUS_DEAD_QUEUE, dead_queue
+from workers.topology import DEFAULT_QUEUE_MAX_LENGTH, STATUS_DEAD_QUEUE, dead_queue
 
 from ..helpers import eventually
 from .conftest import bearer, jpeg_bytes, running_app, upload
@@ -162,6 +162,23 @@ async def test_a_dead_task_is_listed_shown_replayed_and_then_succeeds(clients, k
     assert workers["dead"] == workers["succeeded"] == worker.holder
     assert worker.holder.startswith("flaky-worker@")
     assert timeline["task"]["state"] == "succeeded"
+
+
+async def test_taskgate_dead_replay_as_the_worker_brings_a_dead_task_back(
+    clients, kinds, worker, worker_connection
+):
+    user, _ = clients
+    task_id = await submit(user)
+    await wait_state(user, task_id, "dead")
+    kinds.mended.set()
+
+    # What ``taskgate dead replay KIND`` runs, as the worker user: its queued event goes
+    # through the journal to the recorder, which took nothing after dead before.
+    replayed = await dead.replay(worker_connection, kinds.kind, max_length=DEFAULT_QUEUE_MAX_LENGTH)
+
+    assert replayed == 1
+    assert (await wait_state(user, task_id, "succeeded"))["result"] == {"attempt": 1}
+    assert kinds.ran[task_id] == 2
 
 
 async def test_a_discarded_dead_letter_is_gone_and_its_task_stays_dead(clients, kinds, worker):
