@@ -59,6 +59,9 @@ from .topology import (
     declare_status_exchange,
 )
 
+# Chosen messages are looked for among the first this many of their queue (what a look
+# shows): a choice of one missing id does not take a whole long queue out and back.
+CHOOSE_WITHIN = 1_000
 # The message of a replayed task's ``queued`` event.
 REPLAYED_MESSAGE = "replayed from its dead queue"
 
@@ -134,19 +137,21 @@ async def replay(
     replayed = 0
     left: list[Delivery] = []
     wanted = message_ids
+    skipped = 0  # not chosen
     raw = await channel.get_underlay_channel()
 
     async def publish(event: StatusEvent) -> None:
         await publish_status(channel, event)
 
     try:
-        while (limit is None or replayed < limit) and wanted != set():
+        while (limit is None or replayed < limit) and _looking(wanted, skipped):
             message = await raw.basic_get(dead_queue(kind))
             if message is None:
                 break
             if wanted is not None:
                 if message_key(message) not in wanted:
                     left.append(message)
+                    skipped += 1
                     continue
                 wanted.discard(message_key(message))
             why = _untrusted(senders, message)
@@ -199,7 +204,7 @@ async def discard(connection: WireConnection, queue: str, message_ids: set[str])
     left: list[Delivery] = []
     removed = 0
     try:
-        while wanted:
+        while _looking(wanted, len(left)):
             message = await raw.basic_get(queue)
             if message is None:
                 break
@@ -216,6 +221,12 @@ async def discard(connection: WireConnection, queue: str, message_ids: set[str])
             for message in left:
                 raw.basic_nack(message.delivery_tag, requeue=True)
         await raw.close()
+
+
+def _looking(wanted: set[str] | None, skipped: int) -> bool:
+    """Whether to take another message: all (None), or chosen ones still not found within
+    CHOOSE_WITHIN."""
+    return wanted is None or (bool(wanted) and skipped < CHOOSE_WITHIN)
 
 
 def message_key(message: Delivery) -> str:

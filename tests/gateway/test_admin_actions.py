@@ -13,9 +13,9 @@ import pytest
 
 import rpc
 from gateway.settings import GatewaySettings
-from workers import PermanentError, TaskContext, TaskRegistry, Worker, WorkerSettings
+from workers import PermanentError, TaskContext, TaskRegistry, Worker, WorkerSettings, dead
 from workers.builtin import ThumbnailRequest
-from workers.topology import STATUS_DEAD_QUEUE, dead_queue
+from workers.topology import DEFAULT_QUEUE_MAX_LENGTH, STATUS_DEAD_QUEUE, dead_queue
 
 from ..helpers import eventually
 from .conftest import bearer, jpeg_bytes, running_app, upload
@@ -164,12 +164,31 @@ async def test_a_dead_task_is_listed_shown_replayed_and_then_succeeds(clients, k
     assert timeline["task"]["state"] == "succeeded"
 
 
+async def test_taskgate_dead_replay_as_the_worker_brings_a_dead_task_back(
+    clients, kinds, worker, worker_connection
+):
+    user, _ = clients
+    task_id = await submit(user)
+    await wait_state(user, task_id, "dead")
+    kinds.mended.set()
+
+    # What ``taskgate dead replay KIND`` runs, as the worker user: its queued event goes
+    # through the journal to the recorder, which took nothing after dead before.
+    replayed = await dead.replay(worker_connection, kinds.kind, max_length=DEFAULT_QUEUE_MAX_LENGTH)
+
+    assert replayed == 1
+    assert (await wait_state(user, task_id, "succeeded"))["result"] == {"attempt": 1}
+    assert kinds.ran[task_id] == 2
+
+
 async def test_a_discarded_dead_letter_is_gone_and_its_task_stays_dead(clients, kinds, worker):
     user, admin = clients
-    kept, dropped = await submit(user), await submit(user)
-    await wait_state(user, kept, "dead")
-    await wait_state(user, dropped, "dead")
+    task_ids = [await submit(user) for _ in range(3)]
+    for task_id in task_ids:
+        await wait_state(user, task_id, "dead")
     queue = dead_queue(kinds.kind)
+    before = [m["message_id"] for m in await dead_letters(admin, queue)]
+    dropped = before[1]
 
     response = await admin.post(
         f"/admin/api/dead/{queue}/discard", json={"message_ids": [dropped, "no-such-id"]}
@@ -177,7 +196,11 @@ async def test_a_discarded_dead_letter_is_gone_and_its_task_stays_dead(clients, 
 
     assert response.status_code == 200, response.text
     assert response.json() == {"discarded": 1, "missing": ["no-such-id"]}
-    assert [m["message_id"] for m in await dead_letters(admin, queue)] == [kept]
+    # The others stay, in their order.
+    assert [m["message_id"] for m in await dead_letters(admin, queue)] == [
+        before[0],
+        before[2],
+    ]
     assert (await user.get(f"/tasks/{dropped}")).json()["state"] == "dead"
 
 
