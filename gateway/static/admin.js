@@ -1,6 +1,6 @@
 // taskgate's operator dashboard: queues, tasks, dead letters, workers and RPC latency, live
 // over /admin/stream. Plain browser JavaScript (an ES module), no build step. Server data only
-// ever goes into the DOM as text. The admin API it reads: docs/design.md, "Operator dashboard".
+// ever goes into the DOM as text. The API it reads is gateway/admin/ (admins only).
 
 import { $, api, showError } from "./http.js";
 import { LiveSource } from "./live.js";
@@ -244,7 +244,7 @@ function drawRpcMethods(methods) {
 // ---------------------------------------------------------------------------------------------
 // Tasks: the list (filters, newest first) and one task's timeline
 
-const tasks = { rows: new Map(), cursor: null };
+const tasks = { rows: new Map(), cursor: null, drawPending: false };
 
 function filters() {
   return { state: $("filter-state").value, kind: $("filter-kind").value };
@@ -280,7 +280,14 @@ function receiveTask(task) {
   } else {
     tasks.rows.set(task.task_id, task);
   }
-  drawTasks();
+  // A busy system sends hundreds of task events a second: redraw the list once per frame.
+  if (!tasks.drawPending) {
+    tasks.drawPending = true;
+    requestAnimationFrame(() => {
+      tasks.drawPending = false;
+      drawTasks();
+    });
+  }
 }
 
 function drawTasks() {
