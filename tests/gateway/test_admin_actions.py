@@ -259,6 +259,9 @@ async def test_a_failed_task_retried_runs_once_more_as_a_new_task(clients, kinds
     assert kinds.ran == Counter({task_id: 1, retry_id: 1})
     timeline = (await admin.get(f"/admin/api/tasks/{retry_id}/timeline")).json()
     assert timeline["events"][0]["message"] == f"retry of {task_id}"
+    assert timeline["retry_of"] == task_id
+    original = (await admin.get(f"/admin/api/tasks/{task_id}/timeline")).json()
+    assert original["retried_by"] == retry_id and original["retry_of"] is None
 
 
 async def test_an_admin_retries_a_users_dead_task_and_the_user_owns_the_retry(
