@@ -17,7 +17,7 @@ from workers import PermanentError, TaskContext, TaskRegistry, Worker, WorkerSet
 from workers.builtin import ThumbnailRequest
 from workers.topology import DEFAULT_QUEUE_MAX_LENGTH, STATUS_DEAD_QUEUE, dead_queue
 
-from ..helpers import eventually
+from ..helpers import eventually, on_storage
 from .conftest import bearer, jpeg_bytes, running_app, upload
 
 ADMIN = "root"
@@ -43,11 +43,11 @@ class Kinds:
             return {"attempt": ctx.attempt}
 
         @self.registry.task(f"{prefix}.broken")
-        async def broken(ctx: TaskContext, request: ThumbnailRequest) -> dict[str, str]:
+        async def broken(ctx: TaskContext, request: ThumbnailRequest) -> dict[str, object]:
             self.ran[ctx.task_id] += 1
             if not self.mended.is_set():
                 raise PermanentError("broken")
-            return {"file": request.file}
+            return {"file": request.file, "stored": await ctx.storage.exists(request.file)}
 
 
 @pytest.fixture
@@ -62,8 +62,17 @@ def upload_kind() -> str:
 
 
 @pytest.fixture
-def settings(gateway_settings: GatewaySettings, kinds: Kinds, upload_kind: str) -> GatewaySettings:
-    return replace(gateway_settings, upload_kind=f"{kinds.prefix}.{upload_kind}")
+def settings(
+    request: pytest.FixtureRequest,
+    gateway_settings: GatewaySettings,
+    kinds: Kinds,
+    upload_kind: str,
+) -> GatewaySettings:
+    """The gateway's; on PostgreSQL for a test that asks for ``pg_url``."""
+    settings = replace(gateway_settings, upload_kind=f"{kinds.prefix}.{upload_kind}")
+    if "pg_url" in request.fixturenames:
+        settings = replace(settings, database_url=request.getfixturevalue("pg_url"))
+    return settings
 
 
 @pytest.fixture
@@ -71,15 +80,16 @@ async def worker(
     kinds: Kinds, settings: GatewaySettings, worker_connection: rpc.WireConnection
 ) -> AsyncIterator[Worker]:
     """An in-process worker on the gateway's store and storage, as the worker user."""
+    worker_settings = WorkerSettings(
+        amqp_url=settings.amqp_url,
+        database_path=settings.database_path,
+        database_url=settings.database_url,
+        processes=1,
+        progress_interval_s=0,
+    )
     worker = Worker(
         kinds.registry,
-        WorkerSettings(
-            amqp_url=settings.amqp_url,
-            storage_dir=settings.storage_dir,
-            database_path=settings.database_path,
-            processes=1,
-            progress_interval_s=0,
-        ),
+        on_storage(worker_settings, settings.storage_config()),
         name="flaky-worker",
     )
     await worker.start(worker_connection)
@@ -238,7 +248,20 @@ async def test_an_admin_reads_any_task_and_its_timeline(clients, kinds, worker):
 
 
 @pytest.mark.parametrize("upload_kind", ["broken"])
-async def test_a_failed_task_retried_runs_once_more_as_a_new_task(clients, kinds, worker, settings):
+async def test_a_failed_task_retried_runs_once_more_as_a_new_task(
+    clients, kinds, worker, storage_config
+):
+    await retry_a_failed_task(clients, kinds)
+
+
+@pytest.mark.parametrize("upload_kind", ["broken"])
+async def test_a_failed_task_retried_on_postgresql(clients, kinds, worker, pg_url):
+    await retry_a_failed_task(clients, kinds)
+
+
+async def retry_a_failed_task(
+    clients: tuple[httpx.AsyncClient, httpx.AsyncClient], kinds: Kinds
+) -> None:
     user, admin = clients
     task_id = await submit(user)
     await wait_state(user, task_id, "failed")
@@ -253,8 +276,8 @@ async def test_a_failed_task_retried_runs_once_more_as_a_new_task(clients, kinds
     assert retry_id != task_id
     assert again.status_code == 202 and again.json() == response.json()  # one retry per task
     done = await wait_state(user, retry_id, "succeeded")
-    assert done["result"] == {"file": f"{retry_id}/source.jpg"}  # its own copy of the upload
-    assert (settings.storage_dir / retry_id / "source.jpg").is_file()
+    # Its own copy of the upload.
+    assert done["result"] == {"file": f"{retry_id}/source.jpg", "stored": True}
     assert (await user.get(f"/tasks/{task_id}")).json()["state"] == "failed"
     assert kinds.ran == Counter({task_id: 1, retry_id: 1})
     timeline = (await admin.get(f"/admin/api/tasks/{retry_id}/timeline")).json()
