@@ -63,6 +63,13 @@ class BrokerLink:
         )
 
     @property
+    def connection(self) -> rpc.WireConnection:
+        """The process's connection; raises BrokerUnavailable before the first one."""
+        if self._connection is None:
+            raise rpc.BrokerUnavailable("not connected to the broker yet")
+        return self._connection
+
+    @property
     def client(self) -> rpc.RpcClient:
         """The process's RPC client; raises BrokerUnavailable before the first connection."""
         if self._client is None:

@@ -8,8 +8,11 @@ missed an event and must read the store. Recording is idempotent by
 
 Next to the events, each task has a summary row (state, progress, result,
 error) that ``apply_event`` keeps up to date. A terminal state is final: an
-event that comes after it is not recorded (a ``RejectedEvent``), so every
-task's history has at most one terminal event.
+event that comes after it is not recorded (a ``RejectedEvent``), so a task has
+one outcome. One exception, ``reopens``: a ``dead`` task replayed from its dead
+queue (``workers.dead.replay``) takes its ``queued`` event and runs on. ``dead``
+is no outcome to the workers (their outcome log keeps none for it): the dead
+letter is the task's one message, parked, and the replay moves it back.
 
 ``StoreUnavailable`` (the database's ``DatabaseUnavailable``) means the store
 cannot take a write now (read-only, its write lock held beyond the bound, an
@@ -88,6 +91,12 @@ class TaskQuery:
     kind: str | None = None
     since: float | None = None
     before: tuple[float, str] | None = None
+
+
+def reopens(summary: TaskSummary, event: StatusEvent) -> bool:
+    """Whether ``event`` brings the ended task back: a replay's ``queued`` after ``dead``
+    (no one else publishes ``queued`` for a task that has events)."""
+    return summary.state == "dead" and event.state == "queued"
 
 
 def apply_event(

@@ -74,7 +74,7 @@ async def task_events(request: Request) -> Response:
     hub: Hub = request.app.state.hub
     settings: GatewaySettings = request.app.state.settings
     limiter: StreamLimiter = request.app.state.stream_limiter
-    summary = await owned_task(request, task_id, user.user_id)
+    summary = await owned_task(request, task_id, user)
     cursor = _Cursor(request)
     reset = cursor.unknown or cursor.after > summary.last_seq
     if summary.terminal and not reset and cursor.after >= summary.last_seq:
@@ -125,16 +125,19 @@ async def event_stream(
             yield b"event: reset\ndata: %s\n\n" % data
         last = after
         while True:
-            # Catch up from the store.
+            # Catch up from the store, to its latest event: a terminal one ends the stream,
+            # one with events after it (a dead task replayed, gateway/store.py) does not.
+            ended = False
             while True:
                 page = await store.events_after(task_id, last, REPLAY_PAGE)
                 for event in page:
                     yield frame(event)
                     last = event.seq
-                    if event.terminal:
-                        return
+                    ended = event.terminal
                 if len(page) < REPLAY_PAGE:
                     break
+            if ended:
+                return
             subscription.resync = False
             recheck_at = time.monotonic() + IDLE_RECHECK_S
             # Live, until a gap, a resync or the idle recheck sends us back to the store.

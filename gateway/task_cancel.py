@@ -71,7 +71,7 @@ async def cancel_task(request: Request) -> JSONResponse:
             {"task_id": task_id, "state": "running", "cancel": "requested"}, status_code=202
         )
     TASKS_FINISHED.labels(kind_label(event.kind), "cancelled").inc()
-    await _announce(request.app.state.publisher, stored)
+    await announce_recorded(request.app.state.publisher, stored)
     cancelled = await store.get_task(task_id)
     if cancelled is None:  # past its retention already (TASK_RETENTION_S=0) and removed
         return JSONResponse({"task_id": task_id, "state": "cancelled"})
@@ -100,7 +100,7 @@ def _cancelling(event: StatusEvent) -> Work[StoredEvent | None]:
     return cancel
 
 
-async def _announce(publisher: Publisher, event: StoredEvent) -> None:
+async def announce_recorded(publisher: Publisher, event: StoredEvent) -> None:
     """Hand the recorded event to every gateway's live streams, as the recorder does its own.
 
     If the broker is away now, streams read it from the store when they resume.

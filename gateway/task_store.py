@@ -16,7 +16,7 @@ from typing import get_args
 from infra.database import Database, Migration, Row, Transaction
 from workers.messages import TERMINAL_STATES, State, StatusEvent
 
-from .store import RejectedEvent, StoredEvent, TaskQuery, TaskSummary, apply_event
+from .store import RejectedEvent, StoredEvent, TaskQuery, TaskSummary, apply_event, reopens
 
 COMPONENT = "tasks"
 
@@ -96,7 +96,7 @@ async def record_events(
 
     A duplicate ``event_id`` is not recorded again: its first copy is returned.
     An event that comes after its task's terminal event is not recorded: it is
-    a ``RejectedEvent``. A task the events create belongs to ``owner``.
+    a ``RejectedEvent`` (but see ``reopens``). A task the events create belongs to ``owner``.
 
     A batch costs a few statements, not a few per event: the copies already
     recorded and the tasks' summaries (locked) are read at once, the events
@@ -130,7 +130,7 @@ async def record_events(
             results.append(first)
             continue
         summary = summaries.get(event.task_id)
-        if summary is not None and summary.terminal:
+        if summary is not None and summary.terminal and not reopens(summary, event):
             reason = (
                 f"task {event.task_id} already ended {summary.state}; {event.state} is too late"
             )

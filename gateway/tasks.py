@@ -2,7 +2,7 @@
 
 Result files are streamed through the gateway from whichever store holds them,
 never handed out as presigned S3 URLs: every request is checked against its
-owner (a presigned URL is a bearer link for its lifetime, and a revoked
+owner or an admin (a presigned URL is a bearer link for its lifetime, and a revoked
 session could not take it back), the response keeps the gateway's headers
 (``nosniff``, ``Cache-Control: private``), the page's CSP stays ``img-src 'self'``,
 and the S3 endpoint need not be reachable from browsers. The cost is the
@@ -25,6 +25,7 @@ from workers.messages import TASK_ID_PATTERN
 from .auth import authenticate
 from .errors import HttpError
 from .store import TaskStore, TaskSummary
+from .tokens import Claims
 from .views import task_view
 
 # Names the workers give their outputs; anything else (dotfiles, paths) is not served.
@@ -32,20 +33,19 @@ _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _TASK_ID = re.compile(TASK_ID_PATTERN)
 
 
-async def owned_task(request: Request, task_id: str, user_id: str) -> TaskSummary:
-    """The task, if ``user_id`` created it; 404 otherwise (whether or not it exists)."""
+async def owned_task(request: Request, task_id: str, user: Claims) -> TaskSummary:
+    """The task, if ``user`` created it or is an admin; 404 otherwise (whether or not it
+    exists)."""
     store: TaskStore = request.app.state.store
     summary = await store.get_task(task_id)
-    if summary is None or summary.owner != user_id:
+    if summary is None or (summary.owner != user.user_id and not user.admin):
         raise HttpError(404, "not_found", f"no task {task_id!r}")
     return summary
 
 
 async def get_task(request: Request) -> JSONResponse:
     user = authenticate(request)
-    return JSONResponse(
-        task_view(await owned_task(request, request.path_params["task_id"], user.user_id))
-    )
+    return JSONResponse(task_view(await owned_task(request, request.path_params["task_id"], user)))
 
 
 # Outputs are written once under fixed names and never change; only their owner may
@@ -61,7 +61,7 @@ async def get_file(request: Request) -> Response:
     name = request.path_params["name"]
     if not _TASK_ID.match(task_id) or not _FILE_NAME.match(name) or ".." in name:
         raise HttpError(404, "not_found", "no such file")
-    summary = await owned_task(request, task_id, user.user_id)
+    summary = await owned_task(request, task_id, user)
     key = f"{task_id}/{name}"
     if key not in _output_paths(summary):
         raise HttpError(404, "not_found", "no such file")

@@ -3,7 +3,7 @@
 Every consumer of ours (RPC server, task runtime, event consumers, the
 gateway's status feed) buries its poison the same way: a persistent copy that
 keeps the message's identity and headers, adds the reason, the queue it came
-from, who sent it (its ``user_id``: the copy carries the dead-letterer's) and
+from, who sent it (its ``user_id``: the copy carries the dead-letterer's), when, and
 optionally a traceback, and is published with a confirm. The caller
 settles the original only once this returns True; on False it is still the
 caller's, to return to its queue.
@@ -12,12 +12,19 @@ caller's, to return to its queue.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 from .errors import BrokerUnavailable
 from .publish import persistent_copy, publish_confirmed
-from .topology import QUEUE_HEADER, REASON_HEADER, SENDER_HEADER, TRACEBACK_HEADER
+from .topology import (
+    DIED_AT_HEADER,
+    QUEUE_HEADER,
+    REASON_HEADER,
+    SENDER_HEADER,
+    TRACEBACK_HEADER,
+)
 from .wire import Channel, Properties, RobustChannel
 
 logger = logging.getLogger(__name__)
@@ -57,6 +64,7 @@ async def dead_letter(
     dead_headers[REASON_HEADER] = reason
     dead_headers[QUEUE_HEADER] = source_queue
     dead_headers[SENDER_HEADER] = message.properties.user_id or ""
+    dead_headers[DIED_AT_HEADER] = round(time.time() * 1000)
     if traceback is not None:
         dead_headers[TRACEBACK_HEADER] = traceback
     try:

@@ -22,6 +22,9 @@ TRACEBACK_HEADER = "x-taskgate-traceback"
 # Who sent the message that was dead-lettered (its user_id; "" if it had none): the copy
 # itself carries the user who dead-lettered it.
 SENDER_HEADER = "x-taskgate-sender"
+# When it was dead-lettered, Unix milliseconds (an AMQP float is 32 bits): an operator's
+# first question.
+DIED_AT_HEADER = "x-taskgate-died-at-ms"
 
 
 def method_queue(method: str) -> str:

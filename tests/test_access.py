@@ -220,7 +220,8 @@ QUEUES = (
         _declare_kind,
         None,
         publishers=frozenset(),
-        readers=frozenset({WORKER}),  # taskgate dead replay, as the worker
+        # taskgate dead replay, as the worker; the admin view's show, discard and replay
+        readers=frozenset({WORKER, WEB}),
         declarers=frozenset({WEB, WORKER}),
         senders=None,
     ),
@@ -251,7 +252,7 @@ QUEUES = (
         _declare_status,
         None,
         publishers=frozenset(),
-        readers=frozenset(),
+        readers=frozenset({WEB}),  # the admin view's show and discard
         declarers=frozenset({WEB, WORKER}),
         senders=None,
     ),
@@ -274,7 +275,7 @@ QUEUES = (
             _declare_orders,
             None,
             publishers=frozenset(),
-            readers=frozenset(),
+            readers=frozenset({WEB}),  # likewise
             declarers=frozenset({WEB, WORKER}),
             senders=None,
         )

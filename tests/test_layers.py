@@ -28,6 +28,7 @@ FORBIDDEN = {
 GATEWAY_MAY_IMPORT = frozenset(
     {
         "workers.claims",  # leases in the store: the stuck-task watchdog takes them over
+        "workers.dead",  # dead letters: the admin view shows, replays and discards them
         "workers.errors",  # the errors its API raises (InvalidInput, UnknownKind)
         "workers.kinds",  # the kinds workers registered (the autoscaling signal's labels)
         "workers.image_contracts",  # the thumbnail task's payload, the accepted images

@@ -8,13 +8,22 @@ dead letter that did not come from a sender the workers take tasks from, or
 that copies a message which did not (workers/senders.py): anyone who writes to
 the default exchange can put a message into a dead queue, and a replayed task
 goes out as the replayer's.
+
+The gateway's admin view uses the same functions on chosen messages
+(``message_ids``, as ``message_key`` names them): ``replay`` and ``discard``
+(ack) those, and give every other message back in its order. A replayed task's
+``queued`` event goes to ``announce``: the CLI publishes it, the gateway (which
+may not publish status events) records it in its store itself. Either way it is
+recorded before the task can run again, and brings the ``dead`` task back
+(gateway/store.py, ``reopens``).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from infra.process import run
@@ -32,12 +41,13 @@ from rpc.wire import (
 )
 
 from .errors import UnknownKind
-from .messages import Undecodable, decode_message, new_event, task_decoder
+from .messages import StatusEvent, Undecodable, decode_message, new_event, task_decoder
 from .senders import Senders, task_senders
 from .settings import WorkerSettings
 from .status import publish_status
 from .topology import (
     ATTEMPT_HEADER,
+    DIED_AT_HEADER,
     QUEUE_HEADER,
     REASON_HEADER,
     REPLAYED_HEADER,
@@ -49,8 +59,15 @@ from .topology import (
     declare_status_exchange,
 )
 
+# Chosen messages are looked for among the first this many of their queue (what a look
+# shows): a choice of one missing id does not take a whole long queue out and back.
+CHOOSE_WITHIN = 1_000
+# The message of a replayed task's ``queued`` event.
+REPLAYED_MESSAGE = "replayed from its dead queue"
+
 # Headers that describe the last death, not the task; a replayed message starts without them.
 _DEATH_HEADERS = (
+    DIED_AT_HEADER,
     REASON_HEADER,
     TRACEBACK_HEADER,
     QUEUE_HEADER,
@@ -62,13 +79,20 @@ _DEATH_HEADERS = (
 
 async def peek(connection: WireConnection, kind: str, limit: int | None = None) -> list[Delivery]:
     """Up to ``limit`` dead letters of ``kind``, oldest first, left in the queue."""
+    return await peek_queue(connection, dead_queue(kind), limit)
+
+
+async def peek_queue(
+    connection: WireConnection, queue: str, limit: int | None = None
+) -> list[Delivery]:
+    """Up to ``limit`` messages of ``queue`` (any dead queue), oldest first, left in it."""
     raw = await connection.raw_channel()
     messages: list[Delivery] = []
     try:
         # Not the count a passive declare gives: a quorum queue may answer it before it has
         # taken back what the previous look gave back, and say 0.
         while limit is None or len(messages) < limit:
-            message = await raw.basic_get(dead_queue(kind))
+            message = await raw.basic_get(queue)
             if message is None:
                 break
             messages.append(message)
@@ -91,12 +115,17 @@ async def replay(
     *,
     max_length: int,
     on_left: Callable[[str, str], None] | None = None,
+    message_ids: set[str] | None = None,
+    announce: Callable[[StatusEvent], Awaitable[None]] | None = None,
 ) -> int:
     """Move up to ``limit`` dead letters of ``kind`` back to its queue; return how many.
 
     ``max_length`` is the kind's queue length limit, as every process declares it
     (``WorkerSettings.queue_max_length``): the broker refuses any other. A dead letter
     from an untrusted sender stays, and ``on_left`` gets its label and why.
+    ``message_ids``: only those (``message_key``), each removed from the set once found (what
+    is left in it was not there); the others stay, in their order.
+    ``announce``: what records a replayed task's ``queued`` event (default: publish it).
     """
 
     async def declare(raw: Channel) -> None:
@@ -107,12 +136,24 @@ async def replay(
     channel = await connection.open_channel(declare, publisher_confirms=True)
     replayed = 0
     left: list[Delivery] = []
+    wanted = message_ids
+    skipped = 0  # not chosen
     raw = await channel.get_underlay_channel()
+
+    async def publish(event: StatusEvent) -> None:
+        await publish_status(channel, event)
+
     try:
-        while limit is None or replayed < limit:
+        while (limit is None or replayed < limit) and _looking(wanted, skipped):
             message = await raw.basic_get(dead_queue(kind))
             if message is None:
                 break
+            if wanted is not None:
+                if message_key(message) not in wanted:
+                    left.append(message)
+                    skipped += 1
+                    continue
+                wanted.discard(message_key(message))
             why = _untrusted(senders, message)
             if why is not None:
                 left.append(message)  # unacked: this channel does not get it again
@@ -130,7 +171,8 @@ async def replay(
             headers[REPLAYED_HEADER] = (previous if isinstance(previous, int) else 0) + 1
             task_id = _task_id(message)
             if task_id is not None:
-                await publish_status(channel, new_event(kind, task_id, "queued", 1))
+                queued = new_event(kind, task_id, "queued", 1, message=REPLAYED_MESSAGE)
+                await (announce or publish)(queued)
             routed = await publish_confirmed(
                 channel,
                 message.body,
@@ -151,6 +193,47 @@ async def replay(
                 raw.basic_nack(message.delivery_tag, requeue=True)
         await channel.close()
     return replayed
+
+
+async def discard(connection: WireConnection, queue: str, message_ids: set[str]) -> int:
+    """Remove (ack) the messages of ``queue`` named in ``message_ids`` (``message_key``), each
+    removed from the set once found; give the others back in their order. How many were
+    removed."""
+    wanted = message_ids
+    raw = await connection.raw_channel()
+    left: list[Delivery] = []
+    removed = 0
+    try:
+        while _looking(wanted, len(left)):
+            message = await raw.basic_get(queue)
+            if message is None:
+                break
+            key = message_key(message)
+            if key in wanted:
+                wanted.discard(key)
+                raw.basic_ack(message.delivery_tag)
+                removed += 1
+            else:
+                left.append(message)
+        return removed
+    finally:
+        if raw.closed is None:
+            for message in left:
+                raw.basic_nack(message.delivery_tag, requeue=True)
+        await raw.close()
+
+
+def _looking(wanted: set[str] | None, skipped: int) -> bool:
+    """Whether to take another message: all (None), or chosen ones still not found within
+    CHOOSE_WITHIN."""
+    return wanted is None or (bool(wanted) and skipped < CHOOSE_WITHIN)
+
+
+def message_key(message: Delivery) -> str:
+    """What names a dead letter to choose it: its message_id, else a hash of its body."""
+    if message.properties.message_id:
+        return str(_text(message.properties.message_id))
+    return "sha256:" + hashlib.sha256(message.body).hexdigest()[:32]
 
 
 def _untrusted(senders: Senders, message: Delivery) -> str | None:

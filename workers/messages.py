@@ -80,6 +80,8 @@ class StatusEvent(msgspec.Struct, frozen=True, omit_defaults=True):
     ``retrying``, ``dead``, ``cancelled`` (who or what cancelled it) and ``stuck`` (whose
     lease ran out); ``retry_in_ms`` with ``retrying``; ``run_at`` (Unix time) and
     ``message`` with ``scheduled``: a delayed task, published to its queue then.
+    ``worker`` names the worker process that published the event (``claims.new_holder``);
+    None for events from anyone else (the gateway, a submitter, a replay).
     Field bounds are checked when decoding; ``result``'s nesting by
     :func:`decode_status_event`.
     """
@@ -96,6 +98,7 @@ class StatusEvent(msgspec.Struct, frozen=True, omit_defaults=True):
     error: str | None = None
     retry_in_ms: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)] | None = None
     run_at: _Timestamp | None = None
+    worker: _Text | None = None
 
     @property
     def terminal(self) -> bool:

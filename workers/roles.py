@@ -34,7 +34,6 @@ def _any_of(*names: str) -> str:
 _REPLY_QUEUES = r"amq\.gen-.*"  # server-named: live feeds, notifications, RPC reply queues
 _JOURNALS = r"status\.journal\.\d+"
 _KINDS = r"tasks\.(?!retry\.).+"  # tasks.<kind> and tasks.<kind>.dead, not the retry tiers
-_TASK_QUEUES = r"tasks\.(?!retry\.)(?!.*\.dead$).+"  # tasks.<kind> only
 _ORDER_QUEUES = rf"orders\.({'|'.join(SERVICES)})"
 _ORDER_DEAD_QUEUES = rf"{_ORDER_QUEUES}\.dead"
 
@@ -47,7 +46,9 @@ ROLES = (
     # so the gateway may read the task and order queues it declares, though it never does
     # (docs/security.md). It never publishes a status event (status.shards is internal:
     # binding to it is all it can do) and never touches the retry tiers. amq.default also
-    # carries its RPC requests and the poison events it buries.
+    # carries its RPC requests and the poison events it buries. It reads the dead queues
+    # (tasks.<kind>.dead, status.dead, orders.<service>.dead) for the admin view: show,
+    # discard, and replay a task, which the workers take from it as they take its uploads.
     Role(
         "web",
         configure=_any_of(
@@ -83,9 +84,11 @@ ROLES = (
             _JOURNALS,
             r"status\.recorded",
             r"tasks",
-            _TASK_QUEUES,  # declared with a dead-letter exchange, see above
+            _KINDS,  # tasks.<kind> (it declares them, see above) and their dead queues
             r"orders",
             _ORDER_QUEUES,  # likewise
+            r"status\.dead",
+            _ORDER_DEAD_QUEUES,
             r"notifications",
         ),
         process="python -m gateway",

@@ -43,7 +43,7 @@ from .registry import Task, TaskRegistry
 from .senders import task_senders
 from .settings import WorkerSettings
 from .slots import PrioritySlots
-from .status import confirmed, forget, publish_status, publish_status_soon
+from .status import confirmed, forget, publish_status, publish_status_soon, signed
 from .topology import (
     PRIORITIES,
     declare_kind,
@@ -70,7 +70,7 @@ class Worker:
             raise ValueError("the registry has no tasks")
         self.registry = registry
         self.settings = settings
-        self.name = name
+        self.name, self.holder = name, new_holder(name)  # holder: in its claims and events
         self.storage = open_storage(settings.storage_config())
         self._consume_channel: RobustChannel | None = None
         self._publish_channel: RobustChannel | None = None
@@ -143,7 +143,7 @@ class Worker:
             database = self._own_database = await open_database(self.settings.database)
         self._outcomes = await OutcomeLog.open(
             database,
-            holder=new_holder(self.name),
+            holder=self.holder,
             lease_s=self.settings.task_lease_s,
             legacy_dir=self.settings.storage_dir,
         )
@@ -200,12 +200,12 @@ class Worker:
 
     async def _publish(self, event: StatusEvent) -> None:
         assert self._publish_channel is not None
-        await publish_status(self._publish_channel, event)
+        await publish_status(self._publish_channel, signed(event, self.holder))
         STATUS_EVENTS.labels(event.kind, event.state).inc()
 
     def _publish_soon(self, event: StatusEvent) -> asyncio.Future[bool]:
         assert self._publish_channel is not None
-        future = publish_status_soon(self._publish_channel, event)
+        future = publish_status_soon(self._publish_channel, signed(event, self.holder))
         STATUS_EVENTS.labels(event.kind, event.state).inc()
         return future
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
+import msgspec
+
 from rpc.errors import BrokerRefused, BrokerUnavailable
 from rpc.publish import publish_confirmed
 from rpc.wire import BrokerError, Properties, PublishNacked, RobustChannel, Unavailable
@@ -60,6 +62,12 @@ def forget(future: asyncio.Future[bool]) -> None:
         future.exception()
     else:
         future.cancel()
+
+
+def signed(event: StatusEvent, worker: str) -> StatusEvent:
+    """``event`` naming ``worker`` as its publisher, unless it names one already (an outcome
+    another worker recorded keeps its name when this one republishes it)."""
+    return event if event.worker is not None else msgspec.structs.replace(event, worker=worker)
 
 
 def _status_properties(event: StatusEvent) -> Properties:

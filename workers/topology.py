@@ -29,6 +29,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 # Dead letters of every kind carry the same headers: rpc.dead_letter writes them.
+from rpc.topology import DIED_AT_HEADER as DIED_AT_HEADER
 from rpc.topology import QUEUE_HEADER as QUEUE_HEADER
 from rpc.topology import REASON_HEADER as REASON_HEADER
 from rpc.topology import SENDER_HEADER as SENDER_HEADER
