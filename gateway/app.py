@@ -6,6 +6,7 @@ import contextlib
 import functools
 import gc
 import logging
+import math
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -19,13 +20,15 @@ from infra.database import open_database
 from infra.storage import open_storage
 from workers import claims, kinds, task_records
 
-from . import autoscale
+from . import autoscale, task_inputs
 from .admin import overview as admin_overview
 from .admin.dead_letters import discard_dead, list_dead_queues, replay_dead, show_dead_queue
 from .admin.history import HistorySampler, get_history
 from .admin.overview import Overview, get_overview
 from .admin.page import admin_page
+from .admin.retry import retry_task
 from .admin.stream import admin_stream
+from .admin.throughput import Throughput
 from .admin.timeline import task_timeline
 from .auth import Authenticating, Credentials, close_session, get_session, open_session
 from .autoscale import AutoscaleSignal, Bounds
@@ -103,6 +106,7 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         orders = await OrderStore.open(database)
         await database.migrate("outbox", OUTBOX_MIGRATIONS)
         await database.migrate("upload_keys", UPLOAD_KEY_MIGRATIONS)
+        await database.migrate(task_inputs.COMPONENT, task_inputs.MIGRATIONS)
         await task_records.migrate(database)
         await database.migrate(kinds.COMPONENT, kinds.MIGRATIONS)
         await database.migrate(autoscale.COMPONENT, autoscale.MIGRATIONS)
@@ -136,12 +140,17 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
             ),
             interval_s=settings.autoscale_interval_s,
         )
+        # Ticks of at most a second, a whole number of them per history step.
+        step_s = settings.admin_history_step_s
+        throughput = Throughput(tick_s=step_s / math.ceil(step_s))
+        hub.taps.append(throughput.count)
         overview = Overview(
             database,
+            throughput,
             sample_s=settings.admin_sample_s,
             presence_interval_s=settings.presence_interval_s,
         )
-        history = HistorySampler(database, overview, step_s=settings.admin_history_step_s)
+        history = HistorySampler(database, overview, throughput, step_s=step_s)
         broker = BrokerLink(
             settings,
             attach=[
@@ -264,6 +273,7 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         Route("/tasks/{task_id}", get_task),
         Route("/tasks/{task_id}", cancel_task, methods=["DELETE"]),
         Route("/tasks/{task_id}/events", task_events),
+        Route("/tasks/{task_id}/retry", retry_task, methods=["POST"]),
         Route("/files/{task_id}/{name}", get_file),
         Route("/admin/api/tasks/{task_id}/timeline", task_timeline),
         Route("/admin/api/dead", list_dead_queues),

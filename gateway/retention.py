@@ -1,6 +1,7 @@
 """Retention: finished tasks are removed ``TASK_RETENTION_S`` after they ended, with everything
-kept for them: their events, their upload key, the workers' records (outcome, claim,
-cancel request: ``workers.task_records.forget``) and their files in the object store.
+kept for them: their events, their upload key, their input (for a retry), the workers'
+records (outcome, claim, cancel request: ``workers.task_records.forget``) and their files in
+the object store.
 
 The sweeper (gateway/sweeper.py) runs it. Each batch of at most
 ``TASK_RETENTION_BATCH`` tasks is one short write transaction, so recording,
@@ -23,6 +24,8 @@ from infra.database import Database, Transaction
 from infra.storage import Storage
 from workers import task_records
 from workers.messages import TERMINAL_STATES
+
+from . import task_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -75,4 +78,5 @@ async def forget_tasks(tx: Transaction, task_ids: list[str]) -> None:
     await tx.executemany("DELETE FROM events WHERE task_id = $1", rows)
     await tx.executemany("DELETE FROM upload_keys WHERE task_id = $1", rows)
     await tx.executemany("DELETE FROM tasks WHERE task_id = $1", rows)
+    await task_inputs.forget(tx, task_ids)
     await task_records.forget(tx, task_ids)

@@ -41,6 +41,7 @@ from workers.messages import (
     scheduled_event,
 )
 
+from . import task_inputs
 from .auth import authenticate
 from .errors import HttpError
 from .idempotency import IdempotencyConflict, claim_upload_key, idempotency_key
@@ -136,6 +137,7 @@ async def create_upload(request: Request) -> JSONResponse:
                 return earlier
         await record_events(tx, [(queued, encoder.encode(queued))], owner=user.user_id)
         await add_to_outbox(tx, entry, max_pending=settings.outbox_max_pending)
+        await task_inputs.keep(tx, message, how.priority)  # for a retry
         return task_id
 
     accepted = await _commit(database, accept, forget_files)

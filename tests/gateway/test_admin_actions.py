@@ -4,6 +4,7 @@ timeline, admins reading any task; every admin route refused to anyone else."""
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
@@ -12,30 +13,41 @@ import pytest
 
 import rpc
 from gateway.settings import GatewaySettings
-from workers import TaskContext, TaskRegistry, Worker, WorkerSettings
+from workers import PermanentError, TaskContext, TaskRegistry, Worker, WorkerSettings, dead
 from workers.builtin import ThumbnailRequest
-from workers.topology import STATUS_DEAD_QUEUE, dead_queue
+from workers.topology import DEFAULT_QUEUE_MAX_LENGTH, STATUS_DEAD_QUEUE, dead_queue
 
-from ..helpers import eventually
-from .conftest import bearer, jpeg_bytes, running_app, upload
+from ..helpers import eventually, on_storage
+from .conftest import bearer, jpeg_bytes, read_stream, running_app, upload
 
 ADMIN = "root"
 
 
 class Kinds:
-    """One kind that fails until the test mends it, and dies at its first failure."""
+    """Kinds that fail until the test mends them: ``flaky`` dies at its first failure,
+    ``broken`` fails for good. ``ran`` counts each task's runs."""
 
     def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
         self.kind = f"{prefix}.flaky"
         self.mended = asyncio.Event()
+        self.ran: Counter[str] = Counter()
         self.registry = TaskRegistry()
 
         @self.registry.task(self.kind, max_attempts=1)
         async def flaky(ctx: TaskContext, request: ThumbnailRequest) -> dict[str, int]:
+            self.ran[ctx.task_id] += 1
             if not self.mended.is_set():
                 raise ValueError("not mended yet")
             await ctx.progress(50, "halfway")
             return {"attempt": ctx.attempt}
+
+        @self.registry.task(f"{prefix}.broken")
+        async def broken(ctx: TaskContext, request: ThumbnailRequest) -> dict[str, object]:
+            self.ran[ctx.task_id] += 1
+            if not self.mended.is_set():
+                raise PermanentError("broken")
+            return {"file": request.file, "stored": await ctx.storage.exists(request.file)}
 
 
 @pytest.fixture
@@ -44,8 +56,23 @@ def kinds(kind_prefix: str) -> Kinds:
 
 
 @pytest.fixture
-def settings(gateway_settings: GatewaySettings, kinds: Kinds) -> GatewaySettings:
-    return replace(gateway_settings, upload_kind=kinds.kind)
+def upload_kind() -> str:
+    """The kind uploads make; a test marked ``parametrize("upload_kind", [...])`` picks it."""
+    return "flaky"
+
+
+@pytest.fixture
+def settings(
+    request: pytest.FixtureRequest,
+    gateway_settings: GatewaySettings,
+    kinds: Kinds,
+    upload_kind: str,
+) -> GatewaySettings:
+    """The gateway's; on PostgreSQL for a test that asks for ``pg_url``."""
+    settings = replace(gateway_settings, upload_kind=f"{kinds.prefix}.{upload_kind}")
+    if "pg_url" in request.fixturenames:
+        settings = replace(settings, database_url=request.getfixturevalue("pg_url"))
+    return settings
 
 
 @pytest.fixture
@@ -53,15 +80,16 @@ async def worker(
     kinds: Kinds, settings: GatewaySettings, worker_connection: rpc.WireConnection
 ) -> AsyncIterator[Worker]:
     """An in-process worker on the gateway's store and storage, as the worker user."""
+    worker_settings = WorkerSettings(
+        amqp_url=settings.amqp_url,
+        database_path=settings.database_path,
+        database_url=settings.database_url,
+        processes=1,
+        progress_interval_s=0,
+    )
     worker = Worker(
         kinds.registry,
-        WorkerSettings(
-            amqp_url=settings.amqp_url,
-            storage_dir=settings.storage_dir,
-            database_path=settings.database_path,
-            processes=1,
-            progress_interval_s=0,
-        ),
+        on_storage(worker_settings, settings.storage_config()),
         name="flaky-worker",
     )
     await worker.start(worker_connection)
@@ -144,14 +172,36 @@ async def test_a_dead_task_is_listed_shown_replayed_and_then_succeeds(clients, k
     assert workers["dead"] == workers["succeeded"] == worker.holder
     assert worker.holder.startswith("flaky-worker@")
     assert timeline["task"]["state"] == "succeeded"
+    # Its stream from the start goes past dead to the outcome, as the timeline does.
+    stream = await read_stream(user, f"/tasks/{task_id}/events")
+    assert [event.event for event in stream if event.event != "message"] == states
+
+
+async def test_taskgate_dead_replay_as_the_worker_brings_a_dead_task_back(
+    clients, kinds, worker, worker_connection
+):
+    user, _ = clients
+    task_id = await submit(user)
+    await wait_state(user, task_id, "dead")
+    kinds.mended.set()
+
+    # What ``taskgate dead replay KIND`` runs, as the worker user: its queued event goes
+    # through the journal to the recorder, which took nothing after dead before.
+    replayed = await dead.replay(worker_connection, kinds.kind, max_length=DEFAULT_QUEUE_MAX_LENGTH)
+
+    assert replayed == 1
+    assert (await wait_state(user, task_id, "succeeded"))["result"] == {"attempt": 1}
+    assert kinds.ran[task_id] == 2
 
 
 async def test_a_discarded_dead_letter_is_gone_and_its_task_stays_dead(clients, kinds, worker):
     user, admin = clients
-    kept, dropped = await submit(user), await submit(user)
-    await wait_state(user, kept, "dead")
-    await wait_state(user, dropped, "dead")
+    task_ids = [await submit(user) for _ in range(3)]
+    for task_id in task_ids:
+        await wait_state(user, task_id, "dead")
     queue = dead_queue(kinds.kind)
+    before = [m["message_id"] for m in await dead_letters(admin, queue)]
+    dropped = before[1]
 
     response = await admin.post(
         f"/admin/api/dead/{queue}/discard", json={"message_ids": [dropped, "no-such-id"]}
@@ -159,7 +209,11 @@ async def test_a_discarded_dead_letter_is_gone_and_its_task_stays_dead(clients, 
 
     assert response.status_code == 200, response.text
     assert response.json() == {"discarded": 1, "missing": ["no-such-id"]}
-    assert [m["message_id"] for m in await dead_letters(admin, queue)] == [kept]
+    # The others stay, in their order.
+    assert [m["message_id"] for m in await dead_letters(admin, queue)] == [
+        before[0],
+        before[2],
+    ]
     assert (await user.get(f"/tasks/{dropped}")).json()["state"] == "dead"
 
 
@@ -194,6 +248,102 @@ async def test_an_admin_reads_any_task_and_its_timeline(clients, kinds, worker):
     assert events[-1]["result"] == {"attempt": 1}
     assert [e["timestamp"] for e in events] == sorted(e["timestamp"] for e in events)
     assert unknown.status_code == 404
+
+
+@pytest.mark.parametrize("upload_kind", ["broken"])
+async def test_a_failed_task_retried_runs_once_more_as_a_new_task(
+    clients, kinds, worker, storage_config
+):
+    await retry_a_failed_task(clients, kinds)
+
+
+@pytest.mark.parametrize("upload_kind", ["broken"])
+async def test_a_failed_task_retried_on_postgresql(clients, kinds, worker, pg_url):
+    await retry_a_failed_task(clients, kinds)
+
+
+async def retry_a_failed_task(
+    clients: tuple[httpx.AsyncClient, httpx.AsyncClient], kinds: Kinds
+) -> None:
+    user, admin = clients
+    task_id = await submit(user)
+    await wait_state(user, task_id, "failed")
+    kinds.mended.set()
+
+    response = await user.post(f"/tasks/{task_id}/retry", json={})
+    again = await admin.post(f"/tasks/{task_id}/retry", json={})
+
+    assert response.status_code == 202, response.text
+    retry_id = response.json()["task_id"]
+    assert response.json() == {"task_id": retry_id, "retry_of": task_id}
+    assert retry_id != task_id
+    assert again.status_code == 202 and again.json() == response.json()  # one retry per task
+    done = await wait_state(user, retry_id, "succeeded")
+    # Its own copy of the upload.
+    assert done["result"] == {"file": f"{retry_id}/source.jpg", "stored": True}
+    assert (await user.get(f"/tasks/{task_id}")).json()["state"] == "failed"
+    assert kinds.ran == Counter({task_id: 1, retry_id: 1})
+    timeline = (await admin.get(f"/admin/api/tasks/{retry_id}/timeline")).json()
+    assert timeline["events"][0]["message"] == f"retry of {task_id}"
+    assert timeline["retry_of"] == task_id
+    original = (await admin.get(f"/admin/api/tasks/{task_id}/timeline")).json()
+    assert original["retried_by"] == retry_id and original["retry_of"] is None
+
+
+async def test_an_admin_retries_a_users_dead_task_and_the_user_owns_the_retry(
+    clients, kinds, worker
+):
+    user, admin = clients
+    task_id = await submit(user)
+    await wait_state(user, task_id, "dead")
+    kinds.mended.set()
+
+    response = await admin.post(f"/tasks/{task_id}/retry")
+
+    assert response.status_code == 202, response.text
+    retry_id = response.json()["task_id"]
+    assert (await wait_state(user, retry_id, "succeeded"))["result"] == {"attempt": 1}
+    assert (await user.get(f"/tasks/{task_id}")).json()["state"] == "dead"
+
+
+async def test_only_a_failed_dead_or_cancelled_task_of_ones_own_is_retried(
+    clients, kinds, worker, settings
+):
+    user, admin = clients
+    kinds.mended.set()
+    task_id = await submit(user)
+    await wait_state(user, task_id, "succeeded")
+
+    succeeded = await user.post(f"/tasks/{task_id}/retry", json={})
+    async with running_app(settings, user="mallory") as mallory:
+        others = await mallory.post(f"/tasks/{task_id}/retry", json={})
+        anonymous = await mallory.post(
+            f"/tasks/{task_id}/retry", json={}, headers={"Authorization": ""}
+        )
+    unknown = await admin.post("/tasks/nope/retry", json={})
+    extra = await user.post(f"/tasks/{task_id}/retry", json={"priority": "high"})
+
+    assert succeeded.status_code == 409
+    assert succeeded.json()["error"]["code"] == "succeeded"
+    assert others.status_code == 404
+    assert anonymous.status_code == 401
+    assert unknown.status_code == 404
+    assert extra.status_code == 422
+
+
+async def test_a_queued_task_is_not_retried_but_cancelled_it_is(clients, kinds, settings):
+    user, admin = clients
+    task_id = await submit(user)  # no worker: it stays queued
+
+    queued = await user.post(f"/tasks/{task_id}/retry", json={})
+    cancelled = await admin.delete(f"/tasks/{task_id}")
+    retried = await user.post(f"/tasks/{task_id}/retry", json={})
+
+    assert queued.status_code == 409
+    assert queued.json()["error"]["code"] == "not_finished"
+    assert cancelled.status_code == 200 and cancelled.json()["error"] == f"cancelled by {ADMIN}"
+    assert retried.status_code == 202, retried.text
+    assert (await user.get(f"/tasks/{retried.json()['task_id']}")).json()["state"] == "queued"
 
 
 ADMIN_ROUTES = [

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import msgspec
 
+from gateway import task_inputs
 from gateway.idempotency import UPLOAD_KEY_MIGRATIONS
 from gateway.retention import Retention
 from gateway.task_store import DatabaseTaskStore
@@ -38,6 +39,7 @@ async def test_finished_tasks_past_the_retention_go_with_all_they_kept(database,
     store = await DatabaseTaskStore.open(database)
     await task_records.migrate(database)
     await database.migrate("upload_keys", UPLOAD_KEY_MIGRATIONS)
+    await database.migrate(task_inputs.COMPONENT, task_inputs.MIGRATIONS)
     storage = tmp_path / "storage"
     old_finished = ["done", "failed", "cancelled"]
     await add_task(store, "done", ["queued", "running", "succeeded"], 3 * DAY_S)
