@@ -15,8 +15,9 @@ import asyncio
 import logging
 import math
 import time
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -24,7 +25,9 @@ from infra.background import cancel_and_wait
 from infra.database import Database, DatabaseError, Transaction
 
 from ..errors import HttpError
+from ..openapi import documented
 from .access import require_admin
+from .api_types import HistoryView
 from .overview import FAILED_STATES, FINISHED, Overview
 
 logger = logging.getLogger(__name__)
@@ -140,6 +143,13 @@ async def history(database: Database, *, minutes: int, step_s: float) -> dict[st
     }
 
 
+@documented(
+    "Per-kind figures over the last minutes",
+    responses={200: HistoryView},
+    errors=(400,),
+    auth="admin",
+    query={"minutes": Annotated[int, msgspec.Meta(ge=1, le=MAX_MINUTES)]},
+)
 async def get_history(request: Request) -> JSONResponse:
     require_admin(request)
     text = request.query_params.get("minutes", str(DEFAULT_MINUTES))
