@@ -6,6 +6,7 @@ import contextlib
 import functools
 import gc
 import logging
+import math
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -26,6 +27,7 @@ from .admin.overview import Overview, get_overview
 from .admin.page import admin_page
 from .admin.retry import retry_task
 from .admin.stream import admin_stream
+from .admin.throughput import Throughput
 from .admin.timeline import task_timeline
 from .auth import Authenticating, Credentials, close_session, get_session, open_session
 from .autoscale import AutoscaleSignal, Bounds
@@ -138,12 +140,17 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
             ),
             interval_s=settings.autoscale_interval_s,
         )
+        # Ticks of at most a second, a whole number of them per history step.
+        step_s = settings.admin_history_step_s
+        throughput = Throughput(tick_s=step_s / math.ceil(step_s))
+        hub.taps.append(throughput.count)
         overview = Overview(
             database,
+            throughput,
             sample_s=settings.admin_sample_s,
             presence_interval_s=settings.presence_interval_s,
         )
-        history = HistorySampler(database, overview, step_s=settings.admin_history_step_s)
+        history = HistorySampler(database, overview, throughput, step_s=step_s)
         broker = BrokerLink(
             settings,
             attach=[

@@ -1,4 +1,5 @@
-"""Inspect and replay dead letters: ``python -m workers.dead list|show|replay KIND``.
+"""Inspect, replay and discard dead letters: ``python -m workers.dead list|show|replay KIND``,
+``discard KIND ID...``.
 
 ``list`` and ``show`` take the messages without acking and give them all back
 when done, so they stay in the dead queue in their order. ``replay`` moves each
@@ -59,6 +60,9 @@ from .topology import (
     declare_status_exchange,
 )
 
+# Chosen messages are looked for among the first this many of their queue (what a look
+# shows): a choice of one missing id does not take a whole long queue out and back.
+CHOOSE_WITHIN = 1_000
 # The message of a replayed task's ``queued`` event.
 REPLAYED_MESSAGE = "replayed from its dead queue"
 
@@ -134,19 +138,21 @@ async def replay(
     replayed = 0
     left: list[Delivery] = []
     wanted = message_ids
+    skipped = 0  # not chosen
     raw = await channel.get_underlay_channel()
 
     async def publish(event: StatusEvent) -> None:
         await publish_status(channel, event)
 
     try:
-        while (limit is None or replayed < limit) and wanted != set():
+        while (limit is None or replayed < limit) and _looking(wanted, skipped):
             message = await raw.basic_get(dead_queue(kind))
             if message is None:
                 break
             if wanted is not None:
                 if message_key(message) not in wanted:
                     left.append(message)
+                    skipped += 1
                     continue
                 wanted.discard(message_key(message))
             why = _untrusted(senders, message)
@@ -199,7 +205,7 @@ async def discard(connection: WireConnection, queue: str, message_ids: set[str])
     left: list[Delivery] = []
     removed = 0
     try:
-        while wanted:
+        while _looking(wanted, len(left)):
             message = await raw.basic_get(queue)
             if message is None:
                 break
@@ -216,6 +222,12 @@ async def discard(connection: WireConnection, queue: str, message_ids: set[str])
             for message in left:
                 raw.basic_nack(message.delivery_tag, requeue=True)
         await raw.close()
+
+
+def _looking(wanted: set[str] | None, skipped: int) -> bool:
+    """Whether to take another message: all (None), or chosen ones still not found within
+    CHOOSE_WITHIN."""
+    return wanted is None or (bool(wanted) and skipped < CHOOSE_WITHIN)
 
 
 def message_key(message: Delivery) -> str:
@@ -296,6 +308,13 @@ async def _run(args: argparse.Namespace, settings: WorkerSettings) -> int:
             )
             print(f"replayed {count} dead letters of {args.kind}")
             return 0
+        if args.command == "discard":
+            wanted = set(args.ids)
+            removed = await discard(connection, dead_queue(args.kind), wanted)
+            for missing in sorted(wanted):
+                print(f"not found: {missing}")
+            print(f"discarded {removed} dead letters of {args.kind}")
+            return 0 if not wanted else 1
         messages = await peek(connection, args.kind, args.limit)
         if not messages:
             print(f"no dead letters for {args.kind}")
@@ -321,8 +340,9 @@ async def _run(args: argparse.Namespace, settings: WorkerSettings) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workers.dead", description=__doc__)
-    parser.add_argument("command", choices=["list", "show", "replay"])
+    parser.add_argument("command", choices=["list", "show", "replay", "discard"])
     parser.add_argument("kind", help="task kind, e.g. images.thumbnail")
+    parser.add_argument("ids", nargs="*", help="discard: the messages' message_id")
     parser.add_argument("--limit", type=int, default=None, help="at most this many messages")
     args = parser.parse_args(argv)
     settings = WorkerSettings.from_env()

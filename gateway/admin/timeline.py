@@ -1,7 +1,8 @@
 """``GET /admin/api/tasks/{id}/timeline``: a task and every event recorded for it, oldest first.
 
 Each event as its publisher sent it, with the worker that published it (None for
-the gateway's own events: accepted, cancelled, replayed). An admin sees any task.
+the gateway's own events: accepted, cancelled, replayed). ``retry_of`` and
+``retried_by`` link a task and its retry (gateway/admin/retry.py).
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from infra.database import Database
 from workers.messages import StatusEvent, event_decoder
 
+from .. import task_inputs
 from ..errors import HttpError
 from ..openapi import documented
 from ..store import TaskStore
@@ -60,7 +63,17 @@ async def task_timeline(request: Request) -> JSONResponse:
         if len(page) < _PAGE:
             break
         last = page[-1].seq
-    return JSONResponse({"task": task_view(summary), "events": events})
+    database: Database = request.app.state.database
+    kept = await database.read(lambda tx: task_inputs.get(tx, task_id))
+    retried_by = await database.read(lambda tx: task_inputs.retry_of(tx, task_id))
+    return JSONResponse(
+        {
+            "task": task_view(summary),
+            "events": events,
+            "retry_of": kept.retry_of if kept is not None else None,
+            "retried_by": retried_by,
+        }
+    )
 
 
 def event_view(event: StatusEvent) -> dict[str, Any]:

@@ -1,13 +1,14 @@
 // taskgate's operator dashboard: queues, tasks, dead letters, workers and RPC latency, live
 // over /admin/stream. Plain browser JavaScript (an ES module), no build step. Server data only
-// ever goes into the DOM as text. The admin API it reads: docs/design.md, "Operator dashboard".
+// ever goes into the DOM as text. The API it reads is gateway/admin/ (admins only).
 
 import { $, api, showError } from "./http.js";
 import { LiveSource } from "./live.js";
 import { startSession } from "./session.js";
 import { drawChart } from "./chart.js";
 
-const WINDOW_S = 15 * 60; // what the charts show
+const WINDOW_S = 15 * 60; // what the charts show at most
+const MIN_WINDOW_S = 60; // ... and at least, while less is known (a gateway just started)
 const TASK_PAGE = 50;
 const MAX_TASKS = 200; // rows kept while events add more
 const TERMINAL_STATES = new Set(["succeeded", "failed", "dead", "cancelled"]);
@@ -181,6 +182,8 @@ function swatch(kind) {
 function drawCharts() {
   const now = overview.last?.at ?? Date.now() / 1000;
   const kinds = [...series.keys()].sort();
+  const first = Math.min(now, ...[...series.values()].map((points) => points[0]?.at ?? now));
+  const from = Math.max(now - WINDOW_S, Math.min(first, now - MIN_WINDOW_S));
   for (const metric of CHARTS) {
     const figure = $("charts").querySelector(`[data-metric="${metric}"]`);
     const lines = [];
@@ -194,7 +197,7 @@ function drawCharts() {
         });
       }
     }
-    drawChart(figure.querySelector("svg"), { lines, from: now - WINDOW_S, to: now });
+    drawChart(figure.querySelector("svg"), { lines, from, to: now });
   }
   $("legend").replaceChildren(...kinds.map((kind) => el("li", {}, [swatch(kind), kind])));
 }
@@ -244,7 +247,7 @@ function drawRpcMethods(methods) {
 // ---------------------------------------------------------------------------------------------
 // Tasks: the list (filters, newest first) and one task's timeline
 
-const tasks = { rows: new Map(), cursor: null };
+const tasks = { rows: new Map(), cursor: null, drawPending: false };
 
 function filters() {
   return { state: $("filter-state").value, kind: $("filter-kind").value };
@@ -280,7 +283,14 @@ function receiveTask(task) {
   } else {
     tasks.rows.set(task.task_id, task);
   }
-  drawTasks();
+  // A busy system sends hundreds of task events a second: redraw the list once per frame.
+  if (!tasks.drawPending) {
+    tasks.drawPending = true;
+    requestAnimationFrame(() => {
+      tasks.drawPending = false;
+      drawTasks();
+    });
+  }
 }
 
 function drawTasks() {
@@ -434,22 +444,30 @@ async function loadDeadQueues() {
   try {
     const answer = await api("GET", "/admin/api/dead");
     $("dead-error").textContent = "";
-    $("dead-queues").replaceChildren(...answer.queues.map((q) => {
-      const show = el("button", { text: "Show", cls: "secondary", attrs: { type: "button" } });
-      show.addEventListener("click", () => showDeadQueue(q.queue));
-      return el("li", { data: { testid: "dead-queue", queue: q.queue } }, [
-        el("code", { text: q.queue }), " ",
-        el("strong", { text: q.count, data: { testid: "dead-count" }, cls: q.count ? "bad" : "" }), " ",
-        show,
-      ]);
-    }));
-    $("dead-empty").hidden = answer.queues.some((q) => q.count > 0);
+    const full = answer.queues.filter((q) => q.count > 0);
+    const empty = answer.queues.filter((q) => q.count === 0);
+    $("dead-queues").replaceChildren(...full.map(deadQueueItem));
+    // The empty ones (one per kind, and the system's) stay out of the way, still reachable.
+    $("dead-empty-queues").replaceChildren(...empty.map(deadQueueItem));
+    $("dead-empty-summary").textContent = `${empty.length} empty queue${empty.length === 1 ? "" : "s"}`;
+    $("dead-empty-list").hidden = empty.length === 0;
+    $("dead-empty").hidden = full.length > 0;
     if (dead.queue) await loadDeadMessages();
   } catch (error) {
     $("dead-error").textContent = unavailable(error)
       ? "Dead letters are unavailable on this gateway."
       : `Could not read the dead letters: ${error.message}`;
   }
+}
+
+function deadQueueItem(q) {
+  const show = el("button", { text: "Show", cls: "secondary", attrs: { type: "button" } });
+  show.addEventListener("click", () => showDeadQueue(q.queue));
+  return el("li", { data: { testid: "dead-queue", queue: q.queue } }, [
+    el("code", { text: q.queue }), " ",
+    el("strong", { text: q.count, data: { testid: "dead-count" }, cls: q.count ? "bad" : "" }), " ",
+    show,
+  ]);
 }
 
 async function showDeadQueue(queue) {

@@ -21,6 +21,14 @@ function niceCeiling(value) {
   return 10 * power;
 }
 
+// Time axis ticks, in seconds back from now: the first that leaves at most four intervals.
+const TICK_STEPS_S = [10, 15, 30, 60, 120, 300];
+
+function ago(seconds) {
+  if (seconds === 0) return "now";
+  return seconds < 60 ? `−${seconds} s` : `−${seconds / 60} min`;
+}
+
 function label(value) {
   return value >= 1000 ? `${(value / 1000).toFixed(value >= 10000 ? 0 : 1)}k` : String(value);
 }
@@ -36,11 +44,10 @@ export function drawChart(svg, { lines, from, to }) {
     parts.push(node("line", { class: "grid-line", x1: PAD.left, x2: W - PAD.right, y1: y(value), y2: y(value) }));
     parts.push(node("text", { class: "axis", x: PAD.left - 4, y: y(value) + 3, "text-anchor": "end" }, label(value)));
   }
-  const minutes = (to - from) / 60;
-  for (let m = 0; m <= minutes; m += 5) {
-    const t = to - m * 60;
-    const anchor = m === 0 ? "end" : "middle";
-    parts.push(node("text", { class: "axis", x: x(t), y: H - 3, "text-anchor": anchor }, m ? `−${m} min` : "now"));
+  const step = TICK_STEPS_S.find((candidate) => (to - from) / candidate <= 4) ?? 300;
+  for (let back = 0; back <= to - from; back += step) {
+    const anchor = back === 0 ? "end" : "middle";
+    parts.push(node("text", { class: "axis", x: x(to - back), y: H - 3, "text-anchor": anchor }, ago(back)));
   }
   for (const line of lines) {
     const points = line.points.filter(([t]) => t >= from && t <= to);

@@ -3,7 +3,91 @@ broker behind Chromium."""
 
 from __future__ import annotations
 
-from playwright.async_api import Request, expect
+from playwright.async_api import Locator, Page, Request, expect
+
+from workers.topology import dead_queue
+
+from .conftest import GatewayProcess, jpeg_bytes, release, screenshot
+
+
+async def submit(gateway: GatewayProcess) -> str:
+    """Upload an image as "ada" through the API; the new task's id."""
+    async with gateway.client() as client:
+        response = await client.post(
+            "/uploads", files={"file": ("photo.jpg", jpeg_bytes(), "image/jpeg")}
+        )
+    assert response.status_code == 202, response.text
+    return str(response.json()["task_id"])
+
+
+def task_row(page: Page, task_id: str) -> Locator:
+    return page.locator(f'[data-testid="task-row"][data-task-id="{task_id}"]')
+
+
+async def open_dashboard(open_page, gateway: GatewayProcess, **options: object) -> Page:
+    """The dashboard as the admin "ada", its stream open."""
+    page = await open_page(gateway, admin=True, path="/admin", **options)
+    await expect(page.get_by_test_id("live")).to_have_attribute("data-state", "open")
+    return page
+
+
+async def test_a_task_moves_across_states_live_through_a_gateway_restart_with_its_timeline(
+    start_gateway, worker_process, open_page, gateway_settings, kind_prefix
+):
+    worker_process()
+    kind = f"{kind_prefix}.gated"
+    gateway = await start_gateway(upload_kind=kind)
+    page = await open_dashboard(open_page, gateway)
+
+    task_id = await submit(gateway)
+    row = task_row(page, task_id)
+    await expect(row).to_have_attribute("data-state", "running")  # held at its first gate
+    release(gateway_settings, task_id, 1)
+    await expect(row).to_contain_text("10 %")
+    await expect(page.locator(f'[data-testid="kind-row"][data-kind="{kind}"]')).to_be_visible()
+
+    # The task finishes while no gateway runs; the dashboard reconnects and catches up.
+    assert await gateway.terminate() == 0
+    await expect(page.get_by_test_id("live")).to_have_text("reconnecting…")
+    for step in (2, 3):
+        release(gateway_settings, task_id, step)
+    await start_gateway(port=gateway.port, upload_kind=kind)
+    await expect(page.get_by_test_id("live")).to_have_text("live")
+    await expect(row).to_have_attribute("data-state", "succeeded")
+    await screenshot(page, "admin-overview")
+
+    await row.get_by_role("button", name=task_id).click()
+    events = page.get_by_test_id("timeline-event")
+    await expect(events.first).to_have_attribute("data-state", "queued")
+    await expect(events.last).to_have_attribute("data-state", "succeeded")
+    await expect(events.filter(has_text="step 2")).to_have_count(1)
+    await expect(page.get_by_test_id("task-retry")).to_be_hidden()  # it succeeded
+    await screenshot(page, "admin-timeline")
+
+
+async def test_replaying_a_dead_letter_from_the_dashboard_brings_its_task_back(
+    start_gateway, worker_process, open_page, gateway_settings, kind_prefix
+):
+    worker_process()
+    kind = f"{kind_prefix}.flaky"  # one attempt, then the dead-letter queue
+    gateway = await start_gateway(upload_kind=kind)
+    page = await open_dashboard(open_page, gateway, width=1280, height=1400)
+    task_id = await submit(gateway)
+    await expect(task_row(page, task_id)).to_have_attribute("data-state", "dead")
+
+    queue = page.locator(f'[data-testid="dead-queue"][data-queue="{dead_queue(kind)}"]')
+    await expect(queue.get_by_test_id("dead-count")).to_have_text("1")
+    await queue.get_by_role("button", name="Show").click()
+    message = page.get_by_test_id("dead-message").filter(has_text=task_id)
+    await expect(message).to_contain_text("gate-1 is closed")
+    await screenshot(page, "admin-dead-letters")
+
+    release(gateway_settings, task_id, 1)  # the cause is fixed: now it can pass
+    await message.get_by_role("checkbox").check()
+    await page.get_by_test_id("dead-replay").click()
+    await expect(page.get_by_test_id("dead-note")).to_have_text("Replayed 1.")
+    await expect(task_row(page, task_id)).to_have_attribute("data-state", "succeeded")
+    await expect(queue.get_by_test_id("dead-count")).to_have_text("0")
 
 
 async def test_a_non_admin_gets_403_and_sees_no_dashboard(start_gateway, open_page, mint_token):

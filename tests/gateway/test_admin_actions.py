@@ -13,11 +13,11 @@ import pytest
 
 import rpc
 from gateway.settings import GatewaySettings
-from workers import PermanentError, TaskContext, TaskRegistry, Worker, WorkerSettings
+from workers import PermanentError, TaskContext, TaskRegistry, Worker, WorkerSettings, dead
 from workers.builtin import ThumbnailRequest
-from workers.topology import STATUS_DEAD_QUEUE, dead_queue
+from workers.topology import DEFAULT_QUEUE_MAX_LENGTH, STATUS_DEAD_QUEUE, dead_queue
 
-from ..helpers import eventually
+from ..helpers import eventually, on_storage
 from .conftest import bearer, jpeg_bytes, running_app, upload
 
 ADMIN = "root"
@@ -43,11 +43,11 @@ class Kinds:
             return {"attempt": ctx.attempt}
 
         @self.registry.task(f"{prefix}.broken")
-        async def broken(ctx: TaskContext, request: ThumbnailRequest) -> dict[str, str]:
+        async def broken(ctx: TaskContext, request: ThumbnailRequest) -> dict[str, object]:
             self.ran[ctx.task_id] += 1
             if not self.mended.is_set():
                 raise PermanentError("broken")
-            return {"file": request.file}
+            return {"file": request.file, "stored": await ctx.storage.exists(request.file)}
 
 
 @pytest.fixture
@@ -62,8 +62,17 @@ def upload_kind() -> str:
 
 
 @pytest.fixture
-def settings(gateway_settings: GatewaySettings, kinds: Kinds, upload_kind: str) -> GatewaySettings:
-    return replace(gateway_settings, upload_kind=f"{kinds.prefix}.{upload_kind}")
+def settings(
+    request: pytest.FixtureRequest,
+    gateway_settings: GatewaySettings,
+    kinds: Kinds,
+    upload_kind: str,
+) -> GatewaySettings:
+    """The gateway's; on PostgreSQL for a test that asks for ``pg_url``."""
+    settings = replace(gateway_settings, upload_kind=f"{kinds.prefix}.{upload_kind}")
+    if "pg_url" in request.fixturenames:
+        settings = replace(settings, database_url=request.getfixturevalue("pg_url"))
+    return settings
 
 
 @pytest.fixture
@@ -71,15 +80,16 @@ async def worker(
     kinds: Kinds, settings: GatewaySettings, worker_connection: rpc.WireConnection
 ) -> AsyncIterator[Worker]:
     """An in-process worker on the gateway's store and storage, as the worker user."""
+    worker_settings = WorkerSettings(
+        amqp_url=settings.amqp_url,
+        database_path=settings.database_path,
+        database_url=settings.database_url,
+        processes=1,
+        progress_interval_s=0,
+    )
     worker = Worker(
         kinds.registry,
-        WorkerSettings(
-            amqp_url=settings.amqp_url,
-            storage_dir=settings.storage_dir,
-            database_path=settings.database_path,
-            processes=1,
-            progress_interval_s=0,
-        ),
+        on_storage(worker_settings, settings.storage_config()),
         name="flaky-worker",
     )
     await worker.start(worker_connection)
@@ -164,12 +174,31 @@ async def test_a_dead_task_is_listed_shown_replayed_and_then_succeeds(clients, k
     assert timeline["task"]["state"] == "succeeded"
 
 
+async def test_taskgate_dead_replay_as_the_worker_brings_a_dead_task_back(
+    clients, kinds, worker, worker_connection
+):
+    user, _ = clients
+    task_id = await submit(user)
+    await wait_state(user, task_id, "dead")
+    kinds.mended.set()
+
+    # What ``taskgate dead replay KIND`` runs, as the worker user: its queued event goes
+    # through the journal to the recorder, which took nothing after dead before.
+    replayed = await dead.replay(worker_connection, kinds.kind, max_length=DEFAULT_QUEUE_MAX_LENGTH)
+
+    assert replayed == 1
+    assert (await wait_state(user, task_id, "succeeded"))["result"] == {"attempt": 1}
+    assert kinds.ran[task_id] == 2
+
+
 async def test_a_discarded_dead_letter_is_gone_and_its_task_stays_dead(clients, kinds, worker):
     user, admin = clients
-    kept, dropped = await submit(user), await submit(user)
-    await wait_state(user, kept, "dead")
-    await wait_state(user, dropped, "dead")
+    task_ids = [await submit(user) for _ in range(3)]
+    for task_id in task_ids:
+        await wait_state(user, task_id, "dead")
     queue = dead_queue(kinds.kind)
+    before = [m["message_id"] for m in await dead_letters(admin, queue)]
+    dropped = before[1]
 
     response = await admin.post(
         f"/admin/api/dead/{queue}/discard", json={"message_ids": [dropped, "no-such-id"]}
@@ -177,7 +206,11 @@ async def test_a_discarded_dead_letter_is_gone_and_its_task_stays_dead(clients, 
 
     assert response.status_code == 200, response.text
     assert response.json() == {"discarded": 1, "missing": ["no-such-id"]}
-    assert [m["message_id"] for m in await dead_letters(admin, queue)] == [kept]
+    # The others stay, in their order.
+    assert [m["message_id"] for m in await dead_letters(admin, queue)] == [
+        before[0],
+        before[2],
+    ]
     assert (await user.get(f"/tasks/{dropped}")).json()["state"] == "dead"
 
 
@@ -215,7 +248,20 @@ async def test_an_admin_reads_any_task_and_its_timeline(clients, kinds, worker):
 
 
 @pytest.mark.parametrize("upload_kind", ["broken"])
-async def test_a_failed_task_retried_runs_once_more_as_a_new_task(clients, kinds, worker, settings):
+async def test_a_failed_task_retried_runs_once_more_as_a_new_task(
+    clients, kinds, worker, storage_config
+):
+    await retry_a_failed_task(clients, kinds)
+
+
+@pytest.mark.parametrize("upload_kind", ["broken"])
+async def test_a_failed_task_retried_on_postgresql(clients, kinds, worker, pg_url):
+    await retry_a_failed_task(clients, kinds)
+
+
+async def retry_a_failed_task(
+    clients: tuple[httpx.AsyncClient, httpx.AsyncClient], kinds: Kinds
+) -> None:
     user, admin = clients
     task_id = await submit(user)
     await wait_state(user, task_id, "failed")
@@ -230,12 +276,15 @@ async def test_a_failed_task_retried_runs_once_more_as_a_new_task(clients, kinds
     assert retry_id != task_id
     assert again.status_code == 202 and again.json() == response.json()  # one retry per task
     done = await wait_state(user, retry_id, "succeeded")
-    assert done["result"] == {"file": f"{retry_id}/source.jpg"}  # its own copy of the upload
-    assert (settings.storage_dir / retry_id / "source.jpg").is_file()
+    # Its own copy of the upload.
+    assert done["result"] == {"file": f"{retry_id}/source.jpg", "stored": True}
     assert (await user.get(f"/tasks/{task_id}")).json()["state"] == "failed"
     assert kinds.ran == Counter({task_id: 1, retry_id: 1})
     timeline = (await admin.get(f"/admin/api/tasks/{retry_id}/timeline")).json()
     assert timeline["events"][0]["message"] == f"retry of {task_id}"
+    assert timeline["retry_of"] == task_id
+    original = (await admin.get(f"/admin/api/tasks/{task_id}/timeline")).json()
+    assert original["retried_by"] == retry_id and original["retry_of"] is None
 
 
 async def test_an_admin_retries_a_users_dead_task_and_the_user_owns_the_retry(

@@ -4,6 +4,7 @@ processes; admins only."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -12,7 +13,9 @@ import httpx
 import httpx_sse
 import pytest
 
+from gateway.admin.throughput import Throughput
 from gateway.settings import GatewaySettings
+from gateway.store import StoredEvent
 
 from ..helpers import eventually
 from .conftest import GatewayProcess, bearer, jpeg_bytes, upload
@@ -101,10 +104,12 @@ async def test_the_overview_follows_a_task_from_its_queue_to_a_worker_to_its_end
     gateway_settings, gateway_process, worker_process, kind_prefix
 ):
     kind = f"{kind_prefix}.waiting"
-    gateway = gateway_process(upload_kind=kind)
+    # Workers beat often; the gateway would count one gone only after three minutes of silence.
+    gateway = gateway_process(upload_kind=kind, presence_interval_s=60.0)
+    beating = {"PRESENCE_INTERVAL_S": "0.2"}
     await gateway.wait_ready()
     async with admin_client(gateway) as admin, gateway.client() as user:
-        first_worker = worker_process()
+        first_worker = worker_process(env=beating)
         up = await overview_when(admin, lambda o: worker_of(o, kind) is not None)
         assert worker_of(up, kind)["running"] == []
         # A clean stop takes the worker off the list at once, not after a timeout.
@@ -118,7 +123,7 @@ async def test_the_overview_follows_a_task_from_its_queue_to_a_worker_to_its_end
         # The history sampler saw it waiting too.
         await history_when(admin, lambda p: p["kinds"].get(kind, {}).get("queued") == 1)
 
-        worker_process()
+        worker_process(env=beating)
 
         def running_it(o: dict[str, Any]) -> bool:
             worker = worker_of(o, kind)
@@ -136,13 +141,42 @@ async def test_the_overview_follows_a_task_from_its_queue_to_a_worker_to_its_end
         assert kind_of(done, kind)["in_flight"] == 0
         assert kind_of(done, kind)["failed_per_min"] == 0
 
-        history = (await admin.get("/admin/api/history", params={"minutes": "5"})).json()
+        # A step's ends are written once it is over.
+        history = await history_when(admin, lambda p: p["kinds"].get(kind, {}).get("done") == 1)
         bad = await admin.get("/admin/api/history", params={"minutes": "0"})
+
+        # The history is in the store: a gateway started later shows it as it was.
+        assert await gateway.terminate() == 0
+        later = gateway_process(upload_kind=kind)
+        await later.wait_ready()
+        async with admin_client(later) as admin_of_later:
+            after_restart = (
+                await admin_of_later.get("/admin/api/history", params={"minutes": "5"})
+            ).json()
 
     assert history["step_s"] == 0.5
     done_points = [p for p in history["points"] if p["kinds"].get(kind, {}).get("done")]
     assert [p["kinds"][kind]["done"] for p in done_points] == [1]
+    assert [p for p in after_restart["points"] if p["at"] == done_points[0]["at"]] == done_points
     assert bad.status_code == 400
+
+
+def test_throughput_counts_ends_by_kind_and_tick():
+    throughput = Throughput(tick_s=0.5)
+
+    def ended(kind: str, state: str) -> StoredEvent:
+        body = json.dumps({"kind": kind, "state": state, "task_id": "t"}).encode()
+        return StoredEvent("t", 3, state, body)
+
+    for kind, state in [("a", "succeeded"), ("a", "dead"), ("a", "failed"), ("b", "succeeded")]:
+        throughput.count(ended(kind, state))
+    for state in ("cancelled", "running", "progress"):
+        throughput.count(ended("a", state))
+    throughput.count(StoredEvent("t", 4, "succeeded", b"not json"))
+
+    now = time.time()
+    assert throughput.between(now - 60, now + 1) == {"a": (1, 2), "b": (1, 0)}
+    assert throughput.between(now + 1, now + 60) == {}
 
 
 async def test_an_rpc_server_and_its_calls_appear(gateway_process, rpc_process):
