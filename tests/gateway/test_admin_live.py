@@ -136,6 +136,9 @@ async def test_the_overview_follows_a_task_from_its_queue_to_a_worker_to_its_end
         assert kind_of(running, kind)["in_flight"] == 1
         assert kind_of(running, kind)["oldest_queued_s"] is None
         assert [t["kind"] for t in worker_of(running, kind)["running"]] == [kind]
+        # The worker is named as the task's timeline names it.
+        timeline = (await admin.get(f"/admin/api/tasks/{task_id}/timeline")).json()
+        assert worker_of(running, kind)["name"] in [e["worker"] for e in timeline["events"]]
         await history_when(admin, lambda p: p["kinds"].get(kind, {}).get("in_flight") == 1)
 
         (gateway_settings.storage_dir / task_id / "gate-1").touch()
