@@ -18,7 +18,7 @@ from workers.builtin import ThumbnailRequest
 from workers.topology import DEFAULT_QUEUE_MAX_LENGTH, STATUS_DEAD_QUEUE, dead_queue
 
 from ..helpers import eventually, on_storage
-from .conftest import bearer, jpeg_bytes, running_app, upload
+from .conftest import bearer, jpeg_bytes, read_stream, running_app, upload
 
 ADMIN = "root"
 
@@ -172,6 +172,9 @@ async def test_a_dead_task_is_listed_shown_replayed_and_then_succeeds(clients, k
     assert workers["dead"] == workers["succeeded"] == worker.holder
     assert worker.holder.startswith("flaky-worker@")
     assert timeline["task"]["state"] == "succeeded"
+    # Its stream from the start goes past dead to the outcome, as the timeline does.
+    stream = await read_stream(user, f"/tasks/{task_id}/events")
+    assert [event.event for event in stream if event.event != "message"] == states
 
 
 async def test_taskgate_dead_replay_as_the_worker_brings_a_dead_task_back(
