@@ -13,7 +13,6 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
 
 from infra import presence
 from infra.database import open_database
@@ -47,11 +46,12 @@ from .notifications import (
     notification_stream,
     send_notification,
 )
+from .openapi import openapi_json
 from .order_store import OrderStore
 from .orders import create_order, get_order
 from .outbox import OUTBOX_MIGRATIONS
 from .outbox_relay import OutboxRelay
-from .pages import STATIC_DIR, page
+from .pages import page, static_files
 from .publisher import Publisher
 from .rate_limit import RateLimiter
 from .recorder import Recorder
@@ -261,7 +261,8 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
     routes = [
         Route("/", page),
         Route("/admin", admin_page),
-        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+        Mount("/static", static_files(), name="static"),
+        Route("/openapi.json", openapi_json),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),

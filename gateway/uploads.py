@@ -47,6 +47,7 @@ from .errors import HttpError
 from .idempotency import IdempotencyConflict, claim_upload_key, idempotency_key
 from .metrics import TASKS_ACCEPTED, UPLOAD_BYTES
 from .multipart import FormLimits, receive_form
+from .openapi import Media, documented
 from .outbox import OutboxFull, add_to_outbox, outbox_full, task_entry
 from .outbox_relay import OutboxRelay
 from .publisher import Publisher
@@ -55,9 +56,23 @@ from .sniff import EXTENSIONS, probe_stored, sniff_format
 from .submission import submission
 from .task_store import record_events
 from .upload_limits import check_sizes
-from .views import events_url, status_url
+from .views import TaskAccepted, accepted_view, status_url
 
 FILE_FIELD = "file"
+# The form's fields (a form, not JSON: its schema is written here, not made from a Struct).
+UPLOAD_FORM = {
+    "type": "object",
+    "required": [FILE_FIELD],
+    "properties": {
+        FILE_FIELD: {"type": "string", "format": "binary", "description": "JPEG, PNG or WebP"},
+        "watermark": {"type": "string"},
+        "quality": {"type": "string", "pattern": "^[0-9]+$"},
+        "sizes": {"type": "string", "description": "pixel sizes, comma-separated"},
+        "priority": {"type": "string", "enum": ["normal", "high"]},
+        "delay_s": {"type": "string", "description": "seconds"},
+        "run_at": {"type": "string", "description": "Unix seconds or ISO 8601"},
+    },
+}
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +95,12 @@ def _options(fields: dict[str, str]) -> ThumbnailOptions:
         raise HttpError(422, "invalid_field", str(exc)) from None
 
 
+@documented(
+    "Upload an image: a thumbnail task",
+    responses={202: TaskAccepted},
+    body=Media("multipart/form-data", "The image and its options", UPLOAD_FORM),
+    errors=(400, 409, 413, 422, 429),
+)
 async def create_upload(request: Request) -> JSONResponse:
     settings: GatewaySettings = request.app.state.settings
     database: Database = request.app.state.database
@@ -148,11 +169,7 @@ async def create_upload(request: Request) -> JSONResponse:
     else:  # a retry of an upload accepted before: its own copy of the file is not needed
         await _shielded(forget_files)
     return JSONResponse(
-        {
-            "task_id": accepted,
-            "status_url": status_url(accepted),
-            "events_url": events_url(accepted),
-        },
+        accepted_view(accepted),
         status_code=202,
         headers={"Location": status_url(accepted)},
     )

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 from starlette.requests import Request
@@ -48,11 +48,13 @@ from workers.topology import (
 from ..bodies import decode_json, read_body
 from ..broker import BrokerLink
 from ..errors import HttpError, unavailable
+from ..openapi import documented
 from ..publisher import Publisher
 from ..settings import GatewaySettings
 from ..store import StoredEvent, TaskStore
 from ..task_cancel import announce_recorded
 from .access import require_admin
+from .api_types import DeadMessages, DeadQueues, Discarded, Replayed
 
 T = TypeVar("T")
 
@@ -81,6 +83,7 @@ async def dead_queues(request: Request) -> dict[str, str | None]:
     return queues
 
 
+@documented("The dead-letter queues", responses={200: DeadQueues}, auth="admin")
 async def list_dead_queues(request: Request) -> JSONResponse:
     require_admin(request)
     queues = await dead_queues(request)
@@ -106,6 +109,13 @@ async def list_dead_queues(request: Request) -> JSONResponse:
     return JSONResponse({"queues": await _on_broker(request, count_all)})
 
 
+@documented(
+    "The first messages of a dead-letter queue",
+    responses={200: DeadMessages},
+    errors=(404, 422),
+    auth="admin",
+    query={"limit": Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)]},
+)
 async def show_dead_queue(request: Request) -> JSONResponse:
     require_admin(request)
     queue, _ = await _chosen_queue(request)
@@ -114,6 +124,13 @@ async def show_dead_queue(request: Request) -> JSONResponse:
     return JSONResponse({"messages": [message_view(message) for message in messages or []]})
 
 
+@documented(
+    "Replay dead messages to their task queue",
+    responses={200: Replayed},
+    body=Chosen,
+    errors=(404, 409),
+    auth="admin",
+)
 async def replay_dead(request: Request) -> JSONResponse:
     require_admin(request)
     queue, kind = await _chosen_queue(request)
@@ -156,6 +173,13 @@ async def replay_dead(request: Request) -> JSONResponse:
     return JSONResponse({"replayed": count or 0, "missing": missing, "left": left})
 
 
+@documented(
+    "Discard dead messages",
+    responses={200: Discarded},
+    body=Chosen,
+    errors=(404,),
+    auth="admin",
+)
 async def discard_dead(request: Request) -> JSONResponse:
     require_admin(request)
     queue, _ = await _chosen_queue(request)

@@ -16,8 +16,9 @@ import asyncio
 import logging
 import math
 import time
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -25,7 +26,9 @@ from infra.background import cancel_and_wait
 from infra.database import Database, DatabaseError, Transaction
 
 from ..errors import HttpError
+from ..openapi import documented
 from .access import require_admin
+from .api_types import HistoryView
 from .overview import Overview
 from .throughput import Throughput
 
@@ -136,6 +139,13 @@ async def history(database: Database, *, minutes: int, step_s: float) -> dict[st
     }
 
 
+@documented(
+    "Per-kind figures over the last minutes",
+    responses={200: HistoryView},
+    errors=(400,),
+    auth="admin",
+    query={"minutes": Annotated[int, msgspec.Meta(ge=1, le=MAX_MINUTES)]},
+)
 async def get_history(request: Request) -> JSONResponse:
     require_admin(request)
     text = request.query_params.get("minutes", str(DEFAULT_MINUTES))

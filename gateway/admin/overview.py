@@ -31,8 +31,10 @@ from rpc.wire import Channel, RobustChannel, WireConnection, WireError
 from workers import kinds
 from workers.topology import dead_queue, task_queue
 
+from ..openapi import documented
 from . import presence
 from .access import require_admin
+from .api_types import OverviewView
 from .throughput import Throughput
 
 logger = logging.getLogger(__name__)
@@ -190,6 +192,7 @@ async def _nothing_to_declare(channel: Channel) -> None:
     pass
 
 
+@documented("Queues, workers and RPC servers now", responses={200: OverviewView}, auth="admin")
 async def get_overview(request: Request) -> JSONResponse:
     require_admin(request)
     overview: Overview = request.app.state.admin_overview

@@ -35,12 +35,14 @@ from .. import task_inputs
 from ..auth import authenticate
 from ..bodies import decode_json, read_body
 from ..errors import HttpError
+from ..openapi import documented
 from ..outbox import OutboxFull, add_to_outbox, outbox_full, task_entry
 from ..outbox_relay import OutboxRelay
 from ..settings import GatewaySettings
 from ..store import TaskStore
 from ..task_store import record_events
 from ..views import status_url
+from .api_types import Retried
 
 RETRYABLE = frozenset({"failed", "dead", "cancelled"})
 
@@ -59,6 +61,12 @@ class _Retried(Exception):
         self.task_id = task_id
 
 
+@documented(
+    "Run a failed, dead or cancelled task again, as a new task (its owner or an admin)",
+    responses={202: Retried},
+    body=RetryRequest,
+    errors=(404, 409),
+)
 async def retry_task(request: Request) -> JSONResponse:
     user = authenticate(request)
     body = await read_body(request)

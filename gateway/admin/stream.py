@@ -24,6 +24,7 @@ from starlette.responses import Response
 from ..auth import end_with_session
 from ..hub import Hub
 from ..limits import StreamLimiter
+from ..openapi import Media, documented
 from ..settings import GatewaySettings
 from ..sse import EventStreamResponse, StreamEnd
 from ..task_store import DatabaseTaskStore
@@ -37,6 +38,12 @@ from .overview import Overview
 ADMIN_BUFFER_EVENTS = 4096
 
 
+@documented(
+    "Live overview and task changes (SSE: events overview and task)",
+    responses={200: Media("text/event-stream", "overview every ADMIN_SAMPLE_S; task on changes")},
+    errors=(429,),
+    auth="admin",
+)
 async def admin_stream(request: Request) -> Response:
     user = require_admin(request)
     settings: GatewaySettings = request.app.state.settings

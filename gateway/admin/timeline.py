@@ -17,9 +17,11 @@ from workers.messages import StatusEvent, event_decoder
 
 from .. import task_inputs
 from ..errors import HttpError
+from ..openapi import documented
 from ..store import TaskStore
 from ..views import task_view
 from .access import require_admin
+from .api_types import TimelineView
 
 # Events read per query; a task's whole history is read (progress reports are bounded by
 # the workers' PROGRESS_INTERVAL_S), up to MAX_EVENTS.
@@ -40,6 +42,12 @@ FIELDS = (
 )
 
 
+@documented(
+    "A task and every event recorded for it, oldest first",
+    responses={200: TimelineView},
+    errors=(404,),
+    auth="admin",
+)
 async def task_timeline(request: Request) -> JSONResponse:
     require_admin(request)
     task_id = request.path_params["task_id"]
