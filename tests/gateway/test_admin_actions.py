@@ -62,14 +62,23 @@ def upload_kind() -> str:
 
 
 @pytest.fixture
+def queue_max_length() -> int | None:
+    """The task queues' length limit (None: the default); ``parametrize`` picks another."""
+    return None
+
+
+@pytest.fixture
 def settings(
     request: pytest.FixtureRequest,
     gateway_settings: GatewaySettings,
     kinds: Kinds,
     upload_kind: str,
+    queue_max_length: int | None,
 ) -> GatewaySettings:
     """The gateway's; on PostgreSQL for a test that asks for ``pg_url``."""
     settings = replace(gateway_settings, upload_kind=f"{kinds.prefix}.{upload_kind}")
+    if queue_max_length is not None:
+        settings = replace(settings, queue_max_length=queue_max_length)
     if "pg_url" in request.fixturenames:
         settings = replace(settings, database_url=request.getfixturevalue("pg_url"))
     return settings
@@ -84,6 +93,7 @@ async def worker(
         amqp_url=settings.amqp_url,
         database_path=settings.database_path,
         database_url=settings.database_url,
+        queue_max_length=settings.queue_max_length,
         processes=1,
         progress_interval_s=0,
     )
@@ -192,6 +202,38 @@ async def test_taskgate_dead_replay_as_the_worker_brings_a_dead_task_back(
     assert replayed == 1
     assert (await wait_state(user, task_id, "succeeded"))["result"] == {"attempt": 1}
     assert kinds.ran[task_id] == 2
+
+
+@pytest.mark.parametrize("queue_max_length", [1])
+async def test_a_replay_the_broker_refuses_leaves_the_task_dead_and_its_dead_letter(
+    clients, kinds, worker, worker_connection
+):
+    user, admin = clients
+    task_id = await submit(user)
+    await wait_state(user, task_id, "dead")
+    await worker.stop(grace_s=5)
+    # No worker now: these fill the queue (length 1; a quorum queue refuses once over it).
+    await submit(user)
+    await submit(user)
+    queue = dead_queue(kinds.kind)
+
+    async def full() -> bool:
+        raw = await worker_connection.raw_channel()
+        try:
+            declared = await raw.queue_declare(f"tasks.{kinds.kind}", passive=True)
+            return declared.message_count == 2
+        finally:
+            await raw.close()
+
+    await eventually(full, timeout_s=30, interval_s=0.05)
+
+    response = await admin.post(f"/admin/api/dead/{queue}/replay", json={"message_ids": [task_id]})
+
+    assert response.status_code == 503, response.text
+    task = (await user.get(f"/tasks/{task_id}")).json()
+    assert task["state"] == "dead"
+    assert task["error"].startswith("replay failed: ")
+    assert [m["message_id"] for m in await dead_letters(admin, queue)] == [task_id]
 
 
 async def test_a_discarded_dead_letter_is_gone_and_its_task_stays_dead(clients, kinds, worker):
