@@ -1,15 +1,14 @@
 """Hand an event recorded by the gateway itself to every gateway's live streams.
 
-The recorder announces the events it records from workers; the gateway also records some
-of its own (a task accepted, cancelled, retried), which the streams that follow one task
-read from the store when they open, but a stream of every task (the admin's) only hears
-of through this announcement.
+The recorder announces the events it records from workers; the gateway also records some of
+its own (a task accepted, cancelled, retried, found stuck). A stream that follows one task
+reads them from the store when it opens; a stream of every task (the admin's) only hears of
+them through this announcement.
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
 
 from rpc.errors import BrokerUnavailable
 from workers.topology import (
@@ -35,7 +34,7 @@ async def announce_recorded(publisher: Publisher, event: StoredEvent) -> None:
             event.body,
             exchange=STATUS_RECORDED_EXCHANGE,
             routing_key=recorded_routing_key(event.task_id, event.seq, event.state),
-            message_id=uuid.uuid4().hex,
+            message_id=f"{event.task_id}.{event.seq}",  # one event, one id: copies are alike
             message_type=STATUS_MESSAGE_TYPE,
             declare=declare_recorded,
         )
