@@ -113,7 +113,7 @@ async def test_a_task_found_by_its_id_is_cancelled_then_retried_from_its_timelin
     start_gateway, worker_process, open_page, gateway_settings, kind_prefix
 ):
     gateway = await start_gateway(upload_kind=f"{kind_prefix}.waiting")
-    page = await open_dashboard(open_page, gateway)
+    page = await open_dashboard(open_page, gateway, width=360, height=800)  # a phone
     task_id = await submit(gateway)  # no worker yet: it waits in its queue
     await expect(task_row(page, task_id)).to_have_attribute("data-state", "queued")
 
@@ -131,3 +131,8 @@ async def test_a_task_found_by_its_id_is_cancelled_then_retried_from_its_timelin
     release(gateway_settings, retry_id, 1)
     await expect(timeline).to_have_attribute("data-state", "succeeded")
     await expect(task_row(page, retry_id)).to_have_attribute("data-state", "succeeded")
+    # Wide tables scroll inside their cards; the page itself does not scroll sideways.
+    overflow = await page.evaluate(
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow <= 0
