@@ -14,7 +14,7 @@ import pytest
 import rpc
 from gateway.settings import GatewaySettings
 from workers import PermanentError, TaskContext, TaskRegistry, Worker, WorkerSettings, dead
-from workers.builtin import ThumbnailRequest
+from workers.builtin import ThumbnailRequest, thumbnail
 from workers.topology import DEFAULT_QUEUE_MAX_LENGTH, STATUS_DEAD_QUEUE, dead_queue
 
 from ..helpers import eventually, on_storage
@@ -41,6 +41,8 @@ class Kinds:
                 raise ValueError("not mended yet")
             await ctx.progress(50, "halfway")
             return {"attempt": ctx.attempt}
+
+        self.registry.task(f"{prefix}.thumbnail")(thumbnail)
 
         @self.registry.task(f"{prefix}.broken")
         async def broken(ctx: TaskContext, request: ThumbnailRequest) -> dict[str, object]:
@@ -386,6 +388,20 @@ async def test_a_queued_task_is_not_retried_but_cancelled_it_is(clients, kinds, 
     assert cancelled.status_code == 200 and cancelled.json()["error"] == f"cancelled by {ADMIN}"
     assert retried.status_code == 202, retried.text
     assert (await user.get(f"/tasks/{retried.json()['task_id']}")).json()["state"] == "queued"
+
+
+@pytest.mark.parametrize("upload_kind", ["thumbnail"])
+async def test_a_timeline_shows_the_outputs_and_an_admin_reads_them(clients, worker):
+    user, admin = clients
+    task_id = await submit(user)
+    await wait_state(user, task_id, "succeeded")
+
+    events = (await admin.get(f"/admin/api/tasks/{task_id}/timeline")).json()["events"]
+
+    outputs = events[-1]["result"]["outputs"]
+    assert outputs and all(output["url"] == f"/files/{output['path']}" for output in outputs)
+    first = await admin.get(outputs[0]["url"])
+    assert first.status_code == 200 and first.content == (await user.get(outputs[0]["url"])).content
 
 
 ADMIN_ROUTES = [
