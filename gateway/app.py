@@ -6,13 +6,13 @@ import contextlib
 import functools
 import gc
 import logging
+import math
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
 
 from infra import presence
 from infra.database import open_database
@@ -27,6 +27,7 @@ from .admin.overview import Overview, get_overview
 from .admin.page import admin_page
 from .admin.retry import retry_task
 from .admin.stream import admin_stream
+from .admin.throughput import Throughput
 from .admin.timeline import task_timeline
 from .auth import Authenticating, Credentials, close_session, get_session, open_session
 from .autoscale import AutoscaleSignal, Bounds
@@ -45,11 +46,12 @@ from .notifications import (
     notification_stream,
     send_notification,
 )
+from .openapi import openapi_json
 from .order_store import OrderStore
 from .orders import create_order, get_order
 from .outbox import OUTBOX_MIGRATIONS
 from .outbox_relay import OutboxRelay
-from .pages import STATIC_DIR, page
+from .pages import page, static_files
 from .publisher import Publisher
 from .rate_limit import RateLimiter
 from .recorder import Recorder
@@ -138,12 +140,17 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
             ),
             interval_s=settings.autoscale_interval_s,
         )
+        # Ticks of at most a second, a whole number of them per history step.
+        step_s = settings.admin_history_step_s
+        throughput = Throughput(tick_s=step_s / math.ceil(step_s))
+        hub.taps.append(throughput.count)
         overview = Overview(
             database,
+            throughput,
             sample_s=settings.admin_sample_s,
             presence_interval_s=settings.presence_interval_s,
         )
-        history = HistorySampler(database, overview, step_s=settings.admin_history_step_s)
+        history = HistorySampler(database, overview, throughput, step_s=step_s)
         broker = BrokerLink(
             settings,
             attach=[
@@ -254,7 +261,8 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
     routes = [
         Route("/", page),
         Route("/admin", admin_page),
-        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+        Mount("/static", static_files(), name="static"),
+        Route("/openapi.json", openapi_json),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),

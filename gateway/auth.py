@@ -31,6 +31,7 @@ from .csrf import check_same_origin, own_origin, require_body_type
 from .errors import HttpError, unavailable
 from .fast_streams import StreamsFirst
 from .jwks import ExternalTokens, ProviderUnavailable
+from .openapi import documented
 from .recent import Recent
 from .sessions import Endable, Sessions, token_key
 from .settings import GatewaySettings
@@ -46,6 +47,14 @@ class SessionRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 _session_decoder = msgspec.json.Decoder(SessionRequest)
+
+
+class SessionView(msgspec.Struct, frozen=True):
+    """Who is signed in, and until when (Unix seconds)."""
+
+    user_id: str
+    admin: bool
+    expires_at: float
 
 
 def unauthorized(message: str) -> HttpError:
@@ -195,6 +204,13 @@ def _verify_cached(secret: str, token: str) -> Claims:
     return claims
 
 
+@documented(
+    "Sign in: a session cookie for a token (in the body or a Bearer header)",
+    responses={200: SessionView},
+    body=SessionRequest,
+    errors=(401, 403, 415, 503),
+    auth="public",
+)
 async def open_session(request: Request) -> Response:
     """``POST /session`` with ``{"token": ...}`` as JSON (or a Bearer header): a new session
     in the cookie. JSON only: a cross-site form cannot send it, so it cannot sign a victim
@@ -231,10 +247,17 @@ async def open_session(request: Request) -> Response:
     return response
 
 
+@documented("Who is signed in", responses={200: SessionView})
 async def get_session(request: Request) -> Response:
     return _session_view(authenticate(request))
 
 
+@documented(
+    "Sign out: end the cookie's session, or revoke the Bearer token",
+    responses={204: None},
+    errors=(400, 403, 503),
+    auth="public",
+)
 async def close_session(request: Request) -> Response:
     """``DELETE /session``: end the cookie's session, or revoke the Bearer token sent with
     it; either stops working everywhere and its streams end. 204 also without credentials
@@ -262,6 +285,5 @@ def _token_from_body(body: bytes) -> str:
 
 
 def _session_view(claims: Claims) -> JSONResponse:
-    return JSONResponse(
-        {"user_id": claims.user_id, "admin": claims.admin, "expires_at": claims.expires_at}
-    )
+    view = SessionView(user_id=claims.user_id, admin=claims.admin, expires_at=claims.expires_at)
+    return JSONResponse(msgspec.to_builtins(view))

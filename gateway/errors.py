@@ -17,6 +17,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -55,6 +56,19 @@ class HttpError(Exception):
 def unavailable(message: str) -> HttpError:
     """503 with Retry-After: the broker (or the store) cannot take the request now."""
     return HttpError(503, "unavailable", message, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+class ErrorDetail(msgspec.Struct, frozen=True):
+    """What went wrong; some errors add fields (``path``: the bad field, ``state``: the task's)."""
+
+    code: str
+    message: str
+
+
+class ErrorBody(msgspec.Struct, frozen=True):
+    """Every 4xx and 5xx JSON body."""
+
+    error: ErrorDetail
 
 
 def error_response(error: HttpError) -> JSONResponse:

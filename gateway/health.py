@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Protocol
+from typing import Literal, Protocol
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -24,6 +25,7 @@ from rpc.errors import BrokerUnavailable
 from rpc.wire import PublishBlocked
 
 from .errors import RETRY_AFTER_S
+from .openapi import documented
 from .publisher import Publisher
 from .store import StoreUnavailable, TaskStore
 
@@ -149,11 +151,31 @@ class Readiness:
         return "ok", None
 
 
+class Alive(msgspec.Struct, frozen=True):
+    status: Literal["ok"]
+
+
+class ReadyAnswer(msgspec.Struct, frozen=True):
+    """``Readiness.answer``: each part's state, and what failed when not ready."""
+
+    status: Literal["ready", "unavailable"]
+    broker: Literal["connected", "disconnected", "blocked", "unresponsive"]
+    store: str
+    recording: Literal["ok", "behind", "unknown"]
+    errors: dict[str, str] = {}
+
+
+@documented("Liveness", responses={200: Alive}, auth="public")
 async def healthz(request: Request) -> JSONResponse:
     """The process is up; nothing else is checked (a restart would not fix the broker)."""
     return JSONResponse({"status": "ok"})
 
 
+@documented(
+    "Readiness: the broker, the store and the recording",
+    responses={200: ReadyAnswer, 503: ReadyAnswer},
+    auth="public",
+)
 async def readyz(request: Request) -> JSONResponse:
     """200 if a publish would be confirmed and a write would commit; else 503 saying which not."""
     readiness: Readiness = request.app.state.readiness

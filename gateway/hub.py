@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from .store import StoredEvent
 
@@ -125,6 +125,8 @@ class Hub:
         self._by_task: dict[str, set[Subscription]] = {}
         # Subscriptions to every task's events (the admin stream).
         self._every: set[Subscription] = set()
+        # Called with every event, before the streams get it (gateway/admin/throughput.py).
+        self.taps: list[Callable[[StoredEvent], None]] = []
 
     def __len__(self) -> int:
         return len(self._every) + sum(len(subs) for subs in self._by_task.values())
@@ -152,6 +154,8 @@ class Hub:
             self._every.discard(subscription)
 
     def publish(self, event: StoredEvent) -> None:
+        for tap in self.taps:
+            tap(event)
         for subscription in list(self._every):
             if not subscription._push(event):
                 self._every.discard(subscription)

@@ -23,6 +23,7 @@ from starlette.responses import Response
 from rpc.wire.protocol import blocked_seconds_total
 
 from .errors import HttpError
+from .openapi import Media, documented
 from .settings import GatewaySettings
 
 if TYPE_CHECKING:
@@ -142,6 +143,13 @@ class _BrokerBlocked(Collector):
 REGISTRY.register(_BrokerBlocked())
 
 
+@documented(
+    "Prometheus metrics",
+    responses={200: Media("text/plain", "Prometheus' text format")},
+    errors=(401, 404),
+    auth="metrics",
+    description="404 unless METRICS_TOKEN is set; the token is not a user's.",
+)
 async def metrics(request: Request) -> Response:
     """The process's metrics in Prometheus' text format, for the holder of METRICS_TOKEN."""
     settings: GatewaySettings = request.app.state.settings

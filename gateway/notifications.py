@@ -41,6 +41,7 @@ from .bodies import decode_json, read_body
 from .errors import HttpError, unavailable
 from .hub import Hub
 from .limits import StreamLimiter
+from .openapi import Media, documented
 from .publisher import Publisher
 from .rate_limit import RateLimiter
 from .sessions import Sessions
@@ -66,6 +67,11 @@ class NotificationRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=Tru
     level: Literal["info", "success", "warning", "error"] = "info"
     # A user id, or "*" for everyone; the sender by default.
     to: UserId | None = None
+
+
+class NotificationSent(msgspec.Struct, frozen=True):
+    notification_id: str
+    to: str
 
 
 class Notification(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -160,6 +166,12 @@ async def announce_sign_out(publisher: Publisher, session_key: str) -> None:
     )
 
 
+@documented(
+    "Notify yourself (an admin: anyone, or everyone)",
+    responses={202: NotificationSent},
+    body=NotificationRequest,
+    errors=(403, 429),
+)
 async def send_notification(request: Request) -> JSONResponse:
     user = authenticate(request)
     publisher: Publisher = request.app.state.publisher
@@ -193,11 +205,15 @@ async def send_notification(request: Request) -> JSONResponse:
         )
     except BrokerUnavailable as exc:
         raise unavailable(str(exc)) from None
-    return JSONResponse(
-        {"notification_id": notification.notification_id, "to": to}, status_code=202
-    )
+    sent_view = NotificationSent(notification_id=notification.notification_id, to=to)
+    return JSONResponse(msgspec.to_builtins(sent_view), status_code=202)
 
 
+@documented(
+    "The caller's notifications as they come (SSE)",
+    responses={200: Media("text/event-stream", "One SSE message per notification")},
+    errors=(429,),
+)
 async def notification_stream(request: Request) -> Response:
     user = authenticate(request)
     hub: NotificationHub = request.app.state.notifications

@@ -38,17 +38,19 @@ from workers.shop.contracts import (
     StockQuery,
 )
 
+from .announce import announce_recorded, to_announce
 from .auth import authenticate
 from .bodies import decode_json, read_body
 from .errors import HttpError
 from .idempotency import IdempotencyConflict, idempotency_key
 from .metrics import TASKS_ACCEPTED
+from .openapi import documented
 from .order_store import OrderStore, insert_order
 from .outbox import OutboxEntry, OutboxFull, add_to_outbox, outbox_full
 from .outbox_relay import OutboxRelay
 from .rpc_errors import http_error
 from .settings import GatewaySettings
-from .store import TaskStore
+from .store import StoredEvent, TaskStore
 from .task_store import record_events
 from .views import events_url, status_url
 
@@ -56,6 +58,33 @@ _request_decoder = msgspec.json.Decoder(OrderRequest)
 _order_decoder = msgspec.json.Decoder(OrderCreated)
 
 
+class OrderView(msgspec.Struct, frozen=True):
+    """An order as accepted: its priced cart and where to follow it."""
+
+    order_id: str
+    email: str
+    quote: Quote
+    created_at: float
+    total_cents: int
+    currency: str
+    status_url: str
+    task_url: str
+    events_url: str
+
+
+class OrderStatus(OrderView, frozen=True):
+    """``GET /orders/{id}``: the order and how far it has got."""
+
+    state: str
+    error: str | None
+
+
+@documented(
+    "Place an order",
+    responses={201: OrderView},
+    body=OrderRequest,
+    errors=(409, 502, 504),
+)
 async def create_order(request: Request) -> JSONResponse:
     state = request.app.state
     orders: OrderStore = state.orders
@@ -88,6 +117,8 @@ async def create_order(request: Request) -> JSONResponse:
     )
     settings: GatewaySettings = state.settings
 
+    recorded: list[StoredEvent] = []
+
     async def accept(tx: Transaction) -> tuple[bytes, bool]:
         stored, created = await insert_order(
             tx,
@@ -98,7 +129,8 @@ async def create_order(request: Request) -> JSONResponse:
             request_hash=request_hash,
         )
         if created:
-            await record_events(tx, [(queued, encoder.encode(queued))], owner=user.user_id)
+            events = [(queued, encoder.encode(queued))]
+            recorded[:] = to_announce(await record_events(tx, events, owner=user.user_id))
             await add_to_outbox(tx, entry, max_pending=settings.outbox_max_pending)
         return stored, created
 
@@ -116,9 +148,12 @@ async def create_order(request: Request) -> JSONResponse:
     relay: OutboxRelay = state.relay
     relay.wake()
     TASKS_ACCEPTED.labels(ORDER_KIND).inc()
+    for event in recorded:
+        await announce_recorded(state.publisher, event)
     return _created(order)
 
 
+@documented("An order and its state", responses={200: OrderStatus}, errors=(404,))
 async def get_order(request: Request) -> JSONResponse:
     user = authenticate(request)
     orders: OrderStore = request.app.state.orders
@@ -160,15 +195,18 @@ async def _price(request: Request, order: OrderRequest) -> Quote:
 
 
 def _view(order: OrderCreated) -> dict[str, Any]:
-    view: dict[str, Any] = msgspec.to_builtins(order)
-    view.update(
+    view = OrderView(
+        order_id=order.order_id,
+        email=order.email,
+        quote=order.quote,
+        created_at=order.created_at,
         total_cents=order.quote.total_cents,
         currency=order.quote.currency,
         status_url=f"/orders/{order.order_id}",
         task_url=status_url(order.order_id),
         events_url=events_url(order.order_id),
     )
-    return view
+    return msgspec.to_builtins(view)  # type: ignore[no-any-return]
 
 
 def _created(order: OrderCreated) -> JSONResponse:

@@ -6,6 +6,9 @@ from pathlib import Path
 
 from starlette.requests import Request
 from starlette.responses import FileResponse
+from starlette.staticfiles import StaticFiles
+
+from .openapi import Media, documented
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -25,6 +28,22 @@ def static_page(name: str, status_code: int = 200) -> FileResponse:
     )
 
 
+def static_files() -> StaticFiles:
+    """``/static/``: the pages' scripts, styles and images."""
+    return STATIC_FILES(StaticFiles(directory=STATIC_DIR))
+
+
+STATIC_FILES = documented(
+    "A static file of the pages",
+    responses={200: Media("*/*", "The file (JS, CSS, an image)")},
+    errors=(404,),
+    auth="public",
+)
+
+
+@documented(
+    "The web page", responses={200: Media("text/html", "The page (static HTML)")}, auth="public"
+)
 async def page(request: Request) -> FileResponse:
     """The web page (plain HTML, CSS and JS shipped in the package)."""
     return static_page("index.html")

@@ -7,20 +7,31 @@ internal methods stay internal.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
 from rpc.errors import RpcError
+from workers.shop.contracts import Cart, Quote, StockLevels, StockQuery
 
 from .auth import authenticate
 from .bodies import ANY_JSON, decode_json, read_body
 from .errors import HttpError
+from .openapi import documented
 from .rpc_errors import http_error
 
 PUBLIC_METHODS = frozenset({"orders.quote", "inventory.check"})
 
 
+@documented(
+    "Call a public RPC method",
+    responses={200: (Quote, StockLevels)},
+    body=(Cart, StockQuery),
+    errors=(404, 502, 504),
+    path={"method": Literal[tuple(sorted(PUBLIC_METHODS))]},
+)
 async def call_method(request: Request) -> Response:
     authenticate(request)
     method = request.path_params["method"]

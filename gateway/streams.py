@@ -28,6 +28,7 @@ from .auth import authenticate, end_with_session
 from .hub import Hub
 from .limits import StreamLimiter
 from .metrics import EVENTS_DELIVERED
+from .openapi import Media, documented
 from .settings import GatewaySettings
 from .sse import EventStreamResponse, StreamEnd
 from .store import StoredEvent, TaskStore
@@ -67,6 +68,14 @@ def frame(event: StoredEvent) -> bytes:
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (event.seq, event.state.encode(), event.body)
 
 
+@documented(
+    "A task's events as they happen (SSE; resumes after Last-Event-ID)",
+    responses={
+        200: Media("text/event-stream", "One SSE message per event"),
+        204: None,
+    },
+    errors=(404, 429),
+)
 async def task_events(request: Request) -> Response:
     user = authenticate(request)
     task_id = request.path_params["task_id"]

@@ -17,37 +17,53 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from typing import Literal
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from infra.database import Database, Transaction, Work
-from rpc.errors import BrokerUnavailable
 from workers import task_records
 from workers.messages import StatusEvent, encoder, new_event
-from workers.topology import (
-    STATUS_MESSAGE_TYPE,
-    STATUS_RECORDED_EXCHANGE,
-    declare_recorded,
-    recorded_routing_key,
-)
 
+from .announce import announce_recorded
 from .auth import authenticate
 from .errors import HttpError
 from .metrics import TASKS_FINISHED, kind_label
+from .openapi import documented
 from .outbox import cancel_unsent
-from .publisher import Publisher
 from .store import StoredEvent, TaskStore
 from .task_store import record_events
-from .views import task_view
+from .views import TaskView, task_view
 
 logger = logging.getLogger(__name__)
+
+
+class CancelRequested(msgspec.Struct, frozen=True):
+    """202: the task's worker was asked to stop it; its stream shows the outcome."""
+
+    task_id: str
+    state: Literal["running"]
+    cancel: Literal["requested"]
+
+
+class TaskGone(msgspec.Struct, frozen=True):
+    """200 for a task cancelled and already past its retention (TASK_RETENTION_S=0)."""
+
+    task_id: str
+    state: Literal["cancelled"]
 
 
 class _Finished(Exception):
     """The task reached a terminal state first: nothing of the cancel is kept."""
 
 
+@documented(
+    "Cancel a task",
+    responses={200: (TaskView, TaskGone), 202: CancelRequested},
+    errors=(404, 409),
+)
 async def cancel_task(request: Request) -> JSONResponse:
     user = authenticate(request)
     task_id = request.path_params["task_id"]
@@ -67,14 +83,13 @@ async def cancel_task(request: Request) -> JSONResponse:
         latest = await store.get_task(task_id)
         raise _conflict(task_id, latest.state if latest is not None else "finished") from None
     if stored is None:
-        return JSONResponse(
-            {"task_id": task_id, "state": "running", "cancel": "requested"}, status_code=202
-        )
+        requested = CancelRequested(task_id=task_id, state="running", cancel="requested")
+        return JSONResponse(msgspec.to_builtins(requested), status_code=202)
     TASKS_FINISHED.labels(kind_label(event.kind), "cancelled").inc()
     await announce_recorded(request.app.state.publisher, stored)
     cancelled = await store.get_task(task_id)
     if cancelled is None:  # past its retention already (TASK_RETENTION_S=0) and removed
-        return JSONResponse({"task_id": task_id, "state": "cancelled"})
+        return JSONResponse(msgspec.to_builtins(TaskGone(task_id=task_id, state="cancelled")))
     return JSONResponse(task_view(cancelled))
 
 
@@ -98,26 +113,6 @@ def _cancelling(event: StatusEvent) -> Work[StoredEvent | None]:
         return recorded
 
     return cancel
-
-
-async def announce_recorded(publisher: Publisher, event: StoredEvent) -> None:
-    """Hand the recorded event to every gateway's live streams, as the recorder does its own.
-
-    If the broker is away now, streams read it from the store when they resume.
-    """
-    try:
-        await publisher.publish(
-            event.body,
-            exchange=STATUS_RECORDED_EXCHANGE,
-            routing_key=recorded_routing_key(event.task_id, event.seq, event.state),
-            message_id=uuid.uuid4().hex,
-            message_type=STATUS_MESSAGE_TYPE,
-            declare=declare_recorded,
-        )
-    except BrokerUnavailable as exc:
-        logger.warning(
-            "task %s cancelled; its live streams will see it later: %s", event.task_id, exc
-        )
 
 
 def _conflict(task_id: str, state: str) -> HttpError:

@@ -14,7 +14,7 @@ import binascii
 import math
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import get_args
+from typing import Annotated, Literal, get_args
 
 import msgspec
 from starlette.datastructures import QueryParams
@@ -25,8 +25,9 @@ from workers.messages import State
 
 from .auth import authenticate
 from .errors import HttpError
+from .openapi import documented
 from .store import TaskQuery, TaskStore
-from .views import task_view
+from .views import TaskView, task_view
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -36,6 +37,25 @@ MAX_KIND_CHARS = 200
 _cursor_decoder = msgspec.json.Decoder(tuple[float, str])
 
 
+class TaskPage(msgspec.Struct, frozen=True):
+    """A page of tasks; ``next_cursor`` asks for the next one (None: this is the last)."""
+
+    tasks: list[TaskView]
+    next_cursor: str | None
+
+
+@documented(
+    "The caller's tasks (an admin's: all), newest first",
+    responses={200: TaskPage},
+    errors=(400,),
+    query={
+        "state": Literal[tuple(sorted(LISTED_STATES))],
+        "kind": Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_KIND_CHARS)],
+        "since": str,
+        "limit": Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)],
+        "cursor": str,
+    },
+)
 async def list_tasks(request: Request) -> JSONResponse:
     user = authenticate(request)
     query = parse_query(request.query_params, owner=None if user.admin else user.user_id)

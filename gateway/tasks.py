@@ -24,9 +24,10 @@ from workers.messages import TASK_ID_PATTERN
 
 from .auth import authenticate
 from .errors import HttpError
+from .openapi import Media, documented
 from .store import TaskStore, TaskSummary
 from .tokens import Claims
-from .views import task_view
+from .views import TaskView, task_view
 
 # Names the workers give their outputs; anything else (dotfiles, paths) is not served.
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -43,6 +44,7 @@ async def owned_task(request: Request, task_id: str, user: Claims) -> TaskSummar
     return summary
 
 
+@documented("A task", responses={200: TaskView}, errors=(404,))
 async def get_task(request: Request) -> JSONResponse:
     user = authenticate(request)
     return JSONResponse(task_view(await owned_task(request, request.path_params["task_id"], user)))
@@ -53,6 +55,11 @@ async def get_task(request: Request) -> JSONResponse:
 _FILE_HEADERS = {"Cache-Control": "private, max-age=31536000, immutable"}
 
 
+@documented(
+    "One of a task's output files",
+    responses={200: Media("*/*", "The file, as its worker wrote it")},
+    errors=(404, 503),
+)
 async def get_file(request: Request) -> Response:
     """One of the task's outputs, as its result lists them; never the upload or anything else."""
     user = authenticate(request)

@@ -7,6 +7,7 @@ bounds one user could queue hours of pool CPU in a few requests.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
@@ -33,6 +34,7 @@ def limit_uploads(endpoint: Endpoint, settings: GatewaySettings) -> Endpoint:
     """
     sending: Counter[str] = Counter()
 
+    @functools.wraps(endpoint)  # its OpenAPI declaration too
     async def limited(request: Request) -> Response:
         user_id = authenticate(request).user_id
         retry = {"Retry-After": str(RETRY_AFTER_S)}

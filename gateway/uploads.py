@@ -42,22 +42,39 @@ from workers.messages import (
 )
 
 from . import task_inputs
+from .announce import announce_recorded, to_announce
 from .auth import authenticate
 from .errors import HttpError
 from .idempotency import IdempotencyConflict, claim_upload_key, idempotency_key
 from .metrics import TASKS_ACCEPTED, UPLOAD_BYTES
 from .multipart import FormLimits, receive_form
+from .openapi import Media, documented
 from .outbox import OutboxFull, add_to_outbox, outbox_full, task_entry
 from .outbox_relay import OutboxRelay
 from .publisher import Publisher
 from .settings import GatewaySettings
 from .sniff import EXTENSIONS, probe_stored, sniff_format
+from .store import StoredEvent
 from .submission import submission
 from .task_store import record_events
 from .upload_limits import check_sizes
-from .views import events_url, status_url
+from .views import TaskAccepted, accepted_view, status_url
 
 FILE_FIELD = "file"
+# The form's fields (a form, not JSON: its schema is written here, not made from a Struct).
+UPLOAD_FORM = {
+    "type": "object",
+    "required": [FILE_FIELD],
+    "properties": {
+        FILE_FIELD: {"type": "string", "format": "binary", "description": "JPEG, PNG or WebP"},
+        "watermark": {"type": "string"},
+        "quality": {"type": "string", "pattern": "^[0-9]+$"},
+        "sizes": {"type": "string", "description": "pixel sizes, comma-separated"},
+        "priority": {"type": "string", "enum": ["normal", "high"]},
+        "delay_s": {"type": "string", "description": "seconds"},
+        "run_at": {"type": "string", "description": "Unix seconds or ISO 8601"},
+    },
+}
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +97,12 @@ def _options(fields: dict[str, str]) -> ThumbnailOptions:
         raise HttpError(422, "invalid_field", str(exc)) from None
 
 
+@documented(
+    "Upload an image: a thumbnail task",
+    responses={202: TaskAccepted},
+    body=Media("multipart/form-data", "The image and its options", UPLOAD_FORM),
+    errors=(400, 409, 413, 422, 429),
+)
 async def create_upload(request: Request) -> JSONResponse:
     settings: GatewaySettings = request.app.state.settings
     database: Database = request.app.state.database
@@ -130,12 +153,15 @@ async def create_upload(request: Request) -> JSONResponse:
     )
     entry = task_entry(message, how.priority, not_before=how.run_at or 0.0)
 
+    recorded: list[StoredEvent] = []
+
     async def accept(tx: Transaction) -> str:
         if key is not None:
             earlier = await claim_upload_key(tx, user.user_id, key, request_hash, task_id)
             if earlier is not None:
                 return earlier
-        await record_events(tx, [(queued, encoder.encode(queued))], owner=user.user_id)
+        results = await record_events(tx, [(queued, encoder.encode(queued))], owner=user.user_id)
+        recorded[:] = to_announce(results)
         await add_to_outbox(tx, entry, max_pending=settings.outbox_max_pending)
         await task_inputs.keep(tx, message, how.priority)  # for a retry
         return task_id
@@ -145,14 +171,12 @@ async def create_upload(request: Request) -> JSONResponse:
         relay.wake()
         TASKS_ACCEPTED.labels(settings.upload_kind).inc()
         UPLOAD_BYTES.inc(form.file.size)
+        for event in recorded:
+            await announce_recorded(request.app.state.publisher, event)
     else:  # a retry of an upload accepted before: its own copy of the file is not needed
         await _shielded(forget_files)
     return JSONResponse(
-        {
-            "task_id": accepted,
-            "status_url": status_url(accepted),
-            "events_url": events_url(accepted),
-        },
+        accepted_view(accepted),
         status_code=202,
         headers={"Location": status_url(accepted)},
     )

@@ -1,4 +1,5 @@
-"""Inspect and replay dead letters: ``python -m workers.dead list|show|replay KIND``.
+"""Inspect, replay and discard dead letters: ``python -m workers.dead list|show|replay KIND``,
+``discard KIND ID...``.
 
 ``list`` and ``show`` take the messages without acking and give them all back
 when done, so they stay in the dead queue in their order. ``replay`` moves each
@@ -307,6 +308,13 @@ async def _run(args: argparse.Namespace, settings: WorkerSettings) -> int:
             )
             print(f"replayed {count} dead letters of {args.kind}")
             return 0
+        if args.command == "discard":
+            wanted = set(args.ids)
+            removed = await discard(connection, dead_queue(args.kind), wanted)
+            for missing in sorted(wanted):
+                print(f"not found: {missing}")
+            print(f"discarded {removed} dead letters of {args.kind}")
+            return 0 if not wanted else 1
         messages = await peek(connection, args.kind, args.limit)
         if not messages:
             print(f"no dead letters for {args.kind}")
@@ -332,8 +340,9 @@ async def _run(args: argparse.Namespace, settings: WorkerSettings) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workers.dead", description=__doc__)
-    parser.add_argument("command", choices=["list", "show", "replay"])
+    parser.add_argument("command", choices=["list", "show", "replay", "discard"])
     parser.add_argument("kind", help="task kind, e.g. images.thumbnail")
+    parser.add_argument("ids", nargs="*", help="discard: the messages' message_id")
     parser.add_argument("--limit", type=int, default=None, help="at most this many messages")
     args = parser.parse_args(argv)
     settings = WorkerSettings.from_env()

@@ -48,10 +48,10 @@ def schemas() -> dict[str, dict[str, Any]]:
     for method, (request, result) in RPC_METHODS.items():
         found[f"rpc.{method}.request.json"] = msgspec.json.schema(request)
         found[f"rpc.{method}.reply.json"] = msgspec.json.schema(_reply(result))
-    return {name: _clean_descriptions(schema) for name, schema in found.items()}
+    return {name: clean_descriptions(schema) for name, schema in found.items()}
 
 
-def _clean_descriptions(node: Any) -> Any:
+def clean_descriptions(node: Any) -> Any:
     """Dedent every docstring-made ``description``, as only newer msgspec releases do.
 
     Without it the files would depend on which msgspec installed them.
@@ -60,11 +60,11 @@ def _clean_descriptions(node: Any) -> Any:
         return {
             key: inspect.cleandoc(value)
             if key == "description" and isinstance(value, str)
-            else _clean_descriptions(value)
+            else clean_descriptions(value)
             for key, value in node.items()
         }
     if isinstance(node, list):
-        return [_clean_descriptions(item) for item in node]
+        return [clean_descriptions(item) for item in node]
     return node
 
 

@@ -1,12 +1,13 @@
 """``GET /admin/api/history?minutes=15``: per kind and step, tasks queued and in flight (as
-sampled) and tasks done and failed (from the tasks' ends), for the admin page's charts.
+sampled at the step's start) and tasks done and failed (in the step), for the admin
+page's charts.
 
-Queue depths are not in the store, so they are sampled (``HistorySampler``):
-every ADMIN_HISTORY_STEP_S each web process tries to claim the step (one
-insert that only one process wins); the winner takes an overview sample and
-writes one row per kind. So the history costs one sample per step however many
-gateways run, survives their restarts, and every page sees the same. Done and
-failed are counted from the tasks table at read time (``tasks_finished``).
+Every ADMIN_HISTORY_STEP_S each web process tries to claim the step (one insert
+that only one process wins, ``HistorySampler``); the winner takes an overview
+sample and writes a row per kind, with the ends of the step before from its
+live-feed counts (``throughput``). So the history costs one sample per step
+however many gateways run, survives their restarts, and every page sees the
+same; reading it is one indexed range of rows.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import asyncio
 import logging
 import math
 import time
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -24,8 +26,11 @@ from infra.background import cancel_and_wait
 from infra.database import Database, DatabaseError, Transaction
 
 from ..errors import HttpError
+from ..openapi import documented
 from .access import require_admin
-from .overview import FAILED_STATES, FINISHED, Overview
+from .api_types import HistoryView
+from .overview import Overview
+from .throughput import Throughput
 
 logger = logging.getLogger(__name__)
 
@@ -38,9 +43,12 @@ KEEP_S = (MAX_MINUTES + 5) * 60.0
 class HistorySampler:
     """Writes a sample per step when this process wins the step; ``start()``, ``close()``."""
 
-    def __init__(self, database: Database, overview: Overview, *, step_s: float) -> None:
+    def __init__(
+        self, database: Database, overview: Overview, throughput: Throughput, *, step_s: float
+    ) -> None:
         self._database = database
         self._overview = overview
+        self._throughput = throughput
         self.step_s = step_s
         self._task: asyncio.Task[None] | None = None
 
@@ -79,12 +87,24 @@ class HistorySampler:
             (step, k["kind"], k["queued"] + k["queued_high"], k["in_flight"])
             for k in overview["kinds"]
         ]
+        ends = [
+            (step - self.step_s, kind, done, failed)
+            for kind, (done, failed) in self._throughput.between(step - self.step_s, step).items()
+        ]
 
         async def write(tx: Transaction) -> None:
             await tx.executemany(
                 "INSERT INTO admin_samples (at, kind, queued, in_flight) VALUES ($1, $2, $3, $4)"
                 " ON CONFLICT (at, kind) DO NOTHING",
                 rows,
+            )
+            # The step before has ended: its counts are complete (a kind without a sample
+            # then gets a row of its own).
+            await tx.executemany(
+                "INSERT INTO admin_samples (at, kind, queued, in_flight, done, failed)"
+                " VALUES ($1, $2, 0, 0, $3, $4) ON CONFLICT (at, kind) DO UPDATE"
+                " SET done = excluded.done, failed = excluded.failed",
+                ends,
             )
 
         await self._database.write(write)
@@ -95,51 +115,37 @@ async def history(database: Database, *, minutes: int, step_s: float) -> dict[st
     """The points of the last ``minutes``, oldest first, one per step."""
     now = time.time()
     first = math.floor((now - minutes * 60.0) / step_s) * step_s
-    # floor() is not built into every SQLite; a cast truncates, which is floor for times.
-    bucket = (
-        "floor(updated_at / $2)"
-        if database.dialect == "postgresql"
-        else ("CAST(updated_at / $2 AS INTEGER)")
-    )
-
-    async def read(tx: Transaction) -> tuple[list[Any], list[Any]]:
-        samples = await tx.fetch(
-            "SELECT at, kind, queued, in_flight FROM admin_samples WHERE at >= $1", first
-        )
-        ends = await tx.fetch(
-            f"SELECT kind, state, {bucket} AS step, count(*) FROM tasks"
-            f" WHERE {FINISHED} AND updated_at >= $1 GROUP BY kind, state, step",
+    rows = await database.read(
+        lambda tx: tx.fetch(
+            "SELECT at, kind, queued, in_flight, done, failed FROM admin_samples WHERE at >= $1",
             first,
-            step_s,
         )
-        return samples, ends
-
-    samples, ends = await database.read(read)
-    points: dict[float, dict[str, dict[str, int]]] = {}
-    steps = int((now - first) // step_s) + 1
-    for n in range(steps):
-        points[round(first + n * step_s, 6)] = {}
-
-    def figures(at: float, kind: str) -> dict[str, int] | None:
-        point = points.get(round(at, 6))
-        if point is None:
-            return None
-        return point.setdefault(kind, {"queued": 0, "in_flight": 0, "done": 0, "failed": 0})
-
-    for at, kind, queued, in_flight in samples:
-        if (found := figures(float(at), kind)) is not None:
-            found["queued"], found["in_flight"] = int(queued), int(in_flight)
-    for kind, state, step, count in ends:
-        if state != "succeeded" and state not in FAILED_STATES:
-            continue
-        if (found := figures(float(step) * step_s, kind)) is not None:
-            found["done" if state == "succeeded" else "failed"] += int(count)
+    )
+    points: dict[int, dict[str, dict[str, int]]] = {
+        n: {} for n in range(int((now - first) // step_s) + 1)
+    }
+    for at, kind, queued, in_flight, done, failed in rows:
+        point = points.get(round((float(at) - first) / step_s))
+        if point is not None:
+            point[kind] = {
+                "queued": int(queued),
+                "in_flight": int(in_flight),
+                "done": int(done),
+                "failed": int(failed),
+            }
     return {
         "step_s": step_s,
-        "points": [{"at": at, "kinds": kinds} for at, kinds in sorted(points.items())],
+        "points": [{"at": first + n * step_s, "kinds": kinds} for n, kinds in points.items()],
     }
 
 
+@documented(
+    "Per-kind figures over the last minutes",
+    responses={200: HistoryView},
+    errors=(400,),
+    auth="admin",
+    query={"minutes": Annotated[int, msgspec.Meta(ge=1, le=MAX_MINUTES)]},
+)
 async def get_history(request: Request) -> JSONResponse:
     require_admin(request)
     text = request.query_params.get("minutes", str(DEFAULT_MINUTES))

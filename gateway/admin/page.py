@@ -14,10 +14,19 @@ from starlette.requests import Request
 from starlette.responses import FileResponse
 
 from ..auth import CREDENTIALS
+from ..openapi import Media, documented
 from ..pages import static_page
 from ..tokens import Claims
 
 
+@documented(
+    "The operator dashboard (a bare 403 page for a signed-in non-admin)",
+    responses={
+        200: Media("text/html", "The dashboard (static HTML; it signs in like the page)"),
+        403: Media("text/html", "Admins only"),
+    },
+    auth="public",
+)
 async def admin_page(request: Request) -> FileResponse:
     found = request.scope.get(CREDENTIALS)
     if isinstance(found, Claims) and found.expires_at > time.time() and not found.admin:

@@ -17,9 +17,11 @@ from workers.messages import StatusEvent, event_decoder
 
 from .. import task_inputs
 from ..errors import HttpError
+from ..openapi import documented
 from ..store import TaskStore
-from ..views import task_view
+from ..views import task_view, with_urls
 from .access import require_admin
+from .api_types import TimelineView
 
 # Events read per query; a task's whole history is read (progress reports are bounded by
 # the workers' PROGRESS_INTERVAL_S), up to MAX_EVENTS.
@@ -40,6 +42,12 @@ FIELDS = (
 )
 
 
+@documented(
+    "A task and every event recorded for it, oldest first",
+    responses={200: TimelineView},
+    errors=(404,),
+    auth="admin",
+)
 async def task_timeline(request: Request) -> JSONResponse:
     require_admin(request)
     task_id = request.path_params["task_id"]
@@ -69,4 +77,7 @@ async def task_timeline(request: Request) -> JSONResponse:
 
 
 def event_view(event: StatusEvent) -> dict[str, Any]:
-    return {name: getattr(event, name) for name in FIELDS}
+    """The event's fields; a result's output files with their ``url``, as in the task view."""
+    view = {name: getattr(event, name) for name in FIELDS}
+    view["result"] = with_urls(event.result)
+    return view

@@ -150,6 +150,13 @@ def test_leases_tiny_renews_and_scans(amqp_url: str) -> None:
 
 
 @pytest.mark.timeout(TINY_TIMEOUT_S + 20)
+def test_admin_tiny_reads_the_overview_and_history(amqp_url: str) -> None:
+    assert_measured(run_tiny("admin.py", amqp_url), {"overview_ms", "history_ms"})
+    measured = run_tiny("admin.py", amqp_url, options=["--record"])
+    assert_measured(measured, {"record_per_s.without", "record_per_s.with"})
+
+
+@pytest.mark.timeout(TINY_TIMEOUT_S + 20)
 def test_storage_clients_tiny_stores_and_reads_with_each_installed_client(amqp_url: str) -> None:
     measured = run_tiny("storage_clients.py", amqp_url)
     # aiobotocore and miniopy-async are measured where someone installed them by hand.

@@ -135,3 +135,19 @@ async def test_dead_replay_names_the_setting_when_the_queue_length_differs(
     assert "inequivalent arg 'x-max-length'" in result.stderr
     assert f"TASK_QUEUE_MAX_LENGTH, {DEFAULT_QUEUE_MAX_LENGTH} here" in result.stderr
     assert await queued(amqp_url, dead_queue(kind)) == 1
+
+
+async def test_dead_discard_removes_the_named_messages_and_keeps_the_rest_in_order(
+    amqp_url, kind, connection
+):
+    for message_id in ("task-1", "task-2", "task-3"):
+        await bury(connection, kind, message_id, "ValueError: boom")
+
+    result = await taskgate("dead", "discard", kind, "task-2", "task-9", env={"AMQP_URL": amqp_url})
+    listed = await taskgate("dead", "list", kind, env={"AMQP_URL": amqp_url})
+
+    assert result.code == 1  # one was not there
+    assert result.stdout == f"not found: task-9\ndiscarded 1 dead letters of {kind}\n"
+    assert listed.stdout == (
+        "task-1\tattempt=5\tValueError: boom\ntask-3\tattempt=5\tValueError: boom\n"
+    )

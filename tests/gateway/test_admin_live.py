@@ -3,19 +3,26 @@ processes; admins only."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 import httpx
 import httpx_sse
+import msgspec
 import pytest
 
+from gateway.admin.api_types import HistoryView, OverviewView
+from gateway.admin.throughput import Throughput
 from gateway.settings import GatewaySettings
+from gateway.store import StoredEvent
 
 from ..helpers import eventually
 from .conftest import GatewayProcess, bearer, jpeg_bytes, upload
+from .signing_in import same_origin, sign_in
 
 ROUTES = ("/admin/api/overview", "/admin/api/history", "/admin/stream")
 ADMIN = "root"
@@ -101,10 +108,12 @@ async def test_the_overview_follows_a_task_from_its_queue_to_a_worker_to_its_end
     gateway_settings, gateway_process, worker_process, kind_prefix
 ):
     kind = f"{kind_prefix}.waiting"
-    gateway = gateway_process(upload_kind=kind)
+    # Workers beat often; the gateway would count one gone only after three minutes of silence.
+    gateway = gateway_process(upload_kind=kind, presence_interval_s=60.0)
+    beating = {"PRESENCE_INTERVAL_S": "0.2"}
     await gateway.wait_ready()
     async with admin_client(gateway) as admin, gateway.client() as user:
-        first_worker = worker_process()
+        first_worker = worker_process(env=beating)
         up = await overview_when(admin, lambda o: worker_of(o, kind) is not None)
         assert worker_of(up, kind)["running"] == []
         # A clean stop takes the worker off the list at once, not after a timeout.
@@ -118,17 +127,21 @@ async def test_the_overview_follows_a_task_from_its_queue_to_a_worker_to_its_end
         # The history sampler saw it waiting too.
         await history_when(admin, lambda p: p["kinds"].get(kind, {}).get("queued") == 1)
 
-        worker_process()
+        worker_process(env=beating)
 
         def running_it(o: dict[str, Any]) -> bool:
             worker = worker_of(o, kind)
             return worker is not None and task_id in [t["task_id"] for t in worker["running"]]
 
         running = await overview_when(admin, running_it)
+        msgspec.convert(running, OverviewView)  # as the OpenAPI document says
         assert kind_of(running, kind)["queued"] == 0
         assert kind_of(running, kind)["in_flight"] == 1
         assert kind_of(running, kind)["oldest_queued_s"] is None
         assert [t["kind"] for t in worker_of(running, kind)["running"]] == [kind]
+        # The worker is named as the task's timeline names it.
+        timeline = (await admin.get(f"/admin/api/tasks/{task_id}/timeline")).json()
+        assert worker_of(running, kind)["name"] in [e["worker"] for e in timeline["events"]]
         await history_when(admin, lambda p: p["kinds"].get(kind, {}).get("in_flight") == 1)
 
         (gateway_settings.storage_dir / task_id / "gate-1").touch()
@@ -136,13 +149,43 @@ async def test_the_overview_follows_a_task_from_its_queue_to_a_worker_to_its_end
         assert kind_of(done, kind)["in_flight"] == 0
         assert kind_of(done, kind)["failed_per_min"] == 0
 
-        history = (await admin.get("/admin/api/history", params={"minutes": "5"})).json()
+        # A step's ends are written once it is over.
+        history = await history_when(admin, lambda p: p["kinds"].get(kind, {}).get("done") == 1)
         bad = await admin.get("/admin/api/history", params={"minutes": "0"})
 
+        # The history is in the store: a gateway started later shows it as it was.
+        assert await gateway.terminate() == 0
+        later = gateway_process(upload_kind=kind)
+        await later.wait_ready()
+        async with admin_client(later) as admin_of_later:
+            after_restart = (
+                await admin_of_later.get("/admin/api/history", params={"minutes": "5"})
+            ).json()
+
+    msgspec.convert(history, HistoryView)
     assert history["step_s"] == 0.5
     done_points = [p for p in history["points"] if p["kinds"].get(kind, {}).get("done")]
     assert [p["kinds"][kind]["done"] for p in done_points] == [1]
+    assert [p for p in after_restart["points"] if p["at"] == done_points[0]["at"]] == done_points
     assert bad.status_code == 400
+
+
+def test_throughput_counts_ends_by_kind_and_tick():
+    throughput = Throughput(tick_s=0.5)
+
+    def ended(kind: str, state: str) -> StoredEvent:
+        body = json.dumps({"kind": kind, "state": state, "task_id": "t"}).encode()
+        return StoredEvent("t", 3, state, body)
+
+    for kind, state in [("a", "succeeded"), ("a", "dead"), ("a", "failed"), ("b", "succeeded")]:
+        throughput.count(ended(kind, state))
+    for state in ("cancelled", "running", "progress"):
+        throughput.count(ended("a", state))
+    throughput.count(StoredEvent("t", 4, "succeeded", b"not json"))
+
+    now = time.time()
+    assert throughput.between(now - 60, now + 1) == {"a": (1, 2), "b": (1, 0)}
+    assert throughput.between(now + 1, now + 60) == {}
 
 
 async def test_an_rpc_server_and_its_calls_appear(gateway_process, rpc_process):
@@ -160,6 +203,7 @@ async def test_an_rpc_server_and_its_calls_appear(gateway_process, rpc_process):
 
         overview = await overview_when(admin, served)
 
+    msgspec.convert(overview, OverviewView)
     (server,) = overview["rpc_servers"]
     assert "inventory.check" in server["methods"] and "orders.quote" in server["methods"]
     assert server["pid"] == rpc_process.process.pid
@@ -201,3 +245,38 @@ async def test_the_stream_sends_overviews_and_another_users_task_changes(
     assert {t["task_id"] for t in tasks} == {task_id}
     assert tasks[-1]["state"] == "succeeded"
     assert tasks[-1]["events_url"] == f"/tasks/{task_id}/events"
+
+
+async def read_admin_stream(client: httpx.AsyncClient, opened: asyncio.Event) -> list[str]:
+    """The names of the events of one admin stream, until the server ends it; ``opened`` is
+    set at the first overview."""
+    names = []
+    async with httpx_sse.aconnect_sse(client, "GET", "/admin/stream") as source:
+        source.response.raise_for_status()
+        async for event in source.aiter_sse():
+            names.append(event.event)
+            if event.event == "overview":
+                opened.set()
+    return names
+
+
+async def test_the_stream_ends_at_sign_out_and_at_shutdown(gateway_process):
+    gateway = gateway_process()
+    await gateway.wait_ready()
+    async with gateway.client(user=None) as browser, admin_client(gateway) as api:
+        await sign_in(browser, gateway.settings, ADMIN, admin=True)
+        opened = [asyncio.Event(), asyncio.Event()]
+        session_stream = asyncio.create_task(read_admin_stream(browser, opened[0]))
+        token_stream = asyncio.create_task(read_admin_stream(api, opened[1]))
+        for event in opened:
+            await event.wait()
+        signed_out = await browser.delete("/session", headers=same_origin(browser))
+        ended_by_sign_out = await asyncio.wait_for(session_stream, timeout=30)
+        still_open = not token_stream.done()
+        assert await gateway.terminate() == 0
+        ended_by_shutdown = await asyncio.wait_for(token_stream, timeout=30)
+
+    assert signed_out.status_code == 204
+    assert "overview" in ended_by_sign_out
+    assert still_open
+    assert "overview" in ended_by_shutdown
