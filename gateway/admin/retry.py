@@ -32,6 +32,7 @@ from infra.storage import ObjectMissing, Storage
 from workers.messages import TaskMessage, encoder, new_event, new_task_id, task_decoder
 
 from .. import task_inputs
+from ..announce import announce_recorded, to_announce
 from ..auth import authenticate
 from ..bodies import decode_json, read_body
 from ..errors import HttpError
@@ -39,7 +40,7 @@ from ..openapi import documented
 from ..outbox import OutboxFull, add_to_outbox, outbox_full, task_entry
 from ..outbox_relay import OutboxRelay
 from ..settings import GatewaySettings
-from ..store import TaskStore
+from ..store import StoredEvent, TaskStore
 from ..task_store import record_events
 from ..views import status_url
 from .api_types import Retried
@@ -106,10 +107,13 @@ async def retry_task(request: Request) -> JSONResponse:
     queued = new_event(original.kind, new_id, "queued", 1, message=f"retry of {task_id}")
     settings: GatewaySettings = request.app.state.settings
 
+    recorded: list[StoredEvent] = []
+
     async def accept(tx: Transaction) -> None:
         if not await task_inputs.keep(tx, message, kept.priority, retry_of=task_id):
             raise _Retried(await task_inputs.retry_of(tx, task_id) or new_id)
-        await record_events(tx, [(queued, encoder.encode(queued))], owner=summary.owner)
+        results = await record_events(tx, [(queued, encoder.encode(queued))], owner=summary.owner)
+        recorded[:] = to_announce(results)
         await add_to_outbox(
             tx, task_entry(message, kept.priority), max_pending=settings.outbox_max_pending
         )
@@ -127,6 +131,8 @@ async def retry_task(request: Request) -> JSONResponse:
         raise
     relay: OutboxRelay = request.app.state.relay
     relay.wake()
+    for event in recorded:
+        await announce_recorded(request.app.state.publisher, event)
     return _accepted(new_id, task_id)
 
 

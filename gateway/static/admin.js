@@ -400,6 +400,7 @@ async function cancelTask() {
   try {
     await api("DELETE", `/tasks/${enc(taskId)}`);
     $("timeline-note").textContent = "Cancel requested.";
+    await loadTimeline();
   } catch (error) {
     showError($("timeline-error"), error);
   } finally {

@@ -12,8 +12,10 @@ from typing import Any
 
 import httpx
 import httpx_sse
+import msgspec
 import pytest
 
+from gateway.admin.api_types import HistoryView, OverviewView
 from gateway.admin.throughput import Throughput
 from gateway.settings import GatewaySettings
 from gateway.store import StoredEvent
@@ -132,6 +134,7 @@ async def test_the_overview_follows_a_task_from_its_queue_to_a_worker_to_its_end
             return worker is not None and task_id in [t["task_id"] for t in worker["running"]]
 
         running = await overview_when(admin, running_it)
+        msgspec.convert(running, OverviewView)  # as the OpenAPI document says
         assert kind_of(running, kind)["queued"] == 0
         assert kind_of(running, kind)["in_flight"] == 1
         assert kind_of(running, kind)["oldest_queued_s"] is None
@@ -159,6 +162,7 @@ async def test_the_overview_follows_a_task_from_its_queue_to_a_worker_to_its_end
                 await admin_of_later.get("/admin/api/history", params={"minutes": "5"})
             ).json()
 
+    msgspec.convert(history, HistoryView)
     assert history["step_s"] == 0.5
     done_points = [p for p in history["points"] if p["kinds"].get(kind, {}).get("done")]
     assert [p["kinds"][kind]["done"] for p in done_points] == [1]
@@ -199,6 +203,7 @@ async def test_an_rpc_server_and_its_calls_appear(gateway_process, rpc_process):
 
         overview = await overview_when(admin, served)
 
+    msgspec.convert(overview, OverviewView)
     (server,) = overview["rpc_servers"]
     assert "inventory.check" in server["methods"] and "orders.quote" in server["methods"]
     assert server["pid"] == rpc_process.process.pid
