@@ -136,3 +136,6 @@ async def test_a_task_found_by_its_id_is_cancelled_then_retried_from_its_timelin
         "document.documentElement.scrollWidth - document.documentElement.clientWidth"
     )
     assert overflow <= 0
+    # The address names the task on show: reloaded (or sent to a colleague), it opens again.
+    await page.reload()
+    await expect(page.get_by_test_id("timeline-id")).to_have_text(retry_id)
