@@ -58,9 +58,14 @@ class Host:
     netns: str
     address: str
 
+    @property
+    def prefix(self) -> tuple[str, ...]:
+        """What runs a command inside this host when put before it."""
+        return ("ip", "netns", "exec", self.netns)
+
     def argv(self, argv: Sequence[str]) -> list[str]:
         """``argv`` run inside this host."""
-        return ["ip", "netns", "exec", self.netns, *argv]
+        return [*self.prefix, *argv]
 
     def pids(self) -> list[int]:
         """Every process whose network namespace is this host's."""
