@@ -113,7 +113,7 @@ def test_a_breaking_change_passes_once_the_version_is_bumped(tmp_path: Path):
     assert "error" in v1["$defs"]["StatusEvent"]["properties"]
 
 
-def test_every_message_has_one_schema_file():
+def test_every_message_has_a_schema_file_of_its_own():
     assert len(schemas()) == len(MESSAGES)
 
 
