@@ -22,6 +22,7 @@ from workers.schemas import (
     stale,
     write,
 )
+from workers.shop.contracts import OrderCreated, Quote
 
 RUN = "run: python -m gateway.asyncapi"
 
@@ -112,5 +113,29 @@ def test_a_breaking_change_passes_once_the_version_is_bumped(tmp_path: Path):
     assert "error" in v1["$defs"]["StatusEvent"]["properties"]
 
 
-def test_every_message_has_one_schema_file():
+def test_every_message_has_a_schema_file_of_its_own():
     assert len(schemas()) == len(MESSAGES)
+
+
+def test_a_change_inside_a_nested_struct_is_named_by_its_path():
+    quote = msgspec.defstruct(
+        "Quote",
+        [
+            (f.name, str if f.name == "total_cents" else f.type)
+            for f in msgspec.structs.fields(Quote)
+            if f.name != "currency"
+        ],
+    )
+    order = msgspec.defstruct(
+        "OrderCreated",
+        [
+            (f.name, quote if f.name == "quote" else f.type)
+            for f in msgspec.structs.fields(OrderCreated)
+        ],
+    )
+    released = json.loads((SCHEMA_DIR / RELEASED / "order-created.v1.json").read_text())
+
+    assert breaking(released, Message("order-created", 1, order).schema()) == [
+        "OrderCreated.quote.currency: field removed",
+        "OrderCreated.quote.total_cents: type changed: integer -> string",
+    ]

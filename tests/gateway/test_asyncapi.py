@@ -14,7 +14,7 @@ from gateway.asyncapi import ALL_MESSAGES, DOCUMENT, document, main
 from gateway.settings import GatewaySettings
 from rpc.topology import method_queue
 from workers.messages import StatusEvent
-from workers.schemas import RPC_METHODS, SCHEMA_DIR, Message
+from workers.schemas import RELEASED, RPC_METHODS, SCHEMA_DIR, Message, schemas
 
 
 def test_the_committed_files_are_current() -> None:
@@ -103,3 +103,16 @@ def test_an_rpc_method_is_a_request_reply_pair(method: str) -> None:
     assert messages[f"rpc.{method}.request"]["bindings"]["amqp"]["messageType"] == method
     assert "correlationId" in messages[f"rpc.{method}.request"]
     assert "correlationId" in messages[f"rpc.{method}.reply"]
+
+
+def test_every_file_in_schemas_is_generated_and_every_release_is_of_a_known_message() -> None:
+    versions = {m.name: m.version for m in ALL_MESSAGES}
+    released = [p.name.rsplit(".v", 1) for p in (SCHEMA_DIR / RELEASED).glob("*.json")]
+
+    assert sorted(p.name for p in SCHEMA_DIR.glob("*.json")) == sorted(
+        [*schemas(ALL_MESSAGES), DOCUMENT]
+    )
+    assert all(
+        name in versions and int(version.removesuffix(".json")) <= versions[name]
+        for name, version in released
+    ), released
