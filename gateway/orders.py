@@ -38,6 +38,7 @@ from workers.shop.contracts import (
     StockQuery,
 )
 
+from .announce import announce_recorded, to_announce
 from .auth import authenticate
 from .bodies import decode_json, read_body
 from .errors import HttpError
@@ -49,7 +50,7 @@ from .outbox import OutboxEntry, OutboxFull, add_to_outbox, outbox_full
 from .outbox_relay import OutboxRelay
 from .rpc_errors import http_error
 from .settings import GatewaySettings
-from .store import TaskStore
+from .store import StoredEvent, TaskStore
 from .task_store import record_events
 from .views import events_url, status_url
 
@@ -117,6 +118,8 @@ async def create_order(request: Request) -> JSONResponse:
     )
     settings: GatewaySettings = state.settings
 
+    recorded: list[StoredEvent] = []
+
     async def accept(tx: Transaction) -> tuple[bytes, bool]:
         stored, created = await insert_order(
             tx,
@@ -127,7 +130,8 @@ async def create_order(request: Request) -> JSONResponse:
             request_hash=request_hash,
         )
         if created:
-            await record_events(tx, [(queued, encoder.encode(queued))], owner=user.user_id)
+            events = [(queued, encoder.encode(queued))]
+            recorded[:] = to_announce(await record_events(tx, events, owner=user.user_id))
             await add_to_outbox(tx, entry, max_pending=settings.outbox_max_pending)
         return stored, created
 
@@ -145,6 +149,8 @@ async def create_order(request: Request) -> JSONResponse:
     relay: OutboxRelay = state.relay
     relay.wake()
     TASKS_ACCEPTED.labels(ORDER_KIND).inc()
+    for event in recorded:
+        await announce_recorded(state.publisher, event)
     return _created(order)
 
 

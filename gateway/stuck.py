@@ -27,20 +27,16 @@ import time
 
 from infra.background import cancel_and_wait
 from infra.database import Database, DatabaseError, Transaction
-from rpc.errors import BrokerUnavailable
 from workers import claims
 from workers.messages import StatusEvent, encoder, new_event
 from workers.topology import (
     ATTEMPT_HEADER,
-    STATUS_MESSAGE_TYPE,
-    STATUS_RECORDED_EXCHANGE,
     TASK_MESSAGE_TYPE,
     TASKS_EXCHANGE,
-    declare_recorded,
-    recorded_routing_key,
     task_routing_key,
 )
 
+from .announce import announce_recorded
 from .metrics import TASKS_STUCK, kind_label
 from .outbox import OutboxEntry, add_again
 from .outbox_relay import OutboxRelay
@@ -100,7 +96,7 @@ class StuckTaskSweeper:
         for event, stored in taken:
             TASKS_STUCK.labels(kind_label(event.kind)).inc()
             if stored is not None:
-                await self._fan_out(stored)
+                await announce_recorded(self._publisher, stored)
         logger.warning(
             "%d tasks were stuck (their workers stopped renewing their leases); queued again: %s",
             len(taken),
@@ -139,18 +135,3 @@ class StuckTaskSweeper:
             # no stuck event: terminal is final. Its copy changes nothing.
             taken.append((event, result if isinstance(result, StoredEvent) else None))
         return taken
-
-    async def _fan_out(self, event: StoredEvent) -> None:
-        """Hand the stuck event to every gateway's streams, as the recorder does; streams
-        that miss it read it from the store."""
-        try:
-            await self._publisher.publish(
-                event.body,
-                exchange=STATUS_RECORDED_EXCHANGE,
-                routing_key=recorded_routing_key(event.task_id, event.seq, event.state),
-                message_id=f"{event.task_id}.{event.seq}",
-                message_type=STATUS_MESSAGE_TYPE,
-                declare=declare_recorded,
-            )
-        except BrokerUnavailable as exc:
-            logger.info("could not fan out a stuck event (%s); streams read it from the store", exc)

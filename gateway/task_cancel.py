@@ -24,22 +24,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from infra.database import Database, Transaction, Work
-from rpc.errors import BrokerUnavailable
 from workers import task_records
 from workers.messages import StatusEvent, encoder, new_event
-from workers.topology import (
-    STATUS_MESSAGE_TYPE,
-    STATUS_RECORDED_EXCHANGE,
-    declare_recorded,
-    recorded_routing_key,
-)
 
+from .announce import announce_recorded
 from .auth import authenticate
 from .errors import HttpError
 from .metrics import TASKS_FINISHED, kind_label
 from .openapi import documented
 from .outbox import cancel_unsent
-from .publisher import Publisher
 from .store import StoredEvent, TaskStore
 from .task_store import record_events
 from .views import TaskView, task_view
@@ -120,26 +113,6 @@ def _cancelling(event: StatusEvent) -> Work[StoredEvent | None]:
         return recorded
 
     return cancel
-
-
-async def announce_recorded(publisher: Publisher, event: StoredEvent) -> None:
-    """Hand the recorded event to every gateway's live streams, as the recorder does its own.
-
-    If the broker is away now, streams read it from the store when they resume.
-    """
-    try:
-        await publisher.publish(
-            event.body,
-            exchange=STATUS_RECORDED_EXCHANGE,
-            routing_key=recorded_routing_key(event.task_id, event.seq, event.state),
-            message_id=uuid.uuid4().hex,
-            message_type=STATUS_MESSAGE_TYPE,
-            declare=declare_recorded,
-        )
-    except BrokerUnavailable as exc:
-        logger.warning(
-            "task %s cancelled; its live streams will see it later: %s", event.task_id, exc
-        )
 
 
 def _conflict(task_id: str, state: str) -> HttpError:

@@ -42,6 +42,7 @@ from workers.messages import (
 )
 
 from . import task_inputs
+from .announce import announce_recorded, to_announce
 from .auth import authenticate
 from .errors import HttpError
 from .idempotency import (
@@ -58,6 +59,7 @@ from .outbox_relay import OutboxRelay
 from .publisher import Publisher
 from .settings import GatewaySettings
 from .sniff import EXTENSIONS, probe_stored, sniff_format
+from .store import StoredEvent
 from .submission import submission
 from .task_store import record_events
 from .upload_limits import check_sizes
@@ -157,12 +159,15 @@ async def create_upload(request: Request) -> JSONResponse:
     )
     entry = task_entry(message, how.priority, not_before=how.run_at or 0.0)
 
+    recorded: list[StoredEvent] = []
+
     async def accept(tx: Transaction) -> str:
         if key is not None:
             earlier = await claim_upload_key(tx, user.user_id, key, request_hash, task_id)
             if earlier is not None:
                 return earlier
-        await record_events(tx, [(queued, encoder.encode(queued))], owner=user.user_id)
+        results = await record_events(tx, [(queued, encoder.encode(queued))], owner=user.user_id)
+        recorded[:] = to_announce(results)
         await add_to_outbox(tx, entry, max_pending=settings.outbox_max_pending)
         await task_inputs.keep(tx, message, how.priority)  # for a retry
         return task_id
@@ -172,6 +177,8 @@ async def create_upload(request: Request) -> JSONResponse:
         relay.wake()
         TASKS_ACCEPTED.labels(settings.upload_kind).inc()
         UPLOAD_BYTES.inc(form.file.size)
+        for event in recorded:
+            await announce_recorded(request.app.state.publisher, event)
     else:  # a retry of an upload accepted before: its own copy of the file is not needed
         await _shielded(forget_files)
     return JSONResponse(

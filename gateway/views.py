@@ -52,13 +52,18 @@ def accepted_view(task_id: str) -> dict[str, Any]:
     return msgspec.to_builtins(TaskAccepted(task_id, status_url(task_id), events_url(task_id)))
 
 
-def task_view(summary: TaskSummary) -> dict[str, Any]:
-    """``GET /tasks/{id}`` (a ``TaskView``); the result's output files get a ``url``."""
-    result = msgspec.json.decode(summary.result) if summary.result is not None else None
+def with_urls(result: Any) -> Any:
+    """A task's result (JSON), each output file it lists with its ``url`` added."""
     if isinstance(result, dict) and isinstance(result.get("outputs"), list):
         for output in result["outputs"]:
             if isinstance(output, dict) and isinstance(output.get("path"), str):
                 output["url"] = file_url(output["path"])
+    return result
+
+
+def task_view(summary: TaskSummary) -> dict[str, Any]:
+    """``GET /tasks/{id}`` (a ``TaskView``); the result's output files get a ``url``."""
+    result = msgspec.json.decode(summary.result) if summary.result is not None else None
     view = TaskView(
         task_id=summary.task_id,
         kind=summary.kind,
@@ -66,7 +71,7 @@ def task_view(summary: TaskSummary) -> dict[str, Any]:
         percent=summary.percent,
         message=summary.message,
         attempt=summary.attempt,
-        result=result,
+        result=with_urls(result),
         error=summary.error,
         created_at=summary.created_at,
         updated_at=summary.updated_at,

@@ -28,12 +28,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from .netns import Host
 from .node import RABBITMQ_BIN_DIR, BootError, BrokerNode, ensure_installed
 from .node_config import (
     ADMIN_USER,
@@ -84,13 +85,16 @@ class ClusterNodeConfig(NodeConfig):
         write_private(conf, conf.read_text() + "\n".join(lines) + "\n")
 
 
-def spread_url(url: str, ports: Iterable[int]) -> str:
-    """``url`` (one node's) once per port, comma-separated: the AMQP_URL naming every member."""
+def spread_url(url: str, ports: Iterable[int | tuple[str, int]]) -> str:
+    """``url`` (one node's) once per port, or per (address, port), comma-separated: the
+    AMQP_URL naming every member."""
     parts = urlsplit(url)
     host = parts.netloc.rsplit(":", 1)[0] if parts.port else parts.netloc
+    userinfo = host.rpartition("@")[0] + "@" if "@" in host else ""
+    netlocs = [f"{userinfo}{p[0]}:{p[1]}" if isinstance(p, tuple) else f"{host}:{p}" for p in ports]
     return ",".join(
-        urlunsplit((parts.scheme, f"{host}:{port}", parts.path, parts.query, parts.fragment))
-        for port in ports
+        urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+        for netloc in netlocs
     )
 
 
@@ -108,8 +112,12 @@ class BrokerCluster:
         *,
         epmd_port: int | None = None,
         bind_address: str = DEFAULT_BIND_ADDRESS,
+        hosts: Sequence[Host] = (),
     ) -> list[ClusterNodeConfig]:
         """Members under ``base_dir/node-<n>`` on the (AMQP, distribution, management) ports.
+
+        With ``hosts`` (infra.netns), member n runs in host n, named ``taskgate@<its address>``,
+        every listener on that address.
 
         The cookie and the administrator's password are kept in ``base_dir`` (mode 400 and
         600), so a cluster started again is the same one.
@@ -122,7 +130,15 @@ class BrokerCluster:
         cookie = (base_dir / "cookie").read_text().strip()
         admin_pass = (base_dir / "admin.password").read_text().strip()
         ports = list(ports)
-        names = tuple(f"taskgate-{amqp}@localhost" for amqp, _, _ in ports)
+        if hosts:
+            names = tuple(f"taskgate@{host.address}" for host in hosts)
+            where = [
+                {"bind_address": h.address, "dist_address": h.address, "command_prefix": h.prefix}
+                for h in hosts
+            ]
+        else:
+            names = tuple(f"taskgate-{amqp}@localhost" for amqp, _, _ in ports)
+            where = [{"bind_address": bind_address}] * len(ports)
         return [
             ClusterNodeConfig(
                 base_dir=base_dir / f"node-{n}",
@@ -130,12 +146,15 @@ class BrokerCluster:
                 dist_port=dist,
                 management_port=management,
                 epmd_port=DEFAULT_EPMD_PORT if epmd_port is None else epmd_port,
-                bind_address=bind_address,
+                node_name=name,
                 cookie=cookie,
                 admin_pass=admin_pass,
                 peers=names,
+                **place,  # type: ignore[arg-type]
             )
-            for n, (amqp, dist, management) in enumerate(ports, 1)
+            for n, ((amqp, dist, management), name, place) in enumerate(
+                zip(ports, names, where, strict=True), 1
+            )
         ]
 
     @classmethod
@@ -149,7 +168,7 @@ class BrokerCluster:
     @property
     def amqp_url(self) -> str:
         """Every member's URL, comma-separated (the first member's credentials)."""
-        return spread_url(self.nodes[0].amqp_url, self.amqp_ports)
+        return self.spread(self.nodes[0].amqp_url)
 
     @property
     def amqp_ports(self) -> list[int]:
@@ -157,7 +176,7 @@ class BrokerCluster:
 
     def spread(self, url: str) -> str:
         """A URL for one member (with some user's credentials) made into one naming every member."""
-        return spread_url(url, self.amqp_ports)
+        return spread_url(url, [(n.config.url_host, n.config.amqp_port) for n in self.nodes])
 
     def rabbitmqctl(self, *args: str, timeout_s: float = 60) -> str:
         """``rabbitmqctl`` against the first running member (users and queues are cluster-wide)."""
@@ -223,7 +242,7 @@ class BrokerCluster:
         try:
             check = ["--node", node.config.node_name, "check_if_node_is_quorum_critical"]
             result = subprocess.run(
-                [str(RABBITMQ_QUEUES), *check],
+                [*node.config.command_prefix, str(RABBITMQ_QUEUES), *check],
                 env=node.env(),
                 cwd=node.config.base_dir,
                 stdin=subprocess.DEVNULL,

@@ -155,7 +155,7 @@ class BrokerNode:
         deadline = started_at + timeout_s
         with open(cfg.console_log, "ab") as console:
             self._proc = subprocess.Popen(
-                [str(RABBITMQ_SERVER)],
+                [*cfg.command_prefix, str(RABBITMQ_SERVER)],
                 cwd=cfg.base_dir,
                 # The script then execs the VM instead of waiting on it in a shell that
                 # always exits 0: we see the node's own exit status.
@@ -259,7 +259,13 @@ class BrokerNode:
 
         Raises RuntimeError on a non-zero exit status.
         """
-        cmd = [str(RABBITMQCTL), "--node", self.config.node_name, *args]
+        cmd = [
+            *self.config.command_prefix,
+            str(RABBITMQCTL),
+            "--node",
+            self.config.node_name,
+            *args,
+        ]
         result = subprocess.run(
             cmd,
             env=self.env(),

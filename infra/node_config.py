@@ -63,6 +63,11 @@ class NodeConfig:
     tls: TlsListener | None = None  # None: plain AMQP only
     # An IP address: "0.0.0.0" or "::" for every interface.
     bind_address: str = DEFAULT_BIND_ADDRESS
+    # Where Erlang distribution and the epmd the node starts listen. Other than loopback: the
+    # node takes a long name (RABBITMQ_USE_LONGNAME), so its name can be ``name@<this address>``.
+    dist_address: str = LOOPBACK
+    # Put before every command run for the node, e.g. ``ip netns exec <ns>`` (infra.netns).
+    command_prefix: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "base_dir", Path(self.base_dir).absolute())
@@ -177,7 +182,7 @@ class NodeConfig:
             HOME=str(self.home_dir),
             ERL_EPMD_PORT=str(self.epmd_port),
             # An epmd our node starts listens on loopback only (it always adds loopback).
-            ERL_EPMD_ADDRESS=LOOPBACK,
+            ERL_EPMD_ADDRESS=self.dist_address,
             RABBITMQ_NODENAME=self.node_name,
             RABBITMQ_NODE_PORT=str(self.amqp_port),
             RABBITMQ_DIST_PORT=str(self.dist_port),
@@ -189,6 +194,8 @@ class NodeConfig:
             RABBITMQ_CONF_ENV_FILE=str(self.base_dir / "rabbitmq-env.conf"),
             RABBITMQ_ENABLED_PLUGINS_FILE=str(self.base_dir / "enabled_plugins"),
         )
+        if self.dist_address != LOOPBACK:
+            env["RABBITMQ_USE_LONGNAME"] = "true"
         return env
 
     def write_files(self) -> None:
@@ -250,11 +257,11 @@ class NodeConfig:
         )
         # No scheduler busy-waiting: spinning Erlang schedulers take CPU from the
         # Python processes that share these cores (RabbitMQ's runtime tuning guide).
-        # Erlang distribution on loopback only (RabbitMQ's networking guide).
-        loopback = "{" + LOOPBACK.replace(".", ",") + "}"
+        # Erlang distribution on loopback (or dist_address) only (RabbitMQ's networking guide).
+        interface = "{" + self.dist_address.replace(".", ",") + "}"
         (self.base_dir / "rabbitmq-env.conf").write_text(
             'SERVER_ADDITIONAL_ERL_ARGS="+sbwt none +sbwtdcpu none +sbwtdio none'
-            f' -kernel inet_dist_use_interface {loopback}"\n'
+            f' -kernel inet_dist_use_interface {interface}"\n'
         )
         (self.base_dir / "enabled_plugins").write_text(f"[{','.join(plugins)}].\n")
 

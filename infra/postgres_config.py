@@ -56,6 +56,9 @@ class PostgresConfig:
     superuser: str = "taskgate"
     database: str = "taskgate"
     max_connections: int = 200
+    # The address the server listens on; other than loopback, clients on its subnets may log
+    # in (with the superuser's password: pg_hba's ``samenet``).
+    listen_address: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "base_dir", Path(self.base_dir).absolute())

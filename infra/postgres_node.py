@@ -2,8 +2,9 @@
 
 ``initdb`` makes a cluster under ``PostgresConfig.base_dir`` whose superuser has
 a generated password (kept beside the cluster, mode 600); the server listens on
-127.0.0.1 only, and on a unix socket inside its data directory, where the
-superuser logs in without a password (that directory is closed to other users).
+127.0.0.1 only (or ``PostgresConfig.listen_address``, open to its subnets), and on a
+unix socket inside its data directory, where the superuser logs in without a
+password (that directory is closed to other users).
 A server someone else started, the system's cluster included, is never used.
 PostgreSQL refuses to run as root: as root, the cluster belongs to, and the
 server runs as, the ``postgres`` user that Debian's package creates.
@@ -62,7 +63,9 @@ class PostgresNode:
         """``postgresql://`` URL of ``database`` (default: the config's) as the superuser."""
         cfg = self.config
         name = database or cfg.database
-        return f"postgresql://{cfg.superuser}:{self.password}@127.0.0.1:{cfg.port}/{name}"
+        return (
+            f"postgresql://{cfg.superuser}:{self.password}@{cfg.listen_address}:{cfg.port}/{name}"
+        )
 
     @property
     def pid(self) -> int | None:
@@ -169,8 +172,14 @@ class PostgresNode:
                 f"PostgreSQL in {cfg.data_dir}"
             )
         self.init()
+        if cfg.listen_address != "127.0.0.1":
+            hba = cfg.data_dir / "pg_hba.conf"
+            line = "host all all samenet scram-sha-256\n"
+            if line not in hba.read_text():
+                with hba.open("a") as f:
+                    f.write(line)
         settings = {
-            "listen_addresses": "127.0.0.1",
+            "listen_addresses": cfg.listen_address,
             "port": str(cfg.port),
             "unix_socket_directories": str(cfg.data_dir),
             "max_connections": str(cfg.max_connections),

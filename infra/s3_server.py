@@ -36,10 +36,11 @@ class S3BootError(RuntimeError):
 class S3Server:
     """``start()``, ``create_bucket(name)``, ``stop()``; ``endpoint_url`` while it runs."""
 
-    def __init__(self, base_dir: Path, port: int | None = None) -> None:
+    def __init__(self, base_dir: Path, port: int | None = None, host: str = "127.0.0.1") -> None:
         self.base_dir = base_dir
         self.port = port or free_port()
-        self.endpoint_url = f"http://127.0.0.1:{self.port}"
+        self.host = host
+        self.endpoint_url = f"http://{host}:{self.port}"
         self.log_path = base_dir / "moto.log"
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -47,7 +48,7 @@ class S3Server:
         self.base_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
                 cwd=self.base_dir,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -57,7 +58,7 @@ class S3Server:
                 env={**os.environ, "MOTO_PORT": str(self.port)},
             )
         deadline = time.monotonic() + _BOOT_TIMEOUT_S
-        while not accepts_connections(self.port, timeout_s=0.2):
+        while not accepts_connections(self.port, timeout_s=0.2, host=self.host):
             if self._proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 tail = self.log_path.read_text(errors="replace")[-2_000:]

@@ -11,10 +11,23 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import broker, call, cancel, dead, dev_token, exits, migrate, queues, tasks, upload, watch
+from . import (
+    broker,
+    call,
+    cancel,
+    dead,
+    dev_token,
+    exits,
+    migrate,
+    queues,
+    retry,
+    tasks,
+    upload,
+    watch,
+)
 from .errors import CommandError
 
-COMMANDS = (call, upload, watch, tasks, cancel, dead, queues, migrate, dev_token, broker)
+COMMANDS = (call, upload, watch, tasks, cancel, retry, dead, queues, migrate, dev_token, broker)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,9 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
         "their tasks, dead letters, queues, development tokens, the private broker.",
         epilog="environment:\n"
         "  AMQP_URL        the broker (call, dead, queues, migrate-queues)\n"
-        "  TASKGATE_URL    the gateway (upload, watch, tasks, cancel; default\n"
+        "  TASKGATE_URL    the gateway (upload, watch, tasks, cancel, retry; default\n"
         "                  http://127.0.0.1:8000)\n"
-        "  TASKGATE_TOKEN  Bearer token for the gateway (upload, watch, tasks, cancel)\n"
+        "  TASKGATE_TOKEN  Bearer token for the gateway (upload, watch, tasks, cancel, retry)\n"
         "  SECRET_KEY      the gateway's signing key (token)\n\n"
         "'taskgate COMMAND --help' tells more about each command.\n\n" + exits.SUMMARY,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -33,6 +33,8 @@ from infra.s3_server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, S3BootErro
 from infra.storage import Storage, StorageConfig, open_storage
 from workers.access import ROLES, create_users
 
+from .helpers import resume
+
 
 @dataclass(frozen=True)
 class BrokerHandle:
@@ -145,15 +147,27 @@ def restart_broker(broker: BrokerHandle) -> Callable[[], Awaitable[None]]:
     return restart
 
 
-@pytest.fixture(scope="module")
-def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerNode]:
-    """A node of the test module's own, to freeze (SIGSTOP) or alarm without troubling others."""
+@pytest.fixture(scope="session")
+def spare_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerNode]:
+    """A second node for the session, booted once (a boot takes seconds) by its first user."""
     node = BrokerNode(NodeConfig.on_free_ports(tmp_path_factory.mktemp("own-broker")))
     try:
-        node.start()
         yield node
     finally:
+        resume(node)
         node.stop()
+
+
+@pytest.fixture
+def own_broker(spare_broker: BrokerNode) -> Iterator[BrokerNode]:
+    """The spare node, running, for a test to freeze (SIGSTOP), alarm or stop without troubling
+    the others; a test puts back the alarm it set, and restarting a node it stopped is left to
+    the next test that needs it."""
+    spare_broker.start()  # a no-op while it runs
+    try:
+        yield spare_broker
+    finally:
+        resume(spare_broker)  # should a failed test have left it frozen
 
 
 @pytest.fixture(scope="session")

@@ -72,11 +72,13 @@ async def serve(registry: TaskRegistry, settings: WorkerSettings, *, orders: boo
         worker = Worker(registry, settings, database=database)
         await worker.start(connection)
         stack.push_async_callback(worker.stop)
+        # Named as in its claims and its status events: the admin page's timeline names it so.
         heartbeat = Heartbeat(
             database,
             "worker",
             functools.partial(report, worker),
             interval_s=settings.presence_interval_s,
+            name=worker.holder,
         )
         await heartbeat.start()
         stack.push_async_callback(heartbeat.close)

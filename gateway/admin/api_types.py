@@ -100,6 +100,9 @@ class TimelineEvent(msgspec.Struct, frozen=True):
 class TimelineView(msgspec.Struct, frozen=True):
     task: TaskView
     events: list[TimelineEvent]
+    # The task this one retries, and the task that retries it (gateway/admin/retry.py).
+    retry_of: str | None = None
+    retried_by: str | None = None
 
 
 class DeadQueue(msgspec.Struct, frozen=True):

@@ -15,7 +15,7 @@ recorded here, before the task is published, and brings the ``dead`` task back.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
@@ -24,9 +24,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from infra.database import Database
-from rpc.wire import ChannelClosed, Delivery
+from rpc.errors import BrokerRefused, BrokerUnavailable
+from rpc.wire import BrokerError, ChannelClosed, Delivery, Unavailable, WireConnection
 from workers import dead, kinds
-from workers.messages import StatusEvent, Undecodable, decode_message, encoder, task_decoder
+from workers.messages import (
+    StatusEvent,
+    Undecodable,
+    decode_message,
+    encoder,
+    new_event,
+    task_decoder,
+)
 from workers.shop.contracts import ORDER_QUEUES
 from workers.topology import (
     ATTEMPT_HEADER,
@@ -39,7 +47,7 @@ from workers.topology import (
 
 from ..bodies import decode_json, read_body
 from ..broker import BrokerLink
-from ..errors import HttpError
+from ..errors import HttpError, unavailable
 from ..openapi import documented
 from ..publisher import Publisher
 from ..settings import GatewaySettings
@@ -78,23 +86,27 @@ async def dead_queues(request: Request) -> dict[str, str | None]:
 @documented("The dead-letter queues", responses={200: DeadQueues}, auth="admin")
 async def list_dead_queues(request: Request) -> JSONResponse:
     require_admin(request)
-    broker: BrokerLink = request.app.state.broker
-    raw = await broker.connection.raw_channel()
-    found = []
-    try:
-        for queue, kind in (await dead_queues(request)).items():
-            try:
-                count = (await raw.queue_declare(queue, passive=True)).message_count
-            except ChannelClosed as exc:
-                if exc.code != 404:
-                    raise
-                count = 0  # not declared yet: nothing has died there
-                raw = await broker.connection.raw_channel()
-            found.append({"queue": queue, "kind": kind, "count": count})
-    finally:
-        if raw.closed is None:
-            await raw.close()
-    return JSONResponse({"queues": found})
+    queues = await dead_queues(request)
+
+    async def count_all(connection: WireConnection) -> list[dict[str, Any]]:
+        found = []
+        raw = await connection.raw_channel()
+        try:
+            for queue, kind in queues.items():
+                try:
+                    count = (await raw.queue_declare(queue, passive=True)).message_count
+                except ChannelClosed as exc:
+                    if exc.code != 404:
+                        raise
+                    count = 0  # not declared yet: nothing has died there
+                    raw = await connection.raw_channel()
+                found.append({"queue": queue, "kind": kind, "count": count})
+        finally:
+            if raw.closed is None:
+                await raw.close()
+        return found
+
+    return JSONResponse({"queues": await _on_broker(request, count_all)})
 
 
 @documented(
@@ -108,8 +120,7 @@ async def show_dead_queue(request: Request) -> JSONResponse:
     require_admin(request)
     queue, _ = await _chosen_queue(request)
     limit = _limit(request.query_params.get("limit"))
-    broker: BrokerLink = request.app.state.broker
-    messages = await _missing_is_empty(dead.peek_queue(broker.connection, queue, limit))
+    messages = await _on_broker(request, lambda c: dead.peek_queue(c, queue, limit))
     return JSONResponse({"messages": [message_view(message) for message in messages or []]})
 
 
@@ -127,27 +138,37 @@ async def replay_dead(request: Request) -> JSONResponse:
         raise HttpError(409, "not_replayable", f"the messages of {queue!r} cannot be replayed")
     wanted = decode_json(await read_body(request), _chosen).message_ids
     settings: GatewaySettings = request.app.state.settings
-    broker: BrokerLink = request.app.state.broker
     store: TaskStore = request.app.state.store
     publisher: Publisher = request.app.state.publisher
     left: list[dict[str, str]] = []
+    # Tasks whose queued event is recorded and whose message is not back in its queue yet.
+    pending: set[str] = set()
 
     async def record(event: StatusEvent) -> None:
         (stored,) = await store.record([(event, encoder.encode(event))])
         if isinstance(stored, StoredEvent):
             await announce_recorded(publisher, stored)
+        pending.add(event.task_id)
 
     unseen = set(wanted)
-    count = await _missing_is_empty(
-        dead.replay(
-            broker.connection,
-            kind,
-            max_length=settings.queue_max_length,
-            message_ids=unseen,
-            announce=record,
-            on_left=lambda label, why: left.append({"message_id": label, "reason": why}),
+    try:
+        count = await _on_broker(
+            request,
+            lambda connection: dead.replay(
+                connection,
+                kind,
+                max_length=settings.queue_max_length,
+                message_ids=unseen,
+                announce=record,
+                on_replayed=pending.discard,  # its label: the message_id, the task's id
+                on_left=lambda label, why: left.append({"message_id": label, "reason": why}),
+            ),
         )
-    )
+    except Exception as exc:
+        # The dead letter stays where it was (unacked, given back): so does its task.
+        for task_id in sorted(pending):
+            await record(new_event(kind, task_id, "dead", 1, error=f"replay failed: {exc}"))
+        raise
     missing = [message_id for message_id in wanted if message_id in unseen]
     return JSONResponse({"replayed": count or 0, "missing": missing, "left": left})
 
@@ -163,11 +184,26 @@ async def discard_dead(request: Request) -> JSONResponse:
     require_admin(request)
     queue, _ = await _chosen_queue(request)
     wanted = decode_json(await read_body(request), _chosen).message_ids
-    broker: BrokerLink = request.app.state.broker
     unseen = set(wanted)
-    removed = await _missing_is_empty(dead.discard(broker.connection, queue, unseen))
+    removed = await _on_broker(request, lambda c: dead.discard(c, queue, unseen))
     missing = [message_id for message_id in wanted if message_id in unseen]
     return JSONResponse({"discarded": removed or 0, "missing": missing})
+
+
+async def _on_broker(request: Request, work: Callable[[WireConnection], Awaitable[T]]) -> T | None:
+    """``work`` on the gateway's connection; None if its queue was never declared (so it
+    holds nothing). 503 while the broker is away; a refusal is BrokerRefused (500)."""
+    broker: BrokerLink = request.app.state.broker
+    try:
+        return await work(broker.connection)
+    except ChannelClosed as exc:
+        if exc.code == 404:
+            return None
+        raise BrokerRefused(exc.code, exc.text) from exc
+    except (BrokerUnavailable, Unavailable) as exc:
+        raise unavailable(f"the broker is away: {exc}") from None
+    except BrokerError as exc:
+        raise BrokerRefused(exc.code, exc.text) from exc
 
 
 def message_view(message: Delivery) -> dict[str, Any]:
@@ -194,17 +230,6 @@ async def _chosen_queue(request: Request) -> tuple[str, str | None]:
     if queue not in queues:
         raise HttpError(404, "not_found", f"no dead queue {queue!r}")
     return queue, queues[queue]
-
-
-async def _missing_is_empty(work: Awaitable[T]) -> T | None:
-    """``work``'s result; None if its queue was never declared (so it holds nothing)."""
-    try:
-        result: T = await work
-    except ChannelClosed as exc:
-        if exc.code != 404:
-            raise
-        return None
-    return result
 
 
 def _limit(text: str | None) -> int:

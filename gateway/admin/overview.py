@@ -2,13 +2,13 @@
 throughput; the workers and rpc servers online; RPC latency per method.
 
 A sample costs one read transaction of four statements (presence, kinds,
-claims, oldest queued: bench/admin.py, 3-5 ms at 100,000 tasks), whatever the
+claims, oldest queued: bench/admin.py, 1-5 ms at 100,000 tasks), whatever the
 number of tasks, and three passive ``queue.declare`` per kind on one channel
-(each answers the queue's ready messages and consumers; RabbitMQ 3.10 asks no
-permission for it, and the web user declares those queues anyway). Done and
-failed per minute are counted from the live feed (``throughput``). Every caller
-on this process within ADMIN_SAMPLE_S shares one sample: a hundred open admin
-pages cost what one does.
+(each answers the queue's ready messages and consumers; RabbitMQ asks no
+permission for it, 3.10 and 4.x alike, and the web user declares those queues
+anyway). Done and failed per minute are counted from the live feed
+(``throughput``). Every caller on this process within ADMIN_SAMPLE_S shares one
+sample: a hundred open admin pages cost what one does.
 """
 
 from __future__ import annotations

@@ -21,6 +21,8 @@ from collections.abc import AsyncGenerator
 from starlette.requests import Request
 from starlette.responses import Response
 
+from infra.database import DatabaseError
+
 from ..auth import end_with_session
 from ..hub import Hub
 from ..limits import StreamLimiter
@@ -87,7 +89,10 @@ async def admin_frames(
                 return
             if loop.time() >= next_overview:
                 next_overview = loop.time() + sample_s
-                yield b"event: overview\ndata: %s\n\n" % _json(await overview.latest())
+                try:
+                    yield b"event: overview\ndata: %s\n\n" % _json(await overview.latest())
+                except DatabaseError:  # the next one may come; the page keeps the last
+                    yield b": overview unavailable: the store did not answer\n\n"
             await subscription.wait(min(max(0.0, next_overview - loop.time()), left_s))
             if subscription.ended is not None:
                 yield b": %s, reconnect\nretry: %d\n\n" % (subscription.ended.encode(), retry_ms)
@@ -97,7 +102,12 @@ async def admin_frames(
                 continue
             # One view per task, in the order of each task's latest event.
             order = list(dict.fromkeys(event.task_id for event in reversed(events)))[::-1]
-            found = {task.task_id: task for task in await store.get_tasks(order)}
+            try:
+                found = {task.task_id: task for task in await store.get_tasks(order)}
+            except DatabaseError:
+                # Missed changes: the page reads the list again when it reconnects.
+                yield b": store unavailable, reconnect\nretry: %d\n\n" % retry_ms
+                return
             for task_id in order:
                 if (summary := found.get(task_id)) is not None:
                     yield b"event: task\ndata: %s\n\n" % _json(task_view(summary))

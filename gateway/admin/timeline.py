@@ -19,7 +19,7 @@ from .. import task_inputs
 from ..errors import HttpError
 from ..openapi import documented
 from ..store import TaskStore
-from ..views import task_view
+from ..views import task_view, with_urls
 from .access import require_admin
 from .api_types import TimelineView
 
@@ -77,4 +77,7 @@ async def task_timeline(request: Request) -> JSONResponse:
 
 
 def event_view(event: StatusEvent) -> dict[str, Any]:
-    return {name: getattr(event, name) for name in FIELDS}
+    """The event's fields; a result's output files with their ``url``, as in the task view."""
+    view = {name: getattr(event, name) for name in FIELDS}
+    view["result"] = with_urls(event.result)
+    return view

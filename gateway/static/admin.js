@@ -312,8 +312,18 @@ function drawTasks() {
 
 const timeline = { taskId: null, task: null, timer: null };
 
+// The task on show is in the address (#task=<id>): a link to it can be passed on.
+const TASK_HASH = "#task=";
+
+function taskInAddress() {
+  return location.hash.startsWith(TASK_HASH)
+    ? decodeURIComponent(location.hash.slice(TASK_HASH.length))
+    : null;
+}
+
 async function openTimeline(taskId) {
   timeline.taskId = taskId;
+  history.replaceState(null, "", `${TASK_HASH}${enc(taskId)}`);
   $("timeline").hidden = false;
   $("timeline-id").textContent = taskId;
   $("timeline-error").textContent = "";
@@ -400,6 +410,7 @@ async function cancelTask() {
   try {
     await api("DELETE", `/tasks/${enc(taskId)}`);
     $("timeline-note").textContent = "Cancel requested.";
+    await loadTimeline();
   } catch (error) {
     showError($("timeline-error"), error);
   } finally {
@@ -424,6 +435,7 @@ async function retryTask() {
 }
 
 function closeTimeline() {
+  if (taskInAddress() !== null) history.replaceState(null, "", location.pathname);
   timeline.taskId = null;
   timeline.task = null;
   $("timeline").hidden = true;
@@ -581,6 +593,8 @@ function signedIn(info) {
   loadOverview();
   refreshAll();
   stream.open();
+  const linked = taskInAddress();
+  if (linked && timeline.taskId !== linked) openTimeline(linked);
 }
 
 function signedOut() {

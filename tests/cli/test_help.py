@@ -12,6 +12,7 @@ COMMANDS = (
     "watch",
     "tasks",
     "cancel",
+    "retry",
     "dead",
     "queues",
     "migrate-queues",

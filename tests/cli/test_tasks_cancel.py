@@ -1,4 +1,4 @@
-"""``taskgate tasks`` and ``taskgate cancel`` against a real gateway process."""
+"""``taskgate tasks``, ``cancel`` and ``retry`` against a real gateway process."""
 
 from __future__ import annotations
 
@@ -39,3 +39,28 @@ async def test_tasks_lists_and_cancel_cancels_then_refuses_a_finished_task(gatew
     bad = await taskgate("tasks", "--state", "asleep", env=env)
     assert bad.code == 1
     assert "state: one of" in bad.stderr and "400" in bad.stderr
+
+
+async def test_retry_runs_a_cancelled_task_again_as_a_new_one(gateway_process):
+    gateway = gateway_process()
+    await gateway.wait_ready()
+    async with gateway.client() as client:
+        task_id = (await upload(client, jpeg_bytes(64, 48))).json()["task_id"]
+    env = {
+        "TASKGATE_URL": gateway.url,
+        "TASKGATE_TOKEN": mint(gateway.settings.secret_key, "ada", ttl_s=3600),
+    }
+
+    queued = await taskgate("retry", task_id, env=env)  # no worker: it is still queued
+    await taskgate("cancel", task_id, env=env)
+    retried = await taskgate("retry", task_id, env=env)
+    again = await taskgate("retry", task_id, env=env)
+
+    assert queued.code == 1
+    assert "409" in queued.stderr and "queued" in queued.stderr
+    assert retried.code == 0, retried.stderr
+    new_id = retried.stdout.strip()
+    assert new_id != task_id
+    assert again.stdout.strip() == new_id
+    async with gateway.client() as client:
+        assert (await client.get(f"/tasks/{new_id}")).json()["state"] == "queued"

@@ -107,3 +107,35 @@ async def test_a_non_admin_gets_403_and_sees_no_dashboard(start_gateway, open_pa
     await expect(page.get_by_test_id("admins-only")).to_be_visible()
     await expect(page.get_by_test_id("app")).to_be_hidden()
     assert asked == []
+
+
+async def test_a_task_found_by_its_id_is_cancelled_then_retried_from_its_timeline(
+    start_gateway, worker_process, open_page, gateway_settings, kind_prefix
+):
+    gateway = await start_gateway(upload_kind=f"{kind_prefix}.waiting")
+    page = await open_dashboard(open_page, gateway, width=360, height=800)  # a phone
+    task_id = await submit(gateway)  # no worker yet: it waits in its queue
+    await expect(task_row(page, task_id)).to_have_attribute("data-state", "queued")
+
+    await page.get_by_label("Task id").fill(task_id)
+    await page.get_by_role("button", name="Open").click()
+    timeline = page.get_by_test_id("timeline")
+    await page.get_by_test_id("task-cancel").click()
+    await expect(timeline).to_have_attribute("data-state", "cancelled")
+
+    await page.get_by_test_id("task-retry").click()
+    await expect(page.get_by_test_id("timeline-note")).to_have_text(f"Retry of {task_id}.")
+    retry_id = await page.get_by_test_id("timeline-id").text_content()
+    assert retry_id and retry_id != task_id
+    worker_process()
+    release(gateway_settings, retry_id, 1)
+    await expect(timeline).to_have_attribute("data-state", "succeeded")
+    await expect(task_row(page, retry_id)).to_have_attribute("data-state", "succeeded")
+    # Wide tables scroll inside their cards; the page itself does not scroll sideways.
+    overflow = await page.evaluate(
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow <= 0
+    # The address names the task on show: reloaded (or sent to a colleague), it opens again.
+    await page.reload()
+    await expect(page.get_by_test_id("timeline-id")).to_have_text(retry_id)

@@ -24,6 +24,7 @@ import rpc
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from gateway.tokens import mint
+from infra.netns import Host
 from infra.ports import free_port
 
 from ..helpers import eventually, on_storage, storage_env
@@ -180,17 +181,22 @@ class GatewayProcess(ChildProcess):
         port: int,
         log_path: Path,
         extra_env: dict[str, str] | None = None,
+        host: Host | None = None,
     ) -> None:
+        """``host``: run in that network namespace (infra.netns), listening on its address."""
+        address = host.address if host is not None else "127.0.0.1"
         self.port = port
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"http://{address}:{port}"
         self.settings = settings
         env = {
             **settings_env(settings),
-            "HOST": "127.0.0.1",
+            "HOST": address,
             "PORT": str(port),
+            **({"ALLOWED_HOSTS": address} if host is not None else {}),
             **(extra_env or {}),
         }
-        super().__init__([sys.executable, "-m", "gateway"], env, log_path)
+        argv = [sys.executable, "-m", "gateway"]
+        super().__init__(host.argv(argv) if host is not None else argv, env, log_path)
 
     def client(self, user: str | None = USER) -> httpx.AsyncClient:
         """An httpx client for this gateway, signed in as ``user`` (None: anonymous)."""
@@ -238,10 +244,12 @@ def worker_process(
     role_urls: dict[str, str],
 ) -> Iterator[Callable[..., ChildProcess]]:
     """Factory of worker processes serving tests/gateway/tasks_for_gateway.py (and the order
-    consumers with ``orders=True``); killed afterwards."""
+    consumers with ``orders=True``; in a network namespace with ``host``); killed afterwards."""
     started: list[ChildProcess] = []
 
-    def start(*, orders: bool = False, env: dict[str, str] | None = None) -> ChildProcess:
+    def start(
+        *, orders: bool = False, env: dict[str, str] | None = None, host: Host | None = None
+    ) -> ChildProcess:
         env = {
             **settings_env(gateway_settings),
             "AMQP_URL": role_urls["worker"],
@@ -255,6 +263,8 @@ def worker_process(
         argv = [sys.executable, "-m", "workers", "--tasks", TEST_TASKS]
         if orders:
             argv.append("--orders")
+        if host is not None:
+            argv = host.argv(argv)
         started.append(ChildProcess(argv, env, tmp_path / f"worker-{len(started)}.log"))
         return started[-1]
 

@@ -90,7 +90,7 @@ async def test_a_stopped_broker_fills_the_outbox_to_its_bound_and_it_drains_when
             accepted = [response.json()["task_id"] for response in responses[:3]]
             await published_once(settings, own_broker.amqp_url, accepted)
     finally:
-        if not own_broker.is_running:
+        if not own_broker.is_running():
             await asyncio.to_thread(own_broker.start)
 
     assert [response.status_code for response in responses] == [202, 202, 202, 503]

@@ -14,7 +14,7 @@ import pytest
 import rpc
 from gateway.settings import GatewaySettings
 from workers import PermanentError, TaskContext, TaskRegistry, Worker, WorkerSettings, dead
-from workers.builtin import ThumbnailRequest
+from workers.builtin import ThumbnailRequest, thumbnail
 from workers.topology import DEFAULT_QUEUE_MAX_LENGTH, STATUS_DEAD_QUEUE, dead_queue
 
 from ..helpers import eventually, on_storage
@@ -42,6 +42,8 @@ class Kinds:
             await ctx.progress(50, "halfway")
             return {"attempt": ctx.attempt}
 
+        self.registry.task(f"{prefix}.thumbnail")(thumbnail)
+
         @self.registry.task(f"{prefix}.broken")
         async def broken(ctx: TaskContext, request: ThumbnailRequest) -> dict[str, object]:
             self.ran[ctx.task_id] += 1
@@ -62,14 +64,23 @@ def upload_kind() -> str:
 
 
 @pytest.fixture
+def queue_max_length() -> int | None:
+    """The task queues' length limit (None: the default); ``parametrize`` picks another."""
+    return None
+
+
+@pytest.fixture
 def settings(
     request: pytest.FixtureRequest,
     gateway_settings: GatewaySettings,
     kinds: Kinds,
     upload_kind: str,
+    queue_max_length: int | None,
 ) -> GatewaySettings:
     """The gateway's; on PostgreSQL for a test that asks for ``pg_url``."""
     settings = replace(gateway_settings, upload_kind=f"{kinds.prefix}.{upload_kind}")
+    if queue_max_length is not None:
+        settings = replace(settings, queue_max_length=queue_max_length)
     if "pg_url" in request.fixturenames:
         settings = replace(settings, database_url=request.getfixturevalue("pg_url"))
     return settings
@@ -84,6 +95,7 @@ async def worker(
         amqp_url=settings.amqp_url,
         database_path=settings.database_path,
         database_url=settings.database_url,
+        queue_max_length=settings.queue_max_length,
         processes=1,
         progress_interval_s=0,
     )
@@ -192,6 +204,38 @@ async def test_taskgate_dead_replay_as_the_worker_brings_a_dead_task_back(
     assert replayed == 1
     assert (await wait_state(user, task_id, "succeeded"))["result"] == {"attempt": 1}
     assert kinds.ran[task_id] == 2
+
+
+@pytest.mark.parametrize("queue_max_length", [1])
+async def test_a_replay_the_broker_refuses_leaves_the_task_dead_and_its_dead_letter(
+    clients, kinds, worker, worker_connection
+):
+    user, admin = clients
+    task_id = await submit(user)
+    await wait_state(user, task_id, "dead")
+    await worker.stop(grace_s=5)
+    # No worker now: these fill the queue (length 1; a quorum queue refuses once over it).
+    await submit(user)
+    await submit(user)
+    queue = dead_queue(kinds.kind)
+
+    async def full() -> bool:
+        raw = await worker_connection.raw_channel()
+        try:
+            declared = await raw.queue_declare(f"tasks.{kinds.kind}", passive=True)
+            return declared.message_count == 2
+        finally:
+            await raw.close()
+
+    await eventually(full, timeout_s=30, interval_s=0.05)
+
+    response = await admin.post(f"/admin/api/dead/{queue}/replay", json={"message_ids": [task_id]})
+
+    assert response.status_code == 503, response.text
+    task = (await user.get(f"/tasks/{task_id}")).json()
+    assert task["state"] == "dead"
+    assert task["error"].startswith("replay failed: ")
+    assert [m["message_id"] for m in await dead_letters(admin, queue)] == [task_id]
 
 
 async def test_a_discarded_dead_letter_is_gone_and_its_task_stays_dead(clients, kinds, worker):
@@ -344,6 +388,37 @@ async def test_a_queued_task_is_not_retried_but_cancelled_it_is(clients, kinds, 
     assert cancelled.status_code == 200 and cancelled.json()["error"] == f"cancelled by {ADMIN}"
     assert retried.status_code == 202, retried.text
     assert (await user.get(f"/tasks/{retried.json()['task_id']}")).json()["state"] == "queued"
+
+
+@pytest.mark.parametrize("upload_kind", ["thumbnail"])
+async def test_a_timeline_shows_the_outputs_and_an_admin_reads_them(clients, worker):
+    user, admin = clients
+    task_id = await submit(user)
+    await wait_state(user, task_id, "succeeded")
+
+    events = (await admin.get(f"/admin/api/tasks/{task_id}/timeline")).json()["events"]
+
+    outputs = events[-1]["result"]["outputs"]
+    assert outputs and all(output["url"] == f"/files/{output['path']}" for output in outputs)
+    first = await admin.get(outputs[0]["url"])
+    assert first.status_code == 200 and first.content == (await user.get(outputs[0]["url"])).content
+
+
+async def test_a_users_retry_counts_against_their_unfinished_tasks(clients, settings):
+    user, _ = clients
+    cancelled = await submit(user)
+    await user.delete(f"/tasks/{cancelled}")
+    await submit(user)  # no worker: it stays queued, the one unfinished task allowed
+
+    async with running_app(replace(settings, tasks_in_flight_per_user=1)) as limited:
+        refused = await limited.post(f"/tasks/{cancelled}/retry", json={})
+        by_admin = await limited.post(
+            f"/tasks/{cancelled}/retry", json={}, headers=bearer(settings, ADMIN, admin=True)
+        )
+
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "too_many_tasks"
+    assert by_admin.status_code == 202, by_admin.text
 
 
 ADMIN_ROUTES = [

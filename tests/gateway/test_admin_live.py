@@ -3,6 +3,7 @@ processes; admins only."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -11,14 +12,17 @@ from typing import Any
 
 import httpx
 import httpx_sse
+import msgspec
 import pytest
 
+from gateway.admin.api_types import HistoryView, OverviewView
 from gateway.admin.throughput import Throughput
 from gateway.settings import GatewaySettings
 from gateway.store import StoredEvent
 
 from ..helpers import eventually
 from .conftest import GatewayProcess, bearer, jpeg_bytes, upload
+from .signing_in import same_origin, sign_in
 
 ROUTES = ("/admin/api/overview", "/admin/api/history", "/admin/stream")
 ADMIN = "root"
@@ -130,10 +134,14 @@ async def test_the_overview_follows_a_task_from_its_queue_to_a_worker_to_its_end
             return worker is not None and task_id in [t["task_id"] for t in worker["running"]]
 
         running = await overview_when(admin, running_it)
+        msgspec.convert(running, OverviewView)  # as the OpenAPI document says
         assert kind_of(running, kind)["queued"] == 0
         assert kind_of(running, kind)["in_flight"] == 1
         assert kind_of(running, kind)["oldest_queued_s"] is None
         assert [t["kind"] for t in worker_of(running, kind)["running"]] == [kind]
+        # The worker is named as the task's timeline names it.
+        timeline = (await admin.get(f"/admin/api/tasks/{task_id}/timeline")).json()
+        assert worker_of(running, kind)["name"] in [e["worker"] for e in timeline["events"]]
         await history_when(admin, lambda p: p["kinds"].get(kind, {}).get("in_flight") == 1)
 
         (gateway_settings.storage_dir / task_id / "gate-1").touch()
@@ -154,6 +162,7 @@ async def test_the_overview_follows_a_task_from_its_queue_to_a_worker_to_its_end
                 await admin_of_later.get("/admin/api/history", params={"minutes": "5"})
             ).json()
 
+    msgspec.convert(history, HistoryView)
     assert history["step_s"] == 0.5
     done_points = [p for p in history["points"] if p["kinds"].get(kind, {}).get("done")]
     assert [p["kinds"][kind]["done"] for p in done_points] == [1]
@@ -194,6 +203,7 @@ async def test_an_rpc_server_and_its_calls_appear(gateway_process, rpc_process):
 
         overview = await overview_when(admin, served)
 
+    msgspec.convert(overview, OverviewView)
     (server,) = overview["rpc_servers"]
     assert "inventory.check" in server["methods"] and "orders.quote" in server["methods"]
     assert server["pid"] == rpc_process.process.pid
@@ -235,3 +245,38 @@ async def test_the_stream_sends_overviews_and_another_users_task_changes(
     assert {t["task_id"] for t in tasks} == {task_id}
     assert tasks[-1]["state"] == "succeeded"
     assert tasks[-1]["events_url"] == f"/tasks/{task_id}/events"
+
+
+async def read_admin_stream(client: httpx.AsyncClient, opened: asyncio.Event) -> list[str]:
+    """The names of the events of one admin stream, until the server ends it; ``opened`` is
+    set at the first overview."""
+    names = []
+    async with httpx_sse.aconnect_sse(client, "GET", "/admin/stream") as source:
+        source.response.raise_for_status()
+        async for event in source.aiter_sse():
+            names.append(event.event)
+            if event.event == "overview":
+                opened.set()
+    return names
+
+
+async def test_the_stream_ends_at_sign_out_and_at_shutdown(gateway_process):
+    gateway = gateway_process()
+    await gateway.wait_ready()
+    async with gateway.client(user=None) as browser, admin_client(gateway) as api:
+        await sign_in(browser, gateway.settings, ADMIN, admin=True)
+        opened = [asyncio.Event(), asyncio.Event()]
+        session_stream = asyncio.create_task(read_admin_stream(browser, opened[0]))
+        token_stream = asyncio.create_task(read_admin_stream(api, opened[1]))
+        for event in opened:
+            await event.wait()
+        signed_out = await browser.delete("/session", headers=same_origin(browser))
+        ended_by_sign_out = await asyncio.wait_for(session_stream, timeout=30)
+        still_open = not token_stream.done()
+        assert await gateway.terminate() == 0
+        ended_by_shutdown = await asyncio.wait_for(token_stream, timeout=30)
+
+    assert signed_out.status_code == 204
+    assert "overview" in ended_by_sign_out
+    assert still_open
+    assert "overview" in ended_by_shutdown

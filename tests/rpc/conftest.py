@@ -44,8 +44,10 @@ async def serve(
 class ServerProcess:
     """``python -m rpc tests.rpc.servers:server`` as a child process."""
 
-    def __init__(self, amqp_url: str) -> None:
+    def __init__(self, amqp_url: str, database_path: Path | None = None) -> None:
         env = {**os.environ, "AMQP_URL": amqp_url, "PYTHONPATH": str(REPO)}
+        if database_path is not None:  # its presence heartbeat's store (infra/presence.py)
+            env["DATABASE_PATH"] = str(database_path)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "rpc", "tests.rpc.servers:server"],
             cwd=REPO,
@@ -78,12 +80,15 @@ class ServerProcess:
 
 
 @pytest.fixture
-async def server_process(amqp_url: str) -> AsyncIterator[Callable[[], ServerProcess]]:
-    """Factory of RPC server processes; each is killed after the test if still running."""
+async def server_process(
+    amqp_url: str, tmp_path: Path
+) -> AsyncIterator[Callable[[], ServerProcess]]:
+    """Factory of RPC server processes on the test's store; each is killed after the test if
+    still running."""
     processes: list[ServerProcess] = []
 
     def start() -> ServerProcess:
-        processes.append(ServerProcess(amqp_url))
+        processes.append(ServerProcess(amqp_url, tmp_path / "taskgate.db"))
         return processes[-1]
 
     yield start
