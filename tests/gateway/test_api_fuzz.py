@@ -6,7 +6,8 @@ admin operations by an admin. Path parameters are sometimes those of real things
 made first (a task, an order, a dead queue), so handlers get past their 404s. Each
 response must not be a 5xx and must match the document: its status, its content type and
 its body's schema; an invalid request must be refused, and so must each request resent
-without its credentials. Public operations are called without credentials.
+without its credentials. Public operations are called without credentials. Each path is
+also asked OPTIONS, which none serves: the 405's ``Allow`` must name its documented methods.
 
 The SSE streams never end while they work: schemathesis reads a ``text/event-stream``
 answer until ``MAX_STREAM_EVENTS`` events or the request's timeout, whichever comes first
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +31,7 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.core.failures import FailureGroup
 from schemathesis.generation import GenerationMode
 from schemathesis.specs.openapi.checks import (
+    allow_header_conformance,
     content_type_conformance,
     ignored_auth,
     negative_data_rejection,
@@ -80,8 +83,12 @@ def _fuzz(url: str, doc: dict[str, Any], headers: Headers, known: dict[str, str]
     )
     schema = schemathesis.openapi.from_dict(doc, config=config)
     failures: list[str] = []
+    methods_checked: set[str] = set()
     for result in schema.get_all_operations():
         operation = result.ok()
+        if operation.path not in methods_checked:
+            methods_checked.add(operation.path)
+            failures += _check_allow(operation, url, known)
         declared = doc["paths"][operation.path][operation.method.lower()]
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             try:
@@ -96,6 +103,21 @@ def _fuzz(url: str, doc: dict[str, Any], headers: Headers, known: dict[str, str]
             except (Exception, FailureGroup) as exc:  # a failed check: note it, go on
                 failures.append(f"{operation.label} ({mode}): {exc}")
     return failures
+
+
+def _check_allow(operation: Any, url: str, known: dict[str, str]) -> list[str]:
+    """OPTIONS (no route serves it): the 405's ``Allow`` must list the documented methods."""
+    names = re.findall(r"{(\w+)}", operation.path)
+    case = operation.Case(
+        method="OPTIONS", path_parameters={name: known.get(name, "x") for name in names}
+    )
+    try:
+        case.validate_response(
+            case.call(base_url=url, timeout=20), checks=[allow_header_conformance]
+        )
+    except (Exception, FailureGroup) as exc:
+        return [f"OPTIONS {operation.path}: {exc}"]
+    return []
 
 
 def _examples(
