@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.common import check_measured, parse_args  # noqa: E402
+from gateway import task_inputs  # noqa: E402
 from gateway.idempotency import UPLOAD_KEY_MIGRATIONS  # noqa: E402
 from gateway.retention import Retention  # noqa: E402
 from gateway.store import TaskQuery  # noqa: E402
@@ -106,6 +107,8 @@ async def measure(database: Database, tasks: int, repeat: int) -> dict[str, floa
     store = await DatabaseTaskStore.open(database)
     await task_records.migrate(database)
     await database.migrate("upload_keys", UPLOAD_KEY_MIGRATIONS)
+    # Retention forgets a task's kept input too (gateway/app.py migrates it the same way).
+    await database.migrate(task_inputs.COMPONENT, task_inputs.MIGRATIONS)
     began = time.perf_counter()
     newest = await fill(database, tasks)
     print(f"filled {tasks} tasks in {time.perf_counter() - began:.1f} s ({database.dialect})")

@@ -29,6 +29,7 @@ from .admin.retry import retry_task
 from .admin.stream import admin_stream
 from .admin.throughput import Throughput
 from .admin.timeline import task_timeline
+from .asyncapi import asyncapi_json
 from .auth import Authenticating, Credentials, close_session, get_session, open_session
 from .autoscale import AutoscaleSignal, Bounds
 from .broker import BrokerLink
@@ -263,6 +264,7 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         Route("/admin", admin_page),
         Mount("/static", static_files(), name="static"),
         Route("/openapi.json", openapi_json),
+        Route("/asyncapi.json", asyncapi_json),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),

@@ -33,6 +33,7 @@ GATEWAY_MAY_IMPORT = frozenset(
         "workers.kinds",  # the kinds workers registered (the autoscaling signal's labels)
         "workers.image_contracts",  # the thumbnail task's payload, the accepted images
         "workers.messages",  # task messages and status events
+        "workers.roles",  # the broker roles: the AsyncAPI document says who sends what
         "workers.schemas",  # JSON Schema conventions the gateway's API documents share
         "workers.senders",  # who may send which messages (user_id)
         "workers.settings",  # defaults shared by the processes (the database path)

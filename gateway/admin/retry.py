@@ -14,6 +14,7 @@ retention, so a payload's ``file`` under the original's prefix is copied to the
 retry's first and the payload names the copy.
 
 Its owner or an admin may retry a task; for anyone else it does not exist (404).
+An owner's retry counts against ``TASKS_IN_FLIGHT_PER_USER`` as an upload does (429).
 Answers 202 ``{"task_id", "retry_of"}``; 409 ``not_finished`` (or
 ``succeeded``) for a task that did not fail, ``no_input`` for one whose input
 was not kept (accepted elsewhere, or before this version).
@@ -35,13 +36,13 @@ from .. import task_inputs
 from ..announce import announce_recorded, to_announce
 from ..auth import authenticate
 from ..bodies import decode_json, read_body
-from ..errors import HttpError
+from ..errors import RETRY_AFTER_S, HttpError
 from ..openapi import documented
 from ..outbox import OutboxFull, add_to_outbox, outbox_full, task_entry
 from ..outbox_relay import OutboxRelay
 from ..settings import GatewaySettings
 from ..store import StoredEvent, TaskStore
-from ..task_store import record_events
+from ..task_store import DatabaseTaskStore, record_events
 from ..views import status_url
 from .api_types import Retried
 
@@ -66,7 +67,7 @@ class _Retried(Exception):
     "Run a failed, dead or cancelled task again, as a new task (its owner or an admin)",
     responses={202: Retried},
     body=RetryRequest,
-    errors=(404, 409),
+    errors=(404, 409, 429),
 )
 async def retry_task(request: Request) -> JSONResponse:
     user = authenticate(request)
@@ -91,6 +92,11 @@ async def retry_task(request: Request) -> JSONResponse:
     earlier = await database.read(lambda tx: task_inputs.retry_of(tx, task_id))
     if earlier is not None:
         return _accepted(earlier, task_id)
+    settings: GatewaySettings = request.app.state.settings
+    if not user.admin:  # an operator's retry is not the user's load
+        await _check_in_flight(
+            request.app.state.store, user.user_id, settings.tasks_in_flight_per_user
+        )
     kept = await database.read(lambda tx: task_inputs.get(tx, task_id))
     if kept is None:
         raise HttpError(409, "no_input", f"task {task_id!r} was not accepted here: no input kept")
@@ -105,7 +111,6 @@ async def retry_task(request: Request) -> JSONResponse:
         task_id=new_id, kind=original.kind, payload=payload, submitted_at=time.time()
     )
     queued = new_event(original.kind, new_id, "queued", 1, message=f"retry of {task_id}")
-    settings: GatewaySettings = request.app.state.settings
 
     recorded: list[StoredEvent] = []
 
@@ -134,6 +139,17 @@ async def retry_task(request: Request) -> JSONResponse:
     for event in recorded:
         await announce_recorded(request.app.state.publisher, event)
     return _accepted(new_id, task_id)
+
+
+async def _check_in_flight(store: DatabaseTaskStore, user_id: str, limit: int) -> None:
+    """429 for a user with ``TASKS_IN_FLIGHT_PER_USER`` unfinished tasks, as for an upload."""
+    if await store.count_unfinished(user_id, up_to=limit) >= limit:
+        raise HttpError(
+            429,
+            "too_many_tasks",
+            f"at most {limit} unfinished tasks per user",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
 
 
 async def _copy_file(storage: Storage, original: TaskMessage, new_id: str) -> msgspec.Raw:

@@ -404,6 +404,23 @@ async def test_a_timeline_shows_the_outputs_and_an_admin_reads_them(clients, wor
     assert first.status_code == 200 and first.content == (await user.get(outputs[0]["url"])).content
 
 
+async def test_a_users_retry_counts_against_their_unfinished_tasks(clients, settings):
+    user, _ = clients
+    cancelled = await submit(user)
+    await user.delete(f"/tasks/{cancelled}")
+    await submit(user)  # no worker: it stays queued, the one unfinished task allowed
+
+    async with running_app(replace(settings, tasks_in_flight_per_user=1)) as limited:
+        refused = await limited.post(f"/tasks/{cancelled}/retry", json={})
+        by_admin = await limited.post(
+            f"/tasks/{cancelled}/retry", json={}, headers=bearer(settings, ADMIN, admin=True)
+        )
+
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "too_many_tasks"
+    assert by_admin.status_code == 202, by_admin.text
+
+
 ADMIN_ROUTES = [
     ("GET", "/admin/api/tasks/{task}/timeline"),
     ("GET", "/admin/api/dead"),
