@@ -1,10 +1,9 @@
 """Many hosts on one machine (issue 17, point 3): network namespaces, faults, and counts.
 
 Hosts (``infra.netns``: each a network namespace with an address of its own): three
-RabbitMQ nodes (one cluster, named ``taskgate@<address>``), two gateways, two workers
-and an rpc server. PostgreSQL and the S3 server run in the root namespace, bound to the
-bridge's address, which every host reaches. Load: uploads and orders spread over both
-gateways (a client whose gateway is gone goes to the other, as behind a load balancer),
+RabbitMQ nodes (one cluster, named ``taskgate@<address>``), PostgreSQL, the S3 server
+(moto), two gateways, two workers and an rpc server. Load: uploads and orders spread
+over both gateways (a client whose gateway is gone goes to the other, as behind a load balancer),
 an SSE client per upload that reconnects to the other gateway with Last-Event-ID, and
 RPC quotes through both. Faults, one at a time and then mixed: a worker host loses power
 while it holds a task; a broker host loses power; a broker host is cut off from the
@@ -55,7 +54,7 @@ from .test_failover import MAX_ORDERS, NO_CAPS, rows
 pytestmark = [pytest.mark.multihost, pytest.mark.timeout(BOOT_TIMEOUT_S + 900)]
 
 BROKERS = ("b1", "b2", "b3")
-HOSTS = (*BROKERS, "gw1", "gw2", "w1", "w2", "rpc")
+HOSTS = (*BROKERS, "pg", "s3", "gw1", "gw2", "w1", "w2", "rpc")
 TERMINAL = ("succeeded", "failed", "dead", "cancelled")
 # Seconds between AMQP heartbeats: a host that lost power is noticed after two missed ones.
 HEARTBEAT_S = 5
@@ -107,7 +106,10 @@ def role_urls(hosts_cluster: BrokerCluster) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def s3(network: Network, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    server = S3Server(tmp_path_factory.mktemp("multihost-s3"), host=network.gateway_address)
+    host = network["s3"]
+    server = S3Server(
+        tmp_path_factory.mktemp("multihost-s3"), host=host.address, command_prefix=host.prefix
+    )
     try:
         server.start()
         server.create_bucket(TEST_BUCKET)
@@ -120,7 +122,10 @@ def s3(network: Network, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
 def pg(network: Network) -> Iterator[PostgresNode]:
     # Not under pytest's temp dir: closed to the postgres user (see tests/conftest.py).
     base_dir = Path(tempfile.mkdtemp(prefix="taskgate-multihost-pg-"))
-    config = PostgresConfig(base_dir, free_port(), listen_address=network.gateway_address)
+    host = network["pg"]
+    config = PostgresConfig(
+        base_dir, free_port(), listen_address=host.address, command_prefix=host.prefix
+    )
     node = PostgresNode(config)
     try:
         node.start()
