@@ -21,6 +21,7 @@ import msgspec
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match, Route
 
 from infra.storage import StorageError
 from rpc.errors import BrokerRefused
@@ -85,7 +86,25 @@ async def handle_starlette_error(request: Request, exc: Exception) -> Response:
     """Starlette's own 404 and 405 in the same JSON shape."""
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return error_response(HttpError(exc.status_code, code, str(exc.detail), headers=exc.headers))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405 and (allowed := _allowed_methods(request)):
+        headers["Allow"] = allowed
+    return error_response(HttpError(exc.status_code, code, str(exc.detail), headers=headers))
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method the path serves, for a 405's ``Allow`` (RFC 9110 15.5.6).
+
+    Starlette answers with the methods of the first route the path matched, and a path
+    such as ``/session`` has one route per method: ``PUT /session`` was told only ``POST``.
+    """
+    methods: set[str] = set()
+    for route in getattr(request.app, "routes", ()):
+        if isinstance(route, Route) and route.methods:
+            match, _ = route.matches(request.scope)
+            if match is not Match.NONE:
+                methods |= route.methods
+    return ", ".join(sorted(methods))
 
 
 async def handle_store_unavailable(request: Request, exc: Exception) -> Response:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Annotated
 
+import msgspec
 from starlette.requests import Request
 
 from infra.database import Migration, Transaction
@@ -18,6 +20,10 @@ from infra.database import Migration, Transaction
 from .errors import HttpError
 
 MAX_IDEMPOTENCY_KEY = 200
+# The header as the OpenAPI document declares it.
+IDEMPOTENCY_HEADER = {
+    "Idempotency-Key": Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_IDEMPOTENCY_KEY)]
+}
 
 UPLOAD_KEY_MIGRATIONS: Sequence[Migration] = [
     "CREATE TABLE upload_keys ("

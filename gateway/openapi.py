@@ -17,7 +17,8 @@ the JSON error body (``errors.ErrorBody``); the ones a route's declaration impli
 added here: 401 for ``auth="user"``, and 403 too for ``auth="admin"`` (both may answer 503
 when the store cannot check a session); 403/415 for a change the session cookie signs
 (``gateway.csrf``); 400, 413 and 422 for a JSON ``body``. ``query`` maps each query
-parameter to its type; ``path`` a path parameter to its type where it is not any string.
+parameter to its type, ``headers`` each request header the handler reads (credentials
+aside); ``path`` a path parameter to its type where it is not any string.
 A Mount is declared by decorating its app (``documented(...)(StaticFiles(...))``).
 
 tests/gateway/test_openapi.py fails for a route of the app without a declaration, and
@@ -74,6 +75,7 @@ class Operation:
     auth: Auth = "user"
     query: Mapping[str, Any] = field(default_factory=dict)
     path: Mapping[str, Any] = field(default_factory=dict)
+    headers: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
 
 
@@ -86,6 +88,7 @@ def documented(
     auth: Auth = "user",
     query: Mapping[str, Any] | None = None,
     path: Mapping[str, Any] | None = None,
+    headers: Mapping[str, Any] | None = None,
     description: str = "",
 ) -> Callable[[T], T]:
     """Mark a handler (or a mounted app) with what the document says of its route."""
@@ -97,6 +100,7 @@ def documented(
         auth,
         dict(query or {}),
         dict(path or {}),
+        dict(headers or {}),
         description,
     )
 
@@ -223,7 +227,9 @@ def document(routes: Collection[BaseRoute]) -> dict[str, Any]:
         path_names = re.findall(r"{(\w+)(?::\w+)?}", path)
         parameters = _parameters(
             "path", {name: operation.path.get(name, str) for name in path_names}, True
-        ) + _parameters("query", operation.query, False)
+        )
+        parameters += _parameters("query", operation.query, False)
+        parameters += _parameters("header", operation.headers, False)
         responses: dict[str, Any] = {}
         for status, body in sorted(operation.responses.items()):
             description = body.description if isinstance(body, Media) else "OK"

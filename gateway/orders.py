@@ -42,7 +42,7 @@ from .announce import announce_recorded, to_announce
 from .auth import authenticate
 from .bodies import decode_json, read_body
 from .errors import HttpError
-from .idempotency import IdempotencyConflict, idempotency_key
+from .idempotency import IDEMPOTENCY_HEADER, IdempotencyConflict, idempotency_key
 from .metrics import TASKS_ACCEPTED
 from .openapi import documented
 from .order_store import OrderStore, insert_order
@@ -84,6 +84,7 @@ class OrderStatus(OrderView, frozen=True):
     responses={201: OrderView},
     body=OrderRequest,
     errors=(409, 502, 504),
+    headers=IDEMPOTENCY_HEADER,
 )
 async def create_order(request: Request) -> JSONResponse:
     state = request.app.state

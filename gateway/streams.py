@@ -75,6 +75,8 @@ def frame(event: StoredEvent) -> bytes:
         204: None,
     },
     errors=(404, 429),
+    query={"after": str},
+    headers={"Last-Event-ID": str},
 )
 async def task_events(request: Request) -> Response:
     user = authenticate(request)

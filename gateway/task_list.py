@@ -51,9 +51,9 @@ class TaskPage(msgspec.Struct, frozen=True):
     query={
         "state": Literal[tuple(sorted(LISTED_STATES))],
         "kind": Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_KIND_CHARS)],
-        "since": str,
+        "since": Annotated[str, msgspec.Meta(min_length=1)],
         "limit": Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)],
-        "cursor": str,
+        "cursor": Annotated[str, msgspec.Meta(min_length=1)],
     },
 )
 async def list_tasks(request: Request) -> JSONResponse:

@@ -45,7 +45,12 @@ from . import task_inputs
 from .announce import announce_recorded, to_announce
 from .auth import authenticate
 from .errors import HttpError
-from .idempotency import IdempotencyConflict, claim_upload_key, idempotency_key
+from .idempotency import (
+    IDEMPOTENCY_HEADER,
+    IdempotencyConflict,
+    claim_upload_key,
+    idempotency_key,
+)
 from .metrics import TASKS_ACCEPTED, UPLOAD_BYTES
 from .multipart import FormLimits, receive_form
 from .openapi import Media, documented
@@ -102,6 +107,7 @@ def _options(fields: dict[str, str]) -> ThumbnailOptions:
     responses={202: TaskAccepted},
     body=Media("multipart/form-data", "The image and its options", UPLOAD_FORM),
     errors=(400, 409, 413, 422, 429),
+    headers=IDEMPOTENCY_HEADER,
 )
 async def create_upload(request: Request) -> JSONResponse:
     settings: GatewaySettings = request.app.state.settings

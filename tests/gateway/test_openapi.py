@@ -45,3 +45,27 @@ async def test_the_gateway_serves_the_document_without_credentials(
     assert response.json() == json.loads(DOCUMENT_PATH.read_text())
     assert gateway_settings.secret_key not in response.text
     assert str(gateway_settings.metrics_token) not in response.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("PUT", "/session", "DELETE, GET, HEAD, POST"),
+        ("PATCH", "/tasks/t1", "DELETE, GET, HEAD"),
+        ("OPTIONS", "/tasks/t1/retry", "POST"),
+    ],
+)
+async def test_a_405_allows_every_method_the_path_serves(
+    gateway_app: Callable[..., Any],
+    gateway_settings: GatewaySettings,
+    method: str,
+    path: str,
+    allowed: str,
+) -> None:
+    # Starlette named only the first matching route's methods: PUT /session said "POST".
+    async with gateway_app(gateway_settings) as client:
+        response = await client.request(method, path)
+
+    assert response.status_code == 405
+    assert response.headers["allow"] == allowed
+    assert response.json()["error"]["code"] == "method_not_allowed"
