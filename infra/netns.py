@@ -1,9 +1,9 @@
 """Several hosts on one machine: Linux network namespaces on one bridge (iproute2, as root).
 
 Each ``Host`` is a network namespace with one veth interface on a private /24
-(``10.<a>.<b>.0/24``, from our pid); the other end of every veth is on a bridge
-in the root namespace, which holds ``.1``, so this process (the test driver)
-reaches every host and every host reaches services bound to ``.1``. Processes
+(``10.<a>.<b>.0/24``, from our pid, one no route uses yet); the other end of every
+veth is on a bridge in the root namespace, which holds ``.1``, so this process (the
+test driver) reaches every host and every host reaches services bound to ``.1``. Processes
 run in a host with ``ip netns exec``; ``power_off`` is a host losing power;
 ``isolate`` blackholes routes to some peers inside the host's namespace (a
 partition both ways for TCP: nothing the host sends to them leaves, so neither
@@ -125,7 +125,12 @@ class Network:
         remove_stale()
         pid = os.getpid()
         tag = f"{_PREFIX}{pid}"
-        subnet = f"10.{(pid >> 8) & 0xFF}.{pid & 0xFF}"
+        # From our pid, so concurrent runs differ; past any subnet this machine routes already.
+        routed = _ip("-4", "route", check=False)
+        n = pid & 0xFFFF
+        while f"10.{n >> 8}.{n & 0xFF}.0/" in routed:
+            n = (n + 1) & 0xFFFF
+        subnet = f"10.{n >> 8}.{n & 0xFF}"
         network = cls(tag, subnet, {})
         bridge = f"{tag}b"
         try:
@@ -165,7 +170,7 @@ def _remove(tag: str) -> None:
     # Deleting a namespace deletes the veth ends in it and so their peers; then the bridge.
     for line in _ip("-o", "link", "show", check=False).splitlines():
         link = line.split(":")[1].strip().split("@")[0]
-        if link.startswith(tag) and link[len(tag)] in "bv":
+        if link.startswith(tag) and link[len(tag) :][:1] in ("b", "v"):
             _ip("link", "delete", link, check=False)
 
 

@@ -59,6 +59,8 @@ class PostgresConfig:
     # The address the server listens on; other than loopback, clients on its subnets may log
     # in (with the superuser's password: pg_hba's ``samenet``).
     listen_address: str = "127.0.0.1"
+    # Put before the server's command, e.g. ``ip netns exec <ns>`` (infra.netns).
+    command_prefix: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "base_dir", Path(self.base_dir).absolute())

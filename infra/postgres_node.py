@@ -191,6 +191,14 @@ class PostgresNode:
         args = [str(self._bin / "postgres"), "-D", str(cfg.data_dir)]
         for name, value in settings.items():
             args += ["-c", f"{name}={value}"]
+        as_user = self._as_server_user()
+        if cfg.command_prefix:
+            # The prefix (ip netns exec) needs root, so the switch to the server's user comes
+            # after it: setpriv execs, so the pid stays the postmaster's.
+            if self._run_as is not None:
+                uid, gid = self._run_as.pw_uid, self._run_as.pw_gid
+                args = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", *args]
+            args, as_user = [*cfg.command_prefix, *args], {}
         log_start = cfg.log_file.stat().st_size if cfg.log_file.exists() else 0
         logger.info("starting PostgreSQL in %s on port %s", cfg.data_dir, cfg.port)
         started_at = time.monotonic()
@@ -202,7 +210,7 @@ class PostgresNode:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: kill() takes every backend
-                **self._as_server_user(),  # type: ignore[call-overload]
+                **as_user,  # type: ignore[call-overload]
             )
         try:
             self._wait_ready(started_at + timeout_s, log_start, timeout_s)

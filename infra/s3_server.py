@@ -36,10 +36,18 @@ class S3BootError(RuntimeError):
 class S3Server:
     """``start()``, ``create_bucket(name)``, ``stop()``; ``endpoint_url`` while it runs."""
 
-    def __init__(self, base_dir: Path, port: int | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        base_dir: Path,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        command_prefix: tuple[str, ...] = (),
+    ) -> None:
+        """``command_prefix``: put before the server's command (``ip netns exec <ns>``)."""
         self.base_dir = base_dir
         self.port = port or free_port()
         self.host = host
+        self.command_prefix = command_prefix
         self.endpoint_url = f"http://{host}:{self.port}"
         self.log_path = base_dir / "moto.log"
         self._proc: subprocess.Popen[bytes] | None = None
@@ -48,7 +56,16 @@ class S3Server:
         self.base_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
+                [
+                    *self.command_prefix,
+                    sys.executable,
+                    "-m",
+                    "moto.server",
+                    "-H",
+                    self.host,
+                    "-p",
+                    str(self.port),
+                ],
                 cwd=self.base_dir,
                 stdin=subprocess.DEVNULL,
                 stdout=log,

@@ -13,8 +13,10 @@ on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
+import signal
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -32,8 +34,6 @@ from infra.postgres_node import PostgresBootError, PostgresConfig, PostgresNode
 from infra.s3_server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, S3BootError, S3Server
 from infra.storage import Storage, StorageConfig, open_storage
 from workers.access import ROLES, create_users
-
-from .helpers import resume
 
 
 @dataclass(frozen=True)
@@ -168,6 +168,14 @@ def own_broker(spare_broker: BrokerNode) -> Iterator[BrokerNode]:
         yield spare_broker
     finally:
         resume(spare_broker)  # should a failed test have left it frozen
+
+
+def resume(node: BrokerNode) -> None:
+    """SIGCONT a node that may have been frozen with SIGSTOP."""
+    pid = node.pid
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
 
 
 @pytest.fixture(scope="session")

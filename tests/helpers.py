@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import ipaddress
-import os
-import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
 import aio_pika
 
-from infra.node import BrokerNode
 from infra.ports import free_port
 from infra.storage import StorageConfig
 from workers.settings import StorageSettings
@@ -30,14 +26,6 @@ async def eventually(
     async with asyncio.timeout(timeout_s):
         while not await condition():  # noqa: ASYNC110  (there is no event to await)
             await asyncio.sleep(interval_s)
-
-
-def resume(node: BrokerNode) -> None:
-    """SIGCONT a node that may have been frozen with SIGSTOP."""
-    pid = node.pid
-    if pid is not None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGCONT)
 
 
 def unreachable_amqp_url() -> str:

@@ -1,10 +1,9 @@
 """Many hosts on one machine (issue 17, point 3): network namespaces, faults, and counts.
 
 Hosts (``infra.netns``: each a network namespace with an address of its own): three
-RabbitMQ nodes (one cluster, named ``taskgate@<address>``), two gateways, two workers
-and an rpc server. PostgreSQL and the S3 server run in the root namespace, bound to the
-bridge's address, which every host reaches. Load: uploads and orders spread over both
-gateways (a client whose gateway is gone goes to the other, as behind a load balancer),
+RabbitMQ nodes (one cluster, named ``taskgate@<address>``), PostgreSQL, the S3 server
+(moto), two gateways, two workers and an rpc server. Load: uploads and orders spread
+over both gateways (a client whose gateway is gone goes to the other, as behind a load balancer),
 an SSE client per upload that reconnects to the other gateway with Last-Event-ID, and
 RPC quotes through both. Faults, one at a time and then mixed: a worker host loses power
 while it holds a task; a broker host loses power; a broker host is cut off from the
@@ -55,7 +54,7 @@ from .test_failover import MAX_ORDERS, NO_CAPS, rows
 pytestmark = [pytest.mark.multihost, pytest.mark.timeout(BOOT_TIMEOUT_S + 900)]
 
 BROKERS = ("b1", "b2", "b3")
-HOSTS = (*BROKERS, "gw1", "gw2", "w1", "w2", "rpc")
+HOSTS = (*BROKERS, "pg", "s3", "gw1", "gw2", "w1", "w2", "rpc")
 TERMINAL = ("succeeded", "failed", "dead", "cancelled")
 # Seconds between AMQP heartbeats: a host that lost power is noticed after two missed ones.
 HEARTBEAT_S = 5
@@ -107,7 +106,10 @@ def role_urls(hosts_cluster: BrokerCluster) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def s3(network: Network, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    server = S3Server(tmp_path_factory.mktemp("multihost-s3"), host=network.gateway_address)
+    host = network["s3"]
+    server = S3Server(
+        tmp_path_factory.mktemp("multihost-s3"), host=host.address, command_prefix=host.prefix
+    )
     try:
         server.start()
         server.create_bucket(TEST_BUCKET)
@@ -120,7 +122,10 @@ def s3(network: Network, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
 def pg(network: Network) -> Iterator[PostgresNode]:
     # Not under pytest's temp dir: closed to the postgres user (see tests/conftest.py).
     base_dir = Path(tempfile.mkdtemp(prefix="taskgate-multihost-pg-"))
-    config = PostgresConfig(base_dir, free_port(), listen_address=network.gateway_address)
+    host = network["pg"]
+    config = PostgresConfig(
+        base_dir, free_port(), listen_address=host.address, command_prefix=host.prefix
+    )
     node = PostgresNode(config)
     try:
         node.start()
@@ -168,12 +173,14 @@ class Deployment:
     start_worker: Callable[..., ChildProcess]
     gateways: dict[str, GatewayProcess] = field(default_factory=dict)
     live: list[GatewayProcess] = field(default_factory=list)
+    started: list[GatewayProcess] = field(default_factory=list)  # every one, to reap
 
     async def start_gateway(self, name: str, log_dir: Path) -> None:
         log = log_dir / f"{name}-{len(self.gateways)}.log"
         self.gateways[name] = GatewayProcess(
             self.settings, GATEWAY_PORT, log, NO_CAPS, host=self.network[name]
         )
+        self.started.append(self.gateways[name])
         await self.gateways[name].wait_ready()
         self.live.append(self.gateways[name])
 
@@ -202,7 +209,7 @@ async def deployment(
         deployment.start_worker_on("w1")
         yield deployment
     finally:
-        for process in (rpc, *deployment.gateways.values()):
+        for process in (rpc, *deployment.started):
             process.kill()
 
 
@@ -215,7 +222,7 @@ class Tally:
     answers: Counter[str] = field(default_factory=Counter)
     streams: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
     rpc: Counter[str] = field(default_factory=Counter)
-    rpc_slowest_failure_s: float = 0.0
+    rpc_failures: list[tuple[float, float]] = field(default_factory=list)  # (when, took s)
     rpc_last: str = ""
     faults: list[tuple[str, str]] = field(default_factory=list)
 
@@ -343,8 +350,14 @@ class Load:
                 tally.rpc_last = outcome
                 if outcome != "200":
                     failed_s = time.monotonic() - started
-                    tally.rpc_slowest_failure_s = max(tally.rpc_slowest_failure_s, failed_s)
+                    tally.rpc_failures.append((started, failed_s))
                 await asyncio.sleep(0.5)
+
+    def record(self, what: str, figure: str, since: float) -> None:
+        """A fault's row, with the RPC calls that failed from ``since`` until now."""
+        failed = [took_s for at, took_s in self.tally.rpc_failures if at >= since]
+        slowest = f", the slowest after {max(failed):.1f} s" if failed else ""
+        self.tally.faults.append((what, f"{figure}; {len(failed)} quotes failed{slowest}"))
 
     async def accepted_after(self, count: int) -> None:
         """Until ``count`` more uploads and orders were accepted than now."""
@@ -386,12 +399,11 @@ async def worker_host_loses_power_mid_task(load: Load, held: str) -> None:
 
     await eventually(held_done, timeout_s=180)
     runs = await load.running(held)
-    load.tally.faults.append(
-        (
-            "worker host w1 loses power mid-task",
-            f"{killed} processes; its task ran {runs} times, done on w2"
-            f" {time.monotonic() - cut_at:.1f} s later",
-        )
+    load.record(
+        "worker host w1 loses power mid-task",
+        f"{killed} processes; its task ran {runs} times, done on w2"
+        f" {time.monotonic() - cut_at:.1f} s later",
+        cut_at,
     )
     assert runs == 2  # started on w1, then the whole task again on w2
     await asyncio.to_thread(network["w1"].power_on)
@@ -430,11 +442,10 @@ async def broker_host_loses_power(load: Load, cluster: BrokerCluster, index: int
     await asyncio.to_thread(node.stop)  # reaps the start script, clears its pid file
     await asyncio.to_thread(host.power_on)
     back_s = await broker_back(cluster, node)
-    load.tally.faults.append(
-        (
-            f"broker host {host.name} loses power",
-            f"5 more accepted after {went_on_s:.1f} s; back, replicas online, in {back_s:.1f} s",
-        )
+    load.record(
+        f"broker host {host.name} loses power",
+        f"5 more accepted after {went_on_s:.1f} s; back, replicas online, in {back_s:.1f} s",
+        cut_at,
     )
 
 
@@ -442,6 +453,7 @@ async def broker_host_cut_off(load: Load, cluster: BrokerCluster, index: int) ->
     network = load.deployment.network
     host = network[BROKERS[index]]
     peers = [network[name] for name in BROKERS if name != host.name]
+    cut_at = time.monotonic()
     await asyncio.to_thread(host.isolate, peers)
     try:
         accepted = load.tally.accepted
@@ -449,14 +461,11 @@ async def broker_host_cut_off(load: Load, cluster: BrokerCluster, index: int) ->
         during = load.tally.accepted - accepted
     finally:
         await asyncio.to_thread(host.heal, peers)
-    healed_at = time.monotonic()
     back_s = await broker_back(cluster, cluster.nodes[index])
-    load.tally.faults.append(
-        (
-            f"broker host {host.name} cut off from the others for {PARTITION_S} s",
-            f"{during} accepted meanwhile; whole again {time.monotonic() - healed_at:.1f} s"
-            f" after healing (replicas {back_s:.1f} s)",
-        )
+    load.record(
+        f"broker host {host.name} cut off from the others for {PARTITION_S} s",
+        f"{during} accepted meanwhile; whole, replicas online, {back_s:.1f} s after healing",
+        cut_at,
     )
 
 
@@ -470,11 +479,10 @@ async def gateway_host_loses_power(load: Load, name: str, log_dir: Path) -> None
     went_on_s = time.monotonic() - cut_at
     await asyncio.to_thread(deployment.network[name].power_on)
     await deployment.start_gateway(name, log_dir)
-    load.tally.faults.append(
-        (
-            f"gateway host {name} loses power",
-            f"5 more accepted through the other after {went_on_s:.1f} s; restarted",
-        )
+    load.record(
+        f"gateway host {name} loses power",
+        f"5 more accepted through the other after {went_on_s:.1f} s; restarted",
+        cut_at,
     )
 
 
@@ -483,11 +491,10 @@ async def postgres_restarts(load: Load, pg: PostgresNode) -> None:
     await asyncio.to_thread(pg.restart)
     restarted_s = time.monotonic() - started
     await load.accepted_after(5)
-    load.tally.faults.append(
-        (
-            "PostgreSQL restarts",
-            f"down {restarted_s:.1f} s; 5 more accepted {time.monotonic() - started:.1f} s after",
-        )
+    load.record(
+        "PostgreSQL restarts",
+        f"down {restarted_s:.1f} s; 5 more accepted {time.monotonic() - started:.1f} s after",
+        started,
     )
 
 
@@ -513,8 +520,8 @@ async def test_each_fault_then_all_at_once_lose_and_double_nothing(
         await broker_host_cut_off(load, hosts_cluster, 1)
         await gateway_host_loses_power(load, "gw2", tmp_path)
         await postgres_restarts(load, pg)
-        # Mixed: a broker host and a gateway host lose power, another broker host is cut
-        # off, PostgreSQL restarts, all at once.
+        # Mixed: a broker host and a gateway host lose power while PostgreSQL restarts;
+        # then another broker host is cut off.
         await asyncio.gather(
             broker_host_loses_power(load, hosts_cluster, 2),
             gateway_host_loses_power(load, "gw1", tmp_path),
@@ -538,22 +545,26 @@ async def report(load: Load, took_s: float) -> None:
     ids = tally.uploads | tally.orders
 
     async def all_finished() -> bool:
-        states = dict(await rows(settings, "SELECT task_id, state FROM tasks"))
+        states = {
+            str(t): str(v) for t, v in await rows(settings, "SELECT task_id, state FROM tasks")
+        }
         return all(states.get(i) in TERMINAL for i in ids)
 
     await eventually(all_finished, timeout_s=180)
     terminal = Counter(
-        r[0]
+        str(r[0])
         for r in await rows(settings, f"SELECT task_id FROM events WHERE state IN {TERMINAL!r}")
     )
     done: dict[str, Counter[str]] = {}
-    for table in ("reservations", "sales", "emails"):
-        done[table] = Counter(r[0] for r in await rows(settings, f"SELECT order_id FROM {table}"))
+    for name in ("reservations", "sales", "emails"):
+        done[name] = Counter(
+            str(r[0]) for r in await rows(settings, f"SELECT order_id FROM {name}")
+        )
     history: dict[str, list[tuple[int, str]]] = {}
     for task_id, seq, state in await rows(
         settings, "SELECT task_id, seq, state FROM events ORDER BY seq"
     ):
-        history.setdefault(str(task_id), []).append((int(seq), str(state)))  # type: ignore[call-overload]
+        history.setdefault(str(task_id), []).append((int(str(seq)), str(state)))
 
     def counts(expected: set[str], got: Counter[str]) -> tuple[int, int, int, int]:
         return (
@@ -564,18 +575,18 @@ async def report(load: Load, took_s: float) -> None:
         )
 
     lines = [("tasks terminal (uploads + orders)", counts(ids, terminal))]
-    lines += [(f"orders in {table}", counts(tally.orders, got)) for table, got in done.items()]
+    lines += [(f"orders in {name}", counts(tally.orders, got)) for name, got in done.items()]
     streams_wrong = [t for t, seen in tally.streams.items() if seen != history.get(t)]
-    table = [
+    out = [
         f"multihost run: {took_s:.0f} s; HTTP answers {dict(tally.answers)}",
         *(f"  fault: {what}: {figure}" for what, figure in tally.faults),
-        f"  rpc quotes {dict(tally.rpc)}; slowest failure {tally.rpc_slowest_failure_s:.1f} s",
+        f"  rpc quotes {dict(tally.rpc)}; the last {tally.rpc_last}",
         f"  {'what':36} {'accepted':>8} {'lost':>5} {'dup':>5} {'unexp':>5}",
         *(f"  {what:36} {a:8} {lost:5} {dup:5} {unexp:5}" for what, (a, lost, dup, unexp) in lines),
         f"  {'SSE streams = store history':36} {len(tally.streams):8} wrong: {len(streams_wrong)}",
     ]
-    table += [f"    {t}: saw {tally.streams[t]}, store {history.get(t)}" for t in streams_wrong[:3]]
-    print("\n" + "\n".join(table))
+    out += [f"    {t}: saw {tally.streams[t]}, store {history.get(t)}" for t in streams_wrong[:3]]
+    print("\n" + "\n".join(out))
 
     for what, (_, lost, dup, unexp) in lines:
         assert (lost, dup, unexp) == (0, 0, 0), what

@@ -40,8 +40,9 @@ from infra.node import BrokerNode
 from infra.ports import free_port
 from workers.access import create_users
 
+from ..conftest import resume
 from ..gateway.conftest import ChildProcess, GatewayProcess, bearer, jpeg_bytes, settings_env
-from ..helpers import eventually, resume, take_tasks
+from ..helpers import eventually, take_tasks
 
 ORDERS = 60
 UPLOADS = 40
