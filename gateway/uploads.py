@@ -73,7 +73,7 @@ UPLOAD_FORM = {
     "properties": {
         FILE_FIELD: {"type": "string", "format": "binary", "description": "JPEG, PNG or WebP"},
         "watermark": {"type": "string"},
-        "quality": {"type": "string", "pattern": "^[0-9]+$"},
+        "quality": {"type": "string", "description": "a whole number, 1 to 95"},
         "sizes": {"type": "string", "description": "pixel sizes, comma-separated"},
         "priority": {"type": "string", "enum": ["normal", "high"]},
         "delay_s": {"type": "string", "description": "seconds"},
