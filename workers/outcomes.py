@@ -42,6 +42,7 @@ from infra.database import Database, Migration, Transaction
 from . import claims
 from .group_commit import GroupCommit
 from .messages import StatusEvent, Undecodable, decode_message, encoder, event_decoder
+from .status import signed
 
 logger = logging.getLogger(__name__)
 
@@ -181,6 +182,7 @@ class OutcomeLog:
         None: another took the task over (this worker's lease ran out); its
         result is dropped, the task finishes there.
         """
+        event = signed(event, self.holder)  # a copy that republishes it names who ran it
         body = encoder.encode(event)
         until_s = time.time() + self.lease_s
 
