@@ -3,11 +3,13 @@
 Each ``Host`` is a network namespace with one veth interface on a private /24
 (``10.<a>.<b>.0/24``, from our pid, one no route uses yet); the other end of every
 veth is on a bridge in the root namespace, which holds ``.1``, so this process (the
-test driver) reaches every host and every host reaches services bound to ``.1``. Processes
-run in a host with ``ip netns exec``; ``power_off`` is a host losing power;
-``isolate`` blackholes routes to some peers inside the host's namespace (a
-partition both ways for TCP: nothing the host sends to them leaves, so neither
-side completes a handshake or an acknowledgement) until ``heal``.
+test driver) reaches every host and every host reaches services bound to ``.1``.
+Processes run in a host with ``nsenter --net`` (not ``ip netns exec`` or ``ip -n``:
+those remount ``/`` and ``/sys`` first, which fails where ``/`` is no mount point, as
+in a chroot); ``power_off`` is a host losing power; ``isolate`` blackholes routes to
+some peers inside the host's namespace (a partition both ways for TCP: nothing the
+host sends to them leaves, so neither side completes a handshake or an
+acknowledgement) until ``heal``.
 
 Everything is named ``tg<pid>...``, so ``remove_stale`` (run by ``Network.create``)
 removes what a killed run of ours left behind, and never what a live one uses.
@@ -32,8 +34,13 @@ _PREFIX = "tg"
 _OURS = re.compile(rf"^{_PREFIX}(\d+)[bv-]")
 
 
+def _enter(netns: str) -> tuple[str, ...]:
+    """What runs a command inside network namespace ``netns`` when put before it."""
+    return ("nsenter", f"--net=/run/netns/{netns}")
+
+
 def _ip(*args: str, netns: str | None = None, check: bool = True) -> str:
-    argv = ["ip", *(("-n", netns) if netns else ()), *args]
+    argv = [*(_enter(netns) if netns else ()), "ip", *args]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
     if check and result.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed: {result.stderr.strip()}")
@@ -61,7 +68,7 @@ class Host:
     @property
     def prefix(self) -> tuple[str, ...]:
         """What runs a command inside this host when put before it."""
-        return ("ip", "netns", "exec", self.netns)
+        return _enter(self.netns)
 
     def argv(self, argv: Sequence[str]) -> list[str]:
         """``argv`` run inside this host."""
