@@ -26,6 +26,8 @@ import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from .process import pid_exists
+
 __all__ = ["Host", "Network", "remove_stale"]
 
 logger = logging.getLogger(__name__)
@@ -45,16 +47,6 @@ def _ip(*args: str, netns: str | None = None, check: bool = True) -> str:
     if check and result.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed: {result.stderr.strip()}")
     return result.stdout
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass(frozen=True)
@@ -189,6 +181,6 @@ def remove_stale() -> None:
         for line in _ip("-o", "link", "show", check=False).splitlines()
     ]
     for pid in {int(m.group(1)) for n in names if (m := _OURS.match(n))}:
-        if pid != os.getpid() and not _alive(pid):
+        if pid != os.getpid() and not pid_exists(pid):
             logger.info("removing the network of a dead run (pid %d)", pid)
             _remove(f"{_PREFIX}{pid}")

@@ -24,6 +24,7 @@ from pathlib import Path
 from . import debian, epmd, node_log
 from .node_config import ADMIN_USER, NodeConfig
 from .ports import accepts_connections, port_in_use
+from .process import pid_exists
 
 __all__ = ["BootError", "BrokerNode", "NodeConfig", "PortInUseError", "ensure_installed"]
 
@@ -96,13 +97,7 @@ class BrokerNode:
             # Zombies have an empty cmdline; a recycled pid will not match.
             home = str(self.config.home_dir).encode()
             return any(a == b"-home" and b == home for a, b in itertools.pairwise(args))
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return pid_exists(pid)
 
     def env(self) -> dict[str, str]:
         """Environment for rabbitmq-server and rabbitmqctl aimed at our node."""

@@ -1,8 +1,10 @@
-"""Running a process's main coroutine: uvloop where installed, SIGTERM/SIGINT as an event."""
+"""Running a process's main coroutine (uvloop where installed, SIGTERM/SIGINT as an event),
+and whether a process exists."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -26,3 +28,14 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     except ImportError:
         return asyncio.run(main)
     return uvloop.run(main)
+
+
+def pid_exists(pid: int) -> bool:
+    """Whether a process ``pid`` exists (a zombie does), whoever owns it."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

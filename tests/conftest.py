@@ -249,7 +249,12 @@ def storage_config(request: pytest.FixtureRequest, tmp_path: Path) -> StorageCon
     local_dir = tmp_path / "storage"
     if request.param == "local":
         return StorageConfig(local_dir=local_dir)
-    server: S3Server = request.getfixturevalue("s3_server")
+    return s3_storage_config(request.getfixturevalue("s3_server"), local_dir)
+
+
+def s3_storage_config(server: S3Server, local_dir: Path) -> StorageConfig:
+    """A prefix of the test's own in ``server``'s test bucket (small parts, so a test's
+    multipart upload stays small)."""
     return StorageConfig(
         url=f"s3://{TEST_BUCKET}/{uuid.uuid4().hex[:12]}",
         local_dir=local_dir,

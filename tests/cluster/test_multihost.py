@@ -40,11 +40,11 @@ from infra.netns import Network
 from infra.node import BrokerNode
 from infra.ports import free_port
 from infra.postgres_node import PostgresConfig, PostgresNode
-from infra.s3_server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, S3Server
+from infra.s3_server import S3Server
 from infra.storage import StorageConfig
 from workers.access import create_users
 
-from ..conftest import TEST_BUCKET
+from ..conftest import TEST_BUCKET, s3_storage_config
 from ..gateway.conftest import ChildProcess, GatewayProcess, bearer, jpeg_bytes, settings_env
 from ..gateway.test_streams import status_events
 from ..helpers import eventually
@@ -138,15 +138,7 @@ def pg(network: Network) -> Iterator[PostgresNode]:
 @pytest.fixture
 def storage_config(s3: S3Server, tmp_path: Path) -> StorageConfig:
     """Uploads and outputs in S3 (the gateway fixtures then use it)."""
-    return StorageConfig(
-        url=f"s3://{TEST_BUCKET}/{uuid.uuid4().hex[:12]}",
-        local_dir=tmp_path / "storage",
-        endpoint_url=s3.endpoint_url,
-        region=REGION,
-        access_key_id=ACCESS_KEY_ID,
-        secret_access_key=SECRET_ACCESS_KEY,
-        part_bytes=5 * 1024 * 1024,
-    )
+    return s3_storage_config(s3, tmp_path / "storage")
 
 
 @pytest.fixture
